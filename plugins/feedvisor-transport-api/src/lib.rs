@@ -1,0 +1,29 @@
+//! The contract between feedvisor's connection actors and its transport plugins.
+//!
+//! A transport (WebSocket, raw TCP, in-memory, ...) turns a [`ConnectRequest`]
+//! into a [`Connection`]: a stream of inbound [`Event`] batches and an
+//! [`OutboundSender`] for what goes upstream. The connection actor knows only
+//! this crate; plugins depend on it and nothing here depends back on them.
+//!
+//! Duties split as follows:
+//! - a transport answers the peer's pings and close frames itself, validates
+//!   UTF-8 in text data (incrementally, across fragments, see [`Utf8Validator`]),
+//!   and refuses a frame whose announced length exceeds
+//!   [`ConnectRequest::max_frame_size`] before buffering any of it;
+//! - the connection actor turns frames into whole messages with a
+//!   [`MessageAssembler`] (message mode) and enforces the message size limit.
+
+mod assemble;
+mod error;
+mod frame;
+mod transport;
+mod utf8;
+
+pub use assemble::{AssembleError, MessageAssembler};
+pub use error::{ErrorKind, TransportError};
+pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
+pub use transport::{
+    outbound_channel, ConnectFuture, ConnectRequest, Connection, Inbound, OutboundReceiver,
+    OutboundSender, TlsOptions, Transport,
+};
+pub use utf8::Utf8Validator;

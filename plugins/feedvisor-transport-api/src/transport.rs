@@ -1,0 +1,136 @@
+//! The transport trait and the connection it hands back.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_channel::mpsc;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::{LocalBoxStream, Stream};
+
+use crate::error::TransportError;
+use crate::frame::{Event, Outbound};
+
+/// TLS settings of one feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// A PEM file of extra CA certificates trusted besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Everything a transport needs to open one connection.
+#[derive(Clone)]
+pub struct ConnectRequest {
+    /// Where to connect; its scheme picked the transport.
+    pub url: url::Url,
+    /// Extra request headers (may hold secrets: never log the values).
+    pub headers: Vec<(String, String)>,
+    /// Subprotocols to offer, in order of preference.
+    pub subprotocols: Vec<String>,
+    /// Frames announcing more payload than this are refused before any of it is buffered.
+    pub max_frame_size: usize,
+    /// How long the connect and handshake may take together.
+    pub handshake_timeout: Duration,
+    /// TLS settings for secure schemes.
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for ConnectRequest {
+    /// Header values are secrets: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("ConnectRequest")
+            .field("url", &self.url.as_str())
+            .field("headers", &header_names)
+            .field("subprotocols", &self.subprotocols)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// A batch of events read from the peer in one go, or the error that ended the connection.
+///
+/// A transport yields every event it can decode from what it has read, so
+/// that one wake-up of the connection actor handles many messages. After an
+/// error or a [`Event::Close`], the stream ends.
+pub type Inbound = LocalBoxStream<'static, Result<Vec<Event>, TransportError>>;
+
+/// An open connection.
+pub struct Connection {
+    /// What the peer sends, in batches.
+    pub inbound: Inbound,
+    /// Where to put what goes to the peer.
+    pub outbound: OutboundSender,
+    /// The subprotocol the server picked (one of those offered), if any.
+    pub protocol: Option<String>,
+}
+
+/// The future a [`Transport::connect`] returns; it runs on the caller's arbiter.
+pub type ConnectFuture = LocalBoxFuture<'static, Result<Connection, TransportError>>;
+
+/// A way to reach peers: WebSocket, raw TCP, in-memory, ...
+///
+/// A transport value is shared by every arbiter (hence `Send + Sync`), while
+/// the connections it opens live on the arbiter that asked for them (hence
+/// the local future and stream): clients that are not `Send` are built per
+/// thread inside the plugin.
+pub trait Transport: Send + Sync + 'static {
+    /// A short name for logs ("websocket", "memory").
+    fn name(&self) -> &'static str;
+
+    /// The URL schemes this transport serves ("ws", "wss").
+    fn schemes(&self) -> &'static [&'static str];
+
+    /// Opens a connection; must be called from within an actix/tokio local context.
+    fn connect(&self, request: ConnectRequest) -> ConnectFuture;
+}
+
+/// Sends outbound messages to a connection's writer.
+///
+/// Cheap to clone; sending never blocks (the connection actor bounds its own queue).
+#[derive(Debug, Clone)]
+pub struct OutboundSender {
+    sender: mpsc::UnboundedSender<Outbound>,
+}
+
+impl OutboundSender {
+    /// Queues a message for the peer; fails once the connection is gone.
+    pub fn send(&self, message: Outbound) -> Result<(), TransportError> {
+        self.sender.unbounded_send(message).map_err(|_| TransportError::Closed)
+    }
+
+    /// True once the transport stopped reading outbound messages.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// The transport's end of the outbound channel.
+#[derive(Debug)]
+pub struct OutboundReceiver {
+    receiver: mpsc::UnboundedReceiver<Outbound>,
+}
+
+impl Stream for OutboundReceiver {
+    type Item = Outbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        Pin::new(&mut self.receiver).poll_next(cx)
+    }
+}
+
+impl OutboundReceiver {
+    /// Stops accepting messages; those already queued can still be read.
+    pub fn close(&mut self) {
+        self.receiver.close();
+    }
+}
+
+/// A connected sender and receiver pair for outbound messages.
+pub fn outbound_channel() -> (OutboundSender, OutboundReceiver) {
+    let (sender, receiver) = mpsc::unbounded();
+    (OutboundSender { sender }, OutboundReceiver { receiver })
+}

@@ -1,0 +1,289 @@
+//! An in-memory transport that tests drive frame by frame.
+//!
+//! A test creates a [`MemoryHub`], registers [`MemoryTransport`] for the
+//! `memory` scheme and listens on a name; a connection actor that connects to
+//! `memory://NAME` then shows up as a [`MemoryPeer`] on the listener, through
+//! which the test sends events and reads what the actor sent. It behaves like
+//! a real transport: it validates UTF-8 in text frames, refuses frames over
+//! the frame size limit, and answers pings and close frames itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::stream::{Stream, StreamExt};
+use futures_util::FutureExt;
+
+use feedvisor_transport_api::{
+    close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection, DataFrame,
+    Event, Opcode, Outbound, OutboundReceiver, Transport, TransportError, Utf8Validator,
+};
+
+/// The scheme this transport serves.
+pub const SCHEME: &str = "memory";
+
+/// Shared state: who listens on which name, and scripted connect failures.
+#[derive(Clone, Default)]
+pub struct MemoryHub {
+    inner: Arc<Mutex<HubState>>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// Where new connections to each name are handed to the test.
+    listeners: HashMap<String, mpsc::UnboundedSender<MemoryPeer>>,
+    /// Errors the next connects to each name fail with, in order.
+    failures: HashMap<String, VecDeque<TransportError>>,
+    /// Connect attempts per name, successful or not.
+    attempts: HashMap<String, u64>,
+}
+
+impl MemoryHub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        // A test that panicked while holding the lock poisons it; the state is still usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Accepts connections to `memory://NAME` from now on.
+    pub fn listen(&self, name: &str) -> MemoryListener {
+        let (sender, receiver) = mpsc::unbounded();
+        self.state().listeners.insert(name.to_owned(), sender);
+        MemoryListener { receiver }
+    }
+
+    /// Makes the next connect to `name` fail with `error` (queued: call again for more).
+    pub fn fail_next(&self, name: &str, error: TransportError) {
+        self.state().failures.entry(name.to_owned()).or_default().push_back(error);
+    }
+
+    /// How many connects to `name` were attempted so far.
+    pub fn attempts(&self, name: &str) -> u64 {
+        self.state().attempts.get(name).copied().unwrap_or(0)
+    }
+
+    fn connect(&self, request: &ConnectRequest) -> Result<Connection, TransportError> {
+        let name = request.url.host_str().unwrap_or_default().to_owned();
+        let mut state = self.state();
+        *state.attempts.entry(name.clone()).or_default() += 1;
+        if let Some(error) = state.failures.get_mut(&name).and_then(VecDeque::pop_front) {
+            return Err(error);
+        }
+        let refused = || TransportError::Refused { addr: format!("{SCHEME}://{name}") };
+        let listener = state.listeners.get(&name).ok_or_else(refused)?;
+        let (inbound_sender, inbound_receiver) = mpsc::unbounded();
+        let (outbound, outbound_receiver) = outbound_channel();
+        let (echo_sender, echo_receiver) = mpsc::unbounded();
+        let peer = MemoryPeer {
+            inbound: inbound_sender,
+            outbound: outbound_receiver,
+            replies: echo_receiver,
+            request: request.clone(),
+        };
+        listener.unbounded_send(peer).map_err(|_| refused())?;
+        let protocol = request.subprotocols.first().cloned();
+        let inbound = MemoryInbound {
+            receiver: inbound_receiver,
+            replies: echo_sender,
+            max_frame_size: request.max_frame_size,
+            text: None,
+            done: false,
+        };
+        Ok(Connection { inbound: inbound.boxed_local(), outbound, protocol })
+    }
+}
+
+/// Connections to one name, as they arrive.
+pub struct MemoryListener {
+    receiver: mpsc::UnboundedReceiver<MemoryPeer>,
+}
+
+impl MemoryListener {
+    /// Waits for the next connection.
+    pub async fn accept(&mut self) -> Option<MemoryPeer> {
+        self.receiver.next().await
+    }
+}
+
+/// The test's end of one connection.
+pub struct MemoryPeer {
+    /// Batches (or an error) for the connection's inbound stream.
+    inbound: mpsc::UnboundedSender<Result<Vec<Event>, TransportError>>,
+    /// What the connection actor sent.
+    outbound: OutboundReceiver,
+    /// What the transport answered on its own (pongs, close replies).
+    replies: mpsc::UnboundedReceiver<Outbound>,
+    /// The request the connection was opened with.
+    request: ConnectRequest,
+}
+
+impl MemoryPeer {
+    /// The request this connection was opened with (headers, subprotocols, limits).
+    pub fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    /// Sends one event as a batch of its own; false once the connection is gone.
+    pub fn send(&self, event: Event) -> bool {
+        self.send_batch(vec![event])
+    }
+
+    /// Sends several events as one batch, as a network read would deliver them.
+    pub fn send_batch(&self, events: Vec<Event>) -> bool {
+        self.inbound.unbounded_send(Ok(events)).is_ok()
+    }
+
+    /// Sends a complete text message in one frame.
+    pub fn send_text(&self, text: &str) -> bool {
+        self.send(Event::Data(DataFrame::text(Bytes::copy_from_slice(text.as_bytes()))))
+    }
+
+    /// Sends one data frame.
+    pub fn send_frame(&self, opcode: Opcode, fin: bool, payload: impl Into<Bytes>) -> bool {
+        self.send(Event::Data(DataFrame { opcode, fin, payload: payload.into() }))
+    }
+
+    /// Sends a close frame from the peer.
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        self.send(Event::Close(Some(CloseFrame::new(code, reason))))
+    }
+
+    /// Ends the connection with a transport error (a reset, a timeout, ...).
+    pub fn fail(&self, error: TransportError) -> bool {
+        self.inbound.unbounded_send(Err(error)).is_ok()
+    }
+
+    /// The next message the connection actor sent, or `None` once it is gone.
+    pub async fn next_outbound(&mut self) -> Option<Outbound> {
+        self.outbound.next().await
+    }
+
+    /// The next message the transport sent on its own (a pong, a close reply).
+    pub async fn next_reply(&mut self) -> Option<Outbound> {
+        self.replies.next().await
+    }
+}
+
+/// The connection actor's end of the inbound side.
+struct MemoryInbound {
+    receiver: mpsc::UnboundedReceiver<Result<Vec<Event>, TransportError>>,
+    /// Where automatic replies go.
+    replies: mpsc::UnboundedSender<Outbound>,
+    max_frame_size: usize,
+    /// UTF-8 state of the text message being received, if one is open.
+    text: Option<Utf8Validator>,
+    /// Set once the stream yielded its last item.
+    done: bool,
+}
+
+impl MemoryInbound {
+    /// Applies the transport's duties to one batch; an error ends the connection.
+    fn check(&mut self, events: Vec<Event>) -> Result<Vec<Event>, TransportError> {
+        for event in &events {
+            match event {
+                Event::Data(frame) => self.check_frame(frame)?,
+                Event::Ping(payload) => {
+                    let _ = self.replies.unbounded_send(Outbound::Pong(payload.clone()));
+                }
+                Event::Close(frame) => {
+                    let code = frame.as_ref().map_or(close_code::NORMAL, |f| f.code);
+                    let reply = Outbound::Close(Some(CloseFrame::new(code, "")));
+                    let _ = self.replies.unbounded_send(reply);
+                    self.done = true;
+                }
+                Event::Pong(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    fn check_frame(&mut self, frame: &DataFrame) -> Result<(), TransportError> {
+        if frame.payload.len() > self.max_frame_size {
+            self.refuse(close_code::MESSAGE_TOO_BIG);
+            return Err(TransportError::FrameTooLarge {
+                announced: frame.payload.len() as u64,
+                limit: self.max_frame_size,
+            });
+        }
+        let validator = match frame.opcode {
+            Opcode::Text => Some(self.text.insert(Utf8Validator::new())),
+            Opcode::Continuation => self.text.as_mut(),
+            Opcode::Binary => None,
+        };
+        if let Some(validator) = validator {
+            if !validator.push(&frame.payload, frame.fin) {
+                self.refuse(close_code::INVALID_PAYLOAD);
+                return Err(TransportError::Protocol {
+                    close_code: close_code::INVALID_PAYLOAD,
+                    reason: "invalid UTF-8 in a text message".to_owned(),
+                });
+            }
+        }
+        if frame.fin {
+            self.text = None;
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, code: u16) {
+        let _ = self.replies.unbounded_send(Outbound::Close(Some(CloseFrame::new(code, ""))));
+        self.done = true;
+    }
+}
+
+impl Stream for MemoryInbound {
+    type Item = Result<Vec<Event>, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.receiver.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(events))) => Poll::Ready(Some(self.check(events))),
+            Poll::Ready(Some(Err(error))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(TransportError::Io("peer went away".to_owned()))))
+            }
+        }
+    }
+}
+
+/// The in-memory transport for the `memory` scheme.
+#[derive(Clone, Default)]
+pub struct MemoryTransport {
+    hub: MemoryHub,
+}
+
+impl MemoryTransport {
+    /// A transport whose connections go to `hub`'s listeners.
+    pub fn new(hub: MemoryHub) -> Self {
+        MemoryTransport { hub }
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn schemes(&self) -> &'static [&'static str] {
+        &[SCHEME]
+    }
+
+    fn connect(&self, request: ConnectRequest) -> ConnectFuture {
+        let result = self.hub.connect(&request);
+        async move { result }.boxed_local()
+    }
+}
