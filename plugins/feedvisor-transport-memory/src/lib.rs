@@ -39,6 +39,8 @@ struct HubState {
     failures: HashMap<String, VecDeque<TransportError>>,
     /// Connect attempts per name, successful or not.
     attempts: HashMap<String, u64>,
+    /// How many of the next connects to each name never finish (a peer that accepts TCP and then says nothing).
+    stalls: HashMap<String, u32>,
 }
 
 impl MemoryHub {
@@ -64,15 +66,34 @@ impl MemoryHub {
         self.state().failures.entry(name.to_owned()).or_default().push_back(error);
     }
 
+    /// Makes the next connect to `name` hang forever, as a peer that never answers the handshake.
+    pub fn stall_next(&self, name: &str) {
+        *self.state().stalls.entry(name.to_owned()).or_default() += 1;
+    }
+
     /// How many connects to `name` were attempted so far.
     pub fn attempts(&self, name: &str) -> u64 {
         self.state().attempts.get(name).copied().unwrap_or(0)
     }
 
-    fn connect(&self, request: &ConnectRequest) -> Result<Connection, TransportError> {
+    /// `None` when this connect was told to stall.
+    fn connect(&self, request: &ConnectRequest) -> Option<Result<Connection, TransportError>> {
         let name = request.url.host_str().unwrap_or_default().to_owned();
         let mut state = self.state();
         *state.attempts.entry(name.clone()).or_default() += 1;
+        if let Some(stalls) = state.stalls.get_mut(&name).filter(|stalls| **stalls > 0) {
+            *stalls -= 1;
+            return None;
+        }
+        Some(self.open(&mut state, name, request))
+    }
+
+    fn open(
+        &self,
+        state: &mut HubState,
+        name: String,
+        request: &ConnectRequest,
+    ) -> Result<Connection, TransportError> {
         if let Some(error) = state.failures.get_mut(&name).and_then(VecDeque::pop_front) {
             return Err(error);
         }
@@ -283,7 +304,9 @@ impl Transport for MemoryTransport {
     }
 
     fn connect(&self, request: ConnectRequest) -> ConnectFuture {
-        let result = self.hub.connect(&request);
-        async move { result }.boxed_local()
+        match self.hub.connect(&request) {
+            Some(result) => async move { result }.boxed_local(),
+            None => futures_util::future::pending().boxed_local(),
+        }
     }
 }

@@ -1,0 +1,328 @@
+//! A client-side WebSocket frame codec (RFC 6455 section 5), written for
+//! feedvisor's duties rather than taken from actix-http.
+//!
+//! Decoding turns server frames into [`Event`]s. It reads the announced
+//! payload length from the header and refuses a frame over the limit before
+//! reserving or reading any of its payload; it rejects masked server frames,
+//! reserved bits (no extension is negotiated), unknown opcodes and bad control
+//! frames; it checks that continuation frames continue something and that
+//! text messages are valid UTF-8 across fragments. Payloads are split off the
+//! read buffer without a copy.
+//!
+//! Encoding writes every client frame unfragmented and masked with a fresh
+//! random key.
+
+use actix_codec::{Decoder, Encoder};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use feedvisor_transport_api::{
+    close_code, CloseFrame, DataFrame, Event, Opcode, Outbound, TransportError, Utf8Validator,
+};
+
+/// Wire opcodes (RFC 6455 section 5.2).
+mod wire {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// Largest payload of a control frame (RFC 6455 section 5.5).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Longest header: two bytes, an eight-byte length and a four-byte mask.
+const MAX_HEADER_LEN: usize = 14;
+
+/// A frame the client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// A whole text message (the bytes must be UTF-8).
+    Text(Bytes),
+    /// A whole binary message.
+    Binary(Bytes),
+    /// A ping; a payload over 125 bytes is cut to 125.
+    Ping(Bytes),
+    /// The answer to a ping; a payload over 125 bytes is cut to 125.
+    Pong(Bytes),
+    /// A close frame; a reason over 123 bytes is cut at a character boundary.
+    Close(Option<CloseFrame>),
+}
+
+impl From<Outbound> for ClientFrame {
+    fn from(message: Outbound) -> Self {
+        match message {
+            Outbound::Text(payload) => ClientFrame::Text(payload),
+            Outbound::Binary(payload) => ClientFrame::Binary(payload),
+            Outbound::Ping(payload) => ClientFrame::Ping(payload),
+            Outbound::Pong(payload) => ClientFrame::Pong(payload),
+            Outbound::Close(frame) => ClientFrame::Close(frame),
+        }
+    }
+}
+
+/// The message that continuation frames currently continue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMessage {
+    /// No fragmented message is open: a continuation frame is an error.
+    None,
+    /// A fragmented text message is open: its fragments are UTF-8 checked.
+    Text,
+    /// A fragmented binary message is open.
+    Binary,
+}
+
+/// Decodes server frames and encodes client frames.
+#[derive(Debug)]
+pub struct FrameCodec {
+    /// Frames announcing more payload than this are refused unread.
+    max_frame_size: usize,
+    /// What a continuation frame would continue.
+    open: OpenMessage,
+    /// Checks the current text message, fragment by fragment.
+    utf8: Utf8Validator,
+}
+
+impl FrameCodec {
+    /// A codec that refuses frames announcing more than `max_frame_size` payload bytes.
+    pub fn new(max_frame_size: usize) -> Self {
+        FrameCodec { max_frame_size, open: OpenMessage::None, utf8: Utf8Validator::new() }
+    }
+
+    /// Turns a whole frame into an event, checking fragmentation and UTF-8.
+    fn event(&mut self, fin: bool, opcode: u8, payload: Bytes) -> Result<Event, TransportError> {
+        let data_opcode = match opcode {
+            wire::PING => return Ok(Event::Ping(payload)),
+            wire::PONG => return Ok(Event::Pong(payload)),
+            wire::CLOSE => return parse_close(&payload).map(Event::Close),
+            wire::TEXT | wire::BINARY if self.open != OpenMessage::None => {
+                return Err(protocol_error("new message started inside a fragmented message"));
+            }
+            wire::TEXT => {
+                self.open = OpenMessage::Text;
+                Opcode::Text
+            }
+            wire::BINARY => {
+                self.open = OpenMessage::Binary;
+                Opcode::Binary
+            }
+            wire::CONTINUATION if self.open == OpenMessage::None => {
+                return Err(protocol_error("continuation frame without a message to continue"));
+            }
+            wire::CONTINUATION => Opcode::Continuation,
+            other => return Err(protocol_error(format!("unknown opcode {other:#x}"))),
+        };
+        if self.open == OpenMessage::Text && !self.utf8.push(&payload, fin) {
+            return Err(TransportError::Protocol {
+                close_code: close_code::INVALID_PAYLOAD,
+                reason: "text message is not valid UTF-8".to_owned(),
+            });
+        }
+        if fin {
+            self.open = OpenMessage::None;
+        }
+        Ok(Event::Data(DataFrame { opcode: data_opcode, fin, payload }))
+    }
+}
+
+/// What the first bytes of a frame say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    /// True on the last frame of a message.
+    fin: bool,
+    /// The wire opcode (already checked to be a known one).
+    opcode: u8,
+    /// Bytes before the payload.
+    len: usize,
+    /// Payload bytes announced.
+    payload_len: u64,
+}
+
+/// Parses a frame header, or returns `None` while it is incomplete.
+fn parse_header(src: &[u8]) -> Result<Option<Header>, TransportError> {
+    let [first, second, ..] = *src else {
+        return Ok(None);
+    };
+    let fin = first & 0x80 != 0;
+    if first & 0x70 != 0 {
+        return Err(protocol_error("reserved bits set but no extension was negotiated"));
+    }
+    let opcode = first & 0x0F;
+    if !matches!(
+        opcode,
+        wire::CONTINUATION | wire::TEXT | wire::BINARY | wire::CLOSE | wire::PING | wire::PONG
+    ) {
+        return Err(protocol_error(format!("unknown opcode {opcode:#x}")));
+    }
+    if second & 0x80 != 0 {
+        return Err(protocol_error("server frame is masked"));
+    }
+    let short_len = second & 0x7F;
+    let is_control = opcode & 0x08 != 0;
+    if is_control && !fin {
+        return Err(protocol_error("fragmented control frame"));
+    }
+    if is_control && usize::from(short_len) > MAX_CONTROL_PAYLOAD {
+        return Err(protocol_error("control frame payload over 125 bytes"));
+    }
+    let (len, payload_len) = match short_len {
+        126 => match src.get(2..4) {
+            Some(&[high, low]) => (4, u64::from(u16::from_be_bytes([high, low]))),
+            _ => return Ok(None),
+        },
+        127 => {
+            let Some(bytes) = src.get(2..10) else {
+                return Ok(None);
+            };
+            let mut length = [0u8; 8];
+            length.copy_from_slice(bytes);
+            let length = u64::from_be_bytes(length);
+            if length >> 63 != 0 {
+                return Err(protocol_error("64-bit payload length with the top bit set"));
+            }
+            (10, length)
+        }
+        short => (2, u64::from(short)),
+    };
+    Ok(Some(Header { fin, opcode, len, payload_len }))
+}
+
+/// Parses a close frame's payload: nothing, or a valid code and a UTF-8 reason.
+fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, TransportError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(protocol_error("close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !is_valid_close_code(code) {
+                return Err(protocol_error(format!("invalid close code {code}")));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| TransportError::Protocol {
+                close_code: close_code::INVALID_PAYLOAD,
+                reason: "close reason is not valid UTF-8".to_owned(),
+            })?;
+            Ok(Some(CloseFrame::new(code, reason)))
+        }
+    }
+}
+
+/// Close codes a peer may send (RFC 6455 section 7.4 and the IANA registry).
+fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A protocol error answered with close code 1002.
+fn protocol_error(reason: impl Into<String>) -> TransportError {
+    TransportError::Protocol { close_code: close_code::PROTOCOL_ERROR, reason: reason.into() }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Event;
+    type Error = TransportError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, TransportError> {
+        let Some(header) = parse_header(src)? else {
+            return Ok(None);
+        };
+        let too_large = || TransportError::FrameTooLarge {
+            announced: header.payload_len,
+            limit: self.max_frame_size,
+        };
+        let payload_len = usize::try_from(header.payload_len).map_err(|_| too_large())?;
+        if payload_len > self.max_frame_size {
+            return Err(too_large());
+        }
+        let frame_len = header.len.checked_add(payload_len).ok_or_else(too_large)?;
+        if src.len() < frame_len {
+            // Room for this frame only; the length was checked against the limit above.
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        }
+        src.advance(header.len);
+        let payload = src.split_to(payload_len).freeze();
+        self.event(header.fin, header.opcode, payload).map(Some)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Event>, TransportError> {
+        match self.decode(src)? {
+            Some(event) => Ok(Some(event)),
+            None if src.is_empty() => Ok(None),
+            None => {
+                Err(TransportError::Io("connection closed in the middle of a frame".to_owned()))
+            }
+        }
+    }
+}
+
+impl Encoder<ClientFrame> for FrameCodec {
+    type Error = TransportError;
+
+    fn encode(&mut self, frame: ClientFrame, dst: &mut BytesMut) -> Result<(), TransportError> {
+        match frame {
+            ClientFrame::Text(payload) => write_frame(dst, wire::TEXT, &payload),
+            ClientFrame::Binary(payload) => write_frame(dst, wire::BINARY, &payload),
+            ClientFrame::Ping(payload) => write_frame(dst, wire::PING, control_payload(&payload)),
+            ClientFrame::Pong(payload) => write_frame(dst, wire::PONG, control_payload(&payload)),
+            ClientFrame::Close(None) => write_frame(dst, wire::CLOSE, &[]),
+            ClientFrame::Close(Some(frame)) => {
+                let reason = truncate_at_char(&frame.reason, MAX_CONTROL_PAYLOAD - 2);
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+                payload[..2].copy_from_slice(&frame.code.to_be_bytes());
+                payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                write_frame(dst, wire::CLOSE, &payload[..2 + reason.len()]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most the first 125 bytes of a control frame payload.
+fn control_payload(payload: &[u8]) -> &[u8] {
+    &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)]
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate_at_char(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Writes one final, masked frame.
+fn write_frame(dst: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    let len = payload.len();
+    dst.reserve(MAX_HEADER_LEN + len);
+    dst.put_u8(0x80 | opcode);
+    if len < 126 {
+        dst.put_u8(0x80 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        dst.put_u8(0x80 | 126);
+        dst.put_u16(len);
+    } else {
+        dst.put_u8(0x80 | 127);
+        dst.put_u64(len as u64);
+    }
+    let key: [u8; 4] = rand::random();
+    dst.put_slice(&key);
+    let start = dst.len();
+    dst.put_slice(payload);
+    apply_mask(&mut dst[start..], key);
+}
+
+/// XORs `bytes` with the repeating four-byte `key` (RFC 6455 section 5.3).
+fn apply_mask(bytes: &mut [u8], key: [u8; 4]) {
+    let mut chunks = bytes.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        for (byte, key_byte) in chunk.iter_mut().zip(key) {
+            *byte ^= key_byte;
+        }
+    }
+    for (byte, key_byte) in chunks.into_remainder().iter_mut().zip(key) {
+        *byte ^= key_byte;
+    }
+}
+
+#[cfg(test)]
+mod tests;

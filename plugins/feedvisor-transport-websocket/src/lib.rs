@@ -1,0 +1,238 @@
+//! feedvisor's WebSocket transport: `ws://` and `wss://` over awc and rustls.
+//!
+//! awc does the connect, the TLS handshake and the HTTP upgrade; then its
+//! codec is swapped for [`codec::FrameCodec`] (keeping awc's read buffer), and
+//! a session (`session.rs`) runs the connection as a stream of event batches.
+//!
+//! Code map:
+//! - `lib.rs`: [`WebSocketTransport`], request checks, the handshake;
+//! - `client.rs`: per-thread awc clients and the middleware that keeps `Retry-After`;
+//! - `tls.rs`: rustls configs (ring provider, webpki roots, CA files);
+//! - `error.rs`: awc errors to [`TransportError`] kinds;
+//! - [`codec`]: the frame codec;
+//! - `session.rs`: the inbound stream that also writes outbound messages and replies.
+//!
+//! Invariants: header values never reach a log or an error message; URLs in
+//! messages are shown without credentials or query; a frame over the limit
+//! is refused from its header, before any of its payload is buffered.
+
+mod client;
+pub mod codec;
+mod error;
+mod session;
+mod tls;
+
+use std::time::Duration;
+
+use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
+use awc::ClientResponse;
+use feedvisor_transport_api::{
+    outbound_channel, ConnectFuture, ConnectRequest, Connection, Transport, TransportError,
+};
+use url::Url;
+
+use crate::codec::FrameCodec;
+use crate::error::Attempt;
+use crate::session::Session;
+
+pub use crate::session::MAX_BATCH;
+
+/// The `User-Agent` sent unless the request sets one.
+const USER_AGENT_VALUE: &str = concat!("feedvisor/", env!("CARGO_PKG_VERSION"));
+
+/// Opens WebSocket connections for the `ws` and `wss` schemes.
+///
+/// The value is cheap and `Send + Sync`; the awc clients it uses are built per
+/// thread on first use (see `client.rs`).
+#[derive(Debug, Clone)]
+pub struct WebSocketTransport {
+    /// How long a closing connection waits for the peer's close frame after
+    /// ours, and for its last bytes to be written.
+    close_timeout: Duration,
+}
+
+impl WebSocketTransport {
+    /// The close timeout of [`WebSocketTransport::new`].
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// A transport with the default close timeout.
+    pub fn new() -> Self {
+        WebSocketTransport { close_timeout: Self::DEFAULT_CLOSE_TIMEOUT }
+    }
+
+    /// Sets how long a closing connection waits for the peer's close frame and
+    /// for its final flush before it ends anyway.
+    pub fn with_close_timeout(mut self, close_timeout: Duration) -> Self {
+        self.close_timeout = close_timeout;
+        self
+    }
+}
+
+impl Default for WebSocketTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Transport for WebSocketTransport {
+    fn name(&self) -> &'static str {
+        "websocket"
+    }
+
+    fn schemes(&self) -> &'static [&'static str] {
+        &["ws", "wss"]
+    }
+
+    fn connect(&self, request: ConnectRequest) -> ConnectFuture {
+        let close_timeout = self.close_timeout;
+        Box::pin(async move { connect(request, close_timeout).await })
+    }
+}
+
+/// Where to connect, as checked from the request's URL.
+struct Target {
+    /// The URL for messages: no credentials, query or fragment.
+    shown: String,
+    /// The URL sent to awc: no fragment.
+    request_uri: String,
+    /// `host:port`.
+    addr: String,
+    /// The host alone.
+    host: String,
+    /// True for `wss`.
+    secure: bool,
+}
+
+impl Target {
+    fn from_url(url: &Url) -> Result<Target, TransportError> {
+        let shown = shown_url(url);
+        let invalid = |reason: &str| TransportError::InvalidUrl {
+            url: shown.clone(),
+            reason: reason.to_owned(),
+        };
+        let secure = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            _ => return Err(invalid("the websocket transport serves only ws and wss")),
+        };
+        let host = url.host_str().ok_or_else(|| invalid("no host"))?.to_owned();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("credentials in the URL are not supported; use a header"));
+        }
+        let port = url.port_or_known_default().ok_or_else(|| invalid("no port"))?;
+        let mut request_uri = url.clone();
+        request_uri.set_fragment(None);
+        Ok(Target {
+            addr: format!("{host}:{port}"),
+            host,
+            request_uri: request_uri.into(),
+            shown,
+            secure,
+        })
+    }
+}
+
+/// The URL without credentials, query or fragment, which may hold secrets.
+fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    // Only cannot-be-a-base URLs refuse these, and those are refused anyway.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.into()
+}
+
+/// Connects, upgrades, checks the subprotocol and starts the session.
+async fn connect(
+    request: ConnectRequest,
+    close_timeout: Duration,
+) -> Result<Connection, TransportError> {
+    let target = Target::from_url(&request.url)?;
+    let headers = request_headers(&request, &target)?;
+    let attempt = Attempt {
+        url: &target.shown,
+        addr: &target.addr,
+        host: &target.host,
+        secure: target.secure,
+        timeout: request.handshake_timeout,
+    };
+    let client = client::client_for(&request.tls)?;
+    let mut upgrade = client.ws(target.request_uri.as_str()).max_frame_size(request.max_frame_size);
+    for (name, value) in headers {
+        upgrade = upgrade.header(name, value);
+    }
+    upgrade = upgrade.set_header_if_none(USER_AGENT, USER_AGENT_VALUE);
+    if !request.subprotocols.is_empty() {
+        upgrade = upgrade.protocols(&request.subprotocols);
+    }
+    let (response, framed) =
+        match actix_rt::time::timeout(request.handshake_timeout, upgrade.connect()).await {
+            Err(_elapsed) => return Err(attempt.timed_out()),
+            Ok(Err(error)) => return Err(attempt.classify(error)),
+            Ok(Ok(upgraded)) => upgraded,
+        };
+    let protocol = picked_subprotocol(&response, &request.subprotocols)?;
+    let max_frame_size = request.max_frame_size;
+    let framed = framed.into_map_codec(|_| FrameCodec::new(max_frame_size));
+    let (outbound, receiver) = outbound_channel();
+    let session = Session::new(framed, receiver, close_timeout);
+    tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
+    Ok(Connection { inbound: Box::pin(session), outbound, protocol })
+}
+
+/// The request's headers, checked; an error names the header, never its value.
+fn request_headers(
+    request: &ConnectRequest,
+    target: &Target,
+) -> Result<Vec<(HeaderName, HeaderValue)>, TransportError> {
+    let invalid = |reason: String| TransportError::InvalidUrl { url: target.shown.clone(), reason };
+    for subprotocol in &request.subprotocols {
+        if !is_token(subprotocol) {
+            return Err(invalid(format!("subprotocol {subprotocol:?} is not a valid token")));
+        }
+    }
+    request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let header_name = HeaderName::try_from(name.as_str())
+                .map_err(|_| invalid(format!("invalid request header name {name:?}")))?;
+            let header_value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                invalid(format!("request header {header_name} has an invalid value"))
+            })?;
+            Ok((header_name, header_value))
+        })
+        .collect()
+}
+
+/// True for an HTTP token (RFC 9110 section 5.6.2), which a subprotocol name must be.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+/// The subprotocol the server picked; it must be one that was offered.
+fn picked_subprotocol(
+    response: &ClientResponse,
+    offered: &[String],
+) -> Result<Option<String>, TransportError> {
+    let mut answers = response.headers().get_all(SEC_WEBSOCKET_PROTOCOL);
+    let Some(answer) = answers.next() else {
+        return Ok(None);
+    };
+    let picked = String::from_utf8_lossy(answer.as_bytes());
+    let picked = picked.trim();
+    if answers.next().is_none() && offered.iter().any(|protocol| protocol == picked) {
+        return Ok(Some(picked.to_owned()));
+    }
+    let shown: String = picked.chars().take(64).collect();
+    Err(TransportError::Handshake(format!(
+        "server picked subprotocol {shown:?} which was not offered"
+    )))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! The command line: `run`, `check` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::demo;
+use crate::sidecar::Sidecar;
+
+/// Keeps outbound real-time feeds alive and routes what they deliver.
+#[derive(Debug, Parser)]
+#[command(name = "feedvisor", version, about)]
+pub struct Cli {
+    /// Log format on standard error (filter with RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the sidecar from a config file.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides [http].listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validates a config file and prints the feeds and subscribers it defines.
+    Check {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Runs everything offline: a built-in upstream of stock and weather ticks and the sidecar on it.
+    Demo {
+        /// Where the admin HTTP server listens.
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        listen: SocketAddr,
+        /// Time between stock ticks (weather ticks come four times slower).
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config, listen } => run(&config, listen),
+        Command::Check { file } => check(&file),
+        Command::Demo { listen, interval } => run_demo(listen, interval),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = Config::load(path)?;
+    if let Some(listen) = listen {
+        config.http.listen = listen;
+    }
+    actix::System::new().block_on(async move {
+        let sidecar = Sidecar::builder(config).start().await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        sidecar.stop().await;
+        Ok(())
+    })
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!("{}: ok", path.display());
+    println!("http.listen = {}", config.http.listen);
+    println!("feeds ({}):", config.feeds.len());
+    for feed in &config.feeds {
+        println!("  {}", serde_json::to_string(feed).context("describe feed")?);
+    }
+    println!("subscribers ({}):", config.subscribers.len());
+    for subscriber in &config.subscribers {
+        println!(
+            "  {}: sink={} feeds={:?} topics={}",
+            subscriber.name,
+            subscriber.sink.as_str(),
+            subscriber.feeds,
+            subscriber.topics.as_ref().map_or_else(|| "all".to_owned(), |t| format!("{t:?}")),
+        );
+    }
+    Ok(())
+}
+
+fn run_demo(listen: SocketAddr, interval: Duration) -> anyhow::Result<()> {
+    actix::System::new().block_on(async move {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let upstream =
+            demo::start_upstream(loopback, interval).context("start the demo upstream")?;
+        tracing::info!(addr = %upstream.addr, "demo upstream listening");
+        let config = demo::demo_config(upstream.addr, listen)?;
+        let sidecar = Sidecar::builder(config).start().await?;
+        if let Some(addr) = sidecar.http_addr() {
+            tracing::info!("metrics at http://{addr}/metrics, feeds at http://{addr}/feeds");
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        sidecar.stop().await;
+        upstream.stop().await;
+        Ok(())
+    })
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = actix_rt::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = actix_rt::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_rt::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,138 @@
+//! `${VAR}` substitution from the environment, for secrets kept out of the
+//! config file (API keys in headers, tokens in URLs and `on_open` messages).
+//!
+//! `$${` writes a literal `${`. Any other `$` is left alone. Expansion is one
+//! pass: a value taken from the environment is never expanded again. Errors
+//! name the variable, never its value.
+
+use std::fmt;
+
+/// Why one `${VAR}` reference could not be expanded; never carries a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExpandError {
+    /// The variable is not set (or is not valid Unicode).
+    Missing(String),
+    /// A `${` without its closing `}`.
+    Unterminated,
+    /// What sits between `${` and `}` is not a variable name.
+    BadName(String),
+}
+
+impl fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(name) => write!(f, "environment variable {name} is not set"),
+            Self::Unterminated => f.write_str(
+                r#"unterminated "${": close it with "}" or write "$${" for a literal "${""#,
+            ),
+            Self::BadName(name) => write!(
+                f,
+                "invalid environment variable name {name:?}: \
+                 use letters, digits and '_', not starting with a digit"
+            ),
+        }
+    }
+}
+
+/// Expands every `${VAR}` in `text` with `env`, reporting every bad reference.
+pub(crate) fn expand(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<ExpandError>> {
+    let mut out = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let tail = &rest[dollar..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let Some(close) = after.find('}') else {
+                errors.push(ExpandError::Unterminated);
+                rest = "";
+                break;
+            };
+            let name = &after[..close];
+            if !is_variable_name(name) {
+                errors.push(ExpandError::BadName(name.to_owned()));
+            } else if let Some(value) = env(name) {
+                out.push_str(&value);
+            } else {
+                let missing = ExpandError::Missing(name.to_owned());
+                if !errors.contains(&missing) {
+                    errors.push(missing);
+                }
+            }
+            rest = &after[close + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Whether `text` holds a `${VAR}` reference (so its expansion may hold a secret).
+pub(crate) fn has_reference(text: &str) -> bool {
+    text.replace("$${", "").contains("${")
+}
+
+/// A POSIX-style name: letters, digits and `_`, not starting with a digit.
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KEY" => Some("s3cret".to_owned()),
+            "NESTED" => Some("${KEY}".to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_references_and_keeps_other_dollars() {
+        assert_eq!(expand("a ${KEY} b", &env), Ok("a s3cret b".to_owned()));
+        assert_eq!(expand("$5 and $KEY and $", &env), Ok("$5 and $KEY and $".to_owned()));
+        assert_eq!(expand("${KEY}${KEY}", &env), Ok("s3crets3cret".to_owned()));
+    }
+
+    #[test]
+    fn double_dollar_escapes_a_literal_reference() {
+        assert_eq!(expand("$${KEY}", &env), Ok("${KEY}".to_owned()));
+        assert!(!has_reference("$${KEY}"));
+        assert!(has_reference("x${KEY}"));
+    }
+
+    #[test]
+    fn values_are_not_expanded_twice() {
+        assert_eq!(expand("${NESTED}", &env), Ok("${KEY}".to_owned()));
+    }
+
+    #[test]
+    fn reports_every_bad_reference_without_values() {
+        let errors = expand("${A} ${1X} ${A} ${B", &env).expect_err("bad references");
+        assert_eq!(
+            errors,
+            vec![
+                ExpandError::Missing("A".to_owned()),
+                ExpandError::BadName("1X".to_owned()),
+                ExpandError::Unterminated,
+            ]
+        );
+        assert_eq!(errors[0].to_string(), "environment variable A is not set");
+    }
+}

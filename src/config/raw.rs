@@ -1,0 +1,221 @@
+//! The config as written: serde structs that mirror the TOML (and the JSON of
+//! one feed) field for field, before defaults, `${VAR}` expansion and checks.
+//!
+//! Every struct denies unknown fields. Fields that the validation step can
+//! judge on its own are `Option`s or strings, so that a missing name or a bad
+//! duration is reported together with every other error, in words of ours,
+//! instead of stopping serde at the first one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Unexpected};
+use serde::Deserialize;
+
+use super::validate::label;
+use super::{FeedMode, FieldError, Location, SinkKind};
+
+/// A whole config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// `[http]`: the admin server.
+    #[serde(default)]
+    pub http: RawHttp,
+    /// `[defaults]`: per-feed settings that feeds inherit.
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// `[[feeds]]`.
+    #[serde(default)]
+    pub feeds: Vec<RawFeed>,
+    /// `[[subscribers]]`.
+    #[serde(default)]
+    pub subscribers: Vec<RawSubscriber>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    /// `IP:PORT` to listen on.
+    pub listen: Option<String>,
+}
+
+/// `[defaults]`: the per-feed fields that have a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    /// Default `mode`.
+    pub mode: Option<FeedMode>,
+    /// Default `max_message_size`.
+    pub max_message_size: Option<RawSize>,
+    /// Default `chunk_size`.
+    pub chunk_size: Option<RawSize>,
+    /// Default `handshake_timeout`.
+    pub handshake_timeout: Option<RawDuration>,
+}
+
+/// One `[[feeds]]` entry, or the JSON body that adds a feed at run time.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFeed {
+    /// Required.
+    pub name: Option<String>,
+    /// Required; `${VAR}` expanded.
+    pub url: Option<String>,
+    /// Falls back to `[defaults]`.
+    pub mode: Option<FeedMode>,
+    /// JSON pointer to the topic.
+    pub topic: Option<String>,
+    /// Handshake headers; values `${VAR}` expanded.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `Sec-WebSocket-Protocol` offers.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// Text messages sent after every (re)connect; `${VAR}` expanded.
+    #[serde(default)]
+    pub on_open: Vec<String>,
+    /// Falls back to `[defaults]`.
+    pub max_message_size: Option<RawSize>,
+    /// Falls back to `[defaults]`; stream mode only.
+    pub chunk_size: Option<RawSize>,
+    /// Falls back to `[defaults]`.
+    pub handshake_timeout: Option<RawDuration>,
+    /// TLS settings.
+    pub tls: Option<RawTls>,
+}
+
+/// `tls = { ... }` of a feed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// Extra CA certificates (PEM), relative to the config file's directory.
+    pub ca_file: Option<String>,
+}
+
+/// One `[[subscribers]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubscriber {
+    /// Required.
+    pub name: Option<String>,
+    /// Required: feed names or glob patterns.
+    pub feeds: Option<Vec<String>>,
+    /// Topic glob patterns; absent means every topic.
+    pub topics: Option<Vec<String>>,
+    /// Where messages go; `stdout` when absent.
+    pub sink: Option<SinkKind>,
+}
+
+/// A size as written: `"64KiB"`, or a plain number of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawSize {
+    /// Human form, parsed by the validation step.
+    Text(String),
+    /// A bare integer: bytes.
+    Bytes(u64),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl de::Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64KiB\" or \"1MiB\", or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(value.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(value))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawSize, E> {
+                u64::try_from(value)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(value), &self))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A duration as written, such as `"10s"`; a unit is required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawDuration(pub String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl de::Visitor<'_> for DurationVisitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with a unit, such as \"10s\" or \"500ms\"")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+/// Parses a TOML document; a syntax error carries its line and column, a
+/// serde error (unknown field, wrong type, bad variant) its field path.
+pub(crate) fn from_toml(text: &str) -> Result<RawConfig, FieldError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|error| FieldError {
+        path: String::new(),
+        message: format!("invalid TOML: {}", error.message()),
+        location: error.span().map(|span| Location::of(text, span.start)),
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = name_sections(&error.path().to_string(), text);
+        let inner = error.into_inner();
+        FieldError {
+            path,
+            message: inner.message().to_owned(),
+            location: inner.span().map(|span| Location::of(text, span.start)),
+        }
+    })
+}
+
+/// Deserializes one feed in the config's shape from JSON; errors carry the
+/// path inside that feed (`headers.X-Api-Key`, `mode`).
+pub(crate) fn from_json(value: serde_json::Value) -> Result<RawFeed, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|error| FieldError {
+        path: root_as_empty(error.path().to_string()),
+        message: error.into_inner().to_string(),
+        location: None,
+    })
+}
+
+/// `feeds[1].mode` becomes `feeds[1] (weather).mode` when the document gives
+/// that entry a valid name; serde reports paths without names.
+fn name_sections(path: &str, text: &str) -> String {
+    let path = root_as_empty(path.to_owned());
+    for section in ["feeds", "subscribers"] {
+        let Some(rest) = path.strip_prefix(section).and_then(|rest| rest.strip_prefix('[')) else {
+            continue;
+        };
+        let Some((index, tail)) = rest.split_once(']') else { continue };
+        let Ok(index) = index.parse::<usize>() else { continue };
+        let Ok(document) = text.parse::<toml::Table>() else { continue };
+        let name = document
+            .get(section)
+            .and_then(|entries| entries.get(index))
+            .and_then(|entry| entry.get("name"))
+            .and_then(|name| name.as_str());
+        return format!("{}{tail}", label(section, index, name));
+    }
+    path
+}
+
+/// serde_path_to_error renders an empty path as `.`.
+fn root_as_empty(path: String) -> String {
+    if path == "." {
+        String::new()
+    } else {
+        path
+    }
+}

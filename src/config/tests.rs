@@ -1,0 +1,548 @@
+//! Unit tests of loading: every field, defaults, `${VAR}`, and every error
+//! with its path and the key part of its message.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// A valid feed that error tests append one bad line to.
+const STOCKS: &str = "[[feeds]]\nname = \"stocks\"\nurl = \"ws://127.0.0.1:8080/ticks\"\n";
+
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "STOCKS_KEY" => Some("k3y-value".to_owned()),
+        "TOKEN" => Some("t0ken-value".to_owned()),
+        "WITH_NEWLINE" => Some("value\r\nInjected: yes".to_owned()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with_env(text, Path::new("config/test.toml"), &test_env)
+}
+
+fn parse_ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|error| panic!("config should be valid:\n{error}"))
+}
+
+fn errors_of(text: &str) -> Vec<FieldError> {
+    parse(text).expect_err("config should be rejected").errors
+}
+
+/// Asserts that some error sits at exactly `path` and mentions `part`.
+#[track_caller]
+fn assert_error(text: &str, path: &str, part: &str) {
+    let errors = errors_of(text);
+    assert!(
+        errors.iter().any(|error| error.path == path && error.message.contains(part)),
+        "expected an error at {path:?} containing {part:?}, got {errors:#?}"
+    );
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn full_config_parses_every_field() {
+    let text = r#"
+        [http]
+        listen = "127.0.0.1:9901"
+
+        [defaults]
+        mode = "message"
+        max_message_size = "2MiB"
+        chunk_size = "32KiB"
+        handshake_timeout = "5s"
+
+        [[feeds]]
+        name = "stocks"
+        url = "wss://127.0.0.1:8443/ticks"
+        mode = "stream"
+        topic = "/symbol"
+        headers = { "X-Api-Key" = "${STOCKS_KEY}", "User-Agent" = "feedvisor" }
+        subprotocols = ["v1", "v2"]
+        on_open = ['{"op":"subscribe","symbols":["AAPL"]}']
+        max_message_size = "4MiB"
+        handshake_timeout = "1m 30s"
+        chunk_size = "8KiB"
+        tls = { ca_file = "Cargo.toml" }
+
+        [[subscribers]]
+        name = "print"
+        feeds = ["stocks", "weather-*"]
+        topics = ["AAPL", "MS*"]
+        sink = "stdout"
+    "#;
+    let origin = manifest_dir().join("feedvisor.toml");
+    let config = Config::from_toml_str_with_env(text, &origin, &test_env).expect("valid config");
+
+    assert_eq!(config.http.listen, "127.0.0.1:9901".parse().expect("address"));
+    let feed = &config.feeds[0];
+    assert_eq!(feed.name, "stocks");
+    assert_eq!(feed.url.as_str(), "wss://127.0.0.1:8443/ticks");
+    assert_eq!(feed.mode, FeedMode::Stream);
+    assert_eq!(feed.topic.as_deref(), Some("/symbol"));
+    assert_eq!(
+        feed.headers,
+        vec![
+            ("User-Agent".to_owned(), "feedvisor".to_owned()),
+            ("X-Api-Key".to_owned(), "k3y-value".to_owned()),
+        ]
+    );
+    assert_eq!(feed.subprotocols, ["v1", "v2"]);
+    assert_eq!(feed.on_open, [r#"{"op":"subscribe","symbols":["AAPL"]}"#]);
+    assert_eq!(feed.max_message_size, 4 << 20);
+    assert_eq!(feed.chunk_size, 8 << 10);
+    assert_eq!(feed.handshake_timeout, Duration::from_secs(90));
+    assert_eq!(feed.tls.ca_file, Some(manifest_dir().join("Cargo.toml")));
+
+    let subscriber = &config.subscribers[0];
+    assert_eq!(subscriber.name, "print");
+    assert_eq!(subscriber.feeds, ["stocks", "weather-*"]);
+    assert_eq!(subscriber.topics, Some(vec!["AAPL".to_owned(), "MS*".to_owned()]));
+    assert_eq!(subscriber.sink, SinkKind::Stdout);
+}
+
+#[test]
+fn empty_file_is_the_default_config() {
+    let config = parse_ok("");
+    assert_eq!(config, Config::default());
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:9900");
+    assert!(config.feeds.is_empty());
+}
+
+#[test]
+fn built_in_defaults_apply_to_a_bare_feed() {
+    let feed = parse_ok(STOCKS).feeds.remove(0);
+    assert_eq!(feed, FeedConfig::new("stocks", feed.url.clone()));
+    assert_eq!(feed.mode, FeedMode::Message);
+    assert_eq!(feed.max_message_size, 1 << 20);
+    assert_eq!(feed.chunk_size, 64 << 10);
+    assert_eq!(feed.handshake_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn defaults_section_applies_and_feed_fields_win() {
+    let text = r#"
+        [defaults]
+        mode = "stream"
+        max_message_size = "2MiB"
+        chunk_size = 4096
+        handshake_timeout = "3s"
+
+        [[feeds]]
+        name = "inherits"
+        url = "ws://127.0.0.1:1/a"
+
+        [[feeds]]
+        name = "overrides"
+        url = "ws://127.0.0.1:1/b"
+        max_message_size = "512KiB"
+        chunk_size = "1KiB"
+        handshake_timeout = "250ms"
+    "#;
+    let config = parse_ok(text);
+    let (inherits, overrides) = (&config.feeds[0], &config.feeds[1]);
+    assert_eq!(inherits.mode, FeedMode::Stream);
+    assert_eq!(inherits.max_message_size, 2 << 20);
+    assert_eq!(inherits.chunk_size, 4096);
+    assert_eq!(inherits.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(overrides.max_message_size, 512 << 10);
+    assert_eq!(overrides.chunk_size, 1024);
+    assert_eq!(overrides.handshake_timeout, Duration::from_millis(250));
+    assert_eq!(config.defaults.chunk_size, 4096);
+}
+
+#[test]
+fn env_references_expand_in_url_headers_and_on_open() {
+    let text = r#"
+        [[feeds]]
+        name = "stocks"
+        url = "wss://127.0.0.1/ticks?token=${TOKEN}"
+        headers = { X-Api-Key = "${STOCKS_KEY}" }
+        on_open = ['{"auth":"${TOKEN}","literal":"$${KEEP}"}']
+    "#;
+    let feed = parse_ok(text).feeds.remove(0);
+    assert_eq!(feed.url.query(), Some("token=t0ken-value"));
+    assert_eq!(feed.headers, [("X-Api-Key".to_owned(), "k3y-value".to_owned())]);
+    assert_eq!(feed.on_open, [r#"{"auth":"t0ken-value","literal":"${KEEP}"}"#]);
+
+    // Neither Debug nor Serialize may show a secret.
+    let debug = format!("{feed:?}");
+    let json = serde_json::to_string(&feed).expect("serialize");
+    for shown in [&debug, &json] {
+        assert!(!shown.contains("k3y-value") && !shown.contains("t0ken-value"), "{shown}");
+        assert!(shown.contains("${TOKEN}") && shown.contains("***"), "{shown}");
+    }
+}
+
+#[test]
+fn header_values_and_url_passwords_are_redacted_without_env() {
+    let text = format!("{}headers = {{ Authorization = \"Bearer literal\" }}\n", STOCKS)
+        .replace("ws://127.0.0.1", "ws://user:hunter2@127.0.0.1");
+    let feed = parse_ok(&text).feeds.remove(0);
+    let debug = format!("{feed:?}");
+    let json = serde_json::to_value(&feed).expect("serialize");
+    assert!(!debug.contains("literal") && !debug.contains("hunter2"), "{debug}");
+    assert_eq!(json["headers"]["Authorization"], "***");
+    assert_eq!(json["url"], "ws://user:***@127.0.0.1:8080/ticks");
+    assert_eq!(json["max_message_size"], "1MiB");
+    assert_eq!(json["handshake_timeout"], "10s");
+}
+
+#[test]
+fn missing_env_var_names_field_and_variable() {
+    let text = format!("{STOCKS}headers = {{ X-Api-Key = \"${{NOT_SET}}\" }}\n");
+    assert_error(
+        &text,
+        "feeds[0] (stocks).headers.X-Api-Key",
+        "environment variable NOT_SET is not set",
+    );
+    let text = STOCKS.replace("/ticks", "/${ALSO_NOT_SET}");
+    assert_error(&text, "feeds[0] (stocks).url", "ALSO_NOT_SET");
+    assert_error(
+        &format!("{STOCKS}on_open = ['${{A}}']\n"),
+        "feeds[0] (stocks).on_open[0]",
+        "A is not set",
+    );
+}
+
+#[test]
+fn header_value_with_line_break_is_rejected_without_showing_it() {
+    let text = format!("{STOCKS}headers = {{ X-Api-Key = \"${{WITH_NEWLINE}}\" }}\n");
+    let errors = errors_of(&text);
+    assert_eq!(errors[0].path, "feeds[0] (stocks).headers.X-Api-Key");
+    assert!(errors[0].message.contains("CR or LF"), "{errors:?}");
+    assert!(!errors[0].message.contains("Injected"), "{errors:?}");
+}
+
+#[test]
+fn unknown_field_names_its_path_and_line() {
+    let errors = errors_of(&format!("{STOCKS}reconect = true\n"));
+    assert_eq!(errors[0].path, "feeds[0] (stocks).reconect");
+    assert!(errors[0].message.contains("unknown field `reconect`"), "{errors:?}");
+    assert_eq!(errors[0].location.map(|at| at.line), Some(4));
+    assert_error("[http]\nport = 1\n", "http.port", "unknown field `port`");
+}
+
+#[test]
+fn bad_mode_is_a_bad_variant() {
+    assert_error(
+        &format!("{STOCKS}mode = \"streem\"\n"),
+        "feeds[0] (stocks).mode",
+        "unknown variant `streem`",
+    );
+}
+
+#[test]
+fn bad_url_scheme_renders_as_one_line() {
+    let text = "[[feeds]]\nname = \"weather\"\nurl = \"htp://127.0.0.1/\"\n";
+    let error = parse(text).expect_err("bad scheme");
+    assert_eq!(
+        error.to_string(),
+        "config/test.toml: feeds[0] (weather).url: unsupported scheme \"htp\": use ws:// or wss://"
+    );
+    assert_error(
+        &STOCKS.replace("ws://127.0.0.1:8080", "not a url"),
+        "feeds[0] (stocks).url",
+        "invalid URL",
+    );
+    assert_error(&STOCKS.replace("/ticks", "/ticks#x"), "feeds[0] (stocks).url", "fragment");
+}
+
+#[test]
+fn memory_scheme_is_accepted_for_tests() {
+    let feed = parse_ok("[[feeds]]\nname = \"m\"\nurl = \"memory://ticks\"\n").feeds.remove(0);
+    assert_eq!(feed.url.scheme(), "memory");
+}
+
+#[test]
+fn required_fields_are_reported() {
+    assert_error("[[feeds]]\nurl = \"ws://127.0.0.1/\"\n", "feeds[0].name", "required");
+    assert_error("[[feeds]]\nname = \"stocks\"\n", "feeds[0] (stocks).url", "required");
+    assert_error("[[subscribers]]\nname = \"print\"\n", "subscribers[0] (print).feeds", "required");
+}
+
+#[test]
+fn duplicate_feed_name_points_at_the_first_use() {
+    let text = format!("{STOCKS}{STOCKS}");
+    assert_error(
+        &text,
+        "feeds[1] (stocks).name",
+        "duplicate feed name \"stocks\": already used by feeds[0]",
+    );
+}
+
+#[test]
+fn names_must_be_label_safe() {
+    let text = STOCKS.replace("\"stocks\"", "\"stock ticks\"");
+    assert_error(&text, "feeds[0].name", "contains ' '");
+    assert_error(&STOCKS.replace("\"stocks\"", "\"\""), "feeds[0].name", "must not be empty");
+    let subscriber = format!("{STOCKS}[[subscribers]]\nname = \"pr/int\"\nfeeds = [\"stocks\"]\n");
+    assert_error(&subscriber, "subscribers[0].name", "contains '/'");
+}
+
+#[test]
+fn bad_duration_and_sizes_name_the_field() {
+    assert_error(
+        &format!("{STOCKS}handshake_timeout = \"5 parsecs\"\n"),
+        "feeds[0] (stocks).handshake_timeout",
+        "invalid duration \"5 parsecs\"",
+    );
+    assert_error(
+        &format!("{STOCKS}handshake_timeout = \"0s\"\n"),
+        "feeds[0] (stocks).handshake_timeout",
+        "greater than 0",
+    );
+    assert_error(
+        &format!("{STOCKS}max_message_size = \"12 bananas\"\n"),
+        "feeds[0] (stocks).max_message_size",
+        "invalid size \"12 bananas\"",
+    );
+    assert_error(
+        &format!("{STOCKS}max_message_size = \"0\"\n"),
+        "feeds[0] (stocks).max_message_size",
+        "must be greater than 0",
+    );
+    assert_error(
+        &format!("{STOCKS}max_message_size = \"2GiB\"\n"),
+        "feeds[0] (stocks).max_message_size",
+        "2GiB is over the limit of 1GiB",
+    );
+    assert_error("[defaults]\nchunk_size = 0\n", "defaults.chunk_size", "must be greater than 0");
+    assert_error(
+        &format!("{STOCKS}max_message_size = -1\n"),
+        "feeds[0] (stocks).max_message_size",
+        "invalid value",
+    );
+}
+
+#[test]
+fn chunk_size_belongs_to_stream_mode() {
+    assert_error(
+        &format!("{STOCKS}chunk_size = \"1KiB\"\n"),
+        "feeds[0] (stocks).chunk_size",
+        "mode = \"stream\"",
+    );
+    assert_error(
+        &format!("{STOCKS}mode = \"stream\"\nchunk_size = \"0B\"\n"),
+        "feeds[0] (stocks).chunk_size",
+        "greater than 0",
+    );
+}
+
+#[test]
+fn topic_must_be_a_json_pointer() {
+    assert_error(
+        &format!("{STOCKS}topic = \"symbol\"\n"),
+        "feeds[0] (stocks).topic",
+        "not a JSON pointer",
+    );
+    assert_error(
+        &format!("{STOCKS}topic = \"/a~2b\"\n"),
+        "feeds[0] (stocks).topic",
+        "'~' must be followed by 0 or 1",
+    );
+    assert_eq!(
+        parse_ok(&format!("{STOCKS}topic = \"/data/0/s~1ym\"\n")).feeds[0].topic.as_deref(),
+        Some("/data/0/s~1ym")
+    );
+}
+
+#[test]
+fn header_names_must_be_valid_and_not_handshake_headers() {
+    assert_error(
+        &format!("{STOCKS}headers = {{ \"Bad Name\" = \"v\" }}\n"),
+        "feeds[0] (stocks).headers.\"Bad Name\"",
+        "not a valid header name",
+    );
+    assert_error(
+        &format!("{STOCKS}headers = {{ Upgrade = \"x\" }}\n"),
+        "feeds[0] (stocks).headers.Upgrade",
+        "handshake",
+    );
+    assert_error(
+        &format!("{STOCKS}headers = {{ Sec-WebSocket-Protocol = \"v1\" }}\n"),
+        "feeds[0] (stocks).headers.Sec-WebSocket-Protocol",
+        "`subprotocols`",
+    );
+}
+
+#[test]
+fn subprotocols_are_unique_tokens() {
+    let text = format!("{STOCKS}subprotocols = [\"v1\", \"\", \"a b\", \"v1\"]\n");
+    assert_error(&text, "feeds[0] (stocks).subprotocols[1]", "must not be empty");
+    assert_error(&text, "feeds[0] (stocks).subprotocols[2]", "not a valid subprotocol");
+    assert_error(&text, "feeds[0] (stocks).subprotocols[3]", "duplicate subprotocol \"v1\"");
+}
+
+#[test]
+fn tls_ca_file_is_checked() {
+    let wss = STOCKS.replace("ws://", "wss://");
+    assert_error(
+        &format!("{wss}tls = {{ ca_file = \"missing.pem\" }}\n"),
+        "feeds[0] (stocks).tls.ca_file",
+        "no such file: config/missing.pem",
+    );
+    assert_error(
+        &format!("{STOCKS}tls = {{ ca_file = \"Cargo.toml\" }}\n"),
+        "feeds[0] (stocks).tls.ca_file",
+        "only used by wss://",
+    );
+}
+
+#[test]
+fn subscriber_naming_an_unknown_feed() {
+    let subscriber = r#"
+        [[subscribers]]
+        name = "print"
+        feeds = ["stocks", "stokcs", "nothing-yet-*"]
+    "#;
+    let text = format!("{STOCKS}{subscriber}");
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 1, "a pattern may match no feed yet: {errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "subscribers[0] (print).feeds[1]: no feed named \"stokcs\" (did you mean \"stocks\"?)"
+    );
+}
+
+#[test]
+fn subscriber_lists_and_patterns_are_checked() {
+    let subscribers = r#"
+        [[subscribers]]
+        name = "print"
+        feeds = ["a b*"]
+        topics = []
+
+        [[subscribers]]
+        name = "print"
+        feeds = []
+        topics = [""]
+    "#;
+    let text = format!("{STOCKS}{subscribers}");
+    assert_error(&text, "subscribers[0] (print).feeds[0]", "can never match");
+    assert_error(&text, "subscribers[0] (print).topics", "leave `topics` out");
+    assert_error(&text, "subscribers[1] (print).name", "duplicate subscriber name");
+    assert_error(&text, "subscribers[1] (print).feeds", "at least one");
+    assert_error(&text, "subscribers[1] (print).topics[0]", "must not be empty");
+}
+
+#[test]
+fn bad_listen_address() {
+    assert_error("[http]\nlisten = \"localhost\"\n", "http.listen", "use IP:PORT");
+}
+
+#[test]
+fn toml_syntax_error_names_line_and_column() {
+    let error =
+        parse("[http]\nlisten = \"127.0.0.1:9900\"\nthis is not toml\n").expect_err("syntax");
+    let location = error.errors[0].location.expect("location");
+    assert_eq!(location.line, 3);
+    let shown = error.to_string();
+    assert!(shown.starts_with("config/test.toml: line 3, column "), "{shown}");
+    assert!(shown.contains("invalid TOML"), "{shown}");
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = r#"
+        [defaults]
+        handshake_timeout = "soon"
+
+        [[feeds]]
+        name = "stocks"
+        url = "htp://127.0.0.1/"
+
+        [[feeds]]
+        name = "weather"
+        url = "ws://127.0.0.1/${NOT_SET}"
+        topic = "city"
+
+        [[subscribers]]
+        name = "print"
+        feeds = ["wether"]
+    "#;
+    let error = parse(text).expect_err("many errors");
+    let paths: Vec<&str> = error.errors.iter().map(|error| error.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "defaults.handshake_timeout",
+            "feeds[0] (stocks).url",
+            "feeds[1] (weather).url",
+            "feeds[1] (weather).topic",
+            "subscribers[0] (print).feeds[0]",
+        ]
+    );
+    assert_eq!(error.to_string().lines().count(), 5);
+}
+
+#[test]
+fn feed_json_shares_the_file_checks() {
+    let defaults = FeedDefaults { max_message_size: 4096, ..FeedDefaults::default() };
+    let json = serde_json::json!({
+        "name": "live",
+        "url": "ws://127.0.0.1:1/",
+        "headers": { "X-Key": "${STOCKS_KEY}" },
+    });
+    let feed = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect("valid feed");
+    assert_eq!(feed.max_message_size, 4096);
+    assert_eq!(feed.headers[0].1, "k3y-value");
+
+    let json =
+        serde_json::json!({ "name": "live", "url": "htp://x/", "handshake_timeout": "5 parsecs" });
+    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad feed");
+    assert_eq!(
+        error.to_string(),
+        "feed: url: unsupported scheme \"htp\": use ws:// or wss://\n\
+         feed: handshake_timeout: invalid duration \"5 parsecs\": \
+         use a number with a unit, such as \"10s\" or \"500ms\""
+    );
+    let json = serde_json::json!({ "name": "live", "url": "ws://x/", "mode": "fast" });
+    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad mode");
+    assert_eq!(error.errors[0].path, "mode");
+}
+
+#[test]
+fn serialized_feed_reads_back_as_the_same_feed() {
+    let fields = r#"
+        mode = "stream"
+        topic = "/s"
+        subprotocols = ["v1"]
+        on_open = ['hi']
+        chunk_size = 1000
+        handshake_timeout = "1m 30s"
+    "#;
+    let text = format!("{STOCKS}{fields}");
+    let feed = parse_ok(&text).feeds.remove(0);
+    let json = serde_json::to_value(&feed).expect("serialize");
+    let back = parse_feed_json(json, &FeedDefaults::default(), Path::new("."), &|_: &str| None)
+        .expect("reads back");
+    assert_eq!(back, feed);
+}
+
+#[test]
+fn sizes_and_durations_have_human_forms() {
+    assert_eq!(parse_size("64KiB"), Ok(65536));
+    assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
+    assert_eq!(parse_size("1MB"), Ok(1_000_000));
+    assert_eq!(parse_size("1024"), Ok(1024));
+    assert!(parse_size("-1KiB").is_err() && parse_size("").is_err() && parse_size("KiB").is_err());
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert!(parse_duration("10").is_err());
+    for bytes in [1, 1000, 1024, 1536, 1 << 20, 3 << 30, 1 << 40] {
+        assert_eq!(parse_size(&format_size(bytes)), Ok(bytes), "{}", format_size(bytes));
+    }
+    assert_eq!(format_size(64 << 10), "64KiB");
+    assert_eq!(format_duration(Duration::from_secs(90)), "1m 30s");
+}
+
+#[test]
+fn mode_and_sink_names() {
+    assert_eq!(FeedMode::Stream.as_str(), "stream");
+    assert_eq!(FeedMode::Message.as_str(), "message");
+    assert_eq!(SinkKind::Stdout.as_str(), "stdout");
+}

@@ -1,0 +1,528 @@
+//! The pure step from raw config to resolved config: every field is checked,
+//! defaults applied and `${VAR}` expanded, and every error is collected with
+//! its path (`feeds[1] (weather).url`) instead of stopping at the first.
+//!
+//! Pure: the environment and the file system are reached only through the
+//! [`Context`] the caller passes in.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::env::{expand, has_reference};
+use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize, RawSubscriber};
+use super::{
+    format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, SinkKind,
+    SubscriberConfig, TlsConfig, Unexpanded,
+};
+
+/// Largest accepted `max_message_size`: a message is buffered whole.
+pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
+
+/// Headers the WebSocket handshake sets itself; a feed may not override them.
+const HANDSHAKE_HEADERS: [&str; 7] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
+
+/// What validation may consult outside the raw config.
+pub(crate) struct Context<'a> {
+    /// Directory that relative paths (`tls.ca_file`) are resolved against.
+    pub base_dir: &'a Path,
+    /// Looks up `${VAR}` references.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether a referenced file exists.
+    pub file_exists: &'a dyn Fn(&Path) -> bool,
+}
+
+/// Errors of one feed or subscriber, with the path prefix they are under.
+struct Scope<'a> {
+    /// `feeds[1] (weather)`, or empty for a feed given on its own.
+    prefix: &'a str,
+    /// Where errors are collected.
+    errors: &'a mut Vec<FieldError>,
+}
+
+impl Scope<'_> {
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        let path = match (self.prefix.is_empty(), field.is_empty()) {
+            (true, _) => field.to_owned(),
+            (false, true) => self.prefix.to_owned(),
+            (false, false) => format!("{}.{field}", self.prefix),
+        };
+        self.errors.push(FieldError::new(path, message));
+    }
+
+    /// Expands `${VAR}`s in `text`, reporting every missing variable.
+    fn expand(
+        &mut self,
+        field: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        match expand(text, env) {
+            Ok(expanded) => Some(expanded),
+            Err(problems) => {
+                for problem in problems {
+                    self.error(field, problem.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    fn size(
+        &mut self,
+        field: &str,
+        raw: Option<&RawSize>,
+        default: u64,
+        limit: u64,
+    ) -> Option<u64> {
+        let bytes = match raw {
+            None => return Some(default),
+            Some(RawSize::Bytes(bytes)) => *bytes,
+            Some(RawSize::Text(text)) => match parse_size(text) {
+                Ok(bytes) => bytes,
+                Err(message) => return self.fail(field, message),
+            },
+        };
+        if bytes == 0 {
+            return self.fail(field, "must be greater than 0");
+        }
+        if bytes > limit {
+            let message =
+                format!("{} is over the limit of {}", format_size(bytes), format_size(limit));
+            return self.fail(field, message);
+        }
+        Some(bytes)
+    }
+
+    fn duration(
+        &mut self,
+        field: &str,
+        raw: Option<&RawDuration>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(RawDuration(text)) = raw else { return Some(default) };
+        match parse_duration(text) {
+            Ok(duration) if duration.is_zero() => self.fail(field, "must be greater than 0"),
+            Ok(duration) => Some(duration),
+            Err(message) => self.fail(field, message),
+        }
+    }
+
+    fn fail<T>(&mut self, field: &str, message: impl Into<String>) -> Option<T> {
+        self.error(field, message);
+        None
+    }
+}
+
+/// Checks and resolves a whole config.
+pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let http = http(&raw.http, &mut errors);
+    let defaults = defaults(&raw.defaults, &mut errors);
+
+    let mut feeds = Vec::with_capacity(raw.feeds.len());
+    let mut feed_index: HashMap<&str, usize> = HashMap::new();
+    for (index, raw_feed) in raw.feeds.iter().enumerate() {
+        let prefix = label("feeds", index, raw_feed.name.as_deref());
+        if let Some(name) = raw_feed.name.as_deref().filter(|name| check_name(name).is_ok()) {
+            if let Some(first) = feed_index.get(name) {
+                let message =
+                    format!("duplicate feed name {name:?}: already used by feeds[{first}]");
+                errors.push(FieldError::new(format!("{prefix}.name"), message));
+            } else {
+                feed_index.insert(name, index);
+            }
+        }
+        if let Some(feed) = feed(raw_feed, &defaults, &prefix, context, &mut errors) {
+            feeds.push(feed);
+        }
+    }
+
+    let mut subscribers = Vec::with_capacity(raw.subscribers.len());
+    let mut subscriber_index: HashMap<&str, usize> = HashMap::new();
+    for (index, raw_subscriber) in raw.subscribers.iter().enumerate() {
+        let prefix = label("subscribers", index, raw_subscriber.name.as_deref());
+        if let Some(name) = raw_subscriber.name.as_deref().filter(|name| check_name(name).is_ok()) {
+            if let Some(first) = subscriber_index.get(name) {
+                let message = format!(
+                    "duplicate subscriber name {name:?}: already used by subscribers[{first}]"
+                );
+                errors.push(FieldError::new(format!("{prefix}.name"), message));
+            } else {
+                subscriber_index.insert(name, index);
+            }
+        }
+        let mut scope = Scope { prefix: &prefix, errors: &mut errors };
+        if let Some(subscriber) = subscriber(raw_subscriber, &feed_index, &mut scope) {
+            subscribers.push(subscriber);
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(Config { http, defaults, feeds, subscribers })
+    } else {
+        Err(errors)
+    }
+}
+
+fn http(raw: &RawHttp, errors: &mut Vec<FieldError>) -> HttpConfig {
+    let mut config = HttpConfig::default();
+    if let Some(text) = &raw.listen {
+        match text.parse::<SocketAddr>() {
+            Ok(listen) => config.listen = listen,
+            Err(_) => errors.push(FieldError::new(
+                "http.listen",
+                format!("invalid address {text:?}: use IP:PORT, such as \"127.0.0.1:9900\""),
+            )),
+        }
+    }
+    config
+}
+
+fn defaults(raw: &RawDefaults, errors: &mut Vec<FieldError>) -> FeedDefaults {
+    let builtin = FeedDefaults::default();
+    let mut scope = Scope { prefix: "defaults", errors };
+    let limit = MAX_MESSAGE_SIZE_LIMIT;
+    let max_message_size = raw.max_message_size.as_ref();
+    FeedDefaults {
+        mode: raw.mode.unwrap_or(builtin.mode),
+        max_message_size: scope
+            .size("max_message_size", max_message_size, builtin.max_message_size, limit)
+            .unwrap_or(builtin.max_message_size),
+        chunk_size: scope
+            .size("chunk_size", raw.chunk_size.as_ref(), builtin.chunk_size, u64::MAX)
+            .unwrap_or(builtin.chunk_size),
+        handshake_timeout: scope
+            .duration(
+                "handshake_timeout",
+                raw.handshake_timeout.as_ref(),
+                builtin.handshake_timeout,
+            )
+            .unwrap_or(builtin.handshake_timeout),
+    }
+}
+
+/// Checks and resolves one feed; errors go to `errors` under `prefix`.
+pub(crate) fn feed(
+    raw: &RawFeed,
+    defaults: &FeedDefaults,
+    prefix: &str,
+    context: &Context<'_>,
+    errors: &mut Vec<FieldError>,
+) -> Option<FeedConfig> {
+    let before = errors.len();
+    let mut scope = Scope { prefix, errors };
+
+    let name = match raw.name.as_deref().map(check_name) {
+        None => scope.fail("name", "required"),
+        Some(Err(message)) => scope.fail("name", message),
+        Some(Ok(())) => raw.name.clone(),
+    };
+    let url = match raw.url.as_deref() {
+        None => {
+            scope.fail("url", "required: the upstream address, such as \"wss://example.com/feed\"")
+        }
+        Some(text) => scope.expand("url", text, context.env).and_then(|expanded| {
+            parse_url(&expanded).map_err(|message| scope.error("url", message)).ok()
+        }),
+    };
+    let mode = raw.mode.unwrap_or(defaults.mode);
+    if let Some(Err(message)) = raw.topic.as_deref().map(check_pointer) {
+        scope.error("topic", message);
+    }
+
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (header, template) in &raw.headers {
+        let field = if is_token(header) {
+            format!("headers.{header}")
+        } else {
+            format!("headers.{header:?}")
+        };
+        if let Err(message) = check_header_name(header) {
+            scope.error(&field, message);
+        }
+        if let Some(value) = scope.expand(&field, template, context.env) {
+            if value.bytes().all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f)) {
+                headers.push((header.clone(), value));
+            } else {
+                let hint = if has_reference(template) {
+                    " (is there a trailing newline in the variable?)"
+                } else {
+                    ""
+                };
+                let message = format!("value contains a control character such as CR or LF{hint}");
+                scope.error(&field, message);
+            }
+        }
+    }
+
+    for (index, protocol) in raw.subprotocols.iter().enumerate() {
+        let field = format!("subprotocols[{index}]");
+        if protocol.is_empty() {
+            scope.error(&field, "must not be empty");
+        } else if !is_token(protocol) {
+            scope.error(
+                &field,
+                format!("{protocol:?} is not a valid subprotocol name (an HTTP token)"),
+            );
+        } else if raw.subprotocols[..index].contains(protocol) {
+            scope.error(&field, format!("duplicate subprotocol {protocol:?}"));
+        }
+    }
+
+    let mut on_open = Vec::with_capacity(raw.on_open.len());
+    for (index, template) in raw.on_open.iter().enumerate() {
+        if let Some(message) = scope.expand(&format!("on_open[{index}]"), template, context.env) {
+            on_open.push(message);
+        }
+    }
+
+    let limit = MAX_MESSAGE_SIZE_LIMIT;
+    let max_message_size = scope.size(
+        "max_message_size",
+        raw.max_message_size.as_ref(),
+        defaults.max_message_size,
+        limit,
+    );
+    if raw.chunk_size.is_some() && mode != FeedMode::Stream {
+        scope.error("chunk_size", "only used when mode = \"stream\"");
+    }
+    let chunk_size =
+        scope.size("chunk_size", raw.chunk_size.as_ref(), defaults.chunk_size, u64::MAX);
+    let handshake_timeout = scope.duration(
+        "handshake_timeout",
+        raw.handshake_timeout.as_ref(),
+        defaults.handshake_timeout,
+    );
+
+    let mut tls = TlsConfig::default();
+    if let Some(ca_file) = raw.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()) {
+        let path = context.base_dir.join(ca_file);
+        if ca_file.is_empty() {
+            scope.error("tls.ca_file", "must not be empty");
+        } else if url.as_ref().is_some_and(|url| url.scheme() != "wss") {
+            scope.error("tls.ca_file", "only used by wss:// feeds");
+        } else if !(context.file_exists)(&path) {
+            scope.error("tls.ca_file", format!("no such file: {}", path.display()));
+        }
+        tls.ca_file = Some(path);
+    }
+
+    if errors.len() != before {
+        return None;
+    }
+    let unexpanded = Unexpanded {
+        url: raw.url.clone().filter(|url| has_reference(url)),
+        on_open: if raw.on_open.iter().any(|message| has_reference(message)) {
+            raw.on_open.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    Some(FeedConfig {
+        name: name?,
+        url: url?,
+        mode,
+        topic: raw.topic.clone(),
+        headers,
+        subprotocols: raw.subprotocols.clone(),
+        on_open,
+        max_message_size: max_message_size?,
+        chunk_size: chunk_size?,
+        handshake_timeout: handshake_timeout?,
+        tls,
+        unexpanded,
+    })
+}
+
+fn subscriber(
+    raw: &RawSubscriber,
+    feed_index: &HashMap<&str, usize>,
+    scope: &mut Scope<'_>,
+) -> Option<SubscriberConfig> {
+    let before = scope.errors.len();
+    match raw.name.as_deref().map(check_name) {
+        None => scope.error("name", "required"),
+        Some(Err(message)) => scope.error("name", message),
+        Some(Ok(())) => {}
+    }
+    match raw.feeds.as_deref() {
+        None => scope.error("feeds", "required: feed names or patterns, such as [\"*\"]"),
+        Some([]) => scope.error("feeds", "empty: list at least one feed name or pattern"),
+        Some(patterns) => {
+            for (index, pattern) in patterns.iter().enumerate() {
+                let field = format!("feeds[{index}]");
+                let is_glob = pattern.contains(['*', '?']);
+                if pattern.is_empty() {
+                    scope.error(&field, "must not be empty");
+                } else if is_glob && check_name(&pattern.replace(['*', '?'], "_")).is_err() {
+                    let message = format!(
+                        "pattern {pattern:?} can never match: \
+                         feed names use only letters, digits, '_', '.' and '-'"
+                    );
+                    scope.error(&field, message);
+                } else if !is_glob && !feed_index.contains_key(pattern.as_str()) {
+                    let mut message = format!("no feed named {pattern:?}");
+                    if let Some(close) = closest(pattern, feed_index.keys().copied()) {
+                        message.push_str(&format!(" (did you mean {close:?}?)"));
+                    }
+                    scope.error(&field, message);
+                }
+            }
+        }
+    }
+    if let Some(topics) = &raw.topics {
+        if topics.is_empty() {
+            scope.error(
+                "topics",
+                "empty list matches no topic: leave `topics` out to receive every topic",
+            );
+        }
+        for (index, topic) in topics.iter().enumerate() {
+            if topic.is_empty() {
+                scope.error(&format!("topics[{index}]"), "must not be empty");
+            }
+        }
+    }
+    if scope.errors.len() != before {
+        return None;
+    }
+    Some(SubscriberConfig {
+        name: raw.name.clone()?,
+        feeds: raw.feeds.clone()?,
+        topics: raw.topics.clone(),
+        sink: raw.sink.unwrap_or(SinkKind::Stdout),
+    })
+}
+
+/// `feeds[1] (weather)`: the entry's index, and its name when it is valid.
+pub(crate) fn label(section: &str, index: usize, name: Option<&str>) -> String {
+    match name.filter(|name| check_name(name).is_ok()) {
+        Some(name) => format!("{section}[{index}] ({name})"),
+        None => format!("{section}[{index}]"),
+    }
+}
+
+/// Parses a size such as `"64KiB"`, `"1MiB"`, `"1.5 MB"` (decimal) or
+/// `"1024"` (bytes) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let valid = text.starts_with(|c: char| c.is_ascii_digit());
+    match text.parse::<bytesize::ByteSize>() {
+        Ok(size) if valid => Ok(size.as_u64()),
+        _ => Err(format!(
+            "invalid size {text:?}: \
+             use a number of bytes with an optional unit, such as \"64KiB\" or \"1MiB\""
+        )),
+    }
+}
+
+/// Parses a duration with a unit, such as `"10s"`, `"500ms"` or `"1m 30s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        format!("invalid duration {text:?}: use a number with a unit, such as \"10s\" or \"500ms\"")
+    })
+}
+
+/// Parses a feed URL: `ws://`, `wss://`, or `memory://` for the in-memory
+/// test transport. Messages never quote the URL, which may hold a token.
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("invalid URL: {error}"))?;
+    match url.scheme() {
+        "ws" | "wss" | "memory" => {}
+        other => return Err(format!("unsupported scheme {other:?}: use ws:// or wss://")),
+    }
+    if url.fragment().is_some() {
+        return Err("a WebSocket URL cannot have a #fragment".to_owned());
+    }
+    Ok(url)
+}
+
+/// Feed and subscriber names become metric labels: `[A-Za-z0-9_.-]+`.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    match name.chars().find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        Some(bad) => {
+            Err(format!("{name:?} contains {bad:?}: use only letters, digits, '_', '.' and '-'"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// A JSON pointer (RFC 6901): empty, or `/`-separated with `~0` and `~1` escapes.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer: start it with '/', such as \"/symbol\""
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "{pointer:?} is not a JSON pointer: \
+                 '~' must be followed by 0 or 1 (\"~0\" is '~', \"~1\" is '/')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_header_name(name: &str) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    if !is_token(name) {
+        Err(format!("{name:?} is not a valid header name"))
+    } else if lower == "sec-websocket-protocol" {
+        Err("set subprotocols with `subprotocols`, not as a header".to_owned())
+    } else if HANDSHAKE_HEADERS.contains(&lower.as_str()) {
+        Err(format!("{name} is set by the WebSocket handshake itself"))
+    } else {
+        Ok(())
+    }
+}
+
+/// An HTTP token (RFC 9110): header names and subprotocols.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+/// The candidate within two edits of `name`, for "did you mean" hints.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, counting adjacent transpositions as two edits.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}

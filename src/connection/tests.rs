@@ -1,0 +1,334 @@
+//! Actor-level tests of the connection actor over the in-memory transport, with paused time.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use feedvisor_transport_api::{close_code, CloseFrame, DataKind, Event, Opcode, Outbound};
+use feedvisor_transport_api::{DataFrame, TransportError};
+use feedvisor_transport_memory::{MemoryHub, MemoryListener, MemoryPeer, MemoryTransport};
+use tokio::sync::mpsc;
+
+use super::{ConnectionSetup, Disconnect, FeedConnection};
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::router::Route;
+use crate::status::{FeedShared, FeedState};
+
+/// Forwards every routed batch to the test.
+struct RouteCollector(mpsc::UnboundedSender<Route>);
+
+impl Actor for RouteCollector {
+    type Context = Context<Self>;
+}
+
+impl Handler<Route> for RouteCollector {
+    type Result = ();
+    fn handle(&mut self, route: Route, _: &mut Context<Self>) {
+        let _ = self.0.send(route);
+    }
+}
+
+/// A connection actor on a memory feed, and the test's handles on it.
+struct Harness {
+    hub: MemoryHub,
+    name: String,
+    listener: MemoryListener,
+    routes: mpsc::UnboundedReceiver<Route>,
+    shared: Arc<FeedShared>,
+    actor: Addr<FeedConnection>,
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Starts a connection actor for a feed named `name` with extra TOML lines for the feed.
+async fn start(name: &str, extra: &str) -> Harness {
+    tokio::time::pause();
+    // Install the recorder before the actor resolves its metric handles.
+    crate::metrics::install().expect("recorder");
+    let text = format!("[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\n{extra}\n");
+    let config = Config::from_toml_str(&text, Path::new("test.toml")).expect("valid config");
+    let feed = config.feeds.into_iter().next().expect("one feed");
+    let hub = MemoryHub::new();
+    let listener = hub.listen(name);
+    let (sender, routes) = mpsc::unbounded_channel();
+    let shared = FeedShared::new();
+    let setup = ConnectionSetup {
+        feed: Arc::new(feed),
+        transport: Arc::new(MemoryTransport::new(hub.clone())),
+        router: RouteCollector(sender).start().recipient(),
+        shared: shared.clone(),
+        backoff: Backoff::default(),
+    };
+    let actor = FeedConnection::new(setup).start();
+    tokio::task::yield_now().await;
+    Harness { hub, name: name.to_owned(), listener, routes, shared, actor }
+}
+
+impl Harness {
+    async fn accept(&mut self) -> MemoryPeer {
+        let peer = tokio::time::timeout(WAIT, self.listener.accept()).await;
+        let peer = peer.expect("a connection in time").expect("listener open");
+        self.settle().await;
+        peer
+    }
+
+    async fn route(&mut self) -> Route {
+        let route = tokio::time::timeout(WAIT, self.routes.recv()).await;
+        route.expect("a batch in time").expect("router open")
+    }
+
+    /// Lets the actor handle what is queued for it.
+    async fn settle(&self) {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn metric(&self, name: &str, labels: &str) -> Option<f64> {
+        let rendered = crate::metrics::install().expect("recorder").render();
+        let prefix = format!("{name}{{feed=\"{}\"{labels}}} ", self.name);
+        rendered.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    }
+}
+
+async fn next_outbound(peer: &mut MemoryPeer) -> Outbound {
+    let next = tokio::time::timeout(WAIT, peer.next_outbound()).await;
+    next.expect("outbound in time").expect("connection open")
+}
+
+async fn next_reply(peer: &mut MemoryPeer) -> Outbound {
+    let next = tokio::time::timeout(WAIT, peer.next_reply()).await;
+    next.expect("reply in time").expect("connection open")
+}
+
+fn texts(route: &Route) -> Vec<&str> {
+    route.messages.iter().filter_map(|message| message.text()).collect()
+}
+
+#[actix::test]
+async fn opens_and_delivers_text_and_binary_messages() {
+    let mut h = start("open-deliver", "").await;
+    let peer = h.accept().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    assert_eq!(h.metric(crate::metrics::FEED_UP, ""), Some(1.0));
+    assert!(peer.send_text("hello"));
+    assert!(peer.send(Event::Data(DataFrame::binary(Bytes::from_static(&[1, 2, 3])))));
+    let first = h.route().await;
+    assert_eq!(&*first.feed, "open-deliver");
+    assert_eq!(texts(&first), ["hello"]);
+    let second = h.route().await;
+    assert_eq!(second.messages[0].kind, DataKind::Binary);
+    assert_eq!(second.messages[0].payload, Bytes::from_static(&[1, 2, 3]));
+    assert_eq!(h.shared.messages_in(), 2);
+    assert_eq!(h.shared.bytes_in(), 8);
+    assert_eq!(h.metric(crate::metrics::MESSAGES_RECEIVED, ",kind=\"text\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_RECEIVED, ",kind=\"binary\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::CONNECT_ATTEMPTS, ",result=\"ok\""), Some(1.0));
+}
+
+#[actix::test]
+async fn a_read_batch_becomes_one_routed_batch_in_order() {
+    let mut h = start("batch", "").await;
+    let peer = h.accept().await;
+    let batch = (0..5).map(|i| Event::Data(DataFrame::text(format!("m{i}")))).collect();
+    assert!(peer.send_batch(batch));
+    let route = h.route().await;
+    assert_eq!(texts(&route), ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+#[actix::test]
+async fn on_open_messages_are_sent_after_connect() {
+    let mut h = start("on-open", "on_open = ['{\"op\":\"subscribe\"}', 'second']").await;
+    let mut peer = h.accept().await;
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("{\"op\":\"subscribe\"}"));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("second"));
+}
+
+#[actix::test]
+async fn topic_is_taken_by_json_pointer() {
+    let mut h = start("topic", "topic = \"/symbol\"").await;
+    let peer = h.accept().await;
+    assert!(peer.send_batch(vec![
+        Event::Data(DataFrame::text(r#"{"symbol":"AAPL","price":1}"#)),
+        Event::Data(DataFrame::text(r#"{"price":2}"#)),
+        Event::Data(DataFrame::text("not json")),
+    ]));
+    let route = h.route().await;
+    let topics: Vec<Option<&str>> = route.messages.iter().map(|m| m.topic.as_deref()).collect();
+    assert_eq!(topics, [Some("AAPL"), None, None]);
+}
+
+#[actix::test]
+async fn fragmented_message_is_reassembled() {
+    let mut h = start("fragments", "").await;
+    let peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Text, false, "hel"));
+    assert!(peer.send_frame(Opcode::Continuation, false, "lo "));
+    assert!(peer.send_frame(Opcode::Continuation, true, "world"));
+    let route = h.route().await;
+    assert_eq!(texts(&route), ["hello world"]);
+    assert_eq!(h.shared.messages_in(), 1);
+}
+
+#[actix::test]
+async fn oversized_message_is_refused_with_1009_counted_and_reconnected() {
+    let mut h = start("oversize", "max_message_size = \"8B\"").await;
+    let mut peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Binary, false, "12345"));
+    assert!(peer.send_frame(Opcode::Continuation, true, "6789"));
+    match next_outbound(&mut peer).await {
+        Outbound::Close(Some(CloseFrame { code, .. })) => {
+            assert_eq!(code, close_code::MESSAGE_TOO_BIG)
+        }
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::BackingOff);
+    assert_eq!(h.shared.last_close().map(|c| (c.by, c.code)), Some(("local", 1009)));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"too_large\""), Some(1.0));
+    assert_eq!(h.shared.messages_in(), 0);
+    // The backoff delay passes and the feed comes back.
+    let peer = h.accept().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    assert!(peer.send_text("small"));
+    assert_eq!(texts(&h.route().await), ["small"]);
+}
+
+#[actix::test]
+async fn frame_over_the_limit_is_refused_by_the_transport() {
+    let mut h = start("frame-too-large", "max_message_size = \"4B\"").await;
+    let mut peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Text, true, "too long"));
+    assert_eq!(
+        next_reply(&mut peer).await,
+        Outbound::Close(Some(CloseFrame::new(close_code::MESSAGE_TOO_BIG, "")))
+    );
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::BackingOff);
+    assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"too_large\""), Some(1.0));
+    let error = h.shared.last_error().expect("error recorded");
+    assert!(error.contains("exceeds the limit of 4 bytes"), "{error}");
+}
+
+#[actix::test]
+async fn invalid_utf8_is_refused_with_1007_and_counted() {
+    let mut h = start("bad-utf8", "").await;
+    let mut peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Text, true, Bytes::from_static(&[b'a', 0xFF])));
+    assert_eq!(
+        next_reply(&mut peer).await,
+        Outbound::Close(Some(CloseFrame::new(close_code::INVALID_PAYLOAD, "")))
+    );
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::BackingOff);
+    assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"invalid_utf8\""), Some(1.0));
+    h.accept().await;
+}
+
+#[actix::test]
+async fn continuation_without_a_message_is_a_protocol_error() {
+    let mut h = start("bad-continuation", "").await;
+    let mut peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Continuation, true, "orphan"));
+    match next_outbound(&mut peer).await {
+        Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::PROTOCOL_ERROR),
+        other => panic!("expected close 1002, got {other:?}"),
+    }
+    h.settle().await;
+    assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"protocol\""), Some(1.0));
+}
+
+#[actix::test]
+async fn close_from_the_peer_is_recorded_and_the_feed_reconnects() {
+    let mut h = start("peer-close", "").await;
+    let mut peer = h.accept().await;
+    assert!(peer.close(4000, "maintenance"));
+    assert_eq!(next_reply(&mut peer).await, Outbound::Close(Some(CloseFrame::new(4000, ""))));
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::BackingOff);
+    assert_eq!(h.metric(crate::metrics::FEED_UP, ""), Some(0.0));
+    let close = h.shared.last_close().expect("close recorded");
+    assert_eq!((close.by, close.code, close.reason.as_str()), ("peer", 4000, "maintenance"));
+    h.accept().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    assert_eq!(h.hub.attempts("peer-close"), 2);
+}
+
+#[actix::test]
+async fn transport_error_is_recorded_and_the_feed_reconnects() {
+    let mut h = start("transport-error", "").await;
+    let peer = h.accept().await;
+    assert!(peer.fail(TransportError::Io("connection reset by peer".into())));
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::BackingOff);
+    assert_eq!(h.shared.last_error().as_deref(), Some("i/o error: connection reset by peer"));
+    h.accept().await;
+}
+
+#[actix::test]
+async fn peer_that_vanishes_is_a_lost_connection() {
+    let mut h = start("vanish", "").await;
+    let peer = h.accept().await;
+    drop(peer);
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::BackingOff);
+    h.accept().await;
+}
+
+#[actix::test]
+async fn refused_connect_backs_off_counts_and_retries() {
+    let mut h = start("refused", "").await;
+    // The first attempt ran at start; script the next two to fail too.
+    h.accept().await.fail(TransportError::Closed);
+    let refused = TransportError::Refused { addr: "memory://refused".into() };
+    h.hub.fail_next("refused", refused.clone());
+    h.hub.fail_next("refused", refused);
+    h.accept().await;
+    assert_eq!(h.hub.attempts("refused"), 4);
+    assert_eq!(h.metric(crate::metrics::CONNECT_ATTEMPTS, ",result=\"refused\""), Some(2.0));
+    assert_eq!(h.metric(crate::metrics::CONNECT_ATTEMPTS, ",result=\"ok\""), Some(2.0));
+}
+
+#[actix::test]
+async fn handshake_that_never_finishes_times_out_and_retries() {
+    let mut h = start("stall", "handshake_timeout = \"2s\"").await;
+    h.accept().await.fail(TransportError::Closed);
+    h.hub.stall_next("stall");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Within the backoff ceiling and the handshake timeout: still connecting.
+    assert_eq!(h.shared.state(), FeedState::Connecting);
+    h.accept().await;
+    assert_eq!(h.hub.attempts("stall"), 3);
+    let error = h.shared.last_error().expect("error recorded");
+    assert!(error.contains("timed out after 2s"), "{error}");
+    assert_eq!(h.metric(crate::metrics::CONNECT_ATTEMPTS, ",result=\"timeout\""), Some(1.0));
+}
+
+#[actix::test]
+async fn refused_while_nobody_listens_keeps_backing_off() {
+    let mut h = start("nobody", "").await;
+    h.accept().await.fail(TransportError::Closed);
+    drop(std::mem::replace(&mut h.listener, h.hub.listen("somebody-else")));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(h.hub.attempts("nobody") >= 3, "attempts {}", h.hub.attempts("nobody"));
+    assert_ne!(h.shared.state(), FeedState::Open);
+    let error = h.shared.last_error().expect("error recorded");
+    assert!(error.contains("refused"), "{error}");
+}
+
+#[actix::test]
+async fn disconnect_sends_a_close_frame_and_stops() {
+    let mut h = start("disconnect", "").await;
+    let mut peer = h.accept().await;
+    h.actor.send(Disconnect { code: close_code::GOING_AWAY }).await.expect("actor alive");
+    assert_eq!(
+        next_outbound(&mut peer).await,
+        Outbound::Close(Some(CloseFrame::new(close_code::GOING_AWAY, "")))
+    );
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Closed);
+    assert!(!h.actor.connected());
+}

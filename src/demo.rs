@@ -1,0 +1,162 @@
+//! The offline demo: a built-in upstream that emits stock ticks and weather
+//! readings over WebSocket, and the config that points the sidecar at it.
+//!
+//! The upstream is served with actix-web-actors (each session is an actor);
+//! this module is the only place that uses that crate.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+use rand::Rng;
+use serde_json::json;
+
+use crate::config::{Config, ConfigError};
+
+/// Which ticks a session emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickKind {
+    /// `{"symbol","price","ts"}` on `/stocks`.
+    Stocks,
+    /// `{"city","temp_c","ts"}` on `/weather`.
+    Weather,
+}
+
+const SYMBOLS: [&str; 5] = ["AAPL", "MSFT", "GOOG", "AMZN", "NVDA"];
+const CITIES: [&str; 4] = ["Oslo", "Lisbon", "Nairobi", "Osaka"];
+
+/// One upstream WebSocket session: emits a tick every `interval`.
+struct TickSession {
+    kind: TickKind,
+    interval: Duration,
+    /// The last price per symbol (a random walk).
+    prices: [f64; SYMBOLS.len()],
+}
+
+impl TickSession {
+    fn new(kind: TickKind, interval: Duration) -> Self {
+        TickSession { kind, interval, prices: [189.5, 411.2, 171.8, 186.4, 121.3] }
+    }
+
+    fn next_tick(&mut self) -> serde_json::Value {
+        let mut rng = rand::rng();
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        match self.kind {
+            TickKind::Stocks => {
+                let index = rng.random_range(0..SYMBOLS.len());
+                let price = &mut self.prices[index];
+                *price = (*price * (1.0 + rng.random_range(-0.002..0.002))).max(0.01);
+                json!({ "symbol": SYMBOLS[index], "price": (*price * 100.0).round() / 100.0, "ts": ts })
+            }
+            TickKind::Weather => {
+                let index = rng.random_range(0..CITIES.len());
+                let temp = 12.0 + 10.0 * rng.random_range(-1.0..1.0f64);
+                json!({ "city": CITIES[index], "temp_c": (temp * 10.0).round() / 10.0, "ts": ts })
+            }
+        }
+    }
+}
+
+impl Actor for TickSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |session, ctx| {
+            let tick = session.next_tick();
+            ctx.text(tick.to_string());
+        });
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for TickSession {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        match message {
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(_) => {}
+            Err(_) => ctx.stop(),
+        }
+    }
+}
+
+/// The demo upstream, running.
+pub struct DemoUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl DemoUpstream {
+    /// Stops the upstream (its sessions end).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn upgrade(
+    request: HttpRequest,
+    stream: web::Payload,
+    settings: web::Data<(TickKind, Duration)>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (kind, interval) = **settings;
+    ws::start(TickSession::new(kind, interval), &request, stream)
+}
+
+/// Starts the upstream on `listen` (port 0 picks a free port): `/stocks` and
+/// `/weather`, one tick per `interval` on each session.
+pub fn start_upstream(listen: SocketAddr, interval: Duration) -> std::io::Result<DemoUpstream> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .service(
+                web::resource("/stocks")
+                    .app_data(web::Data::new((TickKind::Stocks, interval)))
+                    .route(web::get().to(upgrade)),
+            )
+            .service(
+                web::resource("/weather")
+                    .app_data(web::Data::new((TickKind::Weather, interval * 4)))
+                    .route(web::get().to(upgrade)),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(listen);
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(DemoUpstream { addr, handle })
+}
+
+/// The demo's sidecar config: two feeds on the upstream and a stdout subscriber.
+pub fn demo_config(upstream: SocketAddr, listen: SocketAddr) -> Result<Config, ConfigError> {
+    let text = format!(
+        r#"
+[http]
+listen = "{listen}"
+
+[[feeds]]
+name = "stocks"
+url = "ws://{upstream}/stocks"
+topic = "/symbol"
+
+[[feeds]]
+name = "weather"
+url = "ws://{upstream}/weather"
+topic = "/city"
+
+[[subscribers]]
+name = "print"
+feeds = ["*"]
+sink = "stdout"
+"#
+    );
+    Config::from_toml_str(&text, Path::new("<demo>"))
+}

@@ -1,0 +1,5 @@
+//! The `feedvisor` command.
+
+fn main() -> std::process::ExitCode {
+    feedvisor::cli::main()
+}

@@ -1,0 +1,180 @@
+//! The sidecar as a library: start it from a config value and subscribe actors.
+//!
+//! ```no_run
+//! # async fn example(config: feedvisor::config::Config, me: actix::Recipient<feedvisor::Deliver>) {
+//! use feedvisor::{Sidecar, SubscriptionSpec};
+//! let sidecar = Sidecar::builder(config)
+//!     .subscriber(SubscriptionSpec::new("mine", ["stocks"]).with_topics(["AAPL"]), me)
+//!     .start()
+//!     .await
+//!     .expect("sidecar started");
+//! // ... later
+//! sidecar.stop().await;
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use feedvisor_transport_api::Transport;
+
+use crate::config::{Config, SinkKind};
+use crate::delivery::Deliver;
+use crate::http::{self, AdminServer};
+use crate::metrics::{self, MetricsError};
+use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
+use crate::sink::JsonLinesSink;
+use crate::status::FeedStatus;
+use crate::supervisor::{GetStatus, Shutdown, Supervisor};
+use crate::transports::TransportRegistry;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metrics recorder could not be installed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The admin HTTP server could not bind.
+    #[error("cannot listen for HTTP on {addr}: {source} (is another process using it? set [http].listen or --listen)")]
+    Http {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+}
+
+/// Collects what the sidecar starts with.
+pub struct SidecarBuilder {
+    config: Config,
+    transports: TransportRegistry,
+    subscribers: Vec<(SubscriptionSpec, Recipient<Deliver>)>,
+    serve_http: bool,
+}
+
+impl SidecarBuilder {
+    /// Adds (or replaces, by scheme) a transport plugin.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transports.register(transport);
+        self
+    }
+
+    /// Subscribes an actor before any feed connects, so it misses nothing.
+    pub fn subscriber(mut self, spec: SubscriptionSpec, recipient: Recipient<Deliver>) -> Self {
+        self.subscribers.push((spec, recipient));
+        self
+    }
+
+    /// Overrides `[http].listen`.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.http.listen = addr;
+        self
+    }
+
+    /// Runs without the admin HTTP server.
+    pub fn without_http(mut self) -> Self {
+        self.serve_http = false;
+        self
+    }
+
+    /// Starts the router, the configured sinks, the supervisor with its feeds,
+    /// and the admin server. Must run inside an actix system.
+    pub async fn start(self) -> Result<Sidecar, StartError> {
+        let SidecarBuilder { config, transports, subscribers, serve_http } = self;
+        let metrics = metrics::install()?;
+        let router = Router::new().start();
+        for subscriber in &config.subscribers {
+            let recipient = match subscriber.sink {
+                SinkKind::Stdout => JsonLinesSink::stdout(&subscriber.name).start().recipient(),
+            };
+            let spec = SubscriptionSpec {
+                name: subscriber.name.clone(),
+                feeds: subscriber.feeds.clone(),
+                topics: subscriber.topics.clone(),
+            };
+            router.do_send(Subscribe { spec, recipient });
+        }
+        for (spec, recipient) in subscribers {
+            router.do_send(Subscribe { spec, recipient });
+        }
+        let supervisor =
+            Supervisor::new(config.feeds, transports, router.clone().recipient()).start();
+        let admin = if serve_http {
+            let listen = config.http.listen;
+            let server = http::start(listen, supervisor.clone(), metrics.clone())
+                .map_err(|source| StartError::Http { addr: listen, source })?;
+            Some(server)
+        } else {
+            None
+        };
+        let upkeep = actix_rt::spawn(run_upkeep(metrics.clone()));
+        Ok(Sidecar { supervisor, router, admin, metrics, upkeep })
+    }
+}
+
+/// Folds histogram samples in regularly, so memory stays bounded when nobody scrapes.
+async fn run_upkeep(metrics: PrometheusHandle) {
+    let mut interval = actix_rt::time::interval(metrics::UPKEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        metrics.run_upkeep();
+    }
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    supervisor: Addr<Supervisor>,
+    router: Addr<Router>,
+    admin: Option<AdminServer>,
+    metrics: PrometheusHandle,
+    upkeep: actix_rt::task::JoinHandle<()>,
+}
+
+impl Sidecar {
+    /// Starts describing a sidecar for `config`, with the built-in transports.
+    pub fn builder(config: Config) -> SidecarBuilder {
+        SidecarBuilder {
+            config,
+            transports: TransportRegistry::with_defaults(),
+            subscribers: Vec::new(),
+            serve_http: true,
+        }
+    }
+
+    /// The admin server's address, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.addr)
+    }
+
+    /// Subscribes an actor while running (it sees messages from now on).
+    pub fn subscribe(&self, spec: SubscriptionSpec, recipient: Recipient<Deliver>) {
+        self.router.do_send(Subscribe { spec, recipient });
+    }
+
+    /// Removes a subscriber by name; false when none had that name.
+    pub async fn unsubscribe(&self, name: &str) -> bool {
+        self.router.send(Unsubscribe { name: name.to_owned() }).await.unwrap_or(false)
+    }
+
+    /// The status of every feed.
+    pub async fn feeds(&self) -> Vec<FeedStatus> {
+        self.supervisor.send(GetStatus).await.unwrap_or_default()
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// Stops the admin server, closes every feed (close 1001) and stops the actors.
+    pub async fn stop(self) {
+        if let Some(admin) = &self.admin {
+            admin.handle.stop(true).await;
+        }
+        let _ = self.supervisor.send(Shutdown).await;
+        self.upkeep.abort();
+    }
+}

@@ -1,0 +1,139 @@
+//! Built-in sinks: subscribers that a config names (`sink = "stdout"`).
+
+use std::io::Write;
+
+use actix::prelude::*;
+use base64::Engine;
+use serde::Serialize;
+
+use crate::delivery::{DataKind, Deliver, FeedMessage};
+
+/// One message as a JSON line.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    feed: &'a str,
+    topic: Option<&'a str>,
+    kind: &'static str,
+    payload: String,
+    received_at: String,
+}
+
+impl<'a> JsonLine<'a> {
+    fn new(message: &'a FeedMessage) -> Self {
+        let payload = match message.kind {
+            // Text payloads are valid UTF-8 (checked by the transport); lossless either way.
+            DataKind::Text => String::from_utf8_lossy(&message.payload).into_owned(),
+            DataKind::Binary => base64::engine::general_purpose::STANDARD.encode(&message.payload),
+        };
+        JsonLine {
+            feed: &message.feed,
+            topic: message.topic.as_deref(),
+            kind: message.kind.as_str(),
+            payload,
+            received_at: humantime::format_rfc3339_micros(message.received_at).to_string(),
+        }
+    }
+}
+
+/// Writes one JSON object per message and line to a writer (standard output by default).
+pub struct JsonLinesSink<W: Write + Unpin + 'static> {
+    name: String,
+    writer: W,
+}
+
+impl JsonLinesSink<std::io::Stdout> {
+    /// A sink writing to standard output.
+    pub fn stdout(name: impl Into<String>) -> Self {
+        JsonLinesSink { name: name.into(), writer: std::io::stdout() }
+    }
+}
+
+impl<W: Write + Unpin + 'static> JsonLinesSink<W> {
+    /// A sink writing to `writer`.
+    pub fn new(name: impl Into<String>, writer: W) -> Self {
+        JsonLinesSink { name: name.into(), writer }
+    }
+
+    fn write_batch(&mut self, messages: &[FeedMessage]) -> std::io::Result<()> {
+        let mut buffer = Vec::with_capacity(messages.len() * 128);
+        for message in messages {
+            serde_json::to_writer(&mut buffer, &JsonLine::new(message))?;
+            buffer.push(b'\n');
+        }
+        self.writer.write_all(&buffer)?;
+        self.writer.flush()
+    }
+}
+
+impl<W: Write + Unpin + 'static> Actor for JsonLinesSink<W> {
+    type Context = Context<Self>;
+}
+
+impl<W: Write + Unpin + 'static> Handler<Deliver> for JsonLinesSink<W> {
+    type Result = ();
+
+    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+        if let Err(error) = self.write_batch(&deliver.messages) {
+            tracing::error!(sink = %self.name, %error, lost = deliver.messages.len(), "sink write failed; sink stopped");
+            ctx.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant, SystemTime};
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn writes_text_verbatim_and_binary_as_base64() {
+        let out = Shared::default();
+        let mut sink = JsonLinesSink::new("test", out.clone());
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let text = FeedMessage {
+            feed: "stocks".into(),
+            topic: Some("AAPL".into()),
+            kind: DataKind::Text,
+            payload: Bytes::from_static(br#"{"symbol":"AAPL","price":1.5}"#),
+            received_at: at,
+            received: Instant::now(),
+        };
+        let binary = FeedMessage {
+            topic: None,
+            kind: DataKind::Binary,
+            payload: Bytes::from_static(&[0, 1, 2, 255]),
+            ..text.clone()
+        };
+        sink.write_batch(&[text, binary]).expect("written");
+        let written = String::from_utf8(out.0.lock().expect("not poisoned").clone()).expect("utf8");
+        let lines: Vec<serde_json::Value> =
+            written.lines().map(|line| serde_json::from_str(line).expect("json")).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["feed"], "stocks");
+        assert_eq!(lines[0]["topic"], "AAPL");
+        assert_eq!(lines[0]["kind"], "text");
+        assert_eq!(lines[0]["payload"], r#"{"symbol":"AAPL","price":1.5}"#);
+        assert_eq!(lines[0]["received_at"], "2023-11-14T22:13:20.123000Z");
+        assert_eq!(lines[1]["topic"], serde_json::Value::Null);
+        assert_eq!(lines[1]["kind"], "binary");
+        assert_eq!(lines[1]["payload"], "AAEC/w==");
+    }
+}

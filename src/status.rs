@@ -1,0 +1,208 @@
+//! The live status of each feed, shared between its connection actor and readers.
+//!
+//! A connection actor writes its state and counters here as they change;
+//! the supervisor and the HTTP API read them without messaging the actor,
+//! so a busy feed never delays a status query.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use feedvisor_transport_api::CloseFrame;
+
+/// Where a feed's connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedState {
+    /// Opening the connection (TCP, TLS, handshake).
+    Connecting,
+    /// Open and receiving.
+    Open,
+    /// Waiting before the next connect attempt.
+    BackingOff,
+    /// Closed on purpose (stopped or removed).
+    Closed,
+    /// Given up: no more attempts will be made.
+    Failed,
+}
+
+impl FeedState {
+    const ALL: [FeedState; 5] = [
+        FeedState::Connecting,
+        FeedState::Open,
+        FeedState::BackingOff,
+        FeedState::Closed,
+        FeedState::Failed,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedState::Connecting => "connecting",
+            FeedState::Open => "open",
+            FeedState::BackingOff => "backing_off",
+            FeedState::Closed => "closed",
+            FeedState::Failed => "failed",
+        }
+    }
+}
+
+/// The close code and reason of the last close, from either side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloseRecord {
+    /// Who closed: "peer" or "local".
+    pub by: &'static str,
+    /// The close code.
+    pub code: u16,
+    /// The reason text.
+    pub reason: String,
+}
+
+impl CloseRecord {
+    /// A close the peer initiated.
+    pub fn peer(frame: &CloseFrame) -> Self {
+        CloseRecord { by: "peer", code: frame.code, reason: frame.reason.clone() }
+    }
+
+    /// A close feedvisor initiated.
+    pub fn local(code: u16, reason: impl Into<String>) -> Self {
+        CloseRecord { by: "local", code, reason: reason.into() }
+    }
+}
+
+/// Details that change rarely and are read as a whole.
+#[derive(Debug, Default, Clone)]
+struct Details {
+    last_error: Option<String>,
+    last_close: Option<CloseRecord>,
+}
+
+/// One feed's status, written by its connection actor.
+#[derive(Debug)]
+pub struct FeedShared {
+    state: AtomicU8,
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    details: Mutex<Details>,
+}
+
+impl Default for FeedShared {
+    fn default() -> Self {
+        FeedShared {
+            state: AtomicU8::new(FeedState::Connecting as u8),
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            details: Mutex::new(Details::default()),
+        }
+    }
+}
+
+impl FeedShared {
+    /// A fresh status in state `connecting`.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn details(&self) -> MutexGuard<'_, Details> {
+        self.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current state.
+    pub fn state(&self) -> FeedState {
+        let raw = self.state.load(Ordering::Relaxed);
+        FeedState::ALL.into_iter().find(|state| *state as u8 == raw).unwrap_or(FeedState::Failed)
+    }
+
+    pub(crate) fn set_state(&self, state: FeedState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_received(&self, messages: u64, bytes: u64) {
+        self.messages_in.fetch_add(messages, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_error(&self, error: impl ToString) {
+        self.details().last_error = Some(error.to_string());
+    }
+
+    pub(crate) fn set_close(&self, close: CloseRecord) {
+        self.details().last_close = Some(close);
+    }
+
+    /// Messages received since the feed started.
+    pub fn messages_in(&self) -> u64 {
+        self.messages_in.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes received since the feed started.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.details().last_error.clone()
+    }
+
+    /// The last close, if any.
+    pub fn last_close(&self) -> Option<CloseRecord> {
+        self.details().last_close.clone()
+    }
+}
+
+/// A feed's status as reported by `GET /feeds`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedStatus {
+    /// The feed's name.
+    pub name: String,
+    /// Its URL, with any password and query string hidden.
+    pub url: String,
+    /// "message" or "stream".
+    pub mode: &'static str,
+    /// The connection state.
+    pub state: FeedState,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// The last close, if any.
+    pub last_close: Option<CloseRecord>,
+}
+
+/// A URL fit for logs and status: the password and query values may be secrets.
+pub fn display_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query().is_some() {
+        shown.set_query(Some("***"));
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_the_atomic() {
+        let shared = FeedShared::new();
+        for state in FeedState::ALL {
+            shared.set_state(state);
+            assert_eq!(shared.state(), state);
+        }
+    }
+
+    #[test]
+    fn display_url_hides_password_and_query() {
+        let url = url::Url::parse("wss://user:secret@example.com/feed?token=abc").expect("valid");
+        let shown = display_url(&url);
+        assert!(!shown.contains("secret") && !shown.contains("abc"), "{shown}");
+        assert_eq!(shown, "wss://user:***@example.com/feed?***");
+    }
+}

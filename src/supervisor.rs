@@ -1,0 +1,175 @@
+//! The supervisor: owns one connection actor per feed and answers status queries.
+//!
+//! Connection actors are spread over a small pool of worker arbiters (one per
+//! core), so thousands of feeds share a few threads and transports that are
+//! not `Send` (awc) are built on the thread that uses them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::backoff::Backoff;
+use crate::config::FeedConfig;
+use crate::connection::{ConnectionSetup, Disconnect, FeedConnection};
+use crate::router::Route;
+use crate::status::{display_url, FeedShared, FeedState, FeedStatus};
+use crate::transports::TransportRegistry;
+
+/// One supervised feed.
+struct FeedEntry {
+    config: Arc<FeedConfig>,
+    shared: Arc<FeedShared>,
+    /// The connection actor; `None` when the feed could not be started (unknown scheme).
+    actor: Option<Addr<FeedConnection>>,
+}
+
+impl FeedEntry {
+    fn status(&self) -> FeedStatus {
+        FeedStatus {
+            name: self.config.name.clone(),
+            url: display_url(&self.config.url),
+            mode: self.config.mode.as_str(),
+            state: self.shared.state(),
+            messages_in: self.shared.messages_in(),
+            bytes_in: self.shared.bytes_in(),
+            last_error: self.shared.last_error(),
+            last_close: self.shared.last_close(),
+        }
+    }
+}
+
+/// Owns the connection actors.
+pub struct Supervisor {
+    feeds: BTreeMap<String, FeedEntry>,
+    transports: TransportRegistry,
+    router: Recipient<Route>,
+    workers: Vec<ArbiterHandle>,
+    /// Keeps the worker arbiters' threads alive.
+    _arbiters: Vec<Arbiter>,
+    /// Which worker the next feed goes to.
+    next_worker: usize,
+    backoff: Backoff,
+}
+
+impl Supervisor {
+    /// A supervisor for `feeds`, started with [`Actor::start`].
+    pub fn new(
+        feeds: Vec<FeedConfig>,
+        transports: TransportRegistry,
+        router: Recipient<Route>,
+    ) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let mut supervisor = Supervisor {
+            feeds: BTreeMap::new(),
+            transports,
+            router,
+            workers: arbiters.iter().map(Arbiter::handle).collect(),
+            _arbiters: arbiters,
+            next_worker: 0,
+            backoff: Backoff::default(),
+        };
+        for feed in feeds {
+            supervisor.add_feed(feed);
+        }
+        supervisor
+    }
+
+    fn add_feed(&mut self, feed: FeedConfig) {
+        let config = Arc::new(feed);
+        let shared = FeedShared::new();
+        let actor = match self.transports.get(config.url.scheme()) {
+            Ok(transport) => {
+                let setup = ConnectionSetup {
+                    feed: config.clone(),
+                    transport,
+                    router: self.router.clone(),
+                    shared: shared.clone(),
+                    backoff: self.backoff,
+                };
+                let worker = &self.workers[self.next_worker % self.workers.len()];
+                self.next_worker += 1;
+                Some(FeedConnection::start_in_arbiter(worker, move |_| FeedConnection::new(setup)))
+            }
+            Err(error) => {
+                tracing::error!(feed = %config.name, %error, "feed cannot start");
+                shared.set_error(&error);
+                shared.set_state(FeedState::Failed);
+                None
+            }
+        };
+        self.feeds.insert(config.name.clone(), FeedEntry { config, shared, actor });
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for arbiter in &self._arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Asks for the status of every feed, sorted by name.
+#[derive(Message)]
+#[rtype(result = "Vec<FeedStatus>")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for Supervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.feeds.values().map(FeedEntry::status).collect())
+    }
+}
+
+/// Asks for the status of one feed.
+#[derive(Message)]
+#[rtype(result = "Option<FeedStatus>")]
+pub struct GetFeedStatus {
+    /// The feed's name.
+    pub name: String,
+}
+
+impl Handler<GetFeedStatus> for Supervisor {
+    type Result = Option<FeedStatus>;
+
+    fn handle(&mut self, message: GetFeedStatus, _: &mut Context<Self>) -> Self::Result {
+        self.feeds.get(&message.name).map(FeedEntry::status)
+    }
+}
+
+/// Closes every feed with a close frame (1001, going away) and stops the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let code = feedvisor_transport_api::close_code::GOING_AWAY;
+        let closing: Vec<_> = self
+            .feeds
+            .values()
+            .filter_map(|entry| entry.actor.as_ref())
+            .map(|actor| actor.send(Disconnect { code }))
+            .collect();
+        Box::pin(
+            async move {
+                // Every actor has queued its close frame once its reply is in; the
+                // grace period lets the transports put those frames on the wire.
+                futures_util::future::join_all(closing).await;
+                actix_rt::time::sleep(CLOSE_GRACE).await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+/// How long shutdown waits for close frames to be written after the actors queued them.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
