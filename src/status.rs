@@ -173,18 +173,6 @@ pub struct FeedStatus {
     pub last_close: Option<CloseRecord>,
 }
 
-/// A URL fit for logs and status: the password and query values may be secrets.
-pub fn display_url(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    if shown.query().is_some() {
-        shown.set_query(Some("***"));
-    }
-    shown.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,13 +184,5 @@ mod tests {
             shared.set_state(state);
             assert_eq!(shared.state(), state);
         }
-    }
-
-    #[test]
-    fn display_url_hides_password_and_query() {
-        let url = url::Url::parse("wss://user:secret@example.com/feed?token=abc").expect("valid");
-        let shown = display_url(&url);
-        assert!(!shown.contains("secret") && !shown.contains("abc"), "{shown}");
-        assert_eq!(shown, "wss://user:***@example.com/feed?***");
     }
 }

@@ -13,7 +13,7 @@ use crate::backoff::Backoff;
 use crate::config::FeedConfig;
 use crate::connection::{ConnectionSetup, Disconnect, FeedConnection};
 use crate::router::Route;
-use crate::status::{display_url, FeedShared, FeedState, FeedStatus};
+use crate::status::{FeedShared, FeedState, FeedStatus};
 use crate::transports::TransportRegistry;
 
 /// One supervised feed.
@@ -28,7 +28,7 @@ impl FeedEntry {
     fn status(&self) -> FeedStatus {
         FeedStatus {
             name: self.config.name.clone(),
-            url: display_url(&self.config.url),
+            url: self.config.display_url(),
             mode: self.config.mode.as_str(),
             state: self.shared.state(),
             messages_in: self.shared.messages_in(),

@@ -151,7 +151,11 @@ impl FeedConfig {
 
     /// The URL safe to show: as written if it used `${VAR}`, password masked.
     pub fn display_url(&self) -> String {
-        mask_password(self.unexpanded.url.as_deref().unwrap_or(self.url.as_str()))
+        match self.unexpanded.url.as_deref() {
+            // As written: `${VAR}` placeholders show where secrets go, not the secrets.
+            Some(written) => mask_password(written),
+            None => mask_query(&mask_password(self.url.as_str())),
+        }
     }
 
     /// The `on_open` messages safe to show: as written if any used `${VAR}`.
@@ -210,7 +214,10 @@ impl Serialize for FeedConfig {
         out.serialize_field("subprotocols", &self.subprotocols)?;
         out.serialize_field("on_open", self.display_on_open())?;
         out.serialize_field("max_message_size", &format_size(self.max_message_size))?;
-        out.serialize_field("chunk_size", &format_size(self.chunk_size))?;
+        match self.mode {
+            FeedMode::Stream => out.serialize_field("chunk_size", &format_size(self.chunk_size))?,
+            FeedMode::Message => out.skip_field("chunk_size")?,
+        }
         out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
         out.serialize_field("tls", &self.tls)?;
         out.end()
@@ -474,4 +481,12 @@ fn mask_password(url: &str) -> String {
     let Some(at) = url[start..end].rfind('@') else { return url.to_owned() };
     let Some(colon) = url[start..start + at].find(':') else { return url.to_owned() };
     format!("{}:{REDACTED}{}", &url[..start + colon], &url[start + at..])
+}
+
+/// Hides a query string written out literally: API keys often travel there.
+fn mask_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?{REDACTED}"),
+        None => url.to_owned(),
+    }
 }

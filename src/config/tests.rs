@@ -59,14 +59,13 @@ fn full_config_parses_every_field() {
         [[feeds]]
         name = "stocks"
         url = "wss://127.0.0.1:8443/ticks"
-        mode = "stream"
+        mode = "message"
         topic = "/symbol"
         headers = { "X-Api-Key" = "${STOCKS_KEY}", "User-Agent" = "feedvisor" }
         subprotocols = ["v1", "v2"]
         on_open = ['{"op":"subscribe","symbols":["AAPL"]}']
         max_message_size = "4MiB"
         handshake_timeout = "1m 30s"
-        chunk_size = "8KiB"
         tls = { ca_file = "Cargo.toml" }
 
         [[subscribers]]
@@ -82,7 +81,7 @@ fn full_config_parses_every_field() {
     let feed = &config.feeds[0];
     assert_eq!(feed.name, "stocks");
     assert_eq!(feed.url.as_str(), "wss://127.0.0.1:8443/ticks");
-    assert_eq!(feed.mode, FeedMode::Stream);
+    assert_eq!(feed.mode, FeedMode::Message);
     assert_eq!(feed.topic.as_deref(), Some("/symbol"));
     assert_eq!(
         feed.headers,
@@ -94,7 +93,7 @@ fn full_config_parses_every_field() {
     assert_eq!(feed.subprotocols, ["v1", "v2"]);
     assert_eq!(feed.on_open, [r#"{"op":"subscribe","symbols":["AAPL"]}"#]);
     assert_eq!(feed.max_message_size, 4 << 20);
-    assert_eq!(feed.chunk_size, 8 << 10);
+    assert_eq!(feed.chunk_size, 32 << 10);
     assert_eq!(feed.handshake_timeout, Duration::from_secs(90));
     assert_eq!(feed.tls.ca_file, Some(manifest_dir().join("Cargo.toml")));
 
@@ -127,7 +126,7 @@ fn built_in_defaults_apply_to_a_bare_feed() {
 fn defaults_section_applies_and_feed_fields_win() {
     let text = r#"
         [defaults]
-        mode = "stream"
+        mode = "message"
         max_message_size = "2MiB"
         chunk_size = 4096
         handshake_timeout = "3s"
@@ -140,17 +139,15 @@ fn defaults_section_applies_and_feed_fields_win() {
         name = "overrides"
         url = "ws://127.0.0.1:1/b"
         max_message_size = "512KiB"
-        chunk_size = "1KiB"
         handshake_timeout = "250ms"
     "#;
     let config = parse_ok(text);
     let (inherits, overrides) = (&config.feeds[0], &config.feeds[1]);
-    assert_eq!(inherits.mode, FeedMode::Stream);
+    assert_eq!(inherits.mode, FeedMode::Message);
     assert_eq!(inherits.max_message_size, 2 << 20);
     assert_eq!(inherits.chunk_size, 4096);
     assert_eq!(inherits.handshake_timeout, Duration::from_secs(3));
     assert_eq!(overrides.max_message_size, 512 << 10);
-    assert_eq!(overrides.chunk_size, 1024);
     assert_eq!(overrides.handshake_timeout, Duration::from_millis(250));
     assert_eq!(config.defaults.chunk_size, 4096);
 }
@@ -316,6 +313,15 @@ fn bad_duration_and_sizes_name_the_field() {
         &format!("{STOCKS}max_message_size = -1\n"),
         "feeds[0] (stocks).max_message_size",
         "invalid value",
+    );
+}
+
+#[test]
+fn stream_mode_is_refused_until_it_is_available() {
+    assert_error(
+        &format!("{STOCKS}mode = \"stream\"\n"),
+        "feeds[0] (stocks).mode",
+        "stream mode is not available in this version",
     );
 }
 
@@ -509,11 +515,10 @@ fn feed_json_shares_the_file_checks() {
 #[test]
 fn serialized_feed_reads_back_as_the_same_feed() {
     let fields = r#"
-        mode = "stream"
+        mode = "message"
         topic = "/s"
         subprotocols = ["v1"]
         on_open = ['hi']
-        chunk_size = 1000
         handshake_timeout = "1m 30s"
     "#;
     let text = format!("{STOCKS}{fields}");
@@ -545,4 +550,14 @@ fn mode_and_sink_names() {
     assert_eq!(FeedMode::Stream.as_str(), "stream");
     assert_eq!(FeedMode::Message.as_str(), "message");
     assert_eq!(SinkKind::Stdout.as_str(), "stdout");
+}
+
+#[test]
+fn a_literal_query_string_is_hidden_when_shown() {
+    let text =
+        "[[feeds]]\nname = \"q\"\nurl = \"wss://user:pw@example.com/feed?apikey=literal-secret\"\n";
+    let config = Config::from_toml_str(text, Path::new("q.toml")).expect("valid");
+    let shown = config.feeds[0].display_url();
+    assert_eq!(shown, "wss://user:***@example.com/feed?***");
+    assert!(!format!("{:?}", config.feeds[0]).contains("literal-secret"));
 }

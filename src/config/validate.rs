@@ -295,6 +295,11 @@ pub(crate) fn feed(
         defaults.max_message_size,
         limit,
     );
+    if mode == FeedMode::Stream {
+        // The connection actor delivers whole messages only, for now; a stream
+        // feed would silently run in message mode, so it is refused instead.
+        scope.error("mode", "stream mode is not available in this version: use mode = \"message\"");
+    }
     if raw.chunk_size.is_some() && mode != FeedMode::Stream {
         scope.error("chunk_size", "only used when mode = \"stream\"");
     }

@@ -28,7 +28,7 @@ use crate::config::FeedConfig;
 use crate::delivery::FeedMessage;
 use crate::metrics::{FeedMetrics, RejectReason};
 use crate::router::Route;
-use crate::status::{display_url, CloseRecord, FeedShared, FeedState};
+use crate::status::{CloseRecord, FeedShared, FeedState};
 
 /// Everything a connection actor is started with.
 pub struct ConnectionSetup {
@@ -110,10 +110,10 @@ impl FeedConnection {
         self.generation += 1;
         let generation = self.generation;
         self.set_state(FeedState::Connecting);
-        tracing::debug!(feed = %self.name, url = %display_url(&self.feed.url), "connecting");
+        tracing::debug!(feed = %self.name, url = %self.feed.display_url(), "connecting");
         let timeout = self.feed.handshake_timeout;
         let attempt = self.transport.connect(self.connect_request());
-        let url = display_url(&self.feed.url);
+        let url = self.feed.display_url();
         let bounded = async move {
             match actix_rt::time::timeout(timeout, attempt).await {
                 Ok(result) => result,
