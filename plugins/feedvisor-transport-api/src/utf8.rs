@@ -124,7 +124,7 @@ mod tests {
     fn bad_continuation_of_split_character_fails() {
         let mut v = Utf8Validator::new();
         assert!(v.push(&[0xE2], false));
-        assert!(!v.push(&[b'a', b'b'], true));
+        assert!(!v.push(b"ab", true));
     }
 
     #[test]

@@ -85,7 +85,9 @@ fn build_client(config: Arc<ClientConfig>) -> Client {
         .connector(connector)
         .disable_timeout()
         .disable_redirects()
-        .max_http_version(awc::http::Version::HTTP_11)
+        // No `max_http_version` here: it replaces the connector's TLS config with
+        // awc's default (none, with our features), and wss fails with "SSL is not
+        // supported". ALPN offering only http/1.1 keeps connections on HTTP/1.1.
         .wrap(UpgradeStatusCheck)
         .finish()
 }

@@ -178,7 +178,8 @@ async fn connect(
     let (outbound, receiver) = outbound_channel();
     let session = Session::new(framed, receiver, close_timeout);
     tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
-    Ok(Connection { inbound: Box::pin(session), outbound, protocol })
+    let inbound = session::spawn(session, outbound.clone());
+    Ok(Connection { inbound, outbound, protocol })
 }
 
 /// The request's headers, checked; an error names the header, never its value.

@@ -21,8 +21,12 @@ use actix_codec::Framed;
 use actix_rt::time::{sleep, Sleep};
 use awc::BoxedSocket;
 use bytes::Bytes;
-use feedvisor_transport_api::{CloseFrame, Event, Outbound, OutboundReceiver, TransportError};
-use futures_util::Stream;
+use feedvisor_transport_api::{
+    close_code, CloseFrame, Event, Inbound, Outbound, OutboundReceiver, OutboundSender,
+    TransportError,
+};
+use futures_channel::mpsc;
+use futures_util::{SinkExt, Stream, StreamExt};
 
 use crate::codec::{ClientFrame, FrameCodec};
 
@@ -182,6 +186,7 @@ impl Session {
     /// yields the batch read before it, then the error.
     fn fail(
         &mut self,
+        cx: &mut Context<'_>,
         error: TransportError,
         events: Vec<Event>,
     ) -> Poll<Option<<Self as Stream>::Item>> {
@@ -190,8 +195,11 @@ impl Session {
                 TransportError::FrameTooLarge { .. } => "frame too large",
                 _ => "protocol error",
             };
-            // The error is what matters; a close frame that cannot be queued is moot.
-            let _ = self.queue(ClientFrame::Close(Some(CloseFrame::new(code, reason))));
+            // The error is what matters: a close frame that cannot be sent is moot,
+            // and one that cannot be sent at once is finished while draining.
+            if self.queue(ClientFrame::Close(Some(CloseFrame::new(code, reason)))).is_ok() {
+                let _ = self.poll_flush(cx);
+            }
         }
         self.start_draining();
         if events.is_empty() {
@@ -240,27 +248,24 @@ impl Stream for Session {
             State::Draining(_) => return this.poll_draining(cx),
             State::Open | State::Closing(_) => {}
         }
-        if let Err(error) = this.send_outbound(cx) {
-            return this.fail(error, Vec::new());
-        }
+        // A write error still lets us read what arrived: often the peer's close frame.
+        let write_error = this.send_outbound(cx).err();
         let mut events = Vec::new();
         let end = this.receive(cx, &mut events);
         // Send the pongs and the close reply queued while reading.
-        if let Poll::Ready(Err(error)) = this.poll_flush(cx) {
-            return this.fail(error, events);
-        }
-        match end {
-            Some(ReadEnd::Failed(error)) => this.fail(error, events),
-            Some(ReadEnd::PeerClosed) => {
+        let write_error = match this.poll_flush(cx) {
+            Poll::Ready(Err(error)) => write_error.or(Some(error)),
+            _ => write_error,
+        };
+        let closing = matches!(this.state, State::Closing(_));
+        match (end, write_error) {
+            (Some(ReadEnd::Failed(error)), _) => this.fail(cx, error, events),
+            (Some(ReadEnd::PeerClosed), _) => {
+                // The close is the last word, even if our answer could not be written.
                 this.start_draining();
                 Poll::Ready(Some(Ok(events)))
             }
-            Some(ReadEnd::Eof) if matches!(this.state, State::Open) => {
-                let error =
-                    TransportError::Io("connection closed without a close frame".to_owned());
-                this.fail(error, events)
-            }
-            Some(ReadEnd::Eof) => {
+            (Some(ReadEnd::Eof), _) if closing => {
                 // We had sent our close; the peer hung up instead of answering.
                 this.state = State::Done;
                 this.close_outbound();
@@ -270,8 +275,14 @@ impl Stream for Session {
                     Poll::Ready(Some(Ok(events)))
                 }
             }
-            None if !events.is_empty() => Poll::Ready(Some(Ok(events))),
-            None => {
+            (_, Some(error)) => this.fail(cx, error, events),
+            (Some(ReadEnd::Eof), None) => {
+                let error =
+                    TransportError::Io("connection closed without a close frame".to_owned());
+                this.fail(cx, error, events)
+            }
+            (None, None) if !events.is_empty() => Poll::Ready(Some(Ok(events))),
+            (None, None) => {
                 if let State::Closing(deadline) = &mut this.state {
                     if deadline.as_mut().poll(cx).is_ready() {
                         tracing::debug!("peer did not answer our close frame in time");
@@ -281,6 +292,42 @@ impl Stream for Session {
                 }
                 Poll::Pending
             }
+        }
+    }
+}
+
+/// Batches the driver may hold for a consumer that has not taken them yet.
+///
+/// When they are all taken up, the driver stops reading the socket until the
+/// consumer catches up, so a slow consumer slows the peer (TCP backpressure)
+/// instead of growing memory.
+pub const INBOUND_QUEUE: usize = 4;
+
+/// Runs `session` on a task of its own and hands its batches over a bounded channel.
+///
+/// The session then outlives its consumer: a consumer that queues a close
+/// frame and drops the stream at once still has the close written and the
+/// peer's answer awaited (bounded by the close timeout). A consumer that drops
+/// the stream without a close gets one sent for it (1001, going away).
+pub(crate) fn spawn(session: Session, outbound: OutboundSender) -> Inbound {
+    let (sender, receiver) = mpsc::channel(INBOUND_QUEUE);
+    actix_rt::spawn(drive(session, sender, outbound));
+    receiver.boxed_local()
+}
+
+async fn drive(
+    mut session: Session,
+    mut batches: mpsc::Sender<<Session as Stream>::Item>,
+    outbound: OutboundSender,
+) {
+    while let Some(item) = session.next().await {
+        if batches.send(item).await.is_err() {
+            // Nobody reads any more. If no close is under way yet, start one
+            // (once one is, the channel is closed and this send is a no-op).
+            let going_away = CloseFrame::new(close_code::GOING_AWAY, "");
+            let _ = outbound.send(Outbound::Close(Some(going_away)));
+            while session.next().await.is_some() {}
+            return;
         }
     }
 }

@@ -171,3 +171,23 @@ async fn bad_requests_are_refused_before_connecting_and_never_show_secrets() {
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 }
+
+#[actix_rt::test]
+async fn more_than_100_connections_from_one_thread_do_not_wait_for_a_free_slot() {
+    // awc's connector allows 100 connections per client by default: the 101st
+    // waited for a slot until its handshake timed out.
+    let (listener, url) = listen().await;
+    let transport = WebSocketTransport::new();
+    let mut open = Vec::new();
+    within(async {
+        for i in 0..105 {
+            let server = accept_upgrade(&listener, "", b"");
+            let client = transport.connect(request(&url));
+            let ((stream, _), connection) = tokio::join!(server, client);
+            let connection = connection.unwrap_or_else(|error| panic!("connection {i}: {error}"));
+            open.push((stream, connection));
+        }
+    })
+    .await;
+    assert_eq!(open.len(), 105);
+}

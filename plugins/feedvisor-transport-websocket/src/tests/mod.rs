@@ -8,12 +8,13 @@
 mod echo;
 mod handshake;
 mod session;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
 
 use feedvisor_transport_api::{ConnectRequest, TlsOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
@@ -45,7 +46,7 @@ fn request(url: &str) -> ConnectRequest {
 }
 
 /// Reads an HTTP request head (up to the blank line) and returns it as text.
-async fn read_request_head(stream: &mut TcpStream) -> String {
+async fn read_request_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -64,16 +65,25 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Accepts one connection, answers its upgrade with 101 plus `extra_headers`
-/// (each ending in CRLF) followed by `then` in the same write, and returns the
-/// stream and the request head.
+/// Accepts one connection and upgrades it (see [`upgrade`]).
 async fn accept_upgrade(
     listener: &TcpListener,
     extra_headers: &str,
     then: &[u8],
 ) -> (TcpStream, String) {
     let (mut stream, _) = listener.accept().await.expect("accept");
-    let head = read_request_head(&mut stream).await;
+    let head = upgrade(&mut stream, extra_headers, then).await;
+    (stream, head)
+}
+
+/// Reads an upgrade request and answers 101 plus `extra_headers` (each ending
+/// in CRLF), followed by `then` in the same write; returns the request head.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    extra_headers: &str,
+    then: &[u8],
+) -> String {
+    let head = read_request_head(stream).await;
     let key = header(&head, "sec-websocket-key").expect("a websocket key");
     let accept = actix_http::ws::hash_key(key.as_bytes());
     let accept = std::str::from_utf8(&accept).expect("base64 is ascii");
@@ -84,7 +94,7 @@ async fn accept_upgrade(
     .into_bytes();
     answer.extend_from_slice(then);
     stream.write_all(&answer).await.expect("write upgrade answer");
-    (stream, head)
+    head
 }
 
 /// An unmasked frame as a server sends it.
@@ -114,7 +124,7 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 /// Reads one client frame; checks it is masked and returns its first byte and
 /// unmasked payload.
-async fn read_client_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+async fn read_client_frame<S: AsyncRead + Unpin>(stream: &mut S) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).await.expect("frame header");
     assert!(head[1] & 0x80 != 0, "client frames must be masked");
@@ -134,7 +144,7 @@ async fn read_client_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
 }
 
 /// Reads one client frame and returns the close code if it is a close frame.
-async fn read_client_close_code(stream: &mut TcpStream) -> Option<u16> {
+async fn read_client_close_code<S: AsyncRead + Unpin>(stream: &mut S) -> Option<u16> {
     let (first_byte, payload) = read_client_frame(stream).await;
     assert_eq!(first_byte, 0x88, "expected a close frame");
     payload.get(..2).map(|code| u16::from_be_bytes([code[0], code[1]]))

@@ -169,3 +169,44 @@ async fn our_close_ends_the_stream_after_the_close_timeout_if_the_peer_stays_sil
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_close_frame_followed_by_a_hang_up_ends_the_stream_without_an_error() {
+    let close = server_frame(0x88, &close_payload(1000, ""));
+    within(async {
+        let (stream, mut connection) = open(&close).await;
+        drop(stream);
+        let mut items = Vec::new();
+        while let Some(item) = connection.inbound.next().await {
+            items.push(item);
+        }
+        assert_eq!(items, vec![Ok(vec![Event::Close(Some(CloseFrame::new(1000, "")))])]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_close_queued_just_before_the_consumer_lets_go_still_reaches_the_peer() {
+    within(async {
+        let (mut stream, connection) = open(&[]).await;
+        let Connection { inbound, outbound, .. } = connection;
+        let close = CloseFrame::new(1009, "message too big");
+        outbound.send(Outbound::Close(Some(close))).expect("queued");
+        drop(inbound);
+        drop(outbound);
+        assert_eq!(read_client_close_code(&mut stream).await, Some(1009));
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_consumer_that_lets_go_without_a_close_gets_one_sent_for_it() {
+    within(async {
+        let (mut stream, connection) = open(&[]).await;
+        drop(connection);
+        // The driver notices at its next item: give it one.
+        stream.write_all(&server_frame(0x81, b"anyone?")).await.expect("written");
+        assert_eq!(read_client_close_code(&mut stream).await, Some(1001));
+    })
+    .await;
+}
