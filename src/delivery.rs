@@ -26,6 +26,8 @@ pub struct FeedMessage {
     pub received_at: SystemTime,
     /// Monotonic time of arrival, for latency.
     pub received: Instant,
+    /// On a sequenced feed, the first message after a gap: how many were missed.
+    pub gap_before: Option<u64>,
 }
 
 impl FeedMessage {

@@ -11,6 +11,8 @@ use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, U
 use ::metrics::{gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::status::FeedState;
+
 /// 1 when the feed's connection is open, 0 otherwise.
 pub const FEED_UP: &str = "feedvisor_feed_up";
 /// Whole messages received, by `kind` (text, binary).
@@ -23,6 +25,30 @@ pub const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 pub const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
 /// Time from a message's arrival to the end of its handling by a subscriber.
 pub const DELIVERY_LATENCY: &str = "feedvisor_delivery_latency_seconds";
+/// Connections opened after the first one (successful reconnects).
+pub const RECONNECTS: &str = "feedvisor_reconnects_total";
+/// The feed's state, one-hot by `state`.
+pub const FEED_STATE: &str = "feedvisor_feed_state";
+/// Time from the start of a connect attempt to the open connection.
+pub const HANDSHAKE_DURATION: &str = "feedvisor_handshake_duration_seconds";
+/// Round-trip time of heartbeat pings.
+pub const PING_RTT: &str = "feedvisor_ping_rtt_seconds";
+/// Messages waiting in the outbound queue.
+pub const OUTBOUND_QUEUE_DEPTH: &str = "feedvisor_outbound_queue_depth";
+/// Outbound messages dropped or rejected by the queue's overflow policy.
+pub const OUTBOUND_DROPPED: &str = "feedvisor_outbound_dropped_total";
+/// Messages sent upstream (on_open, heartbeats and sends).
+pub const MESSAGES_SENT: &str = "feedvisor_messages_sent_total";
+/// Payload bytes sent upstream.
+pub const BYTES_SENT: &str = "feedvisor_bytes_sent_total";
+/// Gaps in a sequenced feed (each gap counted once).
+pub const SEQUENCE_GAPS: &str = "feedvisor_sequence_gaps_total";
+/// Messages a sequenced feed skipped, summed over its gaps.
+pub const SEQUENCE_MISSED: &str = "feedvisor_sequence_missed_total";
+/// Messages whose sequence number was at or below one already seen.
+pub const SEQUENCE_DUPLICATES: &str = "feedvisor_sequence_duplicates_total";
+/// Messages of a sequenced feed with no readable sequence number.
+pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
 
 /// Latency buckets from 1 µs to 10 s, three per decade.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,7 +69,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.to_owned()), LATENCY_BUCKETS)
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
                 .map_err(|error| error.to_string())?
                 .install_recorder()
                 .map_err(|error| error.to_string())?;
@@ -70,6 +96,18 @@ fn describe() {
         Unit::Seconds,
         "Time from a message's arrival to the end of its handling by a subscriber."
     );
+    describe_counter!(RECONNECTS, "Connections opened after the first one.");
+    describe_gauge!(FEED_STATE, "The feed's state, one-hot by state.");
+    describe_histogram!(HANDSHAKE_DURATION, Unit::Seconds, "Connect attempt start to open.");
+    describe_histogram!(PING_RTT, Unit::Seconds, "Round-trip time of heartbeat pings.");
+    describe_gauge!(OUTBOUND_QUEUE_DEPTH, "Messages waiting in the outbound queue.");
+    describe_counter!(OUTBOUND_DROPPED, "Outbound messages dropped or rejected on overflow.");
+    describe_counter!(MESSAGES_SENT, "Messages sent upstream.");
+    describe_counter!(BYTES_SENT, Unit::Bytes, "Payload bytes sent upstream.");
+    describe_counter!(SEQUENCE_GAPS, "Gaps in the feed's sequence numbers.");
+    describe_counter!(SEQUENCE_MISSED, "Messages skipped by the feed's sequence numbers.");
+    describe_counter!(SEQUENCE_DUPLICATES, "Messages with a sequence number already seen.");
+    describe_counter!(SEQUENCE_MISSING, "Messages without a readable sequence number.");
 }
 
 /// Why a message was refused; the label values of [`MESSAGES_REJECTED`].
@@ -112,6 +150,30 @@ pub struct FeedMetrics {
     pub bytes: Counter,
     /// See [`MESSAGES_REJECTED`], one per [`RejectReason`] (so every series exists from the start).
     rejected: [Counter; 3],
+    /// See [`FEED_STATE`], one per [`FeedState`] in [`FeedState::ALL`] order.
+    state: [Gauge; 5],
+    /// See [`RECONNECTS`].
+    pub reconnects: Counter,
+    /// See [`HANDSHAKE_DURATION`].
+    pub handshake_duration: Histogram,
+    /// See [`PING_RTT`].
+    pub ping_rtt: Histogram,
+    /// See [`OUTBOUND_QUEUE_DEPTH`].
+    pub outbound_queue_depth: Gauge,
+    /// See [`OUTBOUND_DROPPED`].
+    pub outbound_dropped: Counter,
+    /// See [`MESSAGES_SENT`].
+    pub messages_sent: Counter,
+    /// See [`BYTES_SENT`].
+    pub bytes_sent: Counter,
+    /// See [`SEQUENCE_GAPS`].
+    pub sequence_gaps: Counter,
+    /// See [`SEQUENCE_MISSED`].
+    pub sequence_missed: Counter,
+    /// See [`SEQUENCE_DUPLICATES`].
+    pub sequence_duplicates: Counter,
+    /// See [`SEQUENCE_MISSING`].
+    pub sequence_missing: Counter,
 }
 
 impl FeedMetrics {
@@ -127,6 +189,27 @@ impl FeedMetrics {
             rejected: RejectReason::ALL.map(|reason| {
                 counter!(MESSAGES_REJECTED, "feed" => label.clone(), "reason" => reason.as_str())
             }),
+            state: FeedState::ALL
+                .map(|state| gauge!(FEED_STATE, "feed" => label.clone(), "state" => state.as_str())),
+            reconnects: counter!(RECONNECTS, "feed" => label.clone()),
+            handshake_duration: histogram!(HANDSHAKE_DURATION, "feed" => label.clone()),
+            ping_rtt: histogram!(PING_RTT, "feed" => label.clone()),
+            outbound_queue_depth: gauge!(OUTBOUND_QUEUE_DEPTH, "feed" => label.clone()),
+            outbound_dropped: counter!(OUTBOUND_DROPPED, "feed" => label.clone()),
+            messages_sent: counter!(MESSAGES_SENT, "feed" => label.clone()),
+            bytes_sent: counter!(BYTES_SENT, "feed" => label.clone()),
+            sequence_gaps: counter!(SEQUENCE_GAPS, "feed" => label.clone()),
+            sequence_missed: counter!(SEQUENCE_MISSED, "feed" => label.clone()),
+            sequence_duplicates: counter!(SEQUENCE_DUPLICATES, "feed" => label.clone()),
+            sequence_missing: counter!(SEQUENCE_MISSING, "feed" => label),
+        }
+    }
+
+    /// Sets `feedvisor_feed_up` and the one-hot `feedvisor_feed_state`.
+    pub fn set_state(&self, state: FeedState) {
+        self.up.set(if state == FeedState::Open { 1.0 } else { 0.0 });
+        for (gauge, candidate) in self.state.iter().zip(FeedState::ALL) {
+            gauge.set(if candidate == state { 1.0 } else { 0.0 });
         }
     }
 

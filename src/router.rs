@@ -237,6 +237,7 @@ mod tests {
             payload: Bytes::from_static(text.as_bytes()),
             received_at: SystemTime::now(),
             received: Instant::now(),
+            gap_before: None,
         }
     }
 

@@ -19,16 +19,17 @@ use std::sync::Arc;
 use actix::prelude::*;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use feedvisor_transport_api::Transport;
+use feedvisor_transport_api::{Outbound, Transport};
 
 use crate::config::{Config, SinkKind};
+use crate::connection::{SendError, SendOutcome};
 use crate::delivery::Deliver;
 use crate::http::{self, AdminServer};
 use crate::metrics::{self, MetricsError};
 use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::sink::JsonLinesSink;
 use crate::status::FeedStatus;
-use crate::supervisor::{GetStatus, Shutdown, Supervisor};
+use crate::supervisor::{GetReadiness, GetStatus, Readiness, SendToFeed, Shutdown, Supervisor};
 use crate::transports::TransportRegistry;
 
 /// Why the sidecar could not start.
@@ -162,6 +163,18 @@ impl Sidecar {
     /// The status of every feed.
     pub async fn feeds(&self) -> Vec<FeedStatus> {
         self.supervisor.send(GetStatus).await.unwrap_or_default()
+    }
+
+    /// Sends a text or binary message to a feed's peer; while the feed is down
+    /// it waits in the feed's outbound queue.
+    pub async fn send(&self, feed: &str, message: Outbound) -> Result<SendOutcome, SendError> {
+        let send = SendToFeed { feed: feed.to_owned(), message };
+        self.supervisor.send(send).await.unwrap_or(Err(SendError::Unavailable))
+    }
+
+    /// Whether every required feed is open.
+    pub async fn readiness(&self) -> Option<Readiness> {
+        self.supervisor.send(GetReadiness).await.ok()
     }
 
     /// The metrics in Prometheus text format.

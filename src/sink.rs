@@ -16,6 +16,8 @@ struct JsonLine<'a> {
     kind: &'static str,
     payload: String,
     received_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gap_before: Option<u64>,
 }
 
 impl<'a> JsonLine<'a> {
@@ -31,6 +33,7 @@ impl<'a> JsonLine<'a> {
             kind: message.kind.as_str(),
             payload,
             received_at: humantime::format_rfc3339_micros(message.received_at).to_string(),
+            gap_before: message.gap_before,
         }
     }
 }
@@ -115,9 +118,11 @@ mod tests {
             payload: Bytes::from_static(br#"{"symbol":"AAPL","price":1.5}"#),
             received_at: at,
             received: Instant::now(),
+            gap_before: None,
         };
         let binary = FeedMessage {
             topic: None,
+            gap_before: Some(3),
             kind: DataKind::Binary,
             payload: Bytes::from_static(&[0, 1, 2, 255]),
             ..text.clone()
@@ -135,5 +140,7 @@ mod tests {
         assert_eq!(lines[1]["topic"], serde_json::Value::Null);
         assert_eq!(lines[1]["kind"], "binary");
         assert_eq!(lines[1]["payload"], "AAEC/w==");
+        assert_eq!(lines[0].get("gap_before"), None);
+        assert_eq!(lines[1]["gap_before"], 3);
     }
 }

@@ -28,7 +28,8 @@ pub enum FeedState {
 }
 
 impl FeedState {
-    const ALL: [FeedState; 5] = [
+    /// Every state, in a fixed order.
+    pub const ALL: [FeedState; 5] = [
         FeedState::Connecting,
         FeedState::Open,
         FeedState::BackingOff,
@@ -84,6 +85,8 @@ pub struct FeedShared {
     state: AtomicU8,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
+    reconnects: AtomicU64,
+    outbound_queued: AtomicU64,
     details: Mutex<Details>,
 }
 
@@ -93,6 +96,8 @@ impl Default for FeedShared {
             state: AtomicU8::new(FeedState::Connecting as u8),
             messages_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            outbound_queued: AtomicU64::new(0),
             details: Mutex::new(Details::default()),
         }
     }
@@ -121,6 +126,24 @@ impl FeedShared {
     pub(crate) fn add_received(&self, messages: u64, bytes: u64) {
         self.messages_in.fetch_add(messages, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_outbound_queued(&self, messages: usize) {
+        self.outbound_queued.store(messages as u64, Ordering::Relaxed);
+    }
+
+    /// Connections opened after the first one.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting in the outbound queue.
+    pub fn outbound_queued(&self) -> u64 {
+        self.outbound_queued.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_error(&self, error: impl ToString) {
@@ -167,6 +190,12 @@ pub struct FeedStatus {
     pub messages_in: u64,
     /// Payload bytes received.
     pub bytes_in: u64,
+    /// Connections opened after the first one.
+    pub reconnects: u64,
+    /// Messages waiting in the outbound queue.
+    pub outbound_queued: u64,
+    /// Whether `/readyz` waits for this feed.
+    pub required: bool,
     /// The last error, if any.
     pub last_error: Option<String>,
     /// The last close, if any.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::backoff::Backoff;
 use crate::config::FeedConfig;
-use crate::connection::{ConnectionSetup, Disconnect, FeedConnection};
+use crate::connection::{
+    ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage, SendOutcome,
+};
 use crate::router::Route;
 use crate::status::{FeedShared, FeedState, FeedStatus};
 use crate::transports::TransportRegistry;
@@ -33,6 +34,9 @@ impl FeedEntry {
             state: self.shared.state(),
             messages_in: self.shared.messages_in(),
             bytes_in: self.shared.bytes_in(),
+            reconnects: self.shared.reconnects(),
+            outbound_queued: self.shared.outbound_queued(),
+            required: self.config.required,
             last_error: self.shared.last_error(),
             last_close: self.shared.last_close(),
         }
@@ -49,7 +53,6 @@ pub struct Supervisor {
     _arbiters: Vec<Arbiter>,
     /// Which worker the next feed goes to.
     next_worker: usize,
-    backoff: Backoff,
 }
 
 impl Supervisor {
@@ -68,7 +71,6 @@ impl Supervisor {
             workers: arbiters.iter().map(Arbiter::handle).collect(),
             _arbiters: arbiters,
             next_worker: 0,
-            backoff: Backoff::default(),
         };
         for feed in feeds {
             supervisor.add_feed(feed);
@@ -86,7 +88,6 @@ impl Supervisor {
                     transport,
                     router: self.router.clone(),
                     shared: shared.clone(),
-                    backoff: self.backoff,
                 };
                 let worker = &self.workers[self.next_worker % self.workers.len()];
                 self.next_worker += 1;
@@ -139,6 +140,77 @@ impl Handler<GetFeedStatus> for Supervisor {
 
     fn handle(&mut self, message: GetFeedStatus, _: &mut Context<Self>) -> Self::Result {
         self.feeds.get(&message.name).map(FeedEntry::status)
+    }
+}
+
+/// Asks whether every required feed is open; the answer lists those that are not.
+#[derive(Message)]
+#[rtype(result = "Readiness")]
+pub struct GetReadiness;
+
+/// The answer to [`GetReadiness`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    /// True when every required feed is open.
+    pub ready: bool,
+    /// Required feeds that are not open, with their states.
+    pub waiting_for: Vec<FeedReadiness>,
+}
+
+/// A required feed that is not open.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedReadiness {
+    /// The feed's name.
+    pub name: String,
+    /// Its state.
+    pub state: FeedState,
+}
+
+impl Handler<GetReadiness> for Supervisor {
+    type Result = MessageResult<GetReadiness>;
+
+    fn handle(&mut self, _: GetReadiness, _: &mut Context<Self>) -> Self::Result {
+        let waiting_for: Vec<FeedReadiness> = self
+            .feeds
+            .values()
+            .filter(|entry| entry.config.required)
+            .map(|entry| FeedReadiness {
+                name: entry.config.name.clone(),
+                state: entry.shared.state(),
+            })
+            .filter(|feed| feed.state != FeedState::Open)
+            .collect();
+        MessageResult(Readiness { ready: waiting_for.is_empty(), waiting_for })
+    }
+}
+
+/// Sends a message to a feed's peer by the feed's name.
+#[derive(Message)]
+#[rtype(result = "Result<SendOutcome, SendError>")]
+pub struct SendToFeed {
+    /// The feed's name.
+    pub feed: String,
+    /// A text or binary message.
+    pub message: feedvisor_transport_api::Outbound,
+}
+
+impl Handler<SendToFeed> for Supervisor {
+    type Result = ResponseFuture<Result<SendOutcome, SendError>>;
+
+    fn handle(&mut self, send: SendToFeed, _: &mut Context<Self>) -> Self::Result {
+        let actor = match self.feeds.get(&send.feed) {
+            None => return Box::pin(async move { Err(SendError::UnknownFeed(send.feed)) }),
+            Some(FeedEntry { actor: None, .. }) => {
+                return Box::pin(async { Err(SendError::FeedFailed) });
+            }
+            Some(FeedEntry { actor: Some(actor), .. }) => actor.clone(),
+        };
+        Box::pin(async move {
+            actor
+                .send(SendMessage { message: send.message })
+                .await
+                .unwrap_or(Err(SendError::Unavailable))
+        })
     }
 }
 

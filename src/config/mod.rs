@@ -14,11 +14,23 @@
 //! checks: see [`parse_feed_json`].
 //!
 //! Secrets: header values are never printed (`Debug` and `Serialize` show
-//! `***`), and a URL or `on_open` message that uses `${VAR}` is shown as
-//! written, with the reference unexpanded; a URL password is masked.
+//! `***`, see `show.rs`), and a URL, `on_open` message or heartbeat message
+//! that uses `${VAR}` is shown as written, with the reference unexpanded; a
+//! URL password is masked.
+//!
+//! The session settings (`reconnect`, `heartbeat`, `outbound_queue`) are
+//! tables that `[defaults]` and each feed may set; a feed's table overrides
+//! only the fields it sets (`session.rs`).
+//!
+//! Not `Eq`: [`ReconnectPolicy::multiplier`] is a float.
 
+mod checks;
 mod env;
+mod heartbeat;
+mod queue;
 mod raw;
+mod session;
+mod show;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -28,14 +40,20 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::ser::{SerializeMap, SerializeStruct};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use validate::{parse_duration, parse_size, MAX_MESSAGE_SIZE_LIMIT};
+pub use checks::{parse_duration, parse_size};
+pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
+pub use queue::{OutboundQueueConfig, Overflow};
+pub use show::{format_duration, format_size};
+pub use validate::MAX_MESSAGE_SIZE_LIMIT;
+
+use crate::backoff::ReconnectPolicy;
+use show::{mask_password, mask_query};
 
 /// A whole, valid, resolved config.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Config {
     /// The admin HTTP server (`/metrics`, `/feeds`, ...).
     pub http: HttpConfig,
@@ -61,19 +79,33 @@ impl Default for HttpConfig {
 }
 
 /// `[defaults]`: values a feed gets for the fields it leaves out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// `Debug` and `Serialize` (in `show.rs`) show the heartbeat message as written.
+#[derive(Clone, PartialEq)]
 pub struct FeedDefaults {
     /// Default [`FeedConfig::mode`].
     pub mode: FeedMode,
     /// Default [`FeedConfig::max_message_size`], in bytes.
-    #[serde(serialize_with = "serialize_size")]
     pub max_message_size: u64,
     /// Default [`FeedConfig::chunk_size`], in bytes.
-    #[serde(serialize_with = "serialize_size")]
     pub chunk_size: u64,
     /// Default [`FeedConfig::handshake_timeout`].
-    #[serde(serialize_with = "serialize_duration")]
     pub handshake_timeout: Duration,
+    /// Default [`FeedConfig::reconnect`]; a feed's `reconnect` table overrides
+    /// it field by field.
+    pub reconnect: ReconnectPolicy,
+    /// Default [`FeedConfig::heartbeat`]; a feed's `heartbeat` table overrides
+    /// it field by field (`message`, `reply` and `reply_pointer` as one).
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// Default [`FeedConfig::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
+    /// Default [`FeedConfig::outbound_queue`]; overridden field by field.
+    pub outbound_queue: OutboundQueueConfig,
+    /// Default [`FeedConfig::required`].
+    pub required: bool,
+    /// The heartbeat message as written, when it uses `${VAR}`: for display,
+    /// and for feeds that inherit it.
+    pub unexpanded_heartbeat_message: Option<String>,
 }
 
 impl Default for FeedDefaults {
@@ -83,6 +115,12 @@ impl Default for FeedDefaults {
             max_message_size: 1 << 20,
             chunk_size: 64 << 10,
             handshake_timeout: Duration::from_secs(10),
+            reconnect: ReconnectPolicy::default(),
+            heartbeat: Some(HeartbeatConfig::default()),
+            idle_timeout: None,
+            outbound_queue: OutboundQueueConfig::default(),
+            required: true,
+            unexpanded_heartbeat_message: None,
         }
     }
 }
@@ -91,7 +129,7 @@ impl Default for FeedDefaults {
 ///
 /// `Debug` and `Serialize` redact secrets (see the module docs), so both are
 /// safe to log and to return from the status API.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct FeedConfig {
     /// Unique; used in metric labels and subscriber patterns.
     pub name: String,
@@ -115,7 +153,20 @@ pub struct FeedConfig {
     pub handshake_timeout: Duration,
     /// TLS settings for `wss://`.
     pub tls: TlsConfig,
-    /// The URL and `on_open` as written, when they use `${VAR}`: for display.
+    /// When and how fast to reconnect after a failure.
+    pub reconnect: ReconnectPolicy,
+    /// Pings that detect a dead connection; `None`: off (`interval = "0s"`).
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// Reconnect when nothing at all arrives for this long; `None`: off.
+    pub idle_timeout: Option<Duration>,
+    /// Messages to the upstream that wait while the feed is down.
+    pub outbound_queue: OutboundQueueConfig,
+    /// JSON pointer to each message's sequence number, for gap detection and
+    /// the `{{last_seq}}` placeholder of `on_open`; `None`: not tracked.
+    pub sequence: Option<String>,
+    /// Whether `/readyz` waits for this feed to be open.
+    pub required: bool,
+    /// The fields that used `${VAR}`, as written: for display.
     pub unexpanded: Unexpanded,
 }
 
@@ -127,6 +178,8 @@ pub struct Unexpanded {
     pub url: Option<String>,
     /// All `on_open` messages as written, if any uses `${VAR}`; else empty.
     pub on_open: Vec<String>,
+    /// The application heartbeat message as written, if it uses `${VAR}`.
+    pub heartbeat_message: Option<String>,
 }
 
 impl FeedConfig {
@@ -145,6 +198,12 @@ impl FeedConfig {
             chunk_size: defaults.chunk_size,
             handshake_timeout: defaults.handshake_timeout,
             tls: TlsConfig::default(),
+            reconnect: defaults.reconnect,
+            heartbeat: defaults.heartbeat,
+            idle_timeout: defaults.idle_timeout,
+            outbound_queue: defaults.outbound_queue,
+            sequence: None,
+            required: defaults.required,
             unexpanded: Unexpanded::default(),
         }
     }
@@ -166,61 +225,10 @@ impl FeedConfig {
             &self.on_open
         }
     }
-}
 
-impl fmt::Debug for FeedConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<(&str, &str)> =
-            self.headers.iter().map(|(name, _)| (name.as_str(), REDACTED)).collect();
-        f.debug_struct("FeedConfig")
-            .field("name", &self.name)
-            .field("url", &self.display_url())
-            .field("mode", &self.mode)
-            .field("topic", &self.topic)
-            .field("headers", &headers)
-            .field("subprotocols", &self.subprotocols)
-            .field("on_open", &self.display_on_open())
-            .field("max_message_size", &self.max_message_size)
-            .field("chunk_size", &self.chunk_size)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("tls", &self.tls)
-            .finish_non_exhaustive()
-    }
-}
-
-/// In the config's shape (sizes and durations in human form), so that the
-/// output of `feedvisor check` reads like the file; secrets redacted.
-impl Serialize for FeedConfig {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Headers<'a>(&'a [(String, String)]);
-        impl Serialize for Headers<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(Some(self.0.len()))?;
-                for (name, _) in self.0 {
-                    map.serialize_entry(name, REDACTED)?;
-                }
-                map.end()
-            }
-        }
-        let mut out = serializer.serialize_struct("FeedConfig", 11)?;
-        out.serialize_field("name", &self.name)?;
-        out.serialize_field("url", &self.display_url())?;
-        out.serialize_field("mode", &self.mode)?;
-        match &self.topic {
-            Some(topic) => out.serialize_field("topic", topic)?,
-            None => out.skip_field("topic")?,
-        }
-        out.serialize_field("headers", &Headers(&self.headers))?;
-        out.serialize_field("subprotocols", &self.subprotocols)?;
-        out.serialize_field("on_open", self.display_on_open())?;
-        out.serialize_field("max_message_size", &format_size(self.max_message_size))?;
-        match self.mode {
-            FeedMode::Stream => out.serialize_field("chunk_size", &format_size(self.chunk_size))?,
-            FeedMode::Message => out.skip_field("chunk_size")?,
-        }
-        out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
-        out.serialize_field("tls", &self.tls)?;
-        out.end()
+    /// The heartbeat safe to show: an application message as written if it used `${VAR}`.
+    pub fn display_heartbeat(&self) -> Option<HeartbeatConfig> {
+        heartbeat::as_written(self.heartbeat.as_ref(), self.unexpanded.heartbeat_message.as_deref())
     }
 }
 
@@ -439,54 +447,5 @@ pub fn parse_feed_json(
     match validate::feed(&raw, defaults, "", &context, &mut errors) {
         Some(feed) if errors.is_empty() => Ok(feed),
         _ => Err(ConfigError { origin, errors }),
-    }
-}
-
-/// Shown in place of a secret.
-const REDACTED: &str = "***";
-
-/// Exact human form of a byte count, readable back by [`parse_size`]: `64KiB`, `1000B`.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] =
-        [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, factor) in UNITS {
-        if bytes >= factor && bytes % factor == 0 {
-            return format!("{}{unit}", bytes / factor);
-        }
-    }
-    format!("{bytes}B")
-}
-
-/// Human form of a duration, readable back by [`parse_duration`]: `10s`, `1m 30s`.
-pub fn format_duration(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
-}
-
-fn serialize_size<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_size(*bytes))
-}
-
-fn serialize_duration<S: Serializer>(
-    duration: &Duration,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_duration(*duration))
-}
-
-/// `wss://user:pass@host/` becomes `wss://user:***@host/`.
-fn mask_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let start = scheme_end + 3;
-    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |offset| start + offset);
-    let Some(at) = url[start..end].rfind('@') else { return url.to_owned() };
-    let Some(colon) = url[start..start + at].find(':') else { return url.to_owned() };
-    format!("{}:{REDACTED}{}", &url[..start + colon], &url[start + at..])
-}
-
-/// Hides a query string written out literally: API keys often travel there.
-fn mask_query(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?{REDACTED}"),
-        None => url.to_owned(),
     }
 }

@@ -13,7 +13,8 @@ use serde::de::{self, Deserializer, Unexpected};
 use serde::Deserialize;
 
 use super::validate::label;
-use super::{FeedMode, FieldError, Location, SinkKind};
+use super::{FeedMode, FieldError, Location, Overflow, SinkKind};
+use crate::backoff::{Jitter, PolicyKind};
 
 /// A whole config file.
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +54,16 @@ pub(crate) struct RawDefaults {
     pub chunk_size: Option<RawSize>,
     /// Default `handshake_timeout`.
     pub handshake_timeout: Option<RawDuration>,
+    /// `[defaults.reconnect]`: feeds override it field by field.
+    pub reconnect: Option<RawReconnect>,
+    /// `[defaults.heartbeat]`: feeds override it field by field.
+    pub heartbeat: Option<RawHeartbeat>,
+    /// Default `idle_timeout`; `"0s"` is off.
+    pub idle_timeout: Option<RawDuration>,
+    /// `[defaults.outbound_queue]`: feeds override it field by field.
+    pub outbound_queue: Option<RawOutboundQueue>,
+    /// Default `required`.
+    pub required: Option<bool>,
 }
 
 /// One `[[feeds]]` entry, or the JSON body that adds a feed at run time.
@@ -84,6 +95,67 @@ pub(crate) struct RawFeed {
     pub handshake_timeout: Option<RawDuration>,
     /// TLS settings.
     pub tls: Option<RawTls>,
+    /// Overrides `[defaults.reconnect]` field by field.
+    pub reconnect: Option<RawReconnect>,
+    /// Overrides `[defaults.heartbeat]` field by field.
+    pub heartbeat: Option<RawHeartbeat>,
+    /// Falls back to `[defaults]`; `"0s"` is off.
+    pub idle_timeout: Option<RawDuration>,
+    /// Overrides `[defaults.outbound_queue]` field by field.
+    pub outbound_queue: Option<RawOutboundQueue>,
+    /// JSON pointer to each message's sequence number.
+    pub sequence: Option<String>,
+    /// Falls back to `[defaults]`.
+    pub required: Option<bool>,
+}
+
+/// `reconnect = { ... }`: every field optional, so that a feed's table
+/// overrides only what it sets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReconnect {
+    /// `exponential`, `fixed` or `none`.
+    pub policy: Option<PolicyKind>,
+    /// The first delay's ceiling.
+    pub initial: Option<RawDuration>,
+    /// The largest ceiling.
+    pub max: Option<RawDuration>,
+    /// Growth per failed attempt.
+    pub multiplier: Option<f64>,
+    /// `none`, `full`, `equal` or `decorrelated`.
+    pub jitter: Option<Jitter>,
+    /// Retries before giving up; 0 is forever.
+    pub max_attempts: Option<u32>,
+    /// How long a connection must stay open for the attempts to start over.
+    pub reset_after: Option<RawDuration>,
+}
+
+/// `heartbeat = { ... }`: every field optional, like [`RawReconnect`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeartbeat {
+    /// Time between pings; `"0s"` turns the heartbeat off.
+    pub interval: Option<RawDuration>,
+    /// How long an answer may take.
+    pub timeout: Option<RawDuration>,
+    /// An application ping, `${VAR}` expanded; comes with `reply`.
+    pub message: Option<String>,
+    /// What the answer contains, or equals at `reply_pointer`.
+    pub reply: Option<String>,
+    /// JSON pointer at which the answer holds `reply`.
+    pub reply_pointer: Option<String>,
+}
+
+/// `outbound_queue = { ... }`: every field optional, like [`RawReconnect`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutboundQueue {
+    /// Most messages held.
+    pub max_messages: Option<usize>,
+    /// Most payload bytes held.
+    pub max_bytes: Option<RawSize>,
+    /// `drop_oldest`, `drop_newest` or `reject`.
+    pub overflow: Option<Overflow>,
 }
 
 /// `tls = { ... }` of a feed.

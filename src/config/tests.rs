@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::backoff::{Jitter, PolicyKind};
 
 /// A valid feed that error tests append one bad line to.
 const STOCKS: &str = "[[feeds]]\nname = \"stocks\"\nurl = \"ws://127.0.0.1:8080/ticks\"\n";
@@ -560,4 +561,516 @@ fn a_literal_query_string_is_hidden_when_shown() {
     let shown = config.feeds[0].display_url();
     assert_eq!(shown, "wss://user:***@example.com/feed?***");
     assert!(!format!("{:?}", config.feeds[0]).contains("literal-secret"));
+}
+
+// Session settings: reconnect, heartbeat, idle timeout, outbound queue,
+// sequence and required.
+
+fn feed_of(text: &str) -> FeedConfig {
+    parse_ok(text).feeds.remove(0)
+}
+
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+#[test]
+fn session_defaults_apply_to_a_bare_feed() {
+    let feed = feed_of(STOCKS);
+    assert_eq!(feed.reconnect, ReconnectPolicy::default());
+    assert_eq!(
+        feed.heartbeat,
+        Some(HeartbeatConfig {
+            interval: secs(30),
+            timeout: secs(10),
+            kind: HeartbeatKind::Protocol
+        })
+    );
+    assert_eq!(feed.idle_timeout, None);
+    assert_eq!(
+        feed.outbound_queue,
+        OutboundQueueConfig { max_messages: 1000, max_bytes: 1 << 20, overflow: Overflow::Reject }
+    );
+    assert_eq!(feed.sequence, None);
+    assert!(feed.required);
+    let defaults = parse_ok("").defaults;
+    assert_eq!(defaults, FeedDefaults::default());
+    assert_eq!(defaults.heartbeat, feed.heartbeat);
+}
+
+#[test]
+fn session_fields_parse() {
+    let fields = r#"
+        reconnect = { policy = "fixed", initial = "2s", max = "1m", multiplier = 3, jitter = "equal", max_attempts = 5, reset_after = "5m" }
+        heartbeat = { interval = "20s", timeout = "5s" }
+        idle_timeout = "90s"
+        outbound_queue = { max_messages = 10, max_bytes = "64KiB", overflow = "drop_oldest" }
+        sequence = "/seq"
+        required = false
+        on_open = ['{"op":"resume","from":{{last_seq}}}']
+    "#;
+    let feed = feed_of(&format!("{STOCKS}{fields}"));
+    assert_eq!(
+        feed.reconnect,
+        ReconnectPolicy {
+            kind: PolicyKind::Fixed,
+            initial: secs(2),
+            max: secs(60),
+            multiplier: 3.0,
+            jitter: Jitter::Equal,
+            max_attempts: 5,
+            reset_after: secs(300),
+        }
+    );
+    assert_eq!(
+        feed.heartbeat,
+        Some(HeartbeatConfig {
+            interval: secs(20),
+            timeout: secs(5),
+            kind: HeartbeatKind::Protocol
+        })
+    );
+    assert_eq!(feed.idle_timeout, Some(secs(90)));
+    assert_eq!(
+        feed.outbound_queue,
+        OutboundQueueConfig {
+            max_messages: 10,
+            max_bytes: 64 << 10,
+            overflow: Overflow::DropOldest
+        }
+    );
+    assert_eq!(feed.sequence.as_deref(), Some("/seq"));
+    assert!(!feed.required);
+    assert_eq!(feed.on_open, [r#"{"op":"resume","from":{{last_seq}}}"#]);
+}
+
+#[test]
+fn defaults_reconnect_merges_field_by_field_with_a_feed_reconnect() {
+    let text = r#"
+        [defaults.reconnect]
+        initial = "1s"
+        max = "2m"
+        jitter = "decorrelated"
+        max_attempts = 10
+
+        [[feeds]]
+        name = "inherits"
+        url = "ws://127.0.0.1:1/a"
+
+        [[feeds]]
+        name = "overrides"
+        url = "ws://127.0.0.1:1/b"
+        reconnect = { max = "10s", jitter = "none" }
+    "#;
+    let config = parse_ok(text);
+    let expected = ReconnectPolicy {
+        initial: secs(1),
+        max: secs(120),
+        jitter: Jitter::Decorrelated,
+        max_attempts: 10,
+        ..ReconnectPolicy::default()
+    };
+    assert_eq!(config.defaults.reconnect, expected);
+    assert_eq!(config.feeds[0].reconnect, expected);
+    // Only `max` and `jitter` change; `initial` and `max_attempts` still come from [defaults].
+    assert_eq!(
+        config.feeds[1].reconnect,
+        ReconnectPolicy { max: secs(10), jitter: Jitter::None, ..expected }
+    );
+}
+
+#[test]
+fn defaults_supply_every_session_setting_and_feeds_override_them() {
+    let text = r#"
+        [defaults]
+        idle_timeout = "2m"
+        required = false
+        heartbeat = { interval = "15s", message = "ping", reply = "pong" }
+        outbound_queue = { max_messages = 50, overflow = "drop_newest" }
+
+        [[feeds]]
+        name = "inherits"
+        url = "ws://127.0.0.1:1/a"
+
+        [[feeds]]
+        name = "overrides"
+        url = "ws://127.0.0.1:1/b"
+        idle_timeout = "0s"
+        required = true
+        heartbeat = { timeout = "3s" }
+        outbound_queue = { max_bytes = "2KiB" }
+    "#;
+    let config = parse_ok(text);
+    let application = HeartbeatKind::Application {
+        message: "ping".to_owned(),
+        reply: ReplyMatch::Substring("pong".to_owned()),
+    };
+    let (inherits, overrides) = (&config.feeds[0], &config.feeds[1]);
+    assert_eq!(inherits.idle_timeout, Some(secs(120)));
+    assert!(!inherits.required);
+    assert_eq!(
+        inherits.heartbeat,
+        Some(HeartbeatConfig { interval: secs(15), timeout: secs(10), kind: application.clone() })
+    );
+    assert_eq!(
+        inherits.outbound_queue,
+        OutboundQueueConfig {
+            max_messages: 50,
+            max_bytes: 1 << 20,
+            overflow: Overflow::DropNewest
+        }
+    );
+    assert_eq!(overrides.idle_timeout, None);
+    assert!(overrides.required);
+    assert_eq!(
+        overrides.heartbeat,
+        Some(HeartbeatConfig { interval: secs(15), timeout: secs(3), kind: application })
+    );
+    assert_eq!(
+        overrides.outbound_queue,
+        OutboundQueueConfig { max_messages: 50, max_bytes: 2048, overflow: Overflow::DropNewest }
+    );
+}
+
+#[test]
+fn heartbeat_is_off_with_a_zero_interval() {
+    let feed = feed_of(&format!("{STOCKS}heartbeat = {{ interval = \"0s\" }}\n"));
+    assert_eq!(feed.heartbeat, None);
+
+    // Off in [defaults]: off for every feed, until a feed sets an interval.
+    let text = format!(
+        "[defaults]\nheartbeat = {{ interval = \"0s\" }}\n{STOCKS}\
+         [[feeds]]\nname = \"on\"\nurl = \"ws://127.0.0.1/\"\nheartbeat = {{ interval = \"20s\" }}\n"
+    );
+    let config = parse_ok(&text);
+    assert_eq!(config.defaults.heartbeat, None);
+    assert_eq!(config.feeds[0].heartbeat, None);
+    assert_eq!(
+        config.feeds[1].heartbeat,
+        Some(HeartbeatConfig { interval: secs(20), ..HeartbeatConfig::default() })
+    );
+
+    assert_eq!(feed_of(&format!("{STOCKS}idle_timeout = \"0s\"\n")).idle_timeout, None);
+}
+
+#[test]
+fn application_heartbeat_with_a_substring_reply() {
+    let text = format!(
+        "{STOCKS}heartbeat = {{ interval = \"20s\", timeout = \"5s\", \
+         message = '{{\"op\":\"ping\"}}', reply = \"pong\" }}\n"
+    );
+    let heartbeat = feed_of(&text).heartbeat.expect("on");
+    assert_eq!(
+        heartbeat.kind,
+        HeartbeatKind::Application {
+            message: r#"{"op":"ping"}"#.to_owned(),
+            reply: ReplyMatch::Substring("pong".to_owned()),
+        }
+    );
+    assert_eq!((heartbeat.interval, heartbeat.timeout), (secs(20), secs(5)));
+}
+
+#[test]
+fn application_heartbeat_with_a_pointer_reply() {
+    let text = format!(
+        "{STOCKS}heartbeat = {{ message = '{{\"op\":\"ping\"}}', reply = \"pong\", \
+         reply_pointer = \"/op\" }}\n"
+    );
+    let heartbeat = feed_of(&text).heartbeat.expect("on");
+    assert_eq!(
+        heartbeat.kind,
+        HeartbeatKind::Application {
+            message: r#"{"op":"ping"}"#.to_owned(),
+            reply: ReplyMatch::Pointer { pointer: "/op".to_owned(), value: "pong".to_owned() },
+        }
+    );
+    assert_eq!(heartbeat.interval, secs(30), "the interval is the default");
+}
+
+#[test]
+fn reply_match_cases() {
+    let substring = ReplyMatch::Substring("pong".to_owned());
+    assert!(substring.matches(br#"{"op":"pong"}"#));
+    assert!(substring.matches(b"pong"));
+    assert!(!substring.matches(b"pon"));
+    assert!(!substring.matches(b""));
+
+    let pointer = ReplyMatch::Pointer { pointer: "/op".to_owned(), value: "pong".to_owned() };
+    assert!(pointer.matches(br#"{"op":"pong","ts":1}"#));
+    assert!(!pointer.matches(br#"{"op":"pongs"}"#), "equality, not substring");
+    assert!(!pointer.matches(br#"{"data":{"op":"pong"}}"#));
+    assert!(!pointer.matches(br#"{"op":["pong"]}"#));
+    assert!(!pointer.matches(b"pong"), "not JSON");
+    assert!(!pointer.matches(br#"{"op":"pong""#), "truncated JSON");
+
+    let nested = ReplyMatch::Pointer { pointer: "/data/0/a~1b".to_owned(), value: "ok".to_owned() };
+    assert!(nested.matches(br#"{"data":[{"a/b":"ok"}]}"#));
+
+    let number = ReplyMatch::Pointer { pointer: "/code".to_owned(), value: "200".to_owned() };
+    assert!(number.matches(br#"{"code":200}"#));
+    assert!(number.matches(br#"{"code":"200"}"#));
+    assert!(!number.matches(br#"{"code":201}"#));
+    let boolean = ReplyMatch::Pointer { pointer: "/pong".to_owned(), value: "true".to_owned() };
+    assert!(boolean.matches(br#"{"pong":true}"#));
+    assert!(!boolean.matches(br#"{"pong":false}"#));
+    let null = ReplyMatch::Pointer { pointer: "/pong".to_owned(), value: "null".to_owned() };
+    assert!(!null.matches(br#"{"pong":null}"#), "null is not a value to compare");
+}
+
+#[test]
+fn heartbeat_message_expands_env_and_is_shown_as_written() {
+    let text = format!(
+        "[defaults]\nheartbeat = {{ message = '{{\"ping\":\"${{TOKEN}}\"}}', reply = \"pong\" }}\n\
+         {STOCKS}[[feeds]]\nname = \"own\"\nurl = \"ws://127.0.0.1/\"\n\
+         heartbeat = {{ message = 'auth ${{STOCKS_KEY}}', reply = \"ok\" }}\n"
+    );
+    let config = parse_ok(&text);
+    let message_of =
+        |feed: &FeedConfig| match feed.heartbeat.clone().map(|heartbeat| heartbeat.kind) {
+            Some(HeartbeatKind::Application { message, .. }) => message,
+            other => panic!("application heartbeat expected, got {other:?}"),
+        };
+    // Inherited from [defaults], and a feed's own.
+    assert_eq!(message_of(&config.feeds[0]), r#"{"ping":"t0ken-value"}"#);
+    assert_eq!(message_of(&config.feeds[1]), "auth k3y-value");
+    assert_eq!(
+        config.feeds[0].unexpanded.heartbeat_message.as_deref(),
+        Some(r#"{"ping":"${TOKEN}"}"#)
+    );
+
+    let debug = format!("{config:?}");
+    let json = serde_json::to_string(&config).expect("serialize");
+    for shown in [&debug, &json] {
+        assert!(!shown.contains("k3y-value") && !shown.contains("t0ken-value"), "{shown}");
+        assert!(shown.contains("${TOKEN}") && shown.contains("${STOCKS_KEY}"), "{shown}");
+    }
+    let json = serde_json::to_value(&config.feeds[1]).expect("serialize");
+    assert_eq!(json["heartbeat"]["message"], "auth ${STOCKS_KEY}");
+
+    assert_error(
+        &format!("{STOCKS}heartbeat = {{ message = '${{NOT_SET}}', reply = \"pong\" }}\n"),
+        "feeds[0] (stocks).heartbeat.message",
+        "environment variable NOT_SET is not set",
+    );
+}
+
+#[test]
+fn reconnect_errors_name_the_field() {
+    let feed = "feeds[0] (stocks)";
+    let bad = [
+        ("reconnect = { initial = \"0s\" }", "reconnect.initial", "greater than 0"),
+        ("reconnect = { initial = \"soon\" }", "reconnect.initial", "invalid duration"),
+        ("reconnect = { max = \"100ms\" }", "reconnect.max", "at least `initial` (500ms)"),
+        ("reconnect = { initial = \"1m\" }", "reconnect.initial", "at most `max` (30s)"),
+        (
+            "reconnect = { initial = \"1m\", max = \"10s\" }",
+            "reconnect.max",
+            "at least `initial` (1m)",
+        ),
+        ("reconnect = { multiplier = 0.5 }", "reconnect.multiplier", "at least 1.0"),
+        ("reconnect = { multiplier = nan }", "reconnect.multiplier", "at least 1.0"),
+        ("reconnect = { multiplier = inf }", "reconnect.multiplier", "at least 1.0"),
+        ("reconnect = { reset_after = \"0s\" }", "reconnect.reset_after", "greater than 0"),
+        ("reconnect = { max_attempts = -1 }", "reconnect.max_attempts", "invalid value"),
+        ("reconnect = { policy = \"linear\" }", "reconnect.policy", "unknown variant `linear`"),
+        ("reconnect = { jitter = \"some\" }", "reconnect.jitter", "unknown variant `some`"),
+        ("reconnect = { maximum = \"1s\" }", "reconnect.maximum", "unknown field `maximum`"),
+    ];
+    for (line, field, part) in bad {
+        assert_error(&format!("{STOCKS}{line}\n"), &format!("{feed}.{field}"), part);
+    }
+    assert_error(
+        "[defaults.reconnect]\ninitial = \"10s\"\nmax = \"5s\"\n",
+        "defaults.reconnect.max",
+        "at least `initial` (10s)",
+    );
+    // Every error in one table is reported.
+    let errors = errors_of(&format!(
+        "{STOCKS}reconnect = {{ initial = \"0s\", multiplier = 0.0, reset_after = \"x\" }}\n"
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+}
+
+#[test]
+fn a_fixed_policy_does_not_check_max() {
+    let feed =
+        feed_of(&format!("{STOCKS}reconnect = {{ policy = \"fixed\", initial = \"1m\" }}\n"));
+    assert_eq!(feed.reconnect.kind, PolicyKind::Fixed);
+    assert_eq!((feed.reconnect.initial, feed.reconnect.max), (secs(60), secs(30)));
+    // Switching such a policy back to exponential brings the check back.
+    let text = format!(
+        "[defaults]\nreconnect = {{ policy = \"fixed\", initial = \"1m\" }}\n{STOCKS}\
+         reconnect = {{ policy = \"exponential\" }}\n"
+    );
+    assert_error(&text, "feeds[0] (stocks).reconnect.max", "at least `initial` (1m)");
+}
+
+#[test]
+fn heartbeat_errors_name_the_field() {
+    let feed = "feeds[0] (stocks)";
+    let bad = [
+        ("heartbeat = { timeout = \"0s\" }", "heartbeat.timeout", "greater than 0"),
+        (
+            "heartbeat = { interval = \"5s\", timeout = \"5s\" }",
+            "heartbeat.timeout",
+            "shorter than `interval` (5s)",
+        ),
+        ("heartbeat = { timeout = \"1m\" }", "heartbeat.timeout", "shorter than `interval` (30s)"),
+        ("heartbeat = { interval = \"5s\" }", "heartbeat.interval", "longer than `timeout` (10s)"),
+        ("heartbeat = { interval = \"often\" }", "heartbeat.interval", "invalid duration"),
+        ("heartbeat = { message = \"ping\" }", "heartbeat.message", "needs `reply`"),
+        ("heartbeat = { reply = \"pong\" }", "heartbeat.reply", "needs `message`"),
+        ("heartbeat = { reply_pointer = \"/op\" }", "heartbeat.reply_pointer", "needs `reply`"),
+        (
+            "heartbeat = { message = \"ping\", reply = \"pong\", reply_pointer = \"op\" }",
+            "heartbeat.reply_pointer",
+            "not a JSON pointer",
+        ),
+        (
+            "heartbeat = { message = \"\", reply = \"pong\" }",
+            "heartbeat.message",
+            "must not be empty",
+        ),
+        (
+            "heartbeat = { message = \"ping\", reply = \"\" }",
+            "heartbeat.reply",
+            "must not be empty",
+        ),
+        (
+            "heartbeat = { interval = \"0s\", timeout = \"5s\" }",
+            "heartbeat.timeout",
+            "unused while the heartbeat is off",
+        ),
+        (
+            "heartbeat = { interval = \"0s\", message = \"a\", reply = \"b\" }",
+            "heartbeat.reply",
+            "unused while the heartbeat is off",
+        ),
+        ("heartbeat = { ping = \"x\" }", "heartbeat.ping", "unknown field `ping`"),
+    ];
+    for (line, field, part) in bad {
+        assert_error(&format!("{STOCKS}{line}\n"), &format!("{feed}.{field}"), part);
+    }
+    assert_error(
+        "[defaults]\nheartbeat = { interval = \"5s\" }\n",
+        "defaults.heartbeat.interval",
+        "longer than `timeout` (10s)",
+    );
+    // A heartbeat turned off in [defaults] stays off for a feed that only sets a timeout.
+    assert_error(
+        &format!("[defaults]\nheartbeat = {{ interval = \"0s\" }}\n{STOCKS}heartbeat = {{ timeout = \"5s\" }}\n"),
+        "feeds[0] (stocks).heartbeat.timeout",
+        "unused while the heartbeat is off",
+    );
+}
+
+#[test]
+fn queue_sequence_and_idle_timeout_errors_name_the_field() {
+    let feed = "feeds[0] (stocks)";
+    let bad = [
+        ("outbound_queue = { max_messages = 0 }", "outbound_queue.max_messages", "greater than 0"),
+        ("outbound_queue = { max_bytes = 0 }", "outbound_queue.max_bytes", "greater than 0"),
+        ("outbound_queue = { max_bytes = \"lots\" }", "outbound_queue.max_bytes", "invalid size"),
+        (
+            "outbound_queue = { overflow = \"block\" }",
+            "outbound_queue.overflow",
+            "unknown variant `block`",
+        ),
+        ("sequence = \"seq\"", "sequence", "not a JSON pointer"),
+        ("idle_timeout = \"forever\"", "idle_timeout", "invalid duration"),
+        ("required = \"yes\"", "required", "invalid type"),
+    ];
+    for (line, field, part) in bad {
+        assert_error(&format!("{STOCKS}{line}\n"), &format!("{feed}.{field}"), part);
+    }
+    assert_error(
+        "[defaults]\noutbound_queue = { max_messages = 0 }\n",
+        "defaults.outbound_queue.max_messages",
+        "greater than 0",
+    );
+}
+
+#[test]
+fn last_seq_in_on_open_needs_sequence() {
+    let on_open =
+        "on_open = ['{\"op\":\"subscribe\"}', '{\"op\":\"resume\",\"from\":{{last_seq}}}']\n";
+    assert_error(
+        &format!("{STOCKS}{on_open}"),
+        "feeds[0] (stocks).on_open[1]",
+        "{{last_seq}} needs `sequence`",
+    );
+    assert_eq!(errors_of(&format!("{STOCKS}{on_open}")).len(), 1);
+    let feed = feed_of(&format!("{STOCKS}{on_open}sequence = \"/seq\"\n"));
+    assert_eq!(feed.on_open[1], r#"{"op":"resume","from":{{last_seq}}}"#);
+}
+
+#[test]
+fn feed_json_inherits_session_defaults() {
+    let defaults = FeedDefaults {
+        reconnect: ReconnectPolicy { max_attempts: 3, ..ReconnectPolicy::default() },
+        heartbeat: None,
+        required: false,
+        ..FeedDefaults::default()
+    };
+    let json = serde_json::json!({
+        "name": "live",
+        "url": "ws://127.0.0.1:1/",
+        "reconnect": { "initial": "1s" },
+    });
+    let feed = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect("valid feed");
+    assert_eq!(feed.reconnect, ReconnectPolicy { initial: secs(1), ..defaults.reconnect });
+    assert_eq!(feed.heartbeat, None);
+    assert!(!feed.required);
+
+    let json = serde_json::json!({
+        "name": "live",
+        "url": "ws://127.0.0.1:1/",
+        "outbound_queue": { "max_messages": 0 },
+    });
+    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad");
+    assert_eq!(error.to_string(), "feed: outbound_queue.max_messages: must be greater than 0");
+}
+
+#[test]
+fn serialized_session_settings_read_back() {
+    let fields = r#"
+        reconnect = { policy = "exponential", initial = "250ms", max = "1m 30s", multiplier = 1.5, jitter = "decorrelated", max_attempts = 7, reset_after = "2m" }
+        heartbeat = { interval = "20s", timeout = "5s", message = '{"op":"ping"}', reply = "pong", reply_pointer = "/op" }
+        idle_timeout = "45s"
+        outbound_queue = { max_messages = 10, max_bytes = 1500, overflow = "drop_newest" }
+        sequence = "/seq"
+        required = false
+        on_open = ['{"from":{{last_seq}}}']
+    "#;
+    let feed = feed_of(&format!("{STOCKS}{fields}"));
+    let json = serde_json::to_value(&feed).expect("serialize");
+    assert_eq!(
+        json["reconnect"],
+        serde_json::json!({
+            "policy": "exponential", "initial": "250ms", "max": "1m 30s", "multiplier": 1.5,
+            "jitter": "decorrelated", "max_attempts": 7, "reset_after": "2m",
+        })
+    );
+    assert_eq!(json["outbound_queue"]["max_bytes"], "1500B");
+    assert_eq!(json["heartbeat"]["reply_pointer"], "/op");
+    let back = parse_feed_json(json, &FeedDefaults::default(), Path::new("."), &|_: &str| None)
+        .expect("reads back");
+    assert_eq!(back, feed);
+
+    // Settings that are off read back as off, whatever the defaults say.
+    let off = feed_of(&format!("{STOCKS}heartbeat = {{ interval = \"0s\" }}\n"));
+    let json = serde_json::to_value(&off).expect("serialize");
+    assert_eq!(json["heartbeat"], serde_json::json!({ "interval": "0s" }));
+    assert_eq!(json["idle_timeout"], "0s");
+    let defaults = FeedDefaults { idle_timeout: Some(secs(5)), ..FeedDefaults::default() };
+    let back =
+        parse_feed_json(json, &defaults, Path::new("."), &|_: &str| None).expect("reads back");
+    assert_eq!(back, off);
+}
+
+#[test]
+fn overflow_names() {
+    assert_eq!(Overflow::DropOldest.as_str(), "drop_oldest");
+    assert_eq!(Overflow::DropNewest.as_str(), "drop_newest");
+    assert_eq!(Overflow::Reject.as_str(), "reject");
 }

@@ -10,10 +10,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use url::Url;
-
+use super::checks::{
+    check_header_name, check_name, check_pointer, closest, is_token, parse_duration, parse_size,
+    parse_url,
+};
 use super::env::{expand, has_reference};
 use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize, RawSubscriber};
+use super::session::{self, Heartbeat};
 use super::{
     format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, SinkKind,
     SubscriberConfig, TlsConfig, Unexpanded,
@@ -22,16 +25,8 @@ use super::{
 /// Largest accepted `max_message_size`: a message is buffered whole.
 pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
 
-/// Headers the WebSocket handshake sets itself; a feed may not override them.
-const HANDSHAKE_HEADERS: [&str; 7] = [
-    "host",
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-accept",
-];
+/// The `on_open` placeholder for the last sequence number seen, which needs `sequence`.
+const LAST_SEQ: &str = "{{last_seq}}";
 
 /// What validation may consult outside the raw config.
 pub(crate) struct Context<'a> {
@@ -44,15 +39,15 @@ pub(crate) struct Context<'a> {
 }
 
 /// Errors of one feed or subscriber, with the path prefix they are under.
-struct Scope<'a> {
+pub(super) struct Scope<'a> {
     /// `feeds[1] (weather)`, or empty for a feed given on its own.
-    prefix: &'a str,
+    pub prefix: &'a str,
     /// Where errors are collected.
-    errors: &'a mut Vec<FieldError>,
+    pub errors: &'a mut Vec<FieldError>,
 }
 
 impl Scope<'_> {
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
         let path = match (self.prefix.is_empty(), field.is_empty()) {
             (true, _) => field.to_owned(),
             (false, true) => self.prefix.to_owned(),
@@ -62,7 +57,7 @@ impl Scope<'_> {
     }
 
     /// Expands `${VAR}`s in `text`, reporting every missing variable.
-    fn expand(
+    pub(super) fn expand(
         &mut self,
         field: &str,
         text: &str,
@@ -79,7 +74,8 @@ impl Scope<'_> {
         }
     }
 
-    fn size(
+    /// A size that must be above 0 and at most `limit`; `default` when absent.
+    pub(super) fn size(
         &mut self,
         field: &str,
         raw: Option<&RawSize>,
@@ -105,7 +101,8 @@ impl Scope<'_> {
         Some(bytes)
     }
 
-    fn duration(
+    /// A duration that must be above 0; `default` when absent.
+    pub(super) fn duration(
         &mut self,
         field: &str,
         raw: Option<&RawDuration>,
@@ -119,7 +116,8 @@ impl Scope<'_> {
         }
     }
 
-    fn fail<T>(&mut self, field: &str, message: impl Into<String>) -> Option<T> {
+    /// Records an error and gives up on the field.
+    pub(super) fn fail<T>(&mut self, field: &str, message: impl Into<String>) -> Option<T> {
         self.error(field, message);
         None
     }
@@ -129,7 +127,7 @@ impl Scope<'_> {
 pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, Vec<FieldError>> {
     let mut errors = Vec::new();
     let http = http(&raw.http, &mut errors);
-    let defaults = defaults(&raw.defaults, &mut errors);
+    let defaults = defaults(&raw.defaults, context, &mut errors);
 
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut feed_index: HashMap<&str, usize> = HashMap::new();
@@ -190,26 +188,53 @@ fn http(raw: &RawHttp, errors: &mut Vec<FieldError>) -> HttpConfig {
     config
 }
 
-fn defaults(raw: &RawDefaults, errors: &mut Vec<FieldError>) -> FeedDefaults {
+/// `[defaults]` over the built-in defaults; a field with an error keeps its
+/// built-in value, so that feeds are still checked against something sane.
+fn defaults(
+    raw: &RawDefaults,
+    context: &Context<'_>,
+    errors: &mut Vec<FieldError>,
+) -> FeedDefaults {
     let builtin = FeedDefaults::default();
     let mut scope = Scope { prefix: "defaults", errors };
-    let limit = MAX_MESSAGE_SIZE_LIMIT;
-    let max_message_size = raw.max_message_size.as_ref();
+    let max_message_size = scope
+        .size(
+            "max_message_size",
+            raw.max_message_size.as_ref(),
+            builtin.max_message_size,
+            MAX_MESSAGE_SIZE_LIMIT,
+        )
+        .unwrap_or(builtin.max_message_size);
+    let chunk_size = scope
+        .size("chunk_size", raw.chunk_size.as_ref(), builtin.chunk_size, u64::MAX)
+        .unwrap_or(builtin.chunk_size);
+    let handshake_timeout = scope
+        .duration("handshake_timeout", raw.handshake_timeout.as_ref(), builtin.handshake_timeout)
+        .unwrap_or(builtin.handshake_timeout);
+    let reconnect = session::reconnect(raw.reconnect.as_ref(), &builtin.reconnect, &mut scope)
+        .unwrap_or(builtin.reconnect);
+    let builtin_heartbeat =
+        Heartbeat { config: builtin.heartbeat.clone(), message_as_written: None };
+    let heartbeat =
+        session::heartbeat(raw.heartbeat.as_ref(), &builtin_heartbeat, context.env, &mut scope)
+            .unwrap_or(builtin_heartbeat);
+    let idle_timeout =
+        session::idle_timeout(raw.idle_timeout.as_ref(), builtin.idle_timeout, &mut scope)
+            .unwrap_or(builtin.idle_timeout);
+    let outbound_queue =
+        session::outbound_queue(raw.outbound_queue.as_ref(), &builtin.outbound_queue, &mut scope)
+            .unwrap_or(builtin.outbound_queue);
     FeedDefaults {
         mode: raw.mode.unwrap_or(builtin.mode),
-        max_message_size: scope
-            .size("max_message_size", max_message_size, builtin.max_message_size, limit)
-            .unwrap_or(builtin.max_message_size),
-        chunk_size: scope
-            .size("chunk_size", raw.chunk_size.as_ref(), builtin.chunk_size, u64::MAX)
-            .unwrap_or(builtin.chunk_size),
-        handshake_timeout: scope
-            .duration(
-                "handshake_timeout",
-                raw.handshake_timeout.as_ref(),
-                builtin.handshake_timeout,
-            )
-            .unwrap_or(builtin.handshake_timeout),
+        max_message_size,
+        chunk_size,
+        handshake_timeout,
+        reconnect,
+        heartbeat: heartbeat.config,
+        idle_timeout,
+        outbound_queue,
+        required: raw.required.unwrap_or(builtin.required),
+        unexpanded_heartbeat_message: heartbeat.message_as_written,
     }
 }
 
@@ -281,9 +306,19 @@ pub(crate) fn feed(
         }
     }
 
+    if let Some(Err(message)) = raw.sequence.as_deref().map(check_pointer) {
+        scope.error("sequence", message);
+    }
     let mut on_open = Vec::with_capacity(raw.on_open.len());
     for (index, template) in raw.on_open.iter().enumerate() {
-        if let Some(message) = scope.expand(&format!("on_open[{index}]"), template, context.env) {
+        let field = format!("on_open[{index}]");
+        if template.contains(LAST_SEQ) && raw.sequence.is_none() {
+            let message = format!(
+                "{LAST_SEQ} needs `sequence`: the JSON pointer to each message's sequence number"
+            );
+            scope.error(&field, message);
+        }
+        if let Some(message) = scope.expand(&field, template, context.env) {
             on_open.push(message);
         }
     }
@@ -324,9 +359,22 @@ pub(crate) fn feed(
         tls.ca_file = Some(path);
     }
 
+    let reconnect = session::reconnect(raw.reconnect.as_ref(), &defaults.reconnect, &mut scope);
+    let inherited_heartbeat = Heartbeat {
+        config: defaults.heartbeat.clone(),
+        message_as_written: defaults.unexpanded_heartbeat_message.clone(),
+    };
+    let heartbeat =
+        session::heartbeat(raw.heartbeat.as_ref(), &inherited_heartbeat, context.env, &mut scope);
+    let idle_timeout =
+        session::idle_timeout(raw.idle_timeout.as_ref(), defaults.idle_timeout, &mut scope);
+    let outbound_queue =
+        session::outbound_queue(raw.outbound_queue.as_ref(), &defaults.outbound_queue, &mut scope);
+
     if errors.len() != before {
         return None;
     }
+    let heartbeat = heartbeat?;
     let unexpanded = Unexpanded {
         url: raw.url.clone().filter(|url| has_reference(url)),
         on_open: if raw.on_open.iter().any(|message| has_reference(message)) {
@@ -334,6 +382,7 @@ pub(crate) fn feed(
         } else {
             Vec::new()
         },
+        heartbeat_message: heartbeat.message_as_written,
     };
     Some(FeedConfig {
         name: name?,
@@ -347,6 +396,12 @@ pub(crate) fn feed(
         chunk_size: chunk_size?,
         handshake_timeout: handshake_timeout?,
         tls,
+        reconnect: reconnect?,
+        heartbeat: heartbeat.config,
+        idle_timeout: idle_timeout?,
+        outbound_queue: outbound_queue?,
+        sequence: raw.sequence.clone(),
+        required: raw.required.unwrap_or(defaults.required),
         unexpanded,
     })
 }
@@ -417,117 +472,4 @@ pub(crate) fn label(section: &str, index: usize, name: Option<&str>) -> String {
         Some(name) => format!("{section}[{index}] ({name})"),
         None => format!("{section}[{index}]"),
     }
-}
-
-/// Parses a size such as `"64KiB"`, `"1MiB"`, `"1.5 MB"` (decimal) or
-/// `"1024"` (bytes) into bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let valid = text.starts_with(|c: char| c.is_ascii_digit());
-    match text.parse::<bytesize::ByteSize>() {
-        Ok(size) if valid => Ok(size.as_u64()),
-        _ => Err(format!(
-            "invalid size {text:?}: \
-             use a number of bytes with an optional unit, such as \"64KiB\" or \"1MiB\""
-        )),
-    }
-}
-
-/// Parses a duration with a unit, such as `"10s"`, `"500ms"` or `"1m 30s"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|_| {
-        format!("invalid duration {text:?}: use a number with a unit, such as \"10s\" or \"500ms\"")
-    })
-}
-
-/// Parses a feed URL: `ws://`, `wss://`, or `memory://` for the in-memory
-/// test transport. Messages never quote the URL, which may hold a token.
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| format!("invalid URL: {error}"))?;
-    match url.scheme() {
-        "ws" | "wss" | "memory" => {}
-        other => return Err(format!("unsupported scheme {other:?}: use ws:// or wss://")),
-    }
-    if url.fragment().is_some() {
-        return Err("a WebSocket URL cannot have a #fragment".to_owned());
-    }
-    Ok(url)
-}
-
-/// Feed and subscriber names become metric labels: `[A-Za-z0-9_.-]+`.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    match name.chars().find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        Some(bad) => {
-            Err(format!("{name:?} contains {bad:?}: use only letters, digits, '_', '.' and '-'"))
-        }
-        None => Ok(()),
-    }
-}
-
-/// A JSON pointer (RFC 6901): empty, or `/`-separated with `~0` and `~1` escapes.
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON pointer: start it with '/', such as \"/symbol\""
-        ));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON pointer: \
-                 '~' must be followed by 0 or 1 (\"~0\" is '~', \"~1\" is '/')"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_header_name(name: &str) -> Result<(), String> {
-    let lower = name.to_ascii_lowercase();
-    if !is_token(name) {
-        Err(format!("{name:?} is not a valid header name"))
-    } else if lower == "sec-websocket-protocol" {
-        Err("set subprotocols with `subprotocols`, not as a header".to_owned())
-    } else if HANDSHAKE_HEADERS.contains(&lower.as_str()) {
-        Err(format!("{name} is set by the WebSocket handshake itself"))
-    } else {
-        Ok(())
-    }
-}
-
-/// An HTTP token (RFC 9110): header names and subprotocols.
-fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
-}
-
-/// The candidate within two edits of `name`, for "did you mean" hints.
-fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|candidate| (edit_distance(name, candidate), candidate))
-        .filter(|(distance, _)| *distance <= 2)
-        .min()
-        .map(|(_, candidate)| candidate)
-}
-
-/// Levenshtein distance, counting adjacent transpositions as two edits.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
 }

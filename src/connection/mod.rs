@@ -1,34 +1,49 @@
 //! The connection actor: one per feed, it owns the feed's transport connection and timers.
 //!
 //! Life cycle: `connecting` (transport connect and handshake, bounded by
-//! `handshake_timeout`) → `open` (on_open messages sent, inbound batches
-//! assembled into messages and handed to the router) → on any loss,
-//! `backing_off` for a jittered delay → `connecting` again. [`Disconnect`]
-//! sends a close frame and stops the actor (`closed`).
+//! `handshake_timeout`) → `open` (on_open messages sent, then the outbound
+//! queue flushed in order; inbound batches assembled into messages and
+//! handed to the router; heartbeat and idle timers running) → on any loss,
+//! `backing_off` for the delay the reconnect policy gives → `connecting`
+//! again, or `failed` when the policy gives up. [`Disconnect`] sends a close
+//! frame and stops the actor (`closed`).
+//!
+//! Timers and durations here use tokio's clock (`actix_rt::time::Instant`),
+//! so tests that pause time see every timeout exactly.
 //!
 //! Invariant: this actor never touches a socket; it speaks to the transport
 //! only through [`feedvisor_transport_api`]. Every connection gets a new
-//! generation number, and events from an older generation are ignored, so a
-//! late event from a dropped connection can never disturb the current one.
+//! generation number, and events and timers from an older generation are
+//! ignored, so nothing from a dropped connection can disturb the current one.
+
+mod inbound;
+mod liveness;
+mod outbound;
+pub mod queue;
+pub mod sequence;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Duration;
+
+use actix_rt::time::Instant;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
 use feedvisor_transport_api::{
-    close_code, AssembleError, CloseFrame, ConnectRequest, Connection, DataKind, ErrorKind, Event,
-    MessageAssembler, Outbound, OutboundSender, TlsOptions, Transport, TransportError,
+    CloseFrame, ConnectRequest, Connection, MessageAssembler, Outbound, OutboundSender, TlsOptions,
+    Transport, TransportError,
 };
 
 use crate::backoff::Backoff;
 use crate::config::FeedConfig;
-use crate::delivery::FeedMessage;
-use crate::metrics::{FeedMetrics, RejectReason};
+use crate::metrics::FeedMetrics;
 use crate::router::Route;
 use crate::status::{CloseRecord, FeedShared, FeedState};
+
+pub use outbound::{SendError, SendMessage, SendOutcome};
+use queue::OutboundQueue;
+use sequence::SequenceTracker;
 
 /// Everything a connection actor is started with.
 pub struct ConnectionSetup {
@@ -40,8 +55,22 @@ pub struct ConnectionSetup {
     pub router: Recipient<Route>,
     /// Where its status is published.
     pub shared: Arc<FeedShared>,
-    /// How long to wait between attempts.
-    pub backoff: Backoff,
+}
+
+/// The open connection and what belongs to it alone.
+struct Link {
+    /// Where messages for the peer go.
+    outbound: OutboundSender,
+    /// The reader of the connection's inbound stream, cancelled when the link drops.
+    reader: SpawnHandle,
+    /// The heartbeat timer, cancelled when the link drops.
+    heartbeat: Option<SpawnHandle>,
+    /// When the connection opened (a stable connection resets the backoff).
+    opened_at: Instant,
+    /// When anything last arrived (for the idle timeout).
+    last_inbound: Instant,
+    /// The heartbeat ping awaiting its answer, if one is.
+    ping: Option<liveness::PendingPing>,
 }
 
 /// The connection actor of one feed.
@@ -54,43 +83,50 @@ pub struct FeedConnection {
     router: Recipient<Route>,
     shared: Arc<FeedShared>,
     metrics: FeedMetrics,
+    /// The reconnect policy and how many attempts it has handed out.
     backoff: Backoff,
     /// Gathers fragments into whole messages, bounded by `max_message_size`.
     assembler: MessageAssembler,
-    /// Counts connections; events tagged with an older one are stale.
+    /// Counts connections; events and timers tagged with an older one are stale.
     generation: u64,
-    /// Failed attempts since the last successful open (drives the backoff).
-    failures: u32,
-    /// The open connection's writer, while open.
-    outbound: Option<OutboundSender>,
-    /// The open connection's reader, to cancel it when the connection is dropped.
-    reader: Option<SpawnHandle>,
+    /// The open connection, while there is one.
+    link: Option<Link>,
+    /// Messages for the peer that wait while the feed is down.
+    queue: OutboundQueue,
+    /// The last sequence number seen, across connections.
+    sequence: SequenceTracker,
+    /// True once a connection has opened (later opens are reconnects).
+    opened_before: bool,
+    /// Heartbeat pings sent, to tell their answers apart.
+    pings_sent: u64,
 }
 
 impl FeedConnection {
     /// A connection actor, not yet started.
     pub fn new(setup: ConnectionSetup) -> Self {
-        let ConnectionSetup { feed, transport, router, shared, backoff } = setup;
+        let ConnectionSetup { feed, transport, router, shared } = setup;
         let max_message_size = usize::try_from(feed.max_message_size).unwrap_or(usize::MAX);
         FeedConnection {
             name: Arc::from(feed.name.as_str()),
             metrics: FeedMetrics::new(&feed.name),
             assembler: MessageAssembler::new(max_message_size),
+            backoff: Backoff::new(feed.reconnect),
+            queue: OutboundQueue::new(feed.outbound_queue),
+            sequence: SequenceTracker::new(),
             feed,
             transport,
             router,
             shared,
-            backoff,
             generation: 0,
-            failures: 0,
-            outbound: None,
-            reader: None,
+            link: None,
+            opened_before: false,
+            pings_sent: 0,
         }
     }
 
     fn set_state(&self, state: FeedState) {
         self.shared.set_state(state);
-        self.metrics.up.set(if state == FeedState::Open { 1.0 } else { 0.0 });
+        self.metrics.set_state(state);
     }
 
     fn connect_request(&self) -> ConnectRequest {
@@ -105,7 +141,7 @@ impl FeedConnection {
         }
     }
 
-    /// Starts a connect attempt.
+    /// Starts a connect attempt, bounded by `handshake_timeout` whatever the transport does.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
@@ -114,6 +150,7 @@ impl FeedConnection {
         let timeout = self.feed.handshake_timeout;
         let attempt = self.transport.connect(self.connect_request());
         let url = self.feed.display_url();
+        let started = Instant::now();
         let bounded = async move {
             match actix_rt::time::timeout(timeout, attempt).await {
                 Ok(result) => result,
@@ -125,60 +162,88 @@ impl FeedConnection {
         };
         ctx.spawn(bounded.into_actor(self).map(move |result, actor, ctx| {
             if actor.generation == generation {
-                actor.connected(result, ctx);
+                actor.connected(result, started, ctx);
             }
         }));
     }
 
-    fn connected(&mut self, result: Result<Connection, TransportError>, ctx: &mut Context<Self>) {
+    fn connected(
+        &mut self,
+        result: Result<Connection, TransportError>,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         let connection = match result {
             Ok(connection) => connection,
             Err(error) => {
                 self.metrics.connect_attempt(error.kind().as_str());
-                tracing::warn!(feed = %self.name, %error, "connect failed");
+                tracing::warn!(feed = %self.name, %error, attempt = self.backoff.attempts() + 1, "connect failed");
                 self.shared.set_error(&error);
-                self.schedule_reconnect(ctx);
+                let retry_after = match &error {
+                    TransportError::HandshakeStatus { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                self.schedule_retry(retry_after, ctx);
                 return;
             }
         };
         self.metrics.connect_attempt("ok");
-        tracing::info!(feed = %self.name, protocol = ?connection.protocol, "connected");
-        self.failures = 0;
-        self.assembler.reset();
-        for text in &self.feed.on_open {
-            // The transport queues these ahead of anything sent later.
-            let _ = connection.outbound.send(Outbound::text(text.clone()));
+        self.metrics.handshake_duration.record(started.elapsed().as_secs_f64());
+        if self.opened_before {
+            self.metrics.reconnects.increment(1);
+            self.shared.add_reconnect();
         }
+        self.opened_before = true;
+        tracing::info!(feed = %self.name, protocol = ?connection.protocol, "connected");
+        self.assembler.reset();
         let generation = self.generation;
         let inbound = connection
             .inbound
             .map(move |item| InboundItem { generation, item: Some(item) })
             .chain(stream::once(async move { InboundItem { generation, item: None } }));
-        self.reader = Some(ctx.add_stream(inbound));
-        self.outbound = Some(connection.outbound);
+        let reader = ctx.add_stream(inbound);
+        let now = Instant::now();
+        self.link = Some(Link {
+            outbound: connection.outbound,
+            reader,
+            heartbeat: None,
+            opened_at: now,
+            last_inbound: now,
+            ping: None,
+        });
         self.set_state(FeedState::Open);
+        self.send_on_open();
+        self.flush_queue();
+        self.start_liveness(ctx);
     }
 
     /// Drops the current connection (if any) and schedules the next attempt.
     fn connection_lost(&mut self, ctx: &mut Context<Self>) {
-        self.drop_connection(ctx);
-        self.schedule_reconnect(ctx);
+        self.drop_link(ctx);
+        self.schedule_retry(None, ctx);
     }
 
-    fn drop_connection(&mut self, ctx: &mut Context<Self>) {
+    /// Forgets the open connection, cancelling its reader and timers.
+    fn drop_link(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
-        self.outbound = None;
-        if let Some(reader) = self.reader.take() {
-            ctx.cancel_future(reader);
+        if let Some(link) = self.link.take() {
+            ctx.cancel_future(link.reader);
+            if let Some(heartbeat) = link.heartbeat {
+                ctx.cancel_future(heartbeat);
+            }
+            self.backoff.connection_ended(link.opened_at.elapsed());
         }
         self.assembler.reset();
     }
 
-    fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
-        let delay = self.backoff.delay(self.failures, &mut rand::rng());
-        self.failures = self.failures.saturating_add(1);
+    /// Waits as the policy says, then connects again; or gives up.
+    fn schedule_retry(&mut self, retry_after: Option<Duration>, ctx: &mut Context<Self>) {
+        let Some(delay) = self.backoff.next_delay(&mut rand::rng(), retry_after) else {
+            self.give_up();
+            return;
+        };
         self.set_state(FeedState::BackingOff);
-        tracing::debug!(feed = %self.name, ?delay, "reconnecting after delay");
+        tracing::debug!(feed = %self.name, ?delay, attempt = self.backoff.attempts(), "reconnecting after delay");
         let generation = self.generation;
         ctx.run_later(delay, move |actor, ctx| {
             if actor.generation == generation {
@@ -187,112 +252,39 @@ impl FeedConnection {
         });
     }
 
-    /// Closes the connection with `code` because of what the peer sent, then reconnects.
-    fn refuse(&mut self, code: u16, reason: String, ctx: &mut Context<Self>) {
-        if let Some(outbound) = &self.outbound {
-            let _ = outbound.send(Outbound::Close(Some(CloseFrame::new(code, reason.clone()))));
+    /// The policy allows no more attempts: the feed is `failed`, loudly.
+    fn give_up(&mut self) {
+        self.set_state(FeedState::Failed);
+        let last_error = self.shared.last_error().unwrap_or_default();
+        tracing::error!(
+            feed = %self.name,
+            attempts = self.backoff.attempts(),
+            policy = self.feed.reconnect.kind.as_str(),
+            %last_error,
+            "feed failed: the reconnect policy allows no more attempts"
+        );
+    }
+
+    /// Closes the connection with `code` (what the peer sent was refused, or it
+    /// stopped answering), records why, and reconnects.
+    fn close_and_reconnect(&mut self, code: u16, reason: String, ctx: &mut Context<Self>) {
+        if let Some(link) = &self.link {
+            let _ =
+                link.outbound.send(Outbound::Close(Some(CloseFrame::new(code, reason.clone()))));
         }
         self.shared.set_close(CloseRecord::local(code, reason.clone()));
         self.shared.set_error(reason);
         self.connection_lost(ctx);
     }
 
-    /// Handles one inbound batch; returns false when the connection ended.
-    fn handle_events(&mut self, events: Vec<Event>, ctx: &mut Context<Self>) -> bool {
-        let received = Instant::now();
-        let received_at = SystemTime::now();
-        let mut messages = Vec::with_capacity(events.len());
-        let mut open = true;
-        for event in events {
-            match event {
-                Event::Data(frame) => match self.assembler.push(frame) {
-                    Ok(Some(message)) => messages.push(FeedMessage {
-                        feed: self.name.clone(),
-                        topic: self.topic_of(&message.payload),
-                        kind: message.kind,
-                        payload: message.payload,
-                        received_at,
-                        received,
-                    }),
-                    Ok(None) => {}
-                    Err(error) => {
-                        self.metrics.rejected(match error {
-                            AssembleError::TooLarge { .. } => RejectReason::TooLarge,
-                            _ => RejectReason::Protocol,
-                        });
-                        tracing::warn!(feed = %self.name, %error, "message refused");
-                        self.refuse(error.close_code(), error.to_string(), ctx);
-                        open = false;
-                        break;
-                    }
-                },
-                Event::Ping(_) | Event::Pong(_) => {}
-                Event::Close(frame) => {
-                    let frame = frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""));
-                    tracing::info!(feed = %self.name, code = frame.code, reason = %frame.reason, "closed by peer");
-                    self.shared.set_close(CloseRecord::peer(&frame));
-                    self.shared.set_error(format!("closed by peer with code {}", frame.code));
-                    self.connection_lost(ctx);
-                    open = false;
-                    break;
-                }
-            }
-        }
-        self.publish(messages);
-        open
-    }
-
-    /// Counts a batch and hands it to the router.
-    fn publish(&mut self, messages: Vec<FeedMessage>) {
-        if messages.is_empty() {
-            return;
-        }
-        let (mut text, mut binary, mut bytes) = (0u64, 0u64, 0u64);
-        for message in &messages {
-            match message.kind {
-                DataKind::Text => text += 1,
-                DataKind::Binary => binary += 1,
-            }
-            bytes += message.payload.len() as u64;
-        }
-        self.metrics.text_messages.increment(text);
-        self.metrics.binary_messages.increment(binary);
-        self.metrics.bytes.increment(bytes);
-        self.shared.add_received(text + binary, bytes);
-        self.router.do_send(Route { feed: self.name.clone(), messages });
-    }
-
-    fn topic_of(&self, payload: &Bytes) -> Option<Arc<str>> {
-        let pointer = self.feed.topic.as_deref()?;
-        topic_at(payload, pointer)
-    }
-
     fn transport_failed(&mut self, error: TransportError, ctx: &mut Context<Self>) {
-        match error.kind() {
-            ErrorKind::TooLarge => self.metrics.rejected(RejectReason::TooLarge),
-            ErrorKind::Protocol if error.close_code() == Some(close_code::INVALID_PAYLOAD) => {
-                self.metrics.rejected(RejectReason::InvalidUtf8)
-            }
-            ErrorKind::Protocol => self.metrics.rejected(RejectReason::Protocol),
-            _ => {}
-        }
+        self.count_refusal(&error);
         if let Some(code) = error.close_code() {
             self.shared.set_close(CloseRecord::local(code, error.to_string()));
         }
         tracing::warn!(feed = %self.name, %error, "connection lost");
         self.shared.set_error(&error);
         self.connection_lost(ctx);
-    }
-}
-
-/// The topic of a JSON message: the string or number at `pointer`, if any.
-pub fn topic_at(payload: &[u8], pointer: &str) -> Option<Arc<str>> {
-    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    match value.pointer(pointer)? {
-        serde_json::Value::String(text) => Some(Arc::from(text.as_str())),
-        serde_json::Value::Number(number) => Some(Arc::from(number.to_string())),
-        serde_json::Value::Bool(flag) => Some(Arc::from(flag.to_string())),
-        _ => None,
     }
 }
 
@@ -311,7 +303,7 @@ impl Actor for FeedConnection {
 /// One item of a connection's inbound stream; `item: None` marks its end.
 struct InboundItem {
     generation: u64,
-    item: Option<Result<Vec<Event>, TransportError>>,
+    item: Option<Result<Vec<feedvisor_transport_api::Event>, TransportError>>,
 }
 
 impl StreamHandler<InboundItem> for FeedConnection {
@@ -320,9 +312,7 @@ impl StreamHandler<InboundItem> for FeedConnection {
             return;
         }
         match inbound.item {
-            Some(Ok(events)) => {
-                self.handle_events(events, ctx);
-            }
+            Some(Ok(events)) => self.handle_events(events, ctx),
             Some(Err(error)) => self.transport_failed(error, ctx),
             None => self.transport_failed(TransportError::Closed, ctx),
         }
@@ -344,11 +334,14 @@ impl Handler<Disconnect> for FeedConnection {
     type Result = ();
 
     fn handle(&mut self, message: Disconnect, ctx: &mut Context<Self>) {
-        if let Some(outbound) = &self.outbound {
-            let _ = outbound.send(Outbound::Close(Some(CloseFrame::new(message.code, ""))));
+        if let Some(link) = &self.link {
+            let _ = link.outbound.send(Outbound::Close(Some(CloseFrame::new(message.code, ""))));
             self.shared.set_close(CloseRecord::local(message.code, ""));
         }
-        self.drop_connection(ctx);
+        if !self.queue.is_empty() {
+            tracing::warn!(feed = %self.name, unsent = self.queue.len(), "closing with outbound messages unsent");
+        }
+        self.drop_link(ctx);
         ctx.stop();
     }
 }

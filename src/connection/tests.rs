@@ -11,8 +11,7 @@ use feedvisor_transport_api::{DataFrame, TransportError};
 use feedvisor_transport_memory::{MemoryHub, MemoryListener, MemoryPeer, MemoryTransport};
 use tokio::sync::mpsc;
 
-use super::{ConnectionSetup, Disconnect, FeedConnection};
-use crate::backoff::Backoff;
+use super::{ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage, SendOutcome};
 use crate::config::Config;
 use crate::router::Route;
 use crate::status::{FeedShared, FeedState};
@@ -48,7 +47,11 @@ async fn start(name: &str, extra: &str) -> Harness {
     tokio::time::pause();
     // Install the recorder before the actor resolves its metric handles.
     crate::metrics::install().expect("recorder");
-    let text = format!("[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\n{extra}\n");
+    // Heartbeats are off unless a test asks for them, so pings do not mix with what tests read.
+    let heartbeat =
+        if extra.contains("heartbeat") { "" } else { "heartbeat = { interval = \"0s\" }\n" };
+    let text =
+        format!("[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\n{heartbeat}{extra}\n");
     let config = Config::from_toml_str(&text, Path::new("test.toml")).expect("valid config");
     let feed = config.feeds.into_iter().next().expect("one feed");
     let hub = MemoryHub::new();
@@ -60,7 +63,6 @@ async fn start(name: &str, extra: &str) -> Harness {
         transport: Arc::new(MemoryTransport::new(hub.clone())),
         router: RouteCollector(sender).start().recipient(),
         shared: shared.clone(),
-        backoff: Backoff::default(),
     };
     let actor = FeedConnection::new(setup).start();
     tokio::task::yield_now().await;
@@ -331,4 +333,260 @@ async fn disconnect_sends_a_close_frame_and_stops() {
     h.settle().await;
     assert_eq!(h.shared.state(), FeedState::Closed);
     assert!(!h.actor.connected());
+}
+
+// Reconnect policy, liveness, outbound queue and sequence numbers.
+
+/// Virtual time since `start`, to the millisecond: tokio's timer wheel rounds
+/// each deadline up to the next millisecond, so a chain of timers drifts by a
+/// few of them.
+fn since(start: tokio::time::Instant) -> Duration {
+    let elapsed = tokio::time::Instant::now() - start;
+    let whole_seconds = Duration::from_secs(elapsed.as_secs());
+    if elapsed - whole_seconds < Duration::from_millis(20) {
+        whole_seconds
+    } else {
+        elapsed
+    }
+}
+
+const FIXED_1S: &str = "reconnect = { policy = \"fixed\", initial = \"1s\", jitter = \"none\" }";
+
+#[actix::test]
+async fn a_fixed_policy_retries_on_its_schedule() {
+    let mut h = start("fixed-schedule", FIXED_1S).await;
+    let refused = TransportError::Refused { addr: "memory://fixed-schedule".into() };
+    h.accept().await.fail(TransportError::Closed);
+    let lost = tokio::time::Instant::now();
+    for _ in 0..3 {
+        h.hub.fail_next("fixed-schedule", refused.clone());
+    }
+    h.accept().await;
+    // Four delays of exactly one second each: three refused attempts, then the open one.
+    assert_eq!(since(lost), Duration::from_secs(4));
+    assert_eq!(h.hub.attempts("fixed-schedule"), 5);
+}
+
+#[actix::test]
+async fn exponential_backoff_grows_and_resets_only_after_a_stable_period() {
+    let policy = "reconnect = { policy = \"exponential\", initial = \"1s\", max = \"60s\", \
+                  multiplier = 2.0, jitter = \"none\", reset_after = \"10s\" }";
+    let mut h = start("reset-after", policy).await;
+    let first = h.accept().await;
+    // Dropped at once: 1s; dropped again at once: 2s (no reset, the link was not stable).
+    first.fail(TransportError::Closed);
+    let lost = tokio::time::Instant::now();
+    let second = h.accept().await;
+    assert_eq!(since(lost), Duration::from_secs(1));
+    second.fail(TransportError::Closed);
+    let lost = tokio::time::Instant::now();
+    let third = h.accept().await;
+    assert_eq!(since(lost), Duration::from_secs(2));
+    // Open longer than reset_after: the next delay is the initial one again.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    third.fail(TransportError::Closed);
+    let lost = tokio::time::Instant::now();
+    h.accept().await;
+    assert_eq!(since(lost), Duration::from_secs(1));
+    assert_eq!(h.shared.reconnects(), 3);
+    assert_eq!(h.metric(crate::metrics::RECONNECTS, ""), Some(3.0));
+}
+
+#[actix::test]
+async fn retry_after_from_the_handshake_is_waited_out() {
+    let mut h = start("retry-after", FIXED_1S).await;
+    h.accept().await.fail(TransportError::Closed);
+    let busy =
+        TransportError::HandshakeStatus { status: 503, retry_after: Some(Duration::from_secs(20)) };
+    h.hub.fail_next("retry-after", busy);
+    let lost = tokio::time::Instant::now();
+    h.accept().await;
+    // One second to the refused attempt, then at least the twenty the server asked for.
+    assert!(since(lost) >= Duration::from_secs(21), "{:?}", since(lost));
+    assert_eq!(h.metric(crate::metrics::CONNECT_ATTEMPTS, ",result=\"http_status\""), Some(1.0));
+}
+
+#[actix::test]
+async fn max_attempts_reached_fails_the_feed_loudly() {
+    let policy =
+        "reconnect = { policy = \"fixed\", initial = \"1s\", jitter = \"none\", max_attempts = 2 }";
+    let mut h = start("give-up", policy).await;
+    let refused = TransportError::Refused { addr: "memory://give-up".into() };
+    for _ in 0..5 {
+        h.hub.fail_next("give-up", refused.clone());
+    }
+    h.accept().await.fail(TransportError::Closed);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(h.shared.state(), FeedState::Failed);
+    assert_eq!(h.hub.attempts("give-up"), 3, "the open one and two retries");
+    assert_eq!(h.metric(crate::metrics::FEED_STATE, ",state=\"failed\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::FEED_STATE, ",state=\"backing_off\""), Some(0.0));
+    let refused = h.actor.send(SendMessage { message: Outbound::text("x") }).await;
+    assert_eq!(refused.expect("actor alive"), Err(SendError::FeedFailed));
+}
+
+#[actix::test]
+async fn policy_none_fails_at_the_first_loss() {
+    let mut h = start("no-retry", "reconnect = { policy = \"none\" }").await;
+    h.accept().await.close(1000, "done");
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Failed);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.hub.attempts("no-retry"), 1);
+}
+
+#[actix::test]
+async fn protocol_heartbeat_answered_keeps_the_feed_and_measures_rtt() {
+    let mut h = start("ping-ok", "heartbeat = { interval = \"5s\", timeout = \"2s\" }").await;
+    let mut peer = h.accept().await;
+    for _ in 0..3 {
+        let Outbound::Ping(payload) = next_outbound(&mut peer).await else { panic!("a ping") };
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(peer.send(Event::Pong(payload)));
+    }
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    let rendered = crate::metrics::install().expect("recorder").render();
+    let count = format!("{}_count{{feed=\"ping-ok\"}} 3", crate::metrics::PING_RTT);
+    assert!(rendered.contains(&count), "no three RTT samples in:\n{rendered}");
+}
+
+#[actix::test]
+async fn protocol_heartbeat_unanswered_closes_and_reconnects() {
+    let mut h = start("ping-lost", "heartbeat = { interval = \"5s\", timeout = \"2s\" }").await;
+    let mut peer = h.accept().await;
+    let opened = tokio::time::Instant::now();
+    assert!(matches!(next_outbound(&mut peer).await, Outbound::Ping(_)));
+    match next_outbound(&mut peer).await {
+        Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::GOING_AWAY),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(since(opened), Duration::from_secs(7));
+    h.settle().await;
+    let error = h.shared.last_error().expect("error recorded");
+    assert!(error.contains("heartbeat") && error.contains("2s"), "{error}");
+    h.accept().await;
+}
+
+#[actix::test]
+async fn application_heartbeat_replies_are_matched_and_not_delivered() {
+    let heartbeat = "heartbeat = { interval = \"5s\", timeout = \"2s\", \
+                     message = '{\"op\":\"ping\"}', reply = \"pong\", reply_pointer = \"/op\" }";
+    let mut h = start("app-ping", heartbeat).await;
+    let mut peer = h.accept().await;
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text(r#"{"op":"ping"}"#));
+    assert!(peer.send_batch(vec![
+        Event::Data(DataFrame::text(r#"{"op":"pong"}"#)),
+        Event::Data(DataFrame::text(r#"{"op":"data","v":1}"#)),
+    ]));
+    assert_eq!(texts(&h.route().await), [r#"{"op":"data","v":1}"#]);
+    // Answered: the next ping comes at the next interval, not a close.
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text(r#"{"op":"ping"}"#));
+    assert_eq!(h.shared.state(), FeedState::Open);
+    // Unanswered this time: closed after the timeout.
+    assert!(matches!(next_outbound(&mut peer).await, Outbound::Close(_)));
+}
+
+#[actix::test]
+async fn idle_timeout_closes_a_quiet_feed_but_not_a_talking_one() {
+    let mut h = start("idle", "idle_timeout = \"10s\"").await;
+    let mut peer = h.accept().await;
+    let opened = tokio::time::Instant::now();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(peer.send_text("still here"));
+    }
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Open, "traffic every 6s keeps a 10s idle timeout");
+    match next_outbound(&mut peer).await {
+        Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::GOING_AWAY),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(since(opened), Duration::from_secs(34));
+    h.settle().await;
+    let error = h.shared.last_error().expect("error recorded");
+    assert!(error.contains("idle"), "{error}");
+}
+
+#[actix::test]
+async fn queued_messages_go_out_in_order_after_on_open_on_reconnect() {
+    let mut h = start("queue-flush", "on_open = ['hello']").await;
+    let mut peer = h.accept().await;
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("hello"));
+    let sent = h.actor.send(SendMessage { message: Outbound::text("live") }).await;
+    assert_eq!(sent.expect("actor alive"), Ok(SendOutcome::Sent));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("live"));
+    peer.fail(TransportError::Closed);
+    h.settle().await;
+    for text in ["q1", "q2", "q3"] {
+        let queued = h.actor.send(SendMessage { message: Outbound::text(text) }).await;
+        assert_eq!(queued.expect("actor alive"), Ok(SendOutcome::Queued { dropped_oldest: 0 }));
+    }
+    assert_eq!(h.shared.outbound_queued(), 3);
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_QUEUE_DEPTH, ""), Some(3.0));
+    let mut peer = h.accept().await;
+    for expected in ["hello", "q1", "q2", "q3"] {
+        assert_eq!(next_outbound(&mut peer).await, Outbound::text(expected));
+    }
+    assert_eq!(h.shared.outbound_queued(), 0);
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(6.0));
+}
+
+#[actix::test]
+async fn queue_overflow_is_counted_and_reject_reported() {
+    let config = "outbound_queue = { max_messages = 2, overflow = \"reject\" }";
+    let mut h = start("queue-reject", config).await;
+    h.accept().await.fail(TransportError::Closed);
+    h.settle().await;
+    for text in ["a", "b"] {
+        let queued = h.actor.send(SendMessage { message: Outbound::text(text) }).await;
+        assert!(matches!(queued.expect("actor alive"), Ok(SendOutcome::Queued { .. })));
+    }
+    let refused = h.actor.send(SendMessage { message: Outbound::text("c") }).await;
+    assert!(matches!(refused.expect("actor alive"), Err(SendError::Queue(_))));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ""), Some(1.0));
+    let mut peer = h.accept().await;
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("a"));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("b"));
+}
+
+#[actix::test]
+async fn drop_oldest_keeps_the_newest_and_counts_what_it_dropped() {
+    let config = "outbound_queue = { max_messages = 2, overflow = \"drop_oldest\" }";
+    let mut h = start("queue-drop-oldest", config).await;
+    h.accept().await.fail(TransportError::Closed);
+    h.settle().await;
+    for text in ["a", "b", "c"] {
+        let _ = h.actor.send(SendMessage { message: Outbound::text(text) }).await;
+    }
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ""), Some(1.0));
+    let mut peer = h.accept().await;
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("b"));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("c"));
+}
+
+#[actix::test]
+async fn gaps_and_duplicates_are_counted_across_a_reconnect() {
+    let config = "sequence = \"/seq\"\non_open = ['{\"resume_from\":{{last_seq}}}']";
+    let mut h = start("sequenced", config).await;
+    let mut peer = h.accept().await;
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text(r#"{"resume_from":0}"#));
+    let seq = |n: u64| Event::Data(DataFrame::text(format!(r#"{{"seq":{n}}}"#)));
+    assert!(peer.send_batch(vec![seq(1), seq(2), seq(3)]));
+    let route = h.route().await;
+    assert!(route.messages.iter().all(|message| message.gap_before.is_none()));
+    peer.fail(TransportError::Closed);
+    let mut peer = h.accept().await;
+    // The feed is asked to resume after the last number seen.
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text(r#"{"resume_from":3}"#));
+    assert!(peer.send_batch(vec![seq(7), seq(7), seq(8), seq(2)]));
+    let route = h.route().await;
+    let gaps: Vec<Option<u64>> = route.messages.iter().map(|message| message.gap_before).collect();
+    assert_eq!(gaps, [Some(3), None, None, None], "every message is still delivered");
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_GAPS, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSED, ""), Some(3.0));
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_DUPLICATES, ""), Some(2.0));
+    assert!(peer.send_text("no number here"));
+    h.route().await;
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSING, ""), Some(1.0));
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use feedvisor::config::Config;
+use feedvisor::config::{Config, FeedDefaults, HeartbeatKind, ReplyMatch};
 
 /// The `*.toml` files in `config/`, sorted.
 fn example_files() -> Vec<PathBuf> {
@@ -57,4 +57,26 @@ fn example_sets_every_feed_field() {
         !stocks.headers.is_empty() && !stocks.subprotocols.is_empty() && !stocks.on_open.is_empty()
     );
     assert!(config.subscribers.iter().any(|subscriber| subscriber.topics.is_some()));
+
+    // The session settings: each differs from its default, so the example shows it in use.
+    let builtin = FeedDefaults::default();
+    assert_ne!(stocks.reconnect, builtin.reconnect);
+    assert!(matches!(
+        stocks.heartbeat.as_ref().map(|heartbeat| &heartbeat.kind),
+        Some(HeartbeatKind::Application { reply: ReplyMatch::Pointer { .. }, .. })
+    ));
+    assert!(stocks.idle_timeout.is_some());
+    assert_ne!(stocks.outbound_queue, builtin.outbound_queue);
+    assert!(stocks.sequence.is_some());
+    assert!(stocks.on_open.iter().any(|message| message.contains("{{last_seq}}")));
+    assert!(config.feeds.iter().any(|feed| !feed.required));
+    assert!(config.feeds.iter().any(|feed| feed.reconnect.max_attempts > 0));
+}
+
+/// `[defaults]` in example.toml spells out every built-in default, as its comments say.
+#[test]
+fn example_defaults_are_the_built_in_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.defaults, FeedDefaults::default());
 }

@@ -1,0 +1,134 @@
+//! Checks of single values, shared by the validation steps: names, JSON
+//! pointers, URLs, header names, sizes and durations. Each returns the
+//! problem in words of ours, for the caller to put at its path.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// Headers the WebSocket handshake sets itself; a feed may not override them.
+const HANDSHAKE_HEADERS: [&str; 7] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
+
+/// Parses a size such as `"64KiB"`, `"1MiB"`, `"1.5 MB"` (decimal) or
+/// `"1024"` (bytes) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let valid = text.starts_with(|c: char| c.is_ascii_digit());
+    match text.parse::<bytesize::ByteSize>() {
+        Ok(size) if valid => Ok(size.as_u64()),
+        _ => Err(format!(
+            "invalid size {text:?}: \
+             use a number of bytes with an optional unit, such as \"64KiB\" or \"1MiB\""
+        )),
+    }
+}
+
+/// Parses a duration with a unit, such as `"10s"`, `"500ms"` or `"1m 30s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        format!("invalid duration {text:?}: use a number with a unit, such as \"10s\" or \"500ms\"")
+    })
+}
+
+/// Parses a feed URL: `ws://`, `wss://`, or `memory://` for the in-memory
+/// test transport. Messages never quote the URL, which may hold a token.
+pub(super) fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("invalid URL: {error}"))?;
+    match url.scheme() {
+        "ws" | "wss" | "memory" => {}
+        other => return Err(format!("unsupported scheme {other:?}: use ws:// or wss://")),
+    }
+    if url.fragment().is_some() {
+        return Err("a WebSocket URL cannot have a #fragment".to_owned());
+    }
+    Ok(url)
+}
+
+/// Feed and subscriber names become metric labels: `[A-Za-z0-9_.-]+`.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    match name.chars().find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        Some(bad) => {
+            Err(format!("{name:?} contains {bad:?}: use only letters, digits, '_', '.' and '-'"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// A JSON pointer (RFC 6901): empty, or `/`-separated with `~0` and `~1` escapes.
+pub(super) fn check_pointer(pointer: &str) -> Result<(), String> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer: start it with '/', such as \"/symbol\""
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "{pointer:?} is not a JSON pointer: \
+                 '~' must be followed by 0 or 1 (\"~0\" is '~', \"~1\" is '/')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_header_name(name: &str) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    if !is_token(name) {
+        Err(format!("{name:?} is not a valid header name"))
+    } else if lower == "sec-websocket-protocol" {
+        Err("set subprotocols with `subprotocols`, not as a header".to_owned())
+    } else if HANDSHAKE_HEADERS.contains(&lower.as_str()) {
+        Err(format!("{name} is set by the WebSocket handshake itself"))
+    } else {
+        Ok(())
+    }
+}
+
+/// An HTTP token (RFC 9110): header names and subprotocols.
+pub(super) fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+/// The candidate within two edits of `name`, for "did you mean" hints.
+pub(super) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, counting adjacent transpositions as two edits.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}

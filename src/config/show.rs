@@ -1,0 +1,234 @@
+//! How resolved config is shown: `Debug` for logs, `Serialize` in the
+//! config's own shape (sizes and durations in human form) for `feedvisor
+//! check` and the status API. Both redact secrets: header values become
+//! `***`, and fields that used `${VAR}` are shown as written.
+//!
+//! A serialized feed reads back through [`super::parse_feed_json`] as the
+//! same feed, so every field is written out, including the ones that are off
+//! (`idle_timeout = "0s"`, `heartbeat = { interval = "0s" }`).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use super::heartbeat::as_written;
+use super::{
+    FeedConfig, FeedDefaults, FeedMode, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig,
+    ReplyMatch,
+};
+use crate::backoff::ReconnectPolicy;
+
+/// Shown in place of a secret.
+pub(super) const REDACTED: &str = "***";
+
+impl fmt::Debug for FeedConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> =
+            self.headers.iter().map(|(name, _)| (name.as_str(), REDACTED)).collect();
+        f.debug_struct("FeedConfig")
+            .field("name", &self.name)
+            .field("url", &self.display_url())
+            .field("mode", &self.mode)
+            .field("topic", &self.topic)
+            .field("headers", &headers)
+            .field("subprotocols", &self.subprotocols)
+            .field("on_open", &self.display_on_open())
+            .field("max_message_size", &self.max_message_size)
+            .field("chunk_size", &self.chunk_size)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("tls", &self.tls)
+            .field("reconnect", &self.reconnect)
+            .field("heartbeat", &self.display_heartbeat())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("sequence", &self.sequence)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+/// In the config's shape (sizes and durations in human form), so that the
+/// output of `feedvisor check` reads like the file; secrets redacted.
+impl Serialize for FeedConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Headers<'a>(&'a [(String, String)]);
+        impl Serialize for Headers<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (name, _) in self.0 {
+                    map.serialize_entry(name, REDACTED)?;
+                }
+                map.end()
+            }
+        }
+        let mut out = serializer.serialize_struct("FeedConfig", 17)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("url", &self.display_url())?;
+        out.serialize_field("mode", &self.mode)?;
+        match &self.topic {
+            Some(topic) => out.serialize_field("topic", topic)?,
+            None => out.skip_field("topic")?,
+        }
+        out.serialize_field("headers", &Headers(&self.headers))?;
+        out.serialize_field("subprotocols", &self.subprotocols)?;
+        out.serialize_field("on_open", self.display_on_open())?;
+        out.serialize_field("max_message_size", &format_size(self.max_message_size))?;
+        match self.mode {
+            FeedMode::Stream => out.serialize_field("chunk_size", &format_size(self.chunk_size))?,
+            FeedMode::Message => out.skip_field("chunk_size")?,
+        }
+        out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
+        out.serialize_field("tls", &self.tls)?;
+        out.serialize_field("reconnect", &ShowReconnect(&self.reconnect))?;
+        out.serialize_field("heartbeat", &ShowHeartbeat(self.display_heartbeat().as_ref()))?;
+        out.serialize_field("idle_timeout", &format_off(self.idle_timeout))?;
+        out.serialize_field("outbound_queue", &ShowQueue(&self.outbound_queue))?;
+        match &self.sequence {
+            Some(sequence) => out.serialize_field("sequence", sequence)?,
+            None => out.skip_field("sequence")?,
+        }
+        out.serialize_field("required", &self.required)?;
+        out.end()
+    }
+}
+
+impl FeedDefaults {
+    /// `heartbeat` with its message as written.
+    fn display_heartbeat(&self) -> Option<HeartbeatConfig> {
+        as_written(self.heartbeat.as_ref(), self.unexpanded_heartbeat_message.as_deref())
+    }
+}
+
+impl fmt::Debug for FeedDefaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedDefaults")
+            .field("mode", &self.mode)
+            .field("max_message_size", &self.max_message_size)
+            .field("chunk_size", &self.chunk_size)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("reconnect", &self.reconnect)
+            .field("heartbeat", &self.display_heartbeat())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+/// In the shape of `[defaults]`, like [`FeedConfig`]'s.
+impl Serialize for FeedDefaults {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("FeedDefaults", 9)?;
+        out.serialize_field("mode", &self.mode)?;
+        out.serialize_field("max_message_size", &format_size(self.max_message_size))?;
+        out.serialize_field("chunk_size", &format_size(self.chunk_size))?;
+        out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
+        out.serialize_field("reconnect", &ShowReconnect(&self.reconnect))?;
+        out.serialize_field("heartbeat", &ShowHeartbeat(self.display_heartbeat().as_ref()))?;
+        out.serialize_field("idle_timeout", &format_off(self.idle_timeout))?;
+        out.serialize_field("outbound_queue", &ShowQueue(&self.outbound_queue))?;
+        out.serialize_field("required", &self.required)?;
+        out.end()
+    }
+}
+
+/// `reconnect = { ... }` with every field, durations in human form.
+struct ShowReconnect<'a>(&'a ReconnectPolicy);
+
+impl Serialize for ShowReconnect<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let policy = self.0;
+        let mut out = serializer.serialize_struct("ReconnectPolicy", 7)?;
+        out.serialize_field("policy", policy.kind.as_str())?;
+        out.serialize_field("initial", &format_duration(policy.initial))?;
+        out.serialize_field("max", &format_duration(policy.max))?;
+        out.serialize_field("multiplier", &policy.multiplier)?;
+        out.serialize_field("jitter", policy.jitter.as_str())?;
+        out.serialize_field("max_attempts", &policy.max_attempts)?;
+        out.serialize_field("reset_after", &format_duration(policy.reset_after))?;
+        out.end()
+    }
+}
+
+/// `heartbeat = { ... }` as it would be written; off is `{ interval = "0s" }`.
+/// The message must already be the one to show (see [`as_written`]).
+struct ShowHeartbeat<'a>(Option<&'a HeartbeatConfig>);
+
+impl Serialize for ShowHeartbeat<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(None)?;
+        let Some(heartbeat) = self.0 else {
+            out.serialize_entry("interval", &format_duration(Duration::ZERO))?;
+            return out.end();
+        };
+        out.serialize_entry("interval", &format_duration(heartbeat.interval))?;
+        out.serialize_entry("timeout", &format_duration(heartbeat.timeout))?;
+        if let HeartbeatKind::Application { message, reply } = &heartbeat.kind {
+            out.serialize_entry("message", message)?;
+            match reply {
+                ReplyMatch::Substring(value) => out.serialize_entry("reply", value)?,
+                ReplyMatch::Pointer { pointer, value } => {
+                    out.serialize_entry("reply", value)?;
+                    out.serialize_entry("reply_pointer", pointer)?;
+                }
+            }
+        }
+        out.end()
+    }
+}
+
+/// `outbound_queue = { ... }`, the byte bound in human form.
+struct ShowQueue<'a>(&'a OutboundQueueConfig);
+
+impl Serialize for ShowQueue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let queue = self.0;
+        let mut out = serializer.serialize_struct("OutboundQueueConfig", 3)?;
+        out.serialize_field("max_messages", &queue.max_messages)?;
+        out.serialize_field("max_bytes", &format_size(queue.max_bytes))?;
+        out.serialize_field("overflow", &queue.overflow)?;
+        out.end()
+    }
+}
+
+/// Exact human form of a byte count, readable back by [`super::parse_size`]: `64KiB`, `1000B`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] =
+        [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, factor) in UNITS {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Human form of a duration, readable back by [`super::parse_duration`]: `10s`, `1m 30s`.
+pub fn format_duration(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// An optional duration where `"0s"` means off, as the config writes it.
+fn format_off(duration: Option<Duration>) -> String {
+    format_duration(duration.unwrap_or(Duration::ZERO))
+}
+
+/// `wss://user:pass@host/` becomes `wss://user:***@host/`.
+pub(super) fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let start = scheme_end + 3;
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |offset| start + offset);
+    let Some(at) = url[start..end].rfind('@') else { return url.to_owned() };
+    let Some(colon) = url[start..start + at].find(':') else { return url.to_owned() };
+    format!("{}:{REDACTED}{}", &url[..start + colon], &url[start + at..])
+}
+
+/// Hides a query string written out literally: API keys often travel there.
+pub(super) fn mask_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?{REDACTED}"),
+        None => url.to_owned(),
+    }
+}

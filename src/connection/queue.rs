@@ -1,0 +1,201 @@
+//! The outbound queue: messages that wait while their feed is down.
+//!
+//! Bounded by message count and by bytes; what happens past either bound is
+//! the feed's overflow policy. Messages leave in the order they came.
+
+use std::collections::VecDeque;
+
+use feedvisor_transport_api::Outbound;
+
+use crate::config::{OutboundQueueConfig, Overflow};
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The queue is full and the feed's policy is `reject`.
+    #[error("outbound queue full ({messages} messages, {bytes} bytes queued): message rejected")]
+    Full {
+        /// Messages queued.
+        messages: usize,
+        /// Bytes queued.
+        bytes: u64,
+    },
+    /// The message alone is larger than the queue's byte bound.
+    #[error(
+        "message of {size} bytes is larger than the outbound queue's max_bytes of {max_bytes}"
+    )]
+    TooLarge {
+        /// The message's size.
+        size: u64,
+        /// The bound.
+        max_bytes: u64,
+    },
+}
+
+/// What became of a message offered to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Queued; nothing dropped.
+    Ok,
+    /// Queued after dropping this many of the oldest messages (`drop_oldest`).
+    DroppedOldest(usize),
+    /// Not queued: the newest message was dropped (`drop_newest`).
+    DroppedNewest,
+}
+
+/// A bounded FIFO of outbound messages.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    config: OutboundQueueConfig,
+    messages: VecDeque<Outbound>,
+    /// Payload bytes held, kept in step with `messages`.
+    bytes: u64,
+}
+
+/// The payload size of a message, as the byte bound counts it.
+pub fn payload_len(message: &Outbound) -> u64 {
+    match message {
+        Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len() as u64,
+        Outbound::Ping(bytes) | Outbound::Pong(bytes) => bytes.len() as u64,
+        Outbound::Close(_) => 0,
+    }
+}
+
+impl OutboundQueue {
+    /// An empty queue with the feed's bounds.
+    pub fn new(config: OutboundQueueConfig) -> Self {
+        OutboundQueue { config, messages: VecDeque::new(), bytes: 0 }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn fits(&self, extra_messages: usize, extra_bytes: u64) -> bool {
+        self.messages.len() + extra_messages <= self.config.max_messages
+            && self.bytes + extra_bytes <= self.config.max_bytes
+    }
+
+    /// Offers a message; the overflow policy decides when the queue is full.
+    pub fn push(&mut self, message: Outbound) -> Result<Queued, QueueError> {
+        let size = payload_len(&message);
+        if size > self.config.max_bytes {
+            return Err(QueueError::TooLarge { size, max_bytes: self.config.max_bytes });
+        }
+        if self.fits(1, size) {
+            self.push_back(message, size);
+            return Ok(Queued::Ok);
+        }
+        match self.config.overflow {
+            Overflow::Reject => {
+                Err(QueueError::Full { messages: self.messages.len(), bytes: self.bytes })
+            }
+            Overflow::DropNewest => Ok(Queued::DroppedNewest),
+            Overflow::DropOldest => {
+                let mut dropped = 0;
+                while !self.fits(1, size) {
+                    let Some(oldest) = self.messages.pop_front() else { break };
+                    self.bytes -= payload_len(&oldest);
+                    dropped += 1;
+                }
+                self.push_back(message, size);
+                Ok(Queued::DroppedOldest(dropped))
+            }
+        }
+    }
+
+    fn push_back(&mut self, message: Outbound, size: u64) {
+        self.bytes += size;
+        self.messages.push_back(message);
+    }
+
+    /// Takes every waiting message, oldest first.
+    pub fn drain(&mut self) -> impl Iterator<Item = Outbound> + '_ {
+        self.bytes = 0;
+        self.messages.drain(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(max_messages: usize, max_bytes: u64, overflow: Overflow) -> OutboundQueue {
+        OutboundQueue::new(OutboundQueueConfig { max_messages, max_bytes, overflow })
+    }
+
+    fn texts(queue: &mut OutboundQueue) -> Vec<String> {
+        queue
+            .drain()
+            .map(|message| match message {
+                Outbound::Text(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_leave_in_order() {
+        let mut q = queue(10, 1000, Overflow::Reject);
+        for text in ["a", "b", "c"] {
+            assert_eq!(q.push(Outbound::text(text)), Ok(Queued::Ok));
+        }
+        assert_eq!(q.len(), 3);
+        assert_eq!(texts(&mut q), ["a", "b", "c"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn reject_refuses_past_the_message_bound() {
+        let mut q = queue(2, 1000, Overflow::Reject);
+        q.push(Outbound::text("a")).expect("fits");
+        q.push(Outbound::text("b")).expect("fits");
+        assert_eq!(q.push(Outbound::text("c")), Err(QueueError::Full { messages: 2, bytes: 2 }));
+        assert_eq!(texts(&mut q), ["a", "b"]);
+    }
+
+    #[test]
+    fn drop_newest_keeps_what_was_queued() {
+        let mut q = queue(2, 1000, Overflow::DropNewest);
+        q.push(Outbound::text("a")).expect("fits");
+        q.push(Outbound::text("b")).expect("fits");
+        assert_eq!(q.push(Outbound::text("c")), Ok(Queued::DroppedNewest));
+        assert_eq!(texts(&mut q), ["a", "b"]);
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_by_bytes_too() {
+        let mut q = queue(10, 6, Overflow::DropOldest);
+        q.push(Outbound::text("aa")).expect("fits");
+        q.push(Outbound::text("bb")).expect("fits");
+        q.push(Outbound::text("cc")).expect("fits");
+        assert_eq!(q.push(Outbound::text("dddd")), Ok(Queued::DroppedOldest(2)));
+        assert_eq!(texts(&mut q), ["cc", "dddd"]);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_queue_is_refused_whatever_the_policy() {
+        let mut q = queue(10, 4, Overflow::DropOldest);
+        q.push(Outbound::text("ab")).expect("fits");
+        assert_eq!(
+            q.push(Outbound::text("abcde")),
+            Err(QueueError::TooLarge { size: 5, max_bytes: 4 })
+        );
+        assert_eq!(texts(&mut q), ["ab"]);
+    }
+
+    #[test]
+    fn byte_count_follows_drain() {
+        let mut q = queue(10, 4, Overflow::Reject);
+        q.push(Outbound::text("abcd")).expect("fits");
+        assert!(q.push(Outbound::text("e")).is_err());
+        q.drain().for_each(drop);
+        assert_eq!(q.push(Outbound::text("efgh")), Ok(Queued::Ok));
+    }
+}
