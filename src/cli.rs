@@ -97,13 +97,89 @@ fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     if let Some(listen) = listen {
         config.http.listen = listen;
     }
+    let path = path.to_path_buf();
     actix::System::new().block_on(async move {
-        let sidecar = Sidecar::builder(config).start().await?;
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        sidecar.stop().await;
+        let sidecar = Sidecar::builder(config).config_path(path).start().await?;
+        serve_until_signalled(sidecar).await;
         Ok(())
     })
+}
+
+/// Serves until SIGINT or SIGTERM (reloading on SIGHUP), then shuts down
+/// gracefully; a second SIGINT or SIGTERM during shutdown exits at once.
+async fn serve_until_signalled(sidecar: Sidecar) {
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for signals; stopping");
+            sidecar.stop().await;
+            return;
+        }
+    };
+    while signals.next().await == Signal::Reload {
+        match sidecar.reload().await {
+            Ok(report) => tracing::info!(?report, "reloaded on SIGHUP"),
+            Err(error) => tracing::error!("reload on SIGHUP refused, nothing changed: {error}"),
+        }
+    }
+    tracing::info!("shutting down (a second signal exits at once)");
+    actix_rt::spawn(async move {
+        while signals.next().await != Signal::Stop {}
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(1);
+    });
+    let report = sidecar.stop().await;
+    if report.undelivered.is_empty() {
+        tracing::info!("stopped cleanly");
+    }
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// SIGINT or SIGTERM: shut down.
+    Stop,
+}
+
+/// The signals the sidecar acts on.
+struct Signals {
+    #[cfg(unix)]
+    terminate: actix_rt::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: actix_rt::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use actix_rt::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = actix_rt::signal::ctrl_c() => Signal::Stop,
+                _ = self.terminate.recv() => Signal::Stop,
+                _ = self.hangup.recv() => Signal::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = actix_rt::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
@@ -138,33 +214,8 @@ fn run_demo(listen: SocketAddr, interval: Duration) -> anyhow::Result<()> {
         if let Some(addr) = sidecar.http_addr() {
             tracing::info!("metrics at http://{addr}/metrics, feeds at http://{addr}/feeds");
         }
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        sidecar.stop().await;
+        serve_until_signalled(sidecar).await;
         upstream.stop().await;
         Ok(())
     })
-}
-
-/// Waits for SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use actix_rt::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = actix_rt::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = actix_rt::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = actix_rt::signal::ctrl_c().await;
-    }
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use ::metrics::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ::metrics::{Gauge, Histogram};
 use actix::Message as ActixMessage;
 use bytes::Bytes;
 
@@ -55,8 +57,18 @@ pub struct Deliver {
 }
 
 impl Deliver {
-    pub(crate) fn new(messages: Vec<FeedMessage>, latency: Histogram) -> Self {
-        let receipt = DeliveryReceipt { latency, arrivals: arrivals(&messages) };
+    pub(crate) fn new(
+        messages: Vec<FeedMessage>,
+        latency: Histogram,
+        in_flight: Arc<InFlight>,
+    ) -> Self {
+        in_flight.add(messages.len() as u64);
+        let receipt = DeliveryReceipt {
+            latency,
+            arrivals: arrivals(&messages),
+            in_flight,
+            count: messages.len() as u64,
+        };
         Deliver { messages, _receipt: receipt }
     }
 
@@ -78,14 +90,48 @@ fn arrivals(messages: &[FeedMessage]) -> Vec<(Instant, usize)> {
     arrivals
 }
 
-/// Records delivery latency when the subscriber has finished with a batch.
+/// Messages handed to one subscriber and not yet handled.
+#[derive(Debug)]
+pub struct InFlight {
+    count: AtomicU64,
+    gauge: Gauge,
+}
+
+impl InFlight {
+    /// A counter at zero, mirrored into `gauge`.
+    pub fn new(gauge: Gauge) -> Self {
+        gauge.set(0.0);
+        InFlight { count: AtomicU64::new(0), gauge }
+    }
+
+    /// Messages in flight now.
+    pub fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, messages: u64) {
+        self.count.fetch_add(messages, Ordering::Relaxed);
+        self.gauge.increment(messages as f64);
+    }
+
+    fn done(&self, messages: u64) {
+        self.count.fetch_sub(messages, Ordering::Relaxed);
+        self.gauge.decrement(messages as f64);
+    }
+}
+
+/// Records delivery latency, and the end of the messages' flight, when the
+/// subscriber has finished with a batch.
 struct DeliveryReceipt {
     latency: Histogram,
     arrivals: Vec<(Instant, usize)>,
+    in_flight: Arc<InFlight>,
+    count: u64,
 }
 
 impl Drop for DeliveryReceipt {
     fn drop(&mut self) {
+        self.in_flight.done(self.count);
         let now = Instant::now();
         for (at, count) in self.arrivals.drain(..) {
             self.latency.record_many(now.saturating_duration_since(at).as_secs_f64(), count);

@@ -47,6 +47,12 @@ pub const SEQUENCE_GAPS: &str = "feedvisor_sequence_gaps_total";
 pub const SEQUENCE_MISSED: &str = "feedvisor_sequence_missed_total";
 /// Messages whose sequence number was at or below one already seen.
 pub const SEQUENCE_DUPLICATES: &str = "feedvisor_sequence_duplicates_total";
+/// Actors restarted after dying unexpectedly, by `actor` (connection).
+pub const ACTOR_RESTARTS: &str = "feedvisor_actor_restarts_total";
+/// Config reloads, by `result` (ok, invalid).
+pub const CONFIG_RELOADS: &str = "feedvisor_config_reloads_total";
+/// Messages handed to a subscriber and not yet handled, by `subscriber`.
+pub const SUBSCRIBER_IN_FLIGHT: &str = "feedvisor_subscriber_in_flight";
 /// Messages of a sequenced feed with no readable sequence number.
 pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
 
@@ -108,6 +114,24 @@ fn describe() {
     describe_counter!(SEQUENCE_MISSED, "Messages skipped by the feed's sequence numbers.");
     describe_counter!(SEQUENCE_DUPLICATES, "Messages with a sequence number already seen.");
     describe_counter!(SEQUENCE_MISSING, "Messages without a readable sequence number.");
+    describe_counter!(ACTOR_RESTARTS, "Actors restarted after dying unexpectedly, by actor.");
+    describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
+    describe_gauge!(SUBSCRIBER_IN_FLIGHT, "Messages handed to a subscriber, not yet handled.");
+    // Present from the start, so that dashboards and alerts see zeros, not gaps.
+    for result in ["ok", "invalid"] {
+        counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    counter!(ACTOR_RESTARTS, "actor" => "connection").absolute(0);
+}
+
+/// Counts an actor restarted after an unexpected death.
+pub fn actor_restarted(actor: &'static str) {
+    counter!(ACTOR_RESTARTS, "actor" => actor).increment(1);
+}
+
+/// Counts a config reload with its result ("ok" or "invalid").
+pub fn config_reloaded(result: &'static str) {
+    counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
 /// Why a message was refused; the label values of [`MESSAGES_REJECTED`].
@@ -227,4 +251,9 @@ impl FeedMetrics {
 /// The delivery latency histogram of one feed and subscriber pair.
 pub fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {
     histogram!(DELIVERY_LATENCY, "feed" => feed.to_owned(), "subscriber" => subscriber.to_owned())
+}
+
+/// The in-flight gauge of one subscriber.
+pub fn subscriber_in_flight(subscriber: &str) -> Gauge {
+    gauge!(SUBSCRIBER_IN_FLIGHT, "subscriber" => subscriber.to_owned())
 }

@@ -13,7 +13,7 @@ use ::metrics::Histogram;
 use actix::prelude::*;
 use wildmatch::WildMatch;
 
-use crate::delivery::{Deliver, FeedMessage};
+use crate::delivery::{Deliver, FeedMessage, InFlight};
 use crate::metrics;
 
 /// What a subscriber wants: feeds and, optionally, topics, by glob pattern.
@@ -53,6 +53,8 @@ struct Subscription {
     feeds: Vec<WildMatch>,
     topics: Option<Vec<WildMatch>>,
     recipient: Recipient<Deliver>,
+    /// Messages handed over and not yet handled.
+    in_flight: Arc<InFlight>,
 }
 
 impl Subscription {
@@ -125,16 +127,44 @@ impl Handler<Subscribe> for Router {
     fn handle(&mut self, message: Subscribe, _: &mut Context<Self>) {
         let Subscribe { spec, recipient } = message;
         tracing::debug!(subscriber = %spec.name, feeds = ?spec.feeds, topics = ?spec.topics, "subscribed");
+        // A subscriber replaced under the same name keeps counting what is still in flight.
+        let in_flight = self
+            .subscriptions
+            .iter()
+            .find(|subscription| subscription.name == spec.name)
+            .map(|subscription| subscription.in_flight.clone());
         self.subscriptions.retain(|subscription| subscription.name != spec.name);
+        let name = spec.name;
+        let in_flight = in_flight
+            .unwrap_or_else(|| Arc::new(InFlight::new(metrics::subscriber_in_flight(&name))));
         self.subscriptions.push(Subscription {
-            name: spec.name,
+            name: name.clone(),
             feeds: spec.feeds.iter().map(|pattern| WildMatch::new(pattern)).collect(),
             topics: spec
                 .topics
                 .map(|topics| topics.iter().map(|pattern| WildMatch::new(pattern)).collect()),
             recipient,
+            in_flight,
         });
         self.routes.clear();
+    }
+}
+
+/// Asks how many messages each subscriber holds but has not handled yet.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, u64)>")]
+pub struct GetInFlight;
+
+impl Handler<GetInFlight> for Router {
+    type Result = MessageResult<GetInFlight>;
+
+    fn handle(&mut self, _: GetInFlight, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.subscriptions
+                .iter()
+                .map(|subscription| (subscription.name.clone(), subscription.in_flight.get()))
+                .collect(),
+        )
     }
 }
 
@@ -195,7 +225,8 @@ impl Handler<Route> for Router {
             if batch.is_empty() {
                 continue;
             }
-            subscription.recipient.do_send(Deliver::new(batch, target.latency.clone()));
+            let in_flight = subscription.in_flight.clone();
+            subscription.recipient.do_send(Deliver::new(batch, target.latency.clone(), in_flight));
         }
     }
 }

@@ -14,22 +14,26 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use feedvisor_transport_api::{Outbound, Transport};
 
-use crate::config::{Config, SinkKind};
+use crate::config::Config;
 use crate::connection::{SendError, SendOutcome};
 use crate::delivery::Deliver;
 use crate::http::{self, AdminServer};
 use crate::metrics::{self, MetricsError};
-use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
-use crate::sink::JsonLinesSink;
+use crate::router::{GetInFlight, Router, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::status::FeedStatus;
-use crate::supervisor::{GetReadiness, GetStatus, Readiness, SendToFeed, Shutdown, Supervisor};
+use crate::supervisor::{
+    ChangeError, CloseFeeds, GetReadiness, GetStatus, Readiness, Reload, ReloadReport, SendToFeed,
+    Shutdown, Supervisor,
+};
 use crate::transports::TransportRegistry;
 
 /// Why the sidecar could not start.
@@ -51,6 +55,7 @@ pub enum StartError {
 /// Collects what the sidecar starts with.
 pub struct SidecarBuilder {
     config: Config,
+    config_path: Option<PathBuf>,
     transports: TransportRegistry,
     subscribers: Vec<(SubscriptionSpec, Recipient<Deliver>)>,
     serve_http: bool,
@@ -75,44 +80,41 @@ impl SidecarBuilder {
         self
     }
 
+    /// The file the config came from: enables reloading it (`SIGHUP`, `POST /reload`).
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
+    }
+
     /// Runs without the admin HTTP server.
     pub fn without_http(mut self) -> Self {
         self.serve_http = false;
         self
     }
 
-    /// Starts the router, the configured sinks, the supervisor with its feeds,
+    /// Starts the router, the supervisor with the config's sinks and feeds,
     /// and the admin server. Must run inside an actix system.
     pub async fn start(self) -> Result<Sidecar, StartError> {
-        let SidecarBuilder { config, transports, subscribers, serve_http } = self;
+        let SidecarBuilder { config, config_path, transports, subscribers, serve_http } = self;
         let metrics = metrics::install()?;
         let router = Router::new().start();
-        for subscriber in &config.subscribers {
-            let recipient = match subscriber.sink {
-                SinkKind::Stdout => JsonLinesSink::stdout(&subscriber.name).start().recipient(),
-            };
-            let spec = SubscriptionSpec {
-                name: subscriber.name.clone(),
-                feeds: subscriber.feeds.clone(),
-                topics: subscriber.topics.clone(),
-            };
-            router.do_send(Subscribe { spec, recipient });
-        }
+        // Library subscribers before any feed starts, so they see the first messages.
         for (spec, recipient) in subscribers {
             router.do_send(Subscribe { spec, recipient });
         }
-        let supervisor =
-            Supervisor::new(config.feeds, transports, router.clone().recipient()).start();
+        let http_config = config.http.clone();
+        let shutdown_timeout = config.shutdown_timeout;
+        let supervisor = Supervisor::new(config, config_path, transports, router.clone()).start();
         let admin = if serve_http {
-            let listen = config.http.listen;
-            let server = http::start(listen, supervisor.clone(), metrics.clone())
+            let listen = http_config.listen;
+            let server = http::start(&http_config, supervisor.clone(), metrics.clone())
                 .map_err(|source| StartError::Http { addr: listen, source })?;
             Some(server)
         } else {
             None
         };
         let upkeep = actix_rt::spawn(run_upkeep(metrics.clone()));
-        Ok(Sidecar { supervisor, router, admin, metrics, upkeep })
+        Ok(Sidecar { supervisor, router, admin, metrics, upkeep, shutdown_timeout })
     }
 }
 
@@ -132,13 +134,25 @@ pub struct Sidecar {
     admin: Option<AdminServer>,
     metrics: PrometheusHandle,
     upkeep: actix_rt::task::JoinHandle<()>,
+    shutdown_timeout: Duration,
 }
+
+/// What a shutdown could not finish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Subscribers that still held messages when the drain time ran out, with their counts.
+    pub undelivered: Vec<(String, u64)>,
+}
+
+/// How often shutdown looks at what subscribers still hold.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 impl Sidecar {
     /// Starts describing a sidecar for `config`, with the built-in transports.
     pub fn builder(config: Config) -> SidecarBuilder {
         SidecarBuilder {
             config,
+            config_path: None,
             transports: TransportRegistry::with_defaults(),
             subscribers: Vec::new(),
             serve_http: true,
@@ -177,17 +191,45 @@ impl Sidecar {
         self.supervisor.send(GetReadiness).await.ok()
     }
 
+    /// Re-reads the config file and applies the difference.
+    pub async fn reload(&self) -> Result<ReloadReport, ChangeError> {
+        self.supervisor.send(Reload).await.unwrap_or(Err(ChangeError::ShuttingDown))
+    }
+
+    /// The supervisor, for the changes the HTTP API offers (`AddFeed`, `ReplaceFeed`, ...).
+    pub fn supervisor(&self) -> &Addr<Supervisor> {
+        &self.supervisor
+    }
+
     /// The metrics in Prometheus text format.
     pub fn render_metrics(&self) -> String {
         self.metrics.render()
     }
 
-    /// Stops the admin server, closes every feed (close 1001) and stops the actors.
-    pub async fn stop(self) {
+    /// Shuts down gracefully: refuses changes, closes every feed (1001), lets
+    /// subscribers handle what they hold for up to `shutdown_timeout`, then
+    /// stops the admin server and the actors. What was left undelivered is
+    /// logged with its count and reported.
+    pub async fn stop(self) -> ShutdownReport {
+        let _ = self.supervisor.send(CloseFeeds).await;
+        let deadline = actix_rt::time::Instant::now() + self.shutdown_timeout;
+        let undelivered = loop {
+            let in_flight = self.router.send(GetInFlight).await.unwrap_or_default();
+            let holding: Vec<(String, u64)> =
+                in_flight.into_iter().filter(|(_, count)| *count > 0).collect();
+            if holding.is_empty() || actix_rt::time::Instant::now() >= deadline {
+                break holding;
+            }
+            actix_rt::time::sleep(DRAIN_POLL).await;
+        };
+        for (subscriber, count) in &undelivered {
+            tracing::warn!(%subscriber, undelivered = count, "shutdown timeout reached: messages not handled");
+        }
         if let Some(admin) = &self.admin {
             admin.handle.stop(true).await;
         }
         let _ = self.supervisor.send(Shutdown).await;
         self.upkeep.abort();
+        ShutdownReport { undelivered }
     }
 }

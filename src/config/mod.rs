@@ -50,10 +50,10 @@ pub use show::{format_duration, format_size};
 pub use validate::MAX_MESSAGE_SIZE_LIMIT;
 
 use crate::backoff::ReconnectPolicy;
-use show::{mask_password, mask_query};
+use show::{mask_password, mask_query, REDACTED};
 
 /// A whole, valid, resolved config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// The admin HTTP server (`/metrics`, `/feeds`, ...).
     pub http: HttpConfig,
@@ -63,6 +63,54 @@ pub struct Config {
     pub feeds: Vec<FeedConfig>,
     /// Who receives what; names are unique and every plain feed name exists.
     pub subscribers: Vec<SubscriberConfig>,
+    /// How long shutdown lets subscribers drain what they hold (default 5s).
+    pub shutdown_timeout: Duration,
+    /// Worker threads for connection actors; `None`: one per core.
+    pub workers: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: HttpConfig::default(),
+            defaults: FeedDefaults::default(),
+            feeds: Vec::new(),
+            subscribers: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            workers: None,
+        }
+    }
+}
+
+/// The default `shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A secret value: shown as `***` by `Debug` and `Serialize`, read with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
 }
 
 /// `[http]`: the admin HTTP server.
@@ -70,11 +118,13 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to listen on; loopback by default so nothing is exposed.
     pub listen: SocketAddr,
+    /// When set, requests that change anything need `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)) }
+        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)), token: None }
     }
 }
 

@@ -32,6 +32,10 @@ pub(crate) struct RawConfig {
     /// `[[subscribers]]`.
     #[serde(default)]
     pub subscribers: Vec<RawSubscriber>,
+    /// How long shutdown waits for subscribers to drain.
+    pub shutdown_timeout: Option<RawDuration>,
+    /// Worker threads (arbiters) that connection actors are spread over.
+    pub workers: Option<usize>,
 }
 
 /// `[http]`.
@@ -40,6 +44,8 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawHttp {
     /// `IP:PORT` to listen on.
     pub listen: Option<String>,
+    /// Bearer token that changes (POST, PUT, DELETE) must carry.
+    pub token: Option<String>,
 }
 
 /// `[defaults]`: the per-feed fields that have a default.

@@ -1074,3 +1074,27 @@ fn overflow_names() {
     assert_eq!(Overflow::DropNewest.as_str(), "drop_newest");
     assert_eq!(Overflow::Reject.as_str(), "reject");
 }
+
+#[test]
+fn process_settings_have_defaults_and_bounds() {
+    let config = parse_ok("");
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(config.workers, None);
+    let config = parse_ok("shutdown_timeout = \"12s\"\nworkers = 3\n");
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(12));
+    assert_eq!(config.workers, Some(3));
+    assert_error("workers = 0\n", "workers", "at least 1");
+    assert_error("workers = 100000\n", "workers", "at most");
+    assert_error("shutdown_timeout = \"soon\"\n", "shutdown_timeout", "invalid duration");
+}
+
+#[test]
+fn http_token_comes_from_the_environment_and_is_never_shown() {
+    let config = parse_ok("[http]\ntoken = \"${TOKEN}\"\n");
+    let token = config.http.token.as_ref().expect("token set");
+    assert_eq!(token.expose(), "t0ken-value");
+    assert!(!format!("{config:?}").contains("t0ken"));
+    assert!(!serde_json::to_string(&config).expect("serializable").contains("t0ken"));
+    assert_error("[http]\ntoken = \"${NOPE}\"\n", "http.token", "NOPE");
+    assert_error("[http]\ntoken = \"  \"\n", "http.token", "empty");
+}

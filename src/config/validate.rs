@@ -18,8 +18,8 @@ use super::env::{expand, has_reference};
 use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize, RawSubscriber};
 use super::session::{self, Heartbeat};
 use super::{
-    format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, SinkKind,
-    SubscriberConfig, TlsConfig, Unexpanded,
+    format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, Secret,
+    SinkKind, SubscriberConfig, TlsConfig, Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// Largest accepted `max_message_size`: a message is buffered whole.
@@ -126,7 +126,18 @@ impl Scope<'_> {
 /// Checks and resolves a whole config.
 pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let http = http(&raw.http, &mut errors);
+    let http = http(&raw.http, context, &mut errors);
+    let mut top = Scope { prefix: "", errors: &mut errors };
+    let shutdown_timeout = top
+        .duration("shutdown_timeout", raw.shutdown_timeout.as_ref(), DEFAULT_SHUTDOWN_TIMEOUT)
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let workers = match raw.workers {
+        Some(0) => top.fail("workers", "must be at least 1 (leave it out for one per core)"),
+        Some(workers) if workers > MAX_WORKERS => {
+            top.fail("workers", format!("must be at most {MAX_WORKERS}"))
+        }
+        workers => workers,
+    };
     let defaults = defaults(&raw.defaults, context, &mut errors);
 
     let mut feeds = Vec::with_capacity(raw.feeds.len());
@@ -168,14 +179,27 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
     }
 
     if errors.is_empty() {
-        Ok(Config { http, defaults, feeds, subscribers })
+        Ok(Config { http, defaults, feeds, subscribers, shutdown_timeout, workers })
     } else {
         Err(errors)
     }
 }
 
-fn http(raw: &RawHttp, errors: &mut Vec<FieldError>) -> HttpConfig {
+/// The most worker threads `workers` may ask for.
+const MAX_WORKERS: usize = 256;
+
+fn http(raw: &RawHttp, context: &Context<'_>, errors: &mut Vec<FieldError>) -> HttpConfig {
     let mut config = HttpConfig::default();
+    if let Some(template) = &raw.token {
+        let mut scope = Scope { prefix: "", errors: &mut *errors };
+        match scope.expand("http.token", template, context.env) {
+            Some(token) if token.trim().is_empty() => {
+                scope.error("http.token", "is empty: set a token or leave the field out");
+            }
+            Some(token) => config.token = Some(Secret::new(token)),
+            None => {}
+        }
+    }
     if let Some(text) = &raw.listen {
         match text.parse::<SocketAddr>() {
             Ok(listen) => config.listen = listen,

@@ -21,6 +21,7 @@ mod liveness;
 mod outbound;
 pub mod queue;
 pub mod sequence;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ use crate::status::{CloseRecord, FeedShared, FeedState};
 pub use outbound::{SendError, SendMessage, SendOutcome};
 use queue::OutboundQueue;
 use sequence::SequenceTracker;
+pub use watch::{ConnectionEvent, DeathNotice};
 
 /// Everything a connection actor is started with.
 pub struct ConnectionSetup {
@@ -55,6 +57,8 @@ pub struct ConnectionSetup {
     pub router: Recipient<Route>,
     /// Where its status is published.
     pub shared: Arc<FeedShared>,
+    /// Tells the supervisor when it opens and if it dies unasked; `None` when unsupervised.
+    pub watch: Option<DeathNotice>,
 }
 
 /// The open connection and what belongs to it alone.
@@ -99,12 +103,17 @@ pub struct FeedConnection {
     opened_before: bool,
     /// Heartbeat pings sent, to tell their answers apart.
     pings_sent: u64,
+    /// The supervisor's watch on this actor.
+    watch: Option<DeathNotice>,
+    /// Set when the actor is being replaced: its states no longer reach the
+    /// feed's gauges, which belong to the replacement.
+    retired: bool,
 }
 
 impl FeedConnection {
     /// A connection actor, not yet started.
     pub fn new(setup: ConnectionSetup) -> Self {
-        let ConnectionSetup { feed, transport, router, shared } = setup;
+        let ConnectionSetup { feed, transport, router, shared, watch } = setup;
         let max_message_size = usize::try_from(feed.max_message_size).unwrap_or(usize::MAX);
         FeedConnection {
             name: Arc::from(feed.name.as_str()),
@@ -121,12 +130,16 @@ impl FeedConnection {
             link: None,
             opened_before: false,
             pings_sent: 0,
+            watch,
+            retired: false,
         }
     }
 
     fn set_state(&self, state: FeedState) {
         self.shared.set_state(state);
-        self.metrics.set_state(state);
+        if !self.retired {
+            self.metrics.set_state(state);
+        }
     }
 
     fn connect_request(&self) -> ConnectRequest {
@@ -212,6 +225,9 @@ impl FeedConnection {
             ping: None,
         });
         self.set_state(FeedState::Open);
+        if let Some(watch) = &self.watch {
+            watch.opened();
+        }
         self.send_on_open();
         self.flush_queue();
         self.start_liveness(ctx);
@@ -328,12 +344,18 @@ impl StreamHandler<InboundItem> for FeedConnection {
 pub struct Disconnect {
     /// The close code to send (1000 removed, 1001 shutting down).
     pub code: u16,
+    /// True when a replacement has taken over the feed: the feed's gauges are left to it.
+    pub retire: bool,
 }
 
 impl Handler<Disconnect> for FeedConnection {
     type Result = ();
 
     fn handle(&mut self, message: Disconnect, ctx: &mut Context<Self>) {
+        self.retired |= message.retire;
+        if let Some(watch) = self.watch.as_mut() {
+            watch.expect_stop();
+        }
         if let Some(link) = &self.link {
             let _ = link.outbound.send(Outbound::Close(Some(CloseFrame::new(message.code, ""))));
             self.shared.set_close(CloseRecord::local(message.code, ""));
@@ -343,6 +365,29 @@ impl Handler<Disconnect> for FeedConnection {
         }
         self.drop_link(ctx);
         ctx.stop();
+    }
+}
+
+/// Drops the current connection (close 1000) and connects again at once,
+/// with the backoff reset; revives a feed that had failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconnect;
+
+impl Handler<Reconnect> for FeedConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: Reconnect, ctx: &mut Context<Self>) {
+        tracing::info!(feed = %self.name, "reconnect requested");
+        if let Some(link) = &self.link {
+            let close =
+                CloseFrame::new(feedvisor_transport_api::close_code::NORMAL, "reconnecting");
+            let _ = link.outbound.send(Outbound::Close(Some(close)));
+            self.shared.set_close(CloseRecord::local(1000, "reconnecting"));
+        }
+        self.drop_link(ctx);
+        self.backoff = Backoff::new(self.feed.reconnect);
+        self.connect(ctx);
     }
 }
 

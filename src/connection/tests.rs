@@ -63,6 +63,7 @@ async fn start(name: &str, extra: &str) -> Harness {
         transport: Arc::new(MemoryTransport::new(hub.clone())),
         router: RouteCollector(sender).start().recipient(),
         shared: shared.clone(),
+        watch: None,
     };
     let actor = FeedConnection::new(setup).start();
     tokio::task::yield_now().await;
@@ -325,7 +326,10 @@ async fn refused_while_nobody_listens_keeps_backing_off() {
 async fn disconnect_sends_a_close_frame_and_stops() {
     let mut h = start("disconnect", "").await;
     let mut peer = h.accept().await;
-    h.actor.send(Disconnect { code: close_code::GOING_AWAY }).await.expect("actor alive");
+    h.actor
+        .send(Disconnect { code: close_code::GOING_AWAY, retire: false })
+        .await
+        .expect("actor alive");
     assert_eq!(
         next_outbound(&mut peer).await,
         Outbound::Close(Some(CloseFrame::new(close_code::GOING_AWAY, "")))

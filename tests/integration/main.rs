@@ -4,4 +4,5 @@
 mod binary;
 mod config_examples;
 mod library;
+mod operations;
 mod support;

@@ -1,105 +1,15 @@
-//! The admin HTTP server: metrics, health and feed status.
-//!
-//! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
-//! plenty for an admin API and keeps the thread count of the sidecar small.
+//! `POST /feeds/{name}/send`: the request body goes upstream as one message.
 
-use std::net::SocketAddr;
-
-use actix::Addr;
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header::CONTENT_TYPE;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use feedvisor_transport_api::Outbound;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
+use super::{refusal, AppState};
 use crate::connection::queue::QueueError;
 use crate::connection::{SendError, SendOutcome};
-use crate::supervisor::{GetFeedStatus, GetReadiness, GetStatus, SendToFeed, Supervisor};
-
-/// The largest body `POST /feeds/{name}/send` reads; the feed's own limits apply after.
-const MAX_SEND_BODY: usize = 16 * 1024 * 1024;
-
-/// What the handlers share.
-#[derive(Clone)]
-struct AppState {
-    supervisor: Addr<Supervisor>,
-    metrics: PrometheusHandle,
-}
-
-/// The admin server, running.
-pub struct AdminServer {
-    /// The address it is bound to (the real port when 0 was asked for).
-    pub addr: SocketAddr,
-    /// Stops the server.
-    pub handle: ServerHandle,
-}
-
-/// Binds the admin server to `listen` and starts serving on the current actix system.
-pub fn start(
-    listen: SocketAddr,
-    supervisor: Addr<Supervisor>,
-    metrics: PrometheusHandle,
-) -> std::io::Result<AdminServer> {
-    let state = AppState { supervisor, metrics };
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .route("/metrics", web::get().to(render_metrics))
-            .app_data(web::PayloadConfig::new(MAX_SEND_BODY))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/feeds", web::get().to(list_feeds))
-            .route("/feeds/{name}", web::get().to(get_feed))
-            .route("/feeds/{name}/send", web::post().to(send_to_feed))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(listen)?;
-    let addr = server.addrs().first().copied().unwrap_or(listen);
-    let server: Server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    tracing::info!(%addr, "admin HTTP server listening");
-    Ok(AdminServer { addr, handle })
-}
-
-async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
-}
-
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.supervisor.send(GetReadiness).await {
-        Ok(readiness) if readiness.ready => HttpResponse::Ok().json(readiness),
-        Ok(readiness) => HttpResponse::ServiceUnavailable().json(readiness),
-        Err(_) => unavailable(),
-    }
-}
-
-async fn list_feeds(state: web::Data<AppState>) -> HttpResponse {
-    match state.supervisor.send(GetStatus).await {
-        Ok(feeds) => HttpResponse::Ok().json(feeds),
-        Err(_) => unavailable(),
-    }
-}
-
-async fn get_feed(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
-    let name = name.into_inner();
-    match state.supervisor.send(GetFeedStatus { name: name.clone() }).await {
-        Ok(Some(feed)) => HttpResponse::Ok().json(feed),
-        Ok(None) => {
-            HttpResponse::NotFound().json(json!({ "error": format!("no feed named {name:?}") }))
-        }
-        Err(_) => unavailable(),
-    }
-}
+use crate::supervisor::SendToFeed;
 
 /// Why a request body cannot be sent as a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,12 +52,15 @@ pub fn outbound_from_body(content_type: Option<&str>, body: Bytes) -> Result<Out
     }
 }
 
-async fn send_to_feed(
+pub(super) async fn send_to_feed(
     state: web::Data<AppState>,
     name: web::Path<String>,
     request: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
+    if let Some(refused) = refusal(&state, &request) {
+        return refused;
+    }
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok());
     let message = match outbound_from_body(content_type, body) {
         Ok(message) => message,
@@ -171,10 +84,6 @@ async fn send_to_feed(
             response.json(json!({ "error": error.to_string() }))
         }
     }
-}
-
-fn unavailable() -> HttpResponse {
-    HttpResponse::ServiceUnavailable().json(json!({ "error": "the supervisor is shutting down" }))
 }
 
 #[cfg(test)]

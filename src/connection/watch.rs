@@ -1,0 +1,68 @@
+//! How the supervisor learns what happens to a connection actor: when it
+//! opens, and when it dies without being asked to (a panic or an
+//! unexpected stop), so that it can be restarted.
+
+use actix::prelude::*;
+
+/// What a connection actor tells its supervisor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum ConnectionEvent {
+    /// The connection opened (a replacement waits for this before retiring the old one).
+    Opened {
+        /// The feed's name.
+        feed: String,
+        /// Which actor of that feed.
+        incarnation: u64,
+    },
+    /// The actor is gone without having been told to stop.
+    Died {
+        /// The feed's name.
+        feed: String,
+        /// Which actor of that feed.
+        incarnation: u64,
+    },
+}
+
+/// Sends [`ConnectionEvent::Died`] when dropped, unless the stop was expected.
+///
+/// A panic in a handler drops the actor while unwinding, so this notice is
+/// sent even then.
+pub struct DeathNotice {
+    supervisor: Recipient<ConnectionEvent>,
+    feed: String,
+    incarnation: u64,
+    /// Set when the actor was told to stop: no notice then.
+    expected: bool,
+}
+
+impl DeathNotice {
+    /// A notice for one actor of `feed`.
+    pub fn new(supervisor: Recipient<ConnectionEvent>, feed: String, incarnation: u64) -> Self {
+        DeathNotice { supervisor, feed, incarnation, expected: false }
+    }
+
+    /// Tells the supervisor the connection opened.
+    pub fn opened(&self) {
+        self.supervisor.do_send(ConnectionEvent::Opened {
+            feed: self.feed.clone(),
+            incarnation: self.incarnation,
+        });
+    }
+
+    /// Marks the coming stop as asked for.
+    pub fn expect_stop(&mut self) {
+        self.expected = true;
+    }
+}
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        if !self.expected {
+            self.supervisor.do_send(ConnectionEvent::Died {
+                feed: std::mem::take(&mut self.feed),
+                incarnation: self.incarnation,
+            });
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The admin HTTP server: metrics, health, feed status and feed changes.
+//!
+//! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
+//! plenty for an admin API and keeps the thread count of the sidecar small.
+//! When `[http].token` is set, every request that changes something needs
+//! `Authorization: Bearer <token>`; reads stay open.
+
+mod feeds;
+mod send;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::config::{HttpConfig, Secret};
+use crate::supervisor::{GetFeedStatus, GetReadiness, GetStatus, Supervisor};
+
+pub use send::{outbound_from_body, BodyError};
+
+/// The largest request body read (a feed as JSON, a message to send).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// How long `/healthz` waits for the supervisor to answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    supervisor: Addr<Supervisor>,
+    metrics: PrometheusHandle,
+    /// The bearer token changes need, if one is set.
+    token: Option<Secret>,
+}
+
+/// The admin server, running.
+pub struct AdminServer {
+    /// The address it is bound to (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Stops the server.
+    pub handle: ServerHandle,
+}
+
+/// Binds the admin server to `[http].listen` and starts serving on the current actix system.
+pub fn start(
+    config: &HttpConfig,
+    supervisor: Addr<Supervisor>,
+    metrics: PrometheusHandle,
+) -> std::io::Result<AdminServer> {
+    let state = AppState { supervisor, metrics, token: config.token.clone() };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::PayloadConfig::new(MAX_BODY))
+            .app_data(web::JsonConfig::default().limit(MAX_BODY).error_handler(feeds::json_error))
+            .route("/metrics", web::get().to(render_metrics))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/reload", web::post().to(feeds::reload))
+            .route("/feeds", web::get().to(list_feeds))
+            .route("/feeds", web::post().to(feeds::add))
+            .route("/feeds/{name}", web::get().to(get_feed))
+            .route("/feeds/{name}", web::put().to(feeds::replace))
+            .route("/feeds/{name}", web::delete().to(feeds::remove))
+            .route("/feeds/{name}/reconnect", web::post().to(feeds::reconnect))
+            .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(config.listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(config.listen);
+    let server: Server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!(%addr, token = config.token.is_some(), "admin HTTP server listening");
+    Ok(AdminServer { addr, handle })
+}
+
+/// A JSON error answer: `{"error": "..."}` plus optional details.
+fn error_body(
+    mut response: actix_web::HttpResponseBuilder,
+    message: impl ToString,
+) -> HttpResponse {
+    response.json(json!({ "error": message.to_string() }))
+}
+
+/// Checks the bearer token of a request that changes something: the refusal, if refused.
+fn refusal(state: &AppState, request: &HttpRequest) -> Option<HttpResponse> {
+    let token = state.token.as_ref()?;
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) => {
+            None
+        }
+        Some(_) => Some(error_body(HttpResponse::Unauthorized(), "the bearer token is wrong")),
+        None => Some(error_body(
+            HttpResponse::Unauthorized(),
+            "this change needs an Authorization: Bearer <token> header ([http].token is set)",
+        )),
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// Healthy while the supervisor actor answers.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match actix_rt::time::timeout(HEALTH_TIMEOUT, state.supervisor.send(GetReadiness)).await {
+        Ok(Ok(_)) => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        _ => error_body(HttpResponse::ServiceUnavailable(), "the supervisor does not answer"),
+    }
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.supervisor.send(GetReadiness).await {
+        Ok(readiness) if readiness.ready => HttpResponse::Ok().json(readiness),
+        Ok(readiness) => HttpResponse::ServiceUnavailable().json(readiness),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn list_feeds(state: web::Data<AppState>) -> HttpResponse {
+    match state.supervisor.send(GetStatus).await {
+        Ok(feeds) => HttpResponse::Ok().json(feeds),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn get_feed(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
+    let name = name.into_inner();
+    match state.supervisor.send(GetFeedStatus { name: name.clone() }).await {
+        Ok(Some(feed)) => HttpResponse::Ok().json(feed),
+        Ok(None) => error_body(HttpResponse::NotFound(), format!("no feed named {name:?}")),
+        Err(_) => unavailable(),
+    }
+}
+
+fn unavailable() -> HttpResponse {
+    error_body(HttpResponse::ServiceUnavailable(), "the supervisor is shutting down")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret-and-more"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
