@@ -3,6 +3,7 @@
 
 mod binary;
 mod config_examples;
+mod deployment;
 mod library;
 mod operations;
 mod support;
