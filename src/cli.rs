@@ -192,12 +192,13 @@ fn check(path: &Path) -> anyhow::Result<()> {
     }
     println!("subscribers ({}):", config.subscribers.len());
     for subscriber in &config.subscribers {
+        let topics =
+            subscriber.topics.as_ref().map_or_else(|| "all".to_owned(), |t| format!("{t:?}"));
         println!(
-            "  {}: sink={} feeds={:?} topics={}",
+            "  {}: feeds={:?} topics={topics} -> {}",
             subscriber.name,
-            subscriber.sink.as_str(),
             subscriber.feeds,
-            subscriber.topics.as_ref().map_or_else(|| "all".to_owned(), |t| format!("{t:?}")),
+            subscriber.describe()
         );
     }
     Ok(())

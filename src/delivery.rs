@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use ::metrics::{Gauge, Histogram};
-use actix::Message as ActixMessage;
+use ::metrics::Histogram;
+use actix::{Message as ActixMessage, Recipient};
 use bytes::Bytes;
 
 pub use feedvisor_transport_api::DataKind;
@@ -45,36 +43,37 @@ impl FeedMessage {
 /// A batch of messages for one subscriber, in the order the feed sent them.
 ///
 /// All messages of a batch come from one feed. When the subscriber is done
-/// with the batch (the value is dropped at the end of its handler), the
-/// delivery latency of every message is recorded.
+/// with the batch (the value is dropped, usually at the end of its handler),
+/// the delivery latency of every message is recorded and the router is told,
+/// so it sends the next batch: a subscriber holds at most one batch at a
+/// time, and what arrives meanwhile waits in its bounded queue. A subscriber
+/// that keeps the value (until its output is written, say) slows its own
+/// deliveries, never anyone else's.
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub struct Deliver {
     /// The messages, oldest first.
     pub messages: Vec<FeedMessage>,
-    /// Records latency on drop.
-    _receipt: DeliveryReceipt,
+    /// Records latency and tells the router, on drop.
+    receipt: DeliveryReceipt,
 }
 
 impl Deliver {
-    pub(crate) fn new(
-        messages: Vec<FeedMessage>,
-        latency: Histogram,
-        in_flight: Arc<InFlight>,
-    ) -> Self {
-        in_flight.add(messages.len() as u64);
-        let receipt = DeliveryReceipt {
-            latency,
-            arrivals: arrivals(&messages),
-            in_flight,
-            count: messages.len() as u64,
-        };
-        Deliver { messages, _receipt: receipt }
+    pub(crate) fn new(messages: Vec<FeedMessage>, latency: Histogram, done: DoneNotice) -> Self {
+        let receipt = DeliveryReceipt { latency, arrivals: arrivals(&messages), done: Some(done) };
+        Deliver { messages, receipt }
     }
 
     /// Takes the messages out (the latency is still recorded when `self` is dropped).
     pub fn take(&mut self) -> Vec<FeedMessage> {
         std::mem::take(&mut self.messages)
+    }
+
+    /// A batch that never reached its subscriber: nothing to record, no one to tell.
+    pub(crate) fn disarm(mut self) -> Vec<FeedMessage> {
+        self.receipt.done = None;
+        self.receipt.arrivals.clear();
+        self.take()
     }
 }
 
@@ -90,48 +89,33 @@ fn arrivals(messages: &[FeedMessage]) -> Vec<(Instant, usize)> {
     arrivals
 }
 
-/// Messages handed to one subscriber and not yet handled.
-#[derive(Debug)]
-pub struct InFlight {
-    count: AtomicU64,
-    gauge: Gauge,
+/// The router's note that a subscriber finished a batch.
+#[derive(ActixMessage, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct Delivered {
+    /// Which subscription.
+    pub subscription: u64,
 }
 
-impl InFlight {
-    /// A counter at zero, mirrored into `gauge`.
-    pub fn new(gauge: Gauge) -> Self {
-        gauge.set(0.0);
-        InFlight { count: AtomicU64::new(0), gauge }
-    }
-
-    /// Messages in flight now.
-    pub fn get(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, messages: u64) {
-        self.count.fetch_add(messages, Ordering::Relaxed);
-        self.gauge.increment(messages as f64);
-    }
-
-    fn done(&self, messages: u64) {
-        self.count.fetch_sub(messages, Ordering::Relaxed);
-        self.gauge.decrement(messages as f64);
-    }
+/// Who to tell when a batch is done.
+pub(crate) struct DoneNotice {
+    pub router: Recipient<Delivered>,
+    pub subscription: u64,
 }
 
-/// Records delivery latency, and the end of the messages' flight, when the
-/// subscriber has finished with a batch.
+/// Records delivery latency, and tells the router, when the subscriber has
+/// finished with a batch.
 struct DeliveryReceipt {
     latency: Histogram,
     arrivals: Vec<(Instant, usize)>,
-    in_flight: Arc<InFlight>,
-    count: u64,
+    done: Option<DoneNotice>,
 }
 
 impl Drop for DeliveryReceipt {
     fn drop(&mut self) {
-        self.in_flight.done(self.count);
+        if let Some(done) = self.done.take() {
+            done.router.do_send(Delivered { subscription: done.subscription });
+        }
         let now = Instant::now();
         for (at, count) in self.arrivals.drain(..) {
             self.latency.record_many(now.saturating_duration_since(at).as_secs_f64(), count);

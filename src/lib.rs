@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod delivery;
 pub mod demo;
+pub mod flow;
 pub mod http;
 pub mod metrics;
 pub mod router;

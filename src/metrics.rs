@@ -51,8 +51,13 @@ pub const SEQUENCE_DUPLICATES: &str = "feedvisor_sequence_duplicates_total";
 pub const ACTOR_RESTARTS: &str = "feedvisor_actor_restarts_total";
 /// Config reloads, by `result` (ok, invalid).
 pub const CONFIG_RELOADS: &str = "feedvisor_config_reloads_total";
-/// Messages handed to a subscriber and not yet handled, by `subscriber`.
-pub const SUBSCRIBER_IN_FLIGHT: &str = "feedvisor_subscriber_in_flight";
+/// Messages waiting in a subscriber's queue, by `subscriber`.
+pub const SUBSCRIBER_QUEUE_DEPTH: &str = "feedvisor_subscriber_queue_depth";
+/// Messages a subscriber finished handling, by `subscriber`.
+pub const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
+/// Messages a subscriber never got, by `subscriber` and `reason`
+/// (drop_oldest, drop_newest, subscriber_gone).
+pub const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
 /// Messages of a sequenced feed with no readable sequence number.
 pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
 
@@ -116,7 +121,9 @@ fn describe() {
     describe_counter!(SEQUENCE_MISSING, "Messages without a readable sequence number.");
     describe_counter!(ACTOR_RESTARTS, "Actors restarted after dying unexpectedly, by actor.");
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
-    describe_gauge!(SUBSCRIBER_IN_FLIGHT, "Messages handed to a subscriber, not yet handled.");
+    describe_gauge!(SUBSCRIBER_QUEUE_DEPTH, "Messages waiting in a subscriber's queue.");
+    describe_counter!(SUBSCRIBER_DELIVERED, "Messages a subscriber finished handling.");
+    describe_counter!(SUBSCRIBER_DROPPED, "Messages a subscriber never got, by reason.");
     // Present from the start, so that dashboards and alerts see zeros, not gaps.
     for result in ["ok", "invalid"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
@@ -253,7 +260,113 @@ pub fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {
     histogram!(DELIVERY_LATENCY, "feed" => feed.to_owned(), "subscriber" => subscriber.to_owned())
 }
 
-/// The in-flight gauge of one subscriber.
-pub fn subscriber_in_flight(subscriber: &str) -> Gauge {
-    gauge!(SUBSCRIBER_IN_FLIGHT, "subscriber" => subscriber.to_owned())
+/// The queue depth gauge of one subscriber.
+pub fn subscriber_queue_depth(subscriber: &str) -> Gauge {
+    gauge!(SUBSCRIBER_QUEUE_DEPTH, "subscriber" => subscriber.to_owned())
+}
+
+/// The delivered counter of one subscriber.
+pub fn subscriber_delivered(subscriber: &str) -> Counter {
+    counter!(SUBSCRIBER_DELIVERED, "subscriber" => subscriber.to_owned())
+}
+
+/// The dropped counter of one subscriber for one reason (a fixed set).
+pub fn subscriber_dropped(subscriber: &str, reason: &'static str) -> Counter {
+    counter!(SUBSCRIBER_DROPPED, "subscriber" => subscriber.to_owned(), "reason" => reason)
+}
+
+// ---- Sinks (file, exec, webhook): names, help texts and per-subscriber handles. ----
+
+/// Messages a built-in sink wrote out, by `subscriber` and `sink` (file, exec, webhook).
+pub const SINK_MESSAGES_WRITTEN: &str = "feedvisor_sink_messages_written_total";
+/// Messages a built-in sink gave up on, by `subscriber`, `sink` and `reason`
+/// (file: open, write; exec: child_down, shutdown; webhook: http_status,
+/// timeout, connect, request).
+pub const SINK_MESSAGES_DROPPED: &str = "feedvisor_sink_messages_dropped_total";
+/// Failed operations of a built-in sink, by `subscriber`, `sink` and `kind`
+/// (file: open, write; exec: spawn, write; webhook: http_status, timeout,
+/// connect, request). A webhook request retried five times counts five.
+pub const SINK_ERRORS: &str = "feedvisor_sink_errors_total";
+/// Child processes of an exec sink that exited or broke and were restarted,
+/// by `subscriber` and `sink`.
+pub const SINK_RESTARTS: &str = "feedvisor_sink_restarts_total";
+
+fn describe_sinks() {
+    describe_counter!(SINK_MESSAGES_WRITTEN, "Messages a built-in sink wrote out.");
+    describe_counter!(SINK_MESSAGES_DROPPED, "Messages a built-in sink gave up on, by reason.");
+    describe_counter!(SINK_ERRORS, "Failed operations of a built-in sink, by kind.");
+    describe_counter!(SINK_RESTARTS, "Exec sink child processes restarted.");
+}
+
+/// The metrics of one built-in sink, resolved once when the sink starts.
+///
+/// Errors and drops are rare, so their series are looked up when they
+/// happen; [`SinkMetrics::new`] creates the ones the sink can produce, at
+/// zero, so that dashboards and alerts see zeros rather than gaps.
+pub struct SinkMetrics {
+    /// The subscriber's configured name (a label).
+    subscriber: String,
+    /// The sink kind (a label): file, exec or webhook.
+    sink: &'static str,
+    /// See [`SINK_MESSAGES_WRITTEN`].
+    written: Counter,
+}
+
+impl SinkMetrics {
+    /// Resolves the handles of subscriber `subscriber`, a `sink` sink, and
+    /// creates its error series (`error_kinds`) and drop series
+    /// (`drop_reasons`) at zero.
+    pub fn new(
+        subscriber: &str,
+        sink: &'static str,
+        error_kinds: &[&'static str],
+        drop_reasons: &[&'static str],
+    ) -> Self {
+        describe_sinks();
+        let metrics = SinkMetrics {
+            subscriber: subscriber.to_owned(),
+            sink,
+            written: counter!(SINK_MESSAGES_WRITTEN, "subscriber" => subscriber.to_owned(), "sink" => sink),
+        };
+        for kind in error_kinds {
+            metrics.error_counter(kind).increment(0);
+        }
+        for reason in drop_reasons {
+            metrics.dropped_counter(reason).increment(0);
+        }
+        metrics
+    }
+
+    /// Counts messages written out.
+    pub fn written(&self, messages: usize) {
+        self.written.increment(messages as u64);
+    }
+
+    /// Counts one failed operation of `kind`.
+    pub fn error(&self, kind: &'static str) {
+        self.error_counter(kind).increment(1);
+    }
+
+    /// Counts messages given up on for `reason`.
+    pub fn dropped(&self, reason: &'static str, messages: usize) {
+        self.dropped_counter(reason).increment(messages as u64);
+    }
+
+    /// Counts a restarted child process (creating the series on first use).
+    pub fn restarted(&self) {
+        self.restarts().increment(1);
+    }
+
+    /// The restart counter, for sinks that restart something (exec).
+    pub fn restarts(&self) -> Counter {
+        counter!(SINK_RESTARTS, "subscriber" => self.subscriber.clone(), "sink" => self.sink)
+    }
+
+    fn error_counter(&self, kind: &'static str) -> Counter {
+        counter!(SINK_ERRORS, "subscriber" => self.subscriber.clone(), "sink" => self.sink, "kind" => kind)
+    }
+
+    fn dropped_counter(&self, reason: &'static str) -> Counter {
+        counter!(SINK_MESSAGES_DROPPED, "subscriber" => self.subscriber.clone(), "sink" => self.sink, "reason" => reason)
+    }
 }

@@ -1,22 +1,36 @@
 //! The router: hands each inbound batch to every matching subscriber.
 //!
 //! The router owns the subscription table. Connection actors send it one
-//! [`Route`] per batch; it sends each matching subscriber one [`Deliver`]
-//! holding the messages that subscriber asked for (payloads shared, not
-//! copied). Which subscribers want a feed is worked out once per feed and
+//! [`Route`] per batch. Each subscriber has a bounded queue here and holds
+//! at most one [`Deliver`] batch at a time: when it is done with one (drops
+//! it), the next batch of what queued meanwhile goes out. A full queue
+//! follows the subscriber's policy: drop the oldest, drop the newest (both
+//! counted), or close the [`FlowGate`]s of the feeds that fill it until it
+//! drains (backpressure). So a slow subscriber costs the others nothing,
+//! and memory stays bounded by the queues. Payloads are shared, never
+//! copied. Which subscribers want a feed is worked out once per feed and
 //! cached until the table changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use ::metrics::Histogram;
+use ::metrics::{Counter, Gauge, Histogram};
 use actix::prelude::*;
 use wildmatch::WildMatch;
 
-use crate::delivery::{Deliver, FeedMessage, InFlight};
+use crate::config::{SubscriberConfig, SubscriberOverflow};
+use crate::delivery::{Deliver, Delivered, DoneNotice, FeedMessage};
+use crate::flow::FlowGate;
 use crate::metrics;
 
-/// What a subscriber wants: feeds and, optionally, topics, by glob pattern.
+/// Messages that may wait for a subscriber unless it asks otherwise.
+pub const DEFAULT_QUEUE: usize = crate::config::DEFAULT_QUEUE;
+
+/// The most messages in one [`Deliver`].
+pub const MAX_BATCH: usize = 1024;
+
+/// What a subscriber wants: feeds and, optionally, topics, by glob pattern;
+/// and how many messages may wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionSpec {
     /// The subscriber's name (a metric label: keep it short and fixed).
@@ -25,6 +39,14 @@ pub struct SubscriptionSpec {
     pub feeds: Vec<String>,
     /// Topic patterns; `None` takes every message, topic or not.
     pub topics: Option<Vec<String>>,
+    /// Messages that may wait for the subscriber (default 1024).
+    pub queue: usize,
+    /// What happens when they are more (default drop_oldest).
+    pub overflow: SubscriberOverflow,
+    /// The `subscriber` label of its metrics; `None`: the name. Subscribers
+    /// that come and go (WebSocket clients) share one label, so that labels
+    /// stay a small fixed set.
+    pub metric_label: Option<String>,
 }
 
 impl SubscriptionSpec {
@@ -37,6 +59,34 @@ impl SubscriptionSpec {
             name: name.into(),
             feeds: feeds.into_iter().map(Into::into).collect(),
             topics: None,
+            queue: DEFAULT_QUEUE,
+            overflow: SubscriberOverflow::default(),
+            metric_label: None,
+        }
+    }
+
+    /// Reports metrics under `label` instead of the subscriber's name.
+    pub fn with_metric_label(mut self, label: impl Into<String>) -> Self {
+        self.metric_label = Some(label.into());
+        self
+    }
+
+    /// Sets the queue bound and the overflow policy.
+    pub fn with_queue(mut self, queue: usize, overflow: SubscriberOverflow) -> Self {
+        self.queue = queue.max(1);
+        self.overflow = overflow;
+        self
+    }
+
+    /// The subscription a config's `[[subscribers]]` entry asks for.
+    pub fn from_config(config: &SubscriberConfig) -> Self {
+        SubscriptionSpec {
+            name: config.name.clone(),
+            feeds: config.feeds.clone(),
+            topics: config.topics.clone(),
+            queue: config.queue,
+            overflow: config.overflow,
+            metric_label: None,
         }
     }
 
@@ -47,14 +97,56 @@ impl SubscriptionSpec {
     }
 }
 
-/// A subscription with its patterns compiled.
+/// The metric handles of one subscriber, resolved once.
+struct SubscriberMetrics {
+    label: String,
+    depth: Gauge,
+    delivered: Counter,
+    dropped_oldest: Counter,
+    dropped_newest: Counter,
+    dropped_gone: Counter,
+    /// Delivery latency per feed, resolved on first use.
+    latency: HashMap<Arc<str>, Histogram>,
+}
+
+impl SubscriberMetrics {
+    fn new(label: String) -> Self {
+        SubscriberMetrics {
+            depth: metrics::subscriber_queue_depth(&label),
+            delivered: metrics::subscriber_delivered(&label),
+            dropped_oldest: metrics::subscriber_dropped(&label, "drop_oldest"),
+            dropped_newest: metrics::subscriber_dropped(&label, "drop_newest"),
+            dropped_gone: metrics::subscriber_dropped(&label, "subscriber_gone"),
+            latency: HashMap::new(),
+            label,
+        }
+    }
+
+    fn latency(&mut self, feed: &Arc<str>) -> Histogram {
+        let label = &self.label;
+        self.latency
+            .entry(feed.clone())
+            .or_insert_with(|| metrics::delivery_latency(feed, label))
+            .clone()
+    }
+}
+
+/// A subscription: its patterns, its queue and where its batches go.
 struct Subscription {
+    id: u64,
     name: String,
     feeds: Vec<WildMatch>,
     topics: Option<Vec<WildMatch>>,
     recipient: Recipient<Deliver>,
-    /// Messages handed over and not yet handled.
-    in_flight: Arc<InFlight>,
+    /// Messages waiting for the subscriber, oldest first.
+    queue: VecDeque<FeedMessage>,
+    capacity: usize,
+    overflow: SubscriberOverflow,
+    /// Messages in the batch the subscriber holds now (0: it holds none).
+    outstanding: usize,
+    /// Gates this subscriber holds closed (backpressure), one entry each.
+    closed_gates: Vec<Arc<FlowGate>>,
+    metrics: SubscriberMetrics,
 }
 
 impl Subscription {
@@ -69,20 +161,63 @@ impl Subscription {
             (Some(patterns), Some(topic)) => patterns.iter().any(|pattern| pattern.matches(topic)),
         }
     }
-}
 
-/// One subscriber's route from a feed: where to send and the latency histogram.
-struct RouteTarget {
-    subscription: usize,
-    latency: Histogram,
+    /// Queues one message by the overflow policy; closes `gate` when a
+    /// backpressure queue fills.
+    fn enqueue(&mut self, message: FeedMessage, gate: &Arc<FlowGate>) {
+        if self.queue.len() >= self.capacity {
+            match self.overflow {
+                SubscriberOverflow::DropNewest => {
+                    self.metrics.dropped_newest.increment(1);
+                    return;
+                }
+                SubscriberOverflow::DropOldest => {
+                    self.queue.pop_front();
+                    self.metrics.dropped_oldest.increment(1);
+                }
+                SubscriberOverflow::Backpressure => {
+                    if !self.closed_gates.iter().any(|closed| Arc::ptr_eq(closed, gate)) {
+                        gate.close();
+                        self.closed_gates.push(gate.clone());
+                    }
+                }
+            }
+        }
+        self.queue.push_back(message);
+    }
+
+    /// Opens the gates this subscriber closed, once it has drained to half its queue.
+    fn open_gates_if_drained(&mut self) {
+        if self.queue.len() <= self.capacity / 2 {
+            for gate in self.closed_gates.drain(..) {
+                gate.open();
+            }
+        }
+    }
+
+    /// The next batch: the oldest messages of one feed, up to [`MAX_BATCH`].
+    fn next_batch(&mut self) -> Vec<FeedMessage> {
+        let Some(feed) = self.queue.front().map(|message| message.feed.clone()) else {
+            return Vec::new();
+        };
+        let same_feed = self
+            .queue
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|message| Arc::ptr_eq(&message.feed, &feed) || message.feed == feed)
+            .count();
+        self.queue.drain(..same_feed).collect()
+    }
 }
 
 /// The subscription table.
 #[derive(Default)]
 pub struct Router {
-    subscriptions: Vec<Subscription>,
-    /// For each feed seen, the subscriptions that want it (cleared when the table changes).
-    routes: HashMap<Arc<str>, Vec<RouteTarget>>,
+    subscriptions: HashMap<u64, Subscription>,
+    /// For each feed seen, the subscriptions that want it, in subscription
+    /// order (cleared when the table changes).
+    routes: HashMap<Arc<str>, Vec<u64>>,
+    next_id: u64,
 }
 
 impl Router {
@@ -91,19 +226,106 @@ impl Router {
         Self::default()
     }
 
-    fn targets(&mut self, feed: &Arc<str>) -> &[RouteTarget] {
+    fn targets(&mut self, feed: &Arc<str>) -> Vec<u64> {
         let subscriptions = &self.subscriptions;
-        self.routes.entry(feed.clone()).or_insert_with(|| {
-            subscriptions
-                .iter()
-                .enumerate()
-                .filter(|(_, subscription)| subscription.wants_feed(feed))
-                .map(|(index, subscription)| RouteTarget {
-                    subscription: index,
-                    latency: metrics::delivery_latency(feed, &subscription.name),
-                })
-                .collect()
-        })
+        self.routes
+            .entry(feed.clone())
+            .or_insert_with(|| {
+                let mut ids: Vec<u64> = subscriptions
+                    .values()
+                    .filter(|subscription| subscription.wants_feed(feed))
+                    .map(|subscription| subscription.id)
+                    .collect();
+                ids.sort_unstable();
+                ids
+            })
+            .clone()
+    }
+
+    /// Sends the subscriber its next batch if it holds none.
+    fn flush(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Some(subscription) = self.subscriptions.get_mut(&id) else { return };
+        if subscription.outstanding > 0 {
+            return;
+        }
+        let batch = subscription.next_batch();
+        subscription.open_gates_if_drained();
+        subscription.metrics.depth.set(subscription.queue.len() as f64);
+        self.send(id, batch, ctx);
+    }
+
+    /// Hands a batch to the subscriber, which must hold none.
+    fn send(&mut self, id: u64, batch: Vec<FeedMessage>, ctx: &mut Context<Self>) {
+        let Some(subscription) = self.subscriptions.get_mut(&id) else { return };
+        let Some(first) = batch.first() else { return };
+        let latency = subscription.metrics.latency(&first.feed);
+        let count = batch.len();
+        let done = DoneNotice { router: ctx.address().recipient(), subscription: id };
+        match subscription.recipient.try_send(Deliver::new(batch, latency, done)) {
+            Ok(()) => subscription.outstanding = count,
+            Err(SendError::Full(deliver)) => {
+                // Its mailbox is busy with other messages: queue behind them.
+                subscription.outstanding = count;
+                subscription.recipient.do_send(deliver);
+            }
+            Err(SendError::Closed(deliver)) => {
+                let lost = deliver.disarm().len();
+                self.remove_gone(id, lost);
+            }
+        }
+    }
+
+    /// Removes a subscriber whose actor is gone, counting what it will never get.
+    fn remove_gone(&mut self, id: u64, lost_in_batch: usize) {
+        let Some(mut subscription) = self.subscriptions.remove(&id) else { return };
+        let lost = lost_in_batch + subscription.queue.len();
+        subscription.metrics.dropped_gone.increment(lost as u64);
+        subscription.metrics.depth.set(0.0);
+        for gate in subscription.closed_gates.drain(..) {
+            gate.open();
+        }
+        tracing::warn!(subscriber = %subscription.name, lost, "subscriber stopped; removed");
+        self.routes.clear();
+    }
+
+    fn insert(&mut self, spec: SubscriptionSpec, recipient: Recipient<Deliver>) {
+        let SubscriptionSpec { name, feeds, topics, queue, overflow, metric_label } = spec;
+        self.remove_named(&name);
+        self.next_id += 1;
+        let label = metric_label.unwrap_or_else(|| name.clone());
+        let subscription = Subscription {
+            id: self.next_id,
+            feeds: feeds.iter().map(|pattern| WildMatch::new(pattern)).collect(),
+            topics: topics
+                .map(|topics| topics.iter().map(|pattern| WildMatch::new(pattern)).collect()),
+            recipient,
+            queue: VecDeque::new(),
+            capacity: queue.max(1),
+            overflow,
+            outstanding: 0,
+            closed_gates: Vec::new(),
+            metrics: SubscriberMetrics::new(label),
+            name,
+        };
+        subscription.metrics.depth.set(0.0);
+        self.subscriptions.insert(subscription.id, subscription);
+        self.routes.clear();
+    }
+
+    /// Removes the subscription named `name`; what it had queued is dropped
+    /// (it asked to go), and the gates it held closed open.
+    fn remove_named(&mut self, name: &str) -> bool {
+        let Some(id) = self.subscriptions.values().find(|s| s.name == name).map(|s| s.id) else {
+            return false;
+        };
+        if let Some(mut subscription) = self.subscriptions.remove(&id) {
+            for gate in subscription.closed_gates.drain(..) {
+                gate.open();
+            }
+            subscription.metrics.depth.set(0.0);
+        }
+        self.routes.clear();
+        true
     }
 }
 
@@ -111,7 +333,7 @@ impl Actor for Router {
     type Context = Context<Self>;
 }
 
-/// Adds a subscriber to the table.
+/// Adds a subscriber to the table (replacing one of the same name).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
@@ -127,44 +349,7 @@ impl Handler<Subscribe> for Router {
     fn handle(&mut self, message: Subscribe, _: &mut Context<Self>) {
         let Subscribe { spec, recipient } = message;
         tracing::debug!(subscriber = %spec.name, feeds = ?spec.feeds, topics = ?spec.topics, "subscribed");
-        // A subscriber replaced under the same name keeps counting what is still in flight.
-        let in_flight = self
-            .subscriptions
-            .iter()
-            .find(|subscription| subscription.name == spec.name)
-            .map(|subscription| subscription.in_flight.clone());
-        self.subscriptions.retain(|subscription| subscription.name != spec.name);
-        let name = spec.name;
-        let in_flight = in_flight
-            .unwrap_or_else(|| Arc::new(InFlight::new(metrics::subscriber_in_flight(&name))));
-        self.subscriptions.push(Subscription {
-            name: name.clone(),
-            feeds: spec.feeds.iter().map(|pattern| WildMatch::new(pattern)).collect(),
-            topics: spec
-                .topics
-                .map(|topics| topics.iter().map(|pattern| WildMatch::new(pattern)).collect()),
-            recipient,
-            in_flight,
-        });
-        self.routes.clear();
-    }
-}
-
-/// Asks how many messages each subscriber holds but has not handled yet.
-#[derive(Message)]
-#[rtype(result = "Vec<(String, u64)>")]
-pub struct GetInFlight;
-
-impl Handler<GetInFlight> for Router {
-    type Result = MessageResult<GetInFlight>;
-
-    fn handle(&mut self, _: GetInFlight, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.subscriptions
-                .iter()
-                .map(|subscription| (subscription.name.clone(), subscription.in_flight.get()))
-                .collect(),
-        )
+        self.insert(spec, recipient);
     }
 }
 
@@ -180,10 +365,40 @@ impl Handler<Unsubscribe> for Router {
     type Result = bool;
 
     fn handle(&mut self, message: Unsubscribe, _: &mut Context<Self>) -> bool {
-        let before = self.subscriptions.len();
-        self.subscriptions.retain(|subscription| subscription.name != message.name);
-        self.routes.clear();
-        self.subscriptions.len() != before
+        self.remove_named(&message.name)
+    }
+}
+
+/// Asks how many messages each subscriber has not handled yet (queued, or in
+/// the batch it holds), by subscriber name.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, u64)>")]
+pub struct GetInFlight;
+
+impl Handler<GetInFlight> for Router {
+    type Result = MessageResult<GetInFlight>;
+
+    fn handle(&mut self, _: GetInFlight, _: &mut Context<Self>) -> Self::Result {
+        let mut pending: Vec<(String, u64)> = self
+            .subscriptions
+            .values()
+            .map(|s| (s.name.clone(), (s.queue.len() + s.outstanding) as u64))
+            .collect();
+        pending.sort();
+        MessageResult(pending)
+    }
+}
+
+impl Handler<Delivered> for Router {
+    type Result = ();
+
+    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
+        let Some(subscription) = self.subscriptions.get_mut(&delivered.subscription) else {
+            return;
+        };
+        subscription.metrics.delivered.increment(subscription.outstanding as u64);
+        subscription.outstanding = 0;
+        self.flush(delivered.subscription, ctx);
     }
 }
 
@@ -195,38 +410,39 @@ pub struct Route {
     pub feed: Arc<str>,
     /// The messages, oldest first.
     pub messages: Vec<FeedMessage>,
+    /// The feed's gate, closed by backpressure subscribers whose queue is full.
+    pub gate: Arc<FlowGate>,
 }
 
 impl Handler<Route> for Router {
     type Result = ();
 
-    fn handle(&mut self, route: Route, _: &mut Context<Self>) {
-        let Route { feed, messages } = route;
-        self.targets(&feed);
-        let Some(targets) = self.routes.get(&feed) else { return };
+    fn handle(&mut self, route: Route, ctx: &mut Context<Self>) {
+        let Route { feed, messages, gate } = route;
+        let targets = self.targets(&feed);
         let mut messages = Some(messages);
-        for (position, target) in targets.iter().enumerate() {
-            let subscription = &self.subscriptions[target.subscription];
-            let batch = if subscription.topics.is_none() {
-                // Every message: the last subscriber takes the batch itself, the others a clone.
-                if position + 1 == targets.len() {
-                    messages.take().unwrap_or_default()
-                } else {
-                    messages.clone().unwrap_or_default()
-                }
-            } else {
-                messages
-                    .iter()
-                    .flatten()
-                    .filter(|message| subscription.wants(message))
-                    .cloned()
-                    .collect()
-            };
-            if batch.is_empty() {
+        for (position, id) in targets.iter().enumerate() {
+            let Some(subscription) = self.subscriptions.get_mut(id) else { continue };
+            let last = position + 1 == targets.len();
+            // Idle, nothing queued, every message wanted: hand the batch over as it is.
+            if subscription.outstanding == 0
+                && subscription.queue.is_empty()
+                && subscription.topics.is_none()
+                && messages
+                    .as_ref()
+                    .is_some_and(|batch| batch.len() <= MAX_BATCH.min(subscription.capacity))
+            {
+                let batch = if last { messages.take() } else { messages.clone() };
+                self.send(*id, batch.unwrap_or_default(), ctx);
                 continue;
             }
-            let in_flight = subscription.in_flight.clone();
-            subscription.recipient.do_send(Deliver::new(batch, target.latency.clone(), in_flight));
+            for message in messages.iter().flatten() {
+                if subscription.wants(message) {
+                    subscription.enqueue(message.clone(), &gate);
+                }
+            }
+            subscription.metrics.depth.set(subscription.queue.len() as f64);
+            self.flush(*id, ctx);
         }
     }
 }
@@ -255,37 +471,99 @@ mod tests {
         }
     }
 
+    /// A subscriber that keeps every batch until told to let go: a stalled consumer.
+    struct Holder {
+        held: Vec<Deliver>,
+        seen: mpsc::UnboundedSender<Vec<String>>,
+    }
+
+    impl Actor for Holder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Holder {
+        type Result = ();
+        fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
+            let texts =
+                deliver.messages.iter().filter_map(|m| m.text().map(str::to_owned)).collect();
+            let _ = self.seen.send(texts);
+            self.held.push(deliver);
+        }
+    }
+
+    /// Lets go of every held batch.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Release;
+
+    impl Handler<Release> for Holder {
+        type Result = ();
+        fn handle(&mut self, _: Release, _: &mut Context<Self>) {
+            self.held.clear();
+        }
+    }
+
+    /// A router, with the recorder installed first so that its handles are live.
+    fn start_router() -> Addr<Router> {
+        metrics::install().expect("recorder");
+        Router::new().start()
+    }
+
     fn collector() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<Vec<FeedMessage>>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         (Collector(sender).start().recipient(), receiver)
     }
 
-    fn message(feed: &str, topic: Option<&str>, text: &'static str) -> FeedMessage {
+    fn holder() -> (Addr<Holder>, mpsc::UnboundedReceiver<Vec<String>>) {
+        let (seen, receiver) = mpsc::unbounded_channel();
+        (Holder { held: Vec::new(), seen }.start(), receiver)
+    }
+
+    fn message(feed: &str, topic: Option<&str>, text: &str) -> FeedMessage {
         FeedMessage {
             feed: feed.into(),
             topic: topic.map(Into::into),
             kind: DataKind::Text,
-            payload: Bytes::from_static(text.as_bytes()),
+            payload: Bytes::copy_from_slice(text.as_bytes()),
             received_at: SystemTime::now(),
             received: Instant::now(),
             gap_before: None,
         }
     }
 
+    fn route(feed: &str, messages: Vec<FeedMessage>, gate: &Arc<FlowGate>) -> Route {
+        Route { feed: feed.into(), messages, gate: gate.clone() }
+    }
+
     fn texts(batch: &[FeedMessage]) -> Vec<&str> {
         batch.iter().filter_map(FeedMessage::text).collect()
     }
 
-    async fn next(receiver: &mut mpsc::UnboundedReceiver<Vec<FeedMessage>>) -> Vec<FeedMessage> {
+    async fn next<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -> T {
         tokio::time::timeout(Duration::from_secs(5), receiver.recv())
             .await
             .expect("a delivery within 5s")
-            .expect("collector alive")
+            .expect("subscriber alive")
+    }
+
+    /// Lets the router and subscribers handle what is queued for them.
+    async fn settle(router: &Addr<Router>) {
+        for _ in 0..3 {
+            let _ = router.send(GetInFlight).await;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn sample(name: &str, labels: &str) -> Option<f64> {
+        let rendered = metrics::install().expect("recorder").render();
+        let prefix = format!("{name}{{{labels}}} ");
+        rendered.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
     }
 
     #[actix::test]
     async fn feed_and_topic_patterns_select_messages() {
-        let router = Router::new().start();
+        let router = start_router();
+        let gate = FlowGate::new();
         let (all, mut all_rx) = collector();
         let (ms, mut ms_rx) = collector();
         router.do_send(Subscribe { spec: SubscriptionSpec::new("all", ["sto*"]), recipient: all });
@@ -299,14 +577,15 @@ mod tests {
             message("stocks", Some("MSFT"), "3"),
             message("stocks", None, "4"),
         ];
-        router.do_send(Route { feed: "stocks".into(), messages: batch });
+        router.do_send(route("stocks", batch, &gate));
         assert_eq!(texts(&next(&mut all_rx).await), ["1", "2", "3", "4"]);
         assert_eq!(texts(&next(&mut ms_rx).await), ["1", "3"]);
     }
 
     #[actix::test]
     async fn several_subscribers_each_get_the_batch_in_order() {
-        let router = Router::new().start();
+        let router = start_router();
+        let gate = FlowGate::new();
         let (first, mut first_rx) = collector();
         let (second, mut second_rx) = collector();
         router.do_send(Subscribe { spec: SubscriptionSpec::new("a", ["*"]), recipient: first });
@@ -315,46 +594,187 @@ mod tests {
             recipient: second,
         });
         let batch = vec![message("weather", None, "x"), message("weather", None, "y")];
-        router.do_send(Route { feed: "weather".into(), messages: batch });
+        router.do_send(route("weather", batch, &gate));
         assert_eq!(texts(&next(&mut first_rx).await), ["x", "y"]);
         assert_eq!(texts(&next(&mut second_rx).await), ["x", "y"]);
     }
 
     #[actix::test]
-    async fn no_matching_subscriber_drops_nothing_it_should_not() {
-        let router = Router::new().start();
+    async fn no_matching_subscriber_gets_nothing() {
+        let router = start_router();
+        let gate = FlowGate::new();
         let (only_stocks, mut stocks_rx) = collector();
         router.do_send(Subscribe {
             spec: SubscriptionSpec::new("s", ["stocks"]).with_topics(["AAPL"]),
             recipient: only_stocks,
         });
-        router.do_send(Route {
-            feed: "weather".into(),
-            messages: vec![message("weather", None, "w")],
-        });
-        router.do_send(Route {
-            feed: "stocks".into(),
-            messages: vec![message("stocks", Some("IBM"), "ibm")],
-        });
-        router.do_send(Route {
-            feed: "stocks".into(),
-            messages: vec![message("stocks", Some("AAPL"), "aapl")],
-        });
+        router.do_send(route("weather", vec![message("weather", None, "w")], &gate));
+        router.do_send(route("stocks", vec![message("stocks", Some("IBM"), "ibm")], &gate));
+        router.do_send(route("stocks", vec![message("stocks", Some("AAPL"), "aapl")], &gate));
         // The first delivery is the AAPL one: nothing was sent for the others.
         assert_eq!(texts(&next(&mut stocks_rx).await), ["aapl"]);
     }
 
     #[actix::test]
     async fn unsubscribe_stops_delivery() {
-        let router = Router::new().start();
+        let router = start_router();
+        let gate = FlowGate::new();
         let (gone, mut gone_rx) = collector();
         let (kept, mut kept_rx) = collector();
         router.do_send(Subscribe { spec: SubscriptionSpec::new("gone", ["*"]), recipient: gone });
         router.do_send(Subscribe { spec: SubscriptionSpec::new("kept", ["*"]), recipient: kept });
         let removed = router.send(Unsubscribe { name: "gone".into() }).await.expect("router alive");
         assert!(removed);
-        router.do_send(Route { feed: "f".into(), messages: vec![message("f", None, "m")] });
+        router.do_send(route("f", vec![message("f", None, "m")], &gate));
         assert_eq!(texts(&next(&mut kept_rx).await), ["m"]);
         assert!(gone_rx.try_recv().is_err());
+    }
+
+    /// Sends `count` single-message batches numbered from `first`.
+    fn send_numbered(
+        router: &Addr<Router>,
+        feed: &str,
+        first: usize,
+        count: usize,
+        gate: &Arc<FlowGate>,
+    ) {
+        for n in first..first + count {
+            router.do_send(route(feed, vec![message(feed, None, &n.to_string())], gate));
+        }
+    }
+
+    #[actix::test]
+    async fn drop_oldest_keeps_the_newest_and_counts_every_drop() {
+        let router = start_router();
+        let gate = FlowGate::new();
+        let (stalled, mut seen) = holder();
+        let spec = SubscriptionSpec::new("oldest-sub", ["oldest"])
+            .with_queue(3, SubscriberOverflow::DropOldest);
+        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
+        send_numbered(&router, "oldest", 1, 10, &gate);
+        assert_eq!(next(&mut seen).await, ["1"], "the first goes straight out, then it stalls");
+        settle(&router).await;
+        let labels = r#"subscriber="oldest-sub""#;
+        assert_eq!(sample(metrics::SUBSCRIBER_QUEUE_DEPTH, labels), Some(3.0));
+        let dropped = r#"subscriber="oldest-sub",reason="drop_oldest""#;
+        assert_eq!(sample(metrics::SUBSCRIBER_DROPPED, dropped), Some(6.0));
+        stalled.do_send(Release);
+        assert_eq!(next(&mut seen).await, ["8", "9", "10"], "order kept");
+        stalled.do_send(Release);
+        settle(&router).await;
+        assert_eq!(sample(metrics::SUBSCRIBER_QUEUE_DEPTH, labels), Some(0.0));
+        assert_eq!(sample(metrics::SUBSCRIBER_DELIVERED, labels), Some(4.0));
+        assert!(!gate.is_closed(), "drop policies never close the gate");
+    }
+
+    #[actix::test]
+    async fn drop_newest_keeps_the_oldest_and_counts_every_drop() {
+        let router = start_router();
+        let gate = FlowGate::new();
+        let (stalled, mut seen) = holder();
+        let spec = SubscriptionSpec::new("newest-sub", ["newest"])
+            .with_queue(3, SubscriberOverflow::DropNewest);
+        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
+        send_numbered(&router, "newest", 1, 10, &gate);
+        assert_eq!(next(&mut seen).await, ["1"]);
+        settle(&router).await;
+        let dropped = r#"subscriber="newest-sub",reason="drop_newest""#;
+        assert_eq!(sample(metrics::SUBSCRIBER_DROPPED, dropped), Some(6.0));
+        stalled.do_send(Release);
+        assert_eq!(next(&mut seen).await, ["2", "3", "4"]);
+    }
+
+    #[actix::test]
+    async fn backpressure_closes_the_feeds_gate_until_the_queue_drains() {
+        let router = start_router();
+        let gate = FlowGate::new();
+        let (stalled, mut seen) = holder();
+        let spec =
+            SubscriptionSpec::new("bp-sub", ["bp"]).with_queue(4, SubscriberOverflow::Backpressure);
+        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
+        send_numbered(&router, "bp", 1, 1, &gate);
+        assert_eq!(next(&mut seen).await, ["1"]);
+        send_numbered(&router, "bp", 2, 4, &gate);
+        settle(&router).await;
+        assert!(!gate.is_closed(), "four queued: not over the bound yet");
+        // In-flight batches still arrive after the gate closes: none is dropped.
+        send_numbered(&router, "bp", 6, 3, &gate);
+        settle(&router).await;
+        assert!(gate.is_closed(), "a full backpressure queue closes the gate");
+        let pending = router.send(GetInFlight).await.expect("router alive");
+        assert_eq!(pending, [("bp-sub".to_owned(), 8)], "1 held + 7 queued, nothing dropped");
+        stalled.do_send(Release);
+        assert_eq!(next(&mut seen).await, ["2", "3", "4", "5", "6", "7", "8"]);
+        settle(&router).await;
+        assert!(!gate.is_closed(), "drained: the gate opens again");
+    }
+
+    #[actix::test]
+    async fn a_stalled_subscriber_costs_a_fast_one_nothing() {
+        let router = start_router();
+        let gate = FlowGate::new();
+        let (stalled, _seen) = holder();
+        let (fast, mut fast_rx) = collector();
+        let slow_spec =
+            SubscriptionSpec::new("slow", ["shared"]).with_queue(2, SubscriberOverflow::DropOldest);
+        router.do_send(Subscribe { spec: slow_spec, recipient: stalled.recipient() });
+        router.do_send(Subscribe {
+            spec: SubscriptionSpec::new("fast", ["shared"]),
+            recipient: fast,
+        });
+        send_numbered(&router, "shared", 0, 500, &gate);
+        let mut received = Vec::new();
+        while received.len() < 500 {
+            received.extend(
+                next(&mut fast_rx).await.iter().filter_map(|m| m.text().map(str::to_owned)),
+            );
+        }
+        let expected: Vec<String> = (0..500).map(|n| n.to_string()).collect();
+        assert_eq!(received, expected);
+        settle(&router).await;
+        let dropped = r#"subscriber="slow",reason="drop_oldest""#;
+        assert_eq!(
+            sample(metrics::SUBSCRIBER_DROPPED, dropped),
+            Some(497.0),
+            "500 - 1 held - 2 queued"
+        );
+    }
+
+    /// Stops the holder, as a subscriber that crashes would.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Stop;
+
+    impl Handler<Stop> for Holder {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    #[actix::test]
+    async fn a_subscriber_whose_actor_stopped_is_removed_and_its_losses_counted() {
+        let router = start_router();
+        let gate = FlowGate::new();
+        let (stalled, mut seen) = holder();
+        let spec =
+            SubscriptionSpec::new("dies", ["d"]).with_queue(10, SubscriberOverflow::DropOldest);
+        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
+        send_numbered(&router, "d", 1, 4, &gate);
+        assert_eq!(next(&mut seen).await, ["1"]);
+        settle(&router).await;
+        // It stops holding batch 1, with 2..=4 queued: those three are lost, and counted.
+        stalled.do_send(Stop);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let pending = router.send(GetInFlight).await.expect("router alive");
+            if pending.is_empty() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still subscribed: {pending:?}");
+            tokio::task::yield_now().await;
+        }
+        let gone = r#"subscriber="dies",reason="subscriber_gone""#;
+        assert_eq!(sample(metrics::SUBSCRIBER_DROPPED, gone), Some(3.0));
     }
 }

@@ -31,6 +31,7 @@ mod queue;
 mod raw;
 mod session;
 mod show;
+mod subscriber;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -47,6 +48,10 @@ pub use checks::{parse_duration, parse_size};
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub use show::{format_duration, format_size};
+pub use subscriber::{
+    SinkConfig, SinkKind, SubscribeEndpointConfig, SubscriberConfig, SubscriberOverflow,
+    DEFAULT_QUEUE,
+};
 pub use validate::MAX_MESSAGE_SIZE_LIMIT;
 
 use crate::backoff::ReconnectPolicy;
@@ -120,11 +125,17 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// When set, requests that change anything need `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// `[http.subscribe]`: the local WebSocket endpoint `/subscribe`.
+    pub subscribe: SubscribeEndpointConfig,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)), token: None }
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)),
+            token: None,
+            subscribe: SubscribeEndpointConfig::default(),
+        }
     }
 }
 
@@ -310,38 +321,6 @@ pub struct TlsConfig {
     /// already resolved against the config file's directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-}
-
-/// `[[subscribers]]`: a built-in sink and what it receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SubscriberConfig {
-    /// Unique; used in metric labels.
-    pub name: String,
-    /// Feed names or glob patterns (`*`, `?`); plain names are known feeds.
-    pub feeds: Vec<String>,
-    /// Topic glob patterns; `None` receives every message, with or without topic.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub topics: Option<Vec<String>>,
-    /// Where the messages go.
-    pub sink: SinkKind,
-}
-
-/// The built-in sinks a config can name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// JSON lines on standard output.
-    #[default]
-    Stdout,
-}
-
-impl SinkKind {
-    /// The name used in the config and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-        }
-    }
 }
 
 /// Every problem found in one config file (or one feed definition).

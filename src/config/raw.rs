@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, Unexpected};
 use serde::Deserialize;
 
 use super::validate::label;
-use super::{FeedMode, FieldError, Location, Overflow, SinkKind};
+use super::{FeedMode, FieldError, Location, Overflow, SinkKind, SubscriberOverflow};
 use crate::backoff::{Jitter, PolicyKind};
 
 /// A whole config file.
@@ -46,6 +46,8 @@ pub(crate) struct RawHttp {
     pub listen: Option<String>,
     /// Bearer token that changes (POST, PUT, DELETE) must carry.
     pub token: Option<String>,
+    /// `[http.subscribe]`.
+    pub subscribe: Option<RawSubscribeEndpoint>,
 }
 
 /// `[defaults]`: the per-feed fields that have a default.
@@ -184,6 +186,40 @@ pub(crate) struct RawSubscriber {
     pub topics: Option<Vec<String>>,
     /// Where messages go; `stdout` when absent.
     pub sink: Option<SinkKind>,
+    /// Messages the subscriber's queue holds.
+    pub queue: Option<usize>,
+    /// What happens when the queue is full.
+    pub overflow: Option<SubscriberOverflow>,
+    /// `file`: the file to append JSON lines to.
+    pub path: Option<String>,
+    /// `exec`: the program and its arguments.
+    pub command: Option<Vec<String>>,
+    /// `webhook`: where to POST.
+    pub url: Option<String>,
+    /// `webhook`: messages per request (a JSON array when above 1).
+    pub batch: Option<usize>,
+    /// `webhook`: requests under way at once.
+    pub max_in_flight: Option<usize>,
+    /// `webhook`: how long one request may take.
+    pub timeout: Option<RawDuration>,
+    /// `webhook`: extra request headers (values may hold secrets).
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// `[http.subscribe]`: the local WebSocket endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubscribeEndpoint {
+    /// Clients connected at once.
+    pub max_clients: Option<usize>,
+    /// How long a client may stay too slow before it is closed (1008).
+    pub slow_client_timeout: Option<RawDuration>,
+    /// `Origin` values allowed; `["*"]` for any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Each client's queue, in messages.
+    pub queue: Option<usize>,
+    /// Each client's overflow policy.
+    pub overflow: Option<SubscriberOverflow>,
 }
 
 /// A size as written: `"64KiB"`, or a plain number of bytes.

@@ -11,15 +11,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::checks::{
-    check_header_name, check_name, check_pointer, closest, is_token, parse_duration, parse_size,
-    parse_url,
+    check_header_name, check_name, check_pointer, is_token, parse_duration, parse_size, parse_url,
 };
 use super::env::{expand, has_reference};
-use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize, RawSubscriber};
+use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize};
 use super::session::{self, Heartbeat};
+use super::subscriber;
 use super::{
     format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, Secret,
-    SinkKind, SubscriberConfig, TlsConfig, Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
+    TlsConfig, Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// Largest accepted `max_message_size`: a message is buffered whole.
@@ -173,7 +173,9 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
             }
         }
         let mut scope = Scope { prefix: &prefix, errors: &mut errors };
-        if let Some(subscriber) = subscriber(raw_subscriber, &feed_index, &mut scope) {
+        if let Some(subscriber) =
+            subscriber::subscriber(raw_subscriber, &feed_index, context, &mut scope)
+        {
             subscribers.push(subscriber);
         }
     }
@@ -190,6 +192,10 @@ const MAX_WORKERS: usize = 256;
 
 fn http(raw: &RawHttp, context: &Context<'_>, errors: &mut Vec<FieldError>) -> HttpConfig {
     let mut config = HttpConfig::default();
+    if let Some(raw_subscribe) = &raw.subscribe {
+        let mut scope = Scope { prefix: "http.subscribe", errors: &mut *errors };
+        config.subscribe = subscriber::endpoint(raw_subscribe, &mut scope);
+    }
     if let Some(template) = &raw.token {
         let mut scope = Scope { prefix: "", errors: &mut *errors };
         match scope.expand("http.token", template, context.env) {
@@ -427,66 +433,6 @@ pub(crate) fn feed(
         sequence: raw.sequence.clone(),
         required: raw.required.unwrap_or(defaults.required),
         unexpanded,
-    })
-}
-
-fn subscriber(
-    raw: &RawSubscriber,
-    feed_index: &HashMap<&str, usize>,
-    scope: &mut Scope<'_>,
-) -> Option<SubscriberConfig> {
-    let before = scope.errors.len();
-    match raw.name.as_deref().map(check_name) {
-        None => scope.error("name", "required"),
-        Some(Err(message)) => scope.error("name", message),
-        Some(Ok(())) => {}
-    }
-    match raw.feeds.as_deref() {
-        None => scope.error("feeds", "required: feed names or patterns, such as [\"*\"]"),
-        Some([]) => scope.error("feeds", "empty: list at least one feed name or pattern"),
-        Some(patterns) => {
-            for (index, pattern) in patterns.iter().enumerate() {
-                let field = format!("feeds[{index}]");
-                let is_glob = pattern.contains(['*', '?']);
-                if pattern.is_empty() {
-                    scope.error(&field, "must not be empty");
-                } else if is_glob && check_name(&pattern.replace(['*', '?'], "_")).is_err() {
-                    let message = format!(
-                        "pattern {pattern:?} can never match: \
-                         feed names use only letters, digits, '_', '.' and '-'"
-                    );
-                    scope.error(&field, message);
-                } else if !is_glob && !feed_index.contains_key(pattern.as_str()) {
-                    let mut message = format!("no feed named {pattern:?}");
-                    if let Some(close) = closest(pattern, feed_index.keys().copied()) {
-                        message.push_str(&format!(" (did you mean {close:?}?)"));
-                    }
-                    scope.error(&field, message);
-                }
-            }
-        }
-    }
-    if let Some(topics) = &raw.topics {
-        if topics.is_empty() {
-            scope.error(
-                "topics",
-                "empty list matches no topic: leave `topics` out to receive every topic",
-            );
-        }
-        for (index, topic) in topics.iter().enumerate() {
-            if topic.is_empty() {
-                scope.error(&format!("topics[{index}]"), "must not be empty");
-            }
-        }
-    }
-    if scope.errors.len() != before {
-        return None;
-    }
-    Some(SubscriberConfig {
-        name: raw.name.clone()?,
-        feeds: raw.feeds.clone()?,
-        topics: raw.topics.clone(),
-        sink: raw.sink.unwrap_or(SinkKind::Stdout),
     })
 }
 

@@ -148,7 +148,7 @@ impl FeedConnection {
         self.metrics.binary_messages.increment(binary);
         self.metrics.bytes.increment(bytes);
         self.shared.add_received(text + binary, bytes);
-        self.router.do_send(Route { feed: self.name.clone(), messages });
+        self.router.do_send(Route { feed: self.name.clone(), messages, gate: self.gate.clone() });
     }
 
     /// Counts a connection-ending error that refused what the peer sent.

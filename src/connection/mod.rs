@@ -38,6 +38,7 @@ use feedvisor_transport_api::{
 
 use crate::backoff::Backoff;
 use crate::config::FeedConfig;
+use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::Route;
 use crate::status::{CloseRecord, FeedShared, FeedState};
@@ -103,6 +104,8 @@ pub struct FeedConnection {
     opened_before: bool,
     /// Heartbeat pings sent, to tell their answers apart.
     pings_sent: u64,
+    /// Closed by subscribers that cannot keep up (backpressure): reading pauses.
+    gate: Arc<FlowGate>,
     /// The supervisor's watch on this actor.
     watch: Option<DeathNotice>,
     /// Set when the actor is being replaced: its states no longer reach the
@@ -130,6 +133,7 @@ impl FeedConnection {
             link: None,
             opened_before: false,
             pings_sent: 0,
+            gate: FlowGate::new(),
             watch,
             retired: false,
         }
@@ -210,8 +214,7 @@ impl FeedConnection {
         tracing::info!(feed = %self.name, protocol = ?connection.protocol, "connected");
         self.assembler.reset();
         let generation = self.generation;
-        let inbound = connection
-            .inbound
+        let inbound = Gated::new(connection.inbound, self.gate.clone())
             .map(move |item| InboundItem { generation, item: Some(item) })
             .chain(stream::once(async move { InboundItem { generation, item: None } }));
         let reader = ctx.add_stream(inbound);

@@ -20,14 +20,14 @@ pub use changes::{
     AddFeed, ChangeError, ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed,
 };
 
-use crate::config::{Config, FeedConfig, SinkKind, SubscriberConfig};
+use crate::config::{Config, FeedConfig, SubscriberConfig};
 use crate::connection::{
     ConnectionEvent, ConnectionSetup, DeathNotice, Disconnect, FeedConnection, SendError,
     SendMessage, SendOutcome,
 };
 use crate::metrics;
 use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
-use crate::sink::JsonLinesSink;
+use crate::sink;
 use crate::status::{FeedShared, FeedState, FeedStatus};
 use crate::transports::TransportRegistry;
 
@@ -224,14 +224,8 @@ impl Supervisor {
 
     /// Subscribes a config sink (replacing one of the same name).
     fn start_sink(&mut self, subscriber: SubscriberConfig) {
-        let recipient = match subscriber.sink {
-            SinkKind::Stdout => JsonLinesSink::stdout(&subscriber.name).start().recipient(),
-        };
-        let spec = SubscriptionSpec {
-            name: subscriber.name.clone(),
-            feeds: subscriber.feeds.clone(),
-            topics: subscriber.topics.clone(),
-        };
+        let recipient = sink::start(&subscriber);
+        let spec = SubscriptionSpec::from_config(&subscriber);
         self.router.do_send(Subscribe { spec, recipient });
         self.sinks.insert(subscriber.name.clone(), subscriber);
     }

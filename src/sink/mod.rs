@@ -1,4 +1,6 @@
-//! Built-in sinks: subscribers that a config names (`sink = "stdout"`).
+//! Built-in sinks: subscribers that a config names (`sink = "stdout"`, ...).
+//!
+//! Every sink writes the same JSON object per message (see [`write_json_line`]).
 
 use std::io::Write;
 
@@ -6,7 +8,12 @@ use actix::prelude::*;
 use base64::Engine;
 use serde::Serialize;
 
+use crate::config::{SinkConfig, SubscriberConfig};
 use crate::delivery::{DataKind, Deliver, FeedMessage};
+
+mod exec;
+mod file;
+mod webhook;
 
 /// One message as a JSON line.
 #[derive(Serialize)]
@@ -38,6 +45,31 @@ impl<'a> JsonLine<'a> {
     }
 }
 
+/// Starts the sink a `[[subscribers]]` entry names and returns where its batches go.
+pub fn start(config: &SubscriberConfig) -> Recipient<Deliver> {
+    match &config.sink {
+        SinkConfig::Stdout => JsonLinesSink::stdout(&config.name).start().recipient(),
+        SinkConfig::File { path } => {
+            file::FileSink::new(&config.name, path.clone()).start().recipient()
+        }
+        SinkConfig::Exec { command } => {
+            exec::ExecSink::new(&config.name, command.clone()).start().recipient()
+        }
+        SinkConfig::Webhook { .. } => {
+            webhook::WebhookSink::new(&config.name, config.sink.clone()).start().recipient()
+        }
+    }
+}
+
+/// Appends one message as a JSON object and a newline: `feed`, `topic`,
+/// `kind`, `payload` (text verbatim, binary as base64), `received_at`
+/// (RFC 3339), and `gap_before` when a gap preceded it.
+pub fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buffer, &JsonLine::new(message));
+    buffer.push(b'\n');
+}
+
 /// Writes one JSON object per message and line to a writer (standard output by default).
 pub struct JsonLinesSink<W: Write + Unpin + 'static> {
     name: String,
@@ -60,8 +92,7 @@ impl<W: Write + Unpin + 'static> JsonLinesSink<W> {
     fn write_batch(&mut self, messages: &[FeedMessage]) -> std::io::Result<()> {
         let mut buffer = Vec::with_capacity(messages.len() * 128);
         for message in messages {
-            serde_json::to_writer(&mut buffer, &JsonLine::new(message))?;
-            buffer.push(b'\n');
+            write_json_line(&mut buffer, message);
         }
         self.writer.write_all(&buffer)?;
         self.writer.flush()
