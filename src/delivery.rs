@@ -28,6 +28,22 @@ pub struct FeedMessage {
     pub received: Instant,
     /// On a sequenced feed, the first message after a gap: how many were missed.
     pub gap_before: Option<u64>,
+    /// In stream mode: where this piece belongs. `None` in message mode.
+    pub chunk: Option<Chunk>,
+}
+
+/// A piece of a message delivered in stream mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Chunk {
+    /// The message it belongs to, numbered from 1 for the feed's life.
+    pub message: u64,
+    /// Where its bytes start within the message.
+    pub offset: u64,
+    /// True on the message's last piece.
+    pub last: bool,
+    /// True when the message was cut short (the connection ended mid-message):
+    /// an empty last piece that says the message is incomplete.
+    pub aborted: bool,
 }
 
 impl FeedMessage {

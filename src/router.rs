@@ -528,6 +528,7 @@ mod tests {
             received_at: SystemTime::now(),
             received: Instant::now(),
             gap_before: None,
+            chunk: None,
         }
     }
 

@@ -44,10 +44,23 @@ pub(super) fn parse_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("invalid URL: {error}"))?;
     match url.scheme() {
         "ws" | "wss" | "memory" => {}
-        other => return Err(format!("unsupported scheme {other:?}: use ws:// or wss://")),
+        "tcp" | "tls" => {
+            if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+                return Err(format!(
+                    "a {}:// URL needs a host and a port, such as \"{}://127.0.0.1:7000\"",
+                    url.scheme(),
+                    url.scheme()
+                ));
+            }
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?}: use ws://, wss://, tcp:// or tls://"
+            ))
+        }
     }
     if url.fragment().is_some() {
-        return Err("a WebSocket URL cannot have a #fragment".to_owned());
+        return Err("a feed URL cannot have a #fragment".to_owned());
     }
     Ok(url)
 }

@@ -210,6 +210,8 @@ pub struct FeedConfig {
     pub max_message_size: u64,
     /// Largest chunk delivered in stream mode, in bytes.
     pub chunk_size: u64,
+    /// `tcp://` and `tls://` feeds in message mode: how messages are delimited (default lines).
+    pub framing: Framing,
     /// How long the opening handshake may take.
     pub handshake_timeout: Duration,
     /// TLS settings for `wss://`.
@@ -257,6 +259,7 @@ impl FeedConfig {
             on_open: Vec::new(),
             max_message_size: defaults.max_message_size,
             chunk_size: defaults.chunk_size,
+            framing: Framing::default(),
             handshake_timeout: defaults.handshake_timeout,
             tls: TlsConfig::default(),
             reconnect: defaults.reconnect,
@@ -290,6 +293,27 @@ impl FeedConfig {
     /// The heartbeat safe to show: an application message as written if it used `${VAR}`.
     pub fn display_heartbeat(&self) -> Option<HeartbeatConfig> {
         heartbeat::as_written(self.heartbeat.as_ref(), self.unexpanded.heartbeat_message.as_deref())
+    }
+}
+
+/// How a byte-stream feed (`tcp://`, `tls://`) delimits messages in message mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// One message per line.
+    #[default]
+    Lines,
+    /// Each message preceded by its length, a big-endian u32.
+    LengthPrefixed,
+}
+
+impl Framing {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lines => "lines",
+            Self::LengthPrefixed => "length_prefixed",
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, Unexpected};
 use serde::Deserialize;
 
 use super::validate::label;
-use super::{FeedMode, FieldError, Location, Overflow, SinkKind, SubscriberOverflow};
+use super::{FeedMode, FieldError, Framing, Location, Overflow, SinkKind, SubscriberOverflow};
 use crate::backoff::{Jitter, PolicyKind};
 
 /// A whole config file.
@@ -99,6 +99,8 @@ pub(crate) struct RawFeed {
     pub max_message_size: Option<RawSize>,
     /// Falls back to `[defaults]`; stream mode only.
     pub chunk_size: Option<RawSize>,
+    /// `tcp://` and `tls://` feeds in message mode: how messages are delimited.
+    pub framing: Option<Framing>,
     /// Falls back to `[defaults]`.
     pub handshake_timeout: Option<RawDuration>,
     /// TLS settings.

@@ -79,6 +79,11 @@ impl Serialize for FeedConfig {
             FeedMode::Stream => out.serialize_field("chunk_size", &format_size(self.chunk_size))?,
             FeedMode::Message => out.skip_field("chunk_size")?,
         }
+        if matches!(self.url.scheme(), "tcp" | "tls") && self.mode == FeedMode::Message {
+            out.serialize_field("framing", &self.framing)?;
+        } else {
+            out.skip_field("framing")?;
+        }
         out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
         out.serialize_field("tls", &self.tls)?;
         out.serialize_field("reconnect", &ShowReconnect(&self.reconnect))?;

@@ -240,7 +240,7 @@ fn bad_url_scheme_renders_as_one_line() {
     let error = parse(text).expect_err("bad scheme");
     assert_eq!(
         error.to_string(),
-        "config/test.toml: feeds[0] (weather).url: unsupported scheme \"htp\": use ws:// or wss://"
+        "config/test.toml: feeds[0] (weather).url: unsupported scheme \"htp\": use ws://, wss://, tcp:// or tls://"
     );
     assert_error(
         &STOCKS.replace("ws://127.0.0.1:8080", "not a url"),
@@ -318,12 +318,28 @@ fn bad_duration_and_sizes_name_the_field() {
 }
 
 #[test]
-fn stream_mode_is_refused_until_it_is_available() {
+fn stream_mode_takes_a_bounded_chunk_size() {
+    let feed =
+        parse_ok(&format!("{STOCKS}mode = \"stream\"\nchunk_size = \"8KiB\"\n")).feeds.remove(0);
+    assert_eq!((feed.mode, feed.chunk_size), (FeedMode::Stream, 8 << 10));
     assert_error(
-        &format!("{STOCKS}mode = \"stream\"\n"),
-        "feeds[0] (stocks).mode",
-        "stream mode is not available in this version",
+        &format!("{STOCKS}mode = \"stream\"\nchunk_size = \"1GiB\"\n"),
+        "feeds[0] (stocks).chunk_size",
+        "",
     );
+}
+
+#[test]
+fn byte_stream_feeds_need_a_port_and_take_a_framing() {
+    let text =
+        "[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1:7000\"\nframing = \"length_prefixed\"\n";
+    let feed = parse_ok(text).feeds.remove(0);
+    assert_eq!(feed.framing, Framing::LengthPrefixed);
+    let text = "[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1\"\n";
+    assert_error(text, "feeds[0] (t).url", "needs a host and a port");
+    assert_error(&format!("{STOCKS}framing = \"lines\"\n"), "feeds[0] (stocks).framing", "tcp://");
+    let stream = "[[feeds]]\nname = \"t\"\nurl = \"tls://h.example:7000\"\nmode = \"stream\"\nframing = \"lines\"\n";
+    assert_error(stream, "feeds[0] (t).framing", "message mode");
 }
 
 #[test]
@@ -504,7 +520,7 @@ fn feed_json_shares_the_file_checks() {
     let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad feed");
     assert_eq!(
         error.to_string(),
-        "feed: url: unsupported scheme \"htp\": use ws:// or wss://\n\
+        "feed: url: unsupported scheme \"htp\": use ws://, wss://, tcp:// or tls://\n\
          feed: handshake_timeout: invalid duration \"5 parsecs\": \
          use a number with a unit, such as \"10s\" or \"500ms\""
     );

@@ -22,6 +22,9 @@ use super::{
     TlsConfig, Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
+/// Largest accepted `chunk_size`: room for one chunk is made per read.
+const MAX_CHUNK_SIZE: u64 = 16 << 20;
+
 /// Largest accepted `max_message_size`: a message is buffered whole.
 pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
 
@@ -236,7 +239,7 @@ fn defaults(
         )
         .unwrap_or(builtin.max_message_size);
     let chunk_size = scope
-        .size("chunk_size", raw.chunk_size.as_ref(), builtin.chunk_size, u64::MAX)
+        .size("chunk_size", raw.chunk_size.as_ref(), builtin.chunk_size, MAX_CHUNK_SIZE)
         .unwrap_or(builtin.chunk_size);
     let handshake_timeout = scope
         .duration("handshake_timeout", raw.handshake_timeout.as_ref(), builtin.handshake_timeout)
@@ -360,16 +363,18 @@ pub(crate) fn feed(
         defaults.max_message_size,
         limit,
     );
-    if mode == FeedMode::Stream {
-        // The connection actor delivers whole messages only, for now; a stream
-        // feed would silently run in message mode, so it is refused instead.
-        scope.error("mode", "stream mode is not available in this version: use mode = \"message\"");
+    let byte_stream = url.as_ref().is_some_and(|url| matches!(url.scheme(), "tcp" | "tls"));
+    if raw.framing.is_some() && !byte_stream {
+        scope.error("framing", "only used by tcp:// and tls:// feeds");
+    }
+    if raw.framing.is_some() && mode == FeedMode::Stream {
+        scope.error("framing", "only used in message mode: stream mode passes bytes through");
     }
     if raw.chunk_size.is_some() && mode != FeedMode::Stream {
         scope.error("chunk_size", "only used when mode = \"stream\"");
     }
     let chunk_size =
-        scope.size("chunk_size", raw.chunk_size.as_ref(), defaults.chunk_size, u64::MAX);
+        scope.size("chunk_size", raw.chunk_size.as_ref(), defaults.chunk_size, MAX_CHUNK_SIZE);
     let handshake_timeout = scope.duration(
         "handshake_timeout",
         raw.handshake_timeout.as_ref(),
@@ -381,8 +386,8 @@ pub(crate) fn feed(
         let path = context.base_dir.join(ca_file);
         if ca_file.is_empty() {
             scope.error("tls.ca_file", "must not be empty");
-        } else if url.as_ref().is_some_and(|url| url.scheme() != "wss") {
-            scope.error("tls.ca_file", "only used by wss:// feeds");
+        } else if url.as_ref().is_some_and(|url| !matches!(url.scheme(), "wss" | "tls")) {
+            scope.error("tls.ca_file", "only used by wss:// and tls:// feeds");
         } else if !(context.file_exists)(&path) {
             scope.error("tls.ca_file", format!("no such file: {}", path.display()));
         }
@@ -421,6 +426,7 @@ pub(crate) fn feed(
         topic: raw.topic.clone(),
         headers,
         subprotocols: raw.subprotocols.clone(),
+        framing: raw.framing.unwrap_or_default(),
         on_open,
         max_message_size: max_message_size?,
         chunk_size: chunk_size?,

@@ -6,12 +6,16 @@ use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 
-use feedvisor_transport_api::TransportError;
-use feedvisor_transport_api::{close_code, AssembleError, CloseFrame, DataKind, ErrorKind, Event};
+use bytes::Bytes;
+use feedvisor_transport_api::{
+    close_code, AssembleError, CloseFrame, DataFrame, DataKind, ErrorKind, Event, Opcode,
+    TransportError,
+};
 
 use super::sequence::SequenceCheck;
 use super::FeedConnection;
-use crate::delivery::FeedMessage;
+use crate::config::FeedMode;
+use crate::delivery::{Chunk, FeedMessage};
 use crate::metrics::RejectReason;
 use crate::router::Route;
 use crate::status::CloseRecord;
@@ -57,6 +61,17 @@ impl FeedConnection {
         let mut messages = Vec::with_capacity(events.len());
         for event in events {
             match event {
+                Event::Data(frame) if self.feed.mode == FeedMode::Stream => {
+                    if let Err(reason) =
+                        self.stream_piece(frame, &mut messages, received, received_at)
+                    {
+                        self.metrics.rejected(RejectReason::Protocol);
+                        tracing::warn!(feed = %self.name, %reason, "stream refused");
+                        self.publish(messages);
+                        self.close_and_reconnect(close_code::PROTOCOL_ERROR, reason, ctx);
+                        return;
+                    }
+                }
                 Event::Data(frame) => match self.assembler.push(frame) {
                     Ok(Some(message)) => {
                         if self.is_heartbeat_reply(&message.payload) {
@@ -76,6 +91,7 @@ impl FeedConnection {
                             received_at,
                             received,
                             gap_before,
+                            chunk: None,
                         });
                     }
                     Ok(None) => {}
@@ -109,6 +125,74 @@ impl FeedConnection {
         self.publish(messages);
     }
 
+    /// Turns one piece of a frame into chunks of at most `chunk_size` (stream mode).
+    fn stream_piece(
+        &mut self,
+        frame: DataFrame,
+        out: &mut Vec<FeedMessage>,
+        received: Instant,
+        received_at: SystemTime,
+    ) -> Result<(), String> {
+        let DataFrame { opcode, fin, mut payload } = frame;
+        match (opcode, self.stream.current) {
+            (Opcode::Continuation, None) => {
+                return Err("continuation without a message to continue".to_owned())
+            }
+            (Opcode::Text | Opcode::Binary, Some(_)) => {
+                return Err("new message started before the one before it ended".to_owned())
+            }
+            (Opcode::Text | Opcode::Binary, None) => {
+                self.stream.messages += 1;
+                self.stream.current = Some((self.stream.messages, 0));
+            }
+            (Opcode::Continuation, Some(_)) => {}
+        }
+        let chunk_size = usize::try_from(self.feed.chunk_size).unwrap_or(usize::MAX).max(1);
+        loop {
+            let piece = payload.split_to(payload.len().min(chunk_size));
+            let last = fin && payload.is_empty();
+            let Some((message, offset)) = self.stream.current.as_mut() else { break };
+            let chunk = Chunk { message: *message, offset: *offset, last, aborted: false };
+            *offset += piece.len() as u64;
+            out.push(self.chunk_message(piece, chunk, received, received_at));
+            if payload.is_empty() {
+                break;
+            }
+        }
+        if fin {
+            self.stream.current = None;
+        }
+        Ok(())
+    }
+
+    fn chunk_message(
+        &self,
+        payload: Bytes,
+        chunk: Chunk,
+        received: Instant,
+        received_at: SystemTime,
+    ) -> FeedMessage {
+        FeedMessage {
+            feed: self.name.clone(),
+            topic: None,
+            kind: DataKind::Binary,
+            payload,
+            received_at,
+            received,
+            gap_before: None,
+            chunk: Some(chunk),
+        }
+    }
+
+    /// Tells subscribers that the message being streamed will not be finished.
+    pub(super) fn abort_stream_message(&mut self) {
+        let Some((message, offset)) = self.stream.current.take() else { return };
+        tracing::warn!(feed = %self.name, message, bytes = offset, "streamed message cut short");
+        let chunk = Chunk { message, offset, last: true, aborted: true };
+        let marker = self.chunk_message(Bytes::new(), chunk, Instant::now(), SystemTime::now());
+        self.publish(vec![marker]);
+    }
+
     /// Counts a sequence number; returns how many were missed right before it.
     fn check_sequence(&mut self, sequence: Option<u64>) -> Option<u64> {
         self.feed.sequence.as_ref()?;
@@ -132,17 +216,21 @@ impl FeedConnection {
     }
 
     /// Counts a batch and hands it to the router.
-    fn publish(&mut self, messages: Vec<FeedMessage>) {
+    pub(super) fn publish(&mut self, messages: Vec<FeedMessage>) {
         if messages.is_empty() {
             return;
         }
         let (mut text, mut binary, mut bytes) = (0u64, 0u64, 0u64);
         for message in &messages {
+            bytes += message.payload.len() as u64;
+            // In stream mode a message counts once, when its last piece arrives.
+            if message.chunk.is_some_and(|chunk| !chunk.last || chunk.aborted) {
+                continue;
+            }
             match message.kind {
                 DataKind::Text => text += 1,
                 DataKind::Binary => binary += 1,
             }
-            bytes += message.payload.len() as u64;
         }
         self.metrics.text_messages.increment(text);
         self.metrics.binary_messages.increment(binary);

@@ -32,12 +32,12 @@ use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 
 use feedvisor_transport_api::{
-    CloseFrame, ConnectRequest, Connection, MessageAssembler, Outbound, OutboundSender, TlsOptions,
-    Transport, TransportError,
+    CloseFrame, ConnectRequest, Connection, DeliveryMode, Framing, MessageAssembler, Outbound,
+    OutboundSender, TlsOptions, Transport, TransportError,
 };
 
 use crate::backoff::Backoff;
-use crate::config::FeedConfig;
+use crate::config::{FeedConfig, FeedMode};
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::Route;
@@ -78,6 +78,15 @@ struct Link {
     ping: Option<liveness::PendingPing>,
 }
 
+/// Stream mode's bookkeeping.
+#[derive(Debug, Default)]
+struct StreamState {
+    /// Messages begun so far (the number of the current or last one).
+    messages: u64,
+    /// The message being streamed and the offset of its next byte.
+    current: Option<(u64, u64)>,
+}
+
 /// The connection actor of one feed.
 pub struct FeedConnection {
     /// The feed as configured.
@@ -106,6 +115,8 @@ pub struct FeedConnection {
     pings_sent: u64,
     /// Closed by subscribers that cannot keep up (backpressure): reading pauses.
     gate: Arc<FlowGate>,
+    /// Stream mode: message numbering and the message being streamed.
+    stream: StreamState,
     /// The supervisor's watch on this actor.
     watch: Option<DeathNotice>,
     /// Set when the actor is being replaced: its states no longer reach the
@@ -134,6 +145,7 @@ impl FeedConnection {
             opened_before: false,
             pings_sent: 0,
             gate: FlowGate::new(),
+            stream: StreamState::default(),
             watch,
             retired: false,
         }
@@ -155,6 +167,16 @@ impl FeedConnection {
             max_frame_size: self.assembler.max_message_size(),
             handshake_timeout: self.feed.handshake_timeout,
             tls: TlsOptions { ca_file: self.feed.tls.ca_file.clone() },
+            mode: match self.feed.mode {
+                FeedMode::Message => DeliveryMode::Message,
+                FeedMode::Stream => DeliveryMode::Stream {
+                    chunk_size: usize::try_from(self.feed.chunk_size).unwrap_or(usize::MAX),
+                },
+            },
+            framing: match self.feed.framing {
+                crate::config::Framing::Lines => Framing::Lines,
+                crate::config::Framing::LengthPrefixed => Framing::LengthPrefixed,
+            },
         }
     }
 
@@ -253,6 +275,7 @@ impl FeedConnection {
             self.backoff.connection_ended(link.opened_at.elapsed());
         }
         self.assembler.reset();
+        self.abort_stream_message();
     }
 
     /// Waits as the policy says, then connects again; or gives up.

@@ -594,3 +594,102 @@ async fn gaps_and_duplicates_are_counted_across_a_reconnect() {
     h.route().await;
     assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSING, ""), Some(1.0));
 }
+
+// Stream mode.
+
+fn chunk_of(message: &crate::delivery::FeedMessage) -> crate::delivery::Chunk {
+    message.chunk.expect("a chunk in stream mode")
+}
+
+const STREAM: &str = "mode = \"stream\"\nchunk_size = \"4B\"";
+
+#[actix::test]
+async fn stream_mode_cuts_pieces_into_ordered_chunks_with_boundaries() {
+    let mut h = start("stream-chunks", STREAM).await;
+    let peer = h.accept().await;
+    assert!(peer.send_batch(vec![
+        Event::Data(DataFrame {
+            opcode: Opcode::Binary,
+            fin: false,
+            payload: Bytes::from_static(b"abcdef")
+        }),
+        Event::Data(DataFrame {
+            opcode: Opcode::Continuation,
+            fin: true,
+            payload: Bytes::from_static(b"ghij")
+        }),
+        Event::Data(DataFrame::binary(Bytes::from_static(b"xy"))),
+    ]));
+    let route = h.route().await;
+    let pieces: Vec<(u64, u64, bool, &[u8])> = route
+        .messages
+        .iter()
+        .map(|m| {
+            let chunk = chunk_of(m);
+            (chunk.message, chunk.offset, chunk.last, &m.payload[..])
+        })
+        .collect();
+    assert_eq!(
+        pieces,
+        [
+            (1, 0, false, &b"abcd"[..]),
+            (1, 4, false, &b"ef"[..]),
+            (1, 6, true, &b"ghij"[..]),
+            (2, 0, true, &b"xy"[..]),
+        ]
+    );
+    assert!(route.messages.iter().all(|m| m.kind == DataKind::Binary && m.topic.is_none()));
+    assert_eq!(h.shared.messages_in(), 2, "two whole messages");
+    assert_eq!(h.shared.bytes_in(), 12);
+}
+
+#[actix::test]
+async fn stream_mode_pings_between_pieces_do_not_disturb_the_message() {
+    let mut h = start("stream-ping", STREAM).await;
+    let mut peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Binary, false, "1234"));
+    assert!(peer.send(Event::Ping(Bytes::from_static(b"p"))));
+    assert!(peer.send_frame(Opcode::Continuation, true, "5678"));
+    assert_eq!(next_reply(&mut peer).await, Outbound::Pong(Bytes::from_static(b"p")));
+    let mut chunks = Vec::new();
+    while chunks.len() < 2 {
+        chunks.extend(h.route().await.messages.iter().map(chunk_of));
+    }
+    assert_eq!(
+        chunks.iter().map(|c| (c.offset, c.last)).collect::<Vec<_>>(),
+        [(0, false), (4, true)]
+    );
+}
+
+#[actix::test]
+async fn a_streamed_message_cut_short_is_marked_aborted() {
+    let mut h = start("stream-cut", STREAM).await;
+    let peer = h.accept().await;
+    assert!(peer.send_frame(Opcode::Binary, false, "abc"));
+    assert_eq!(chunk_of(&h.route().await.messages[0]).offset, 0);
+    assert!(peer.close(1001, "going away"));
+    let marker = h.route().await;
+    let chunk = chunk_of(&marker.messages[0]);
+    assert_eq!((chunk.message, chunk.offset, chunk.last, chunk.aborted), (1, 3, true, true));
+    assert!(marker.messages[0].payload.is_empty());
+    assert_eq!(h.shared.messages_in(), 0, "an aborted message is not counted as received");
+    // The next connection's message gets the next number.
+    let peer = h.accept().await;
+    assert!(peer.send(Event::Data(DataFrame::binary(Bytes::from_static(b"z")))));
+    assert_eq!(chunk_of(&h.route().await.messages[0]).message, 2);
+}
+
+#[actix::test]
+async fn a_closed_gate_pauses_reading_until_it_opens() {
+    let mut h = start("gated", "").await;
+    let peer = h.accept().await;
+    assert!(peer.send_text("first"));
+    let first = h.route().await;
+    let gate = first.gate.clone();
+    gate.close();
+    assert!(peer.send_text("held back"));
+    h.settle().await;
+    assert!(h.routes.try_recv().is_err(), "read while the gate was closed");
+    gate.open();
+    assert_eq!(texts(&h.route().await), ["held back"]);
+}

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::config::{SinkConfig, SubscriberConfig};
-use crate::delivery::{DataKind, Deliver, FeedMessage};
+use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
@@ -25,6 +25,8 @@ struct JsonLine<'a> {
     received_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     gap_before: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunk: Option<Chunk>,
 }
 
 impl<'a> JsonLine<'a> {
@@ -41,6 +43,7 @@ impl<'a> JsonLine<'a> {
             payload,
             received_at: humantime::format_rfc3339_micros(message.received_at).to_string(),
             gap_before: message.gap_before,
+            chunk: message.chunk,
         }
     }
 }
@@ -150,6 +153,7 @@ mod tests {
             received_at: at,
             received: Instant::now(),
             gap_before: None,
+            chunk: None,
         };
         let binary = FeedMessage {
             topic: None,

@@ -23,7 +23,7 @@ pub use assemble::{AssembleError, MessageAssembler};
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{
-    outbound_channel, ConnectFuture, ConnectRequest, Connection, Inbound, OutboundReceiver,
-    OutboundSender, TlsOptions, Transport,
+    outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, Framing, Inbound,
+    OutboundReceiver, OutboundSender, TlsOptions, Transport,
 };
 pub use utf8::Utf8Validator;

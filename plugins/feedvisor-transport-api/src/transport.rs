@@ -19,6 +19,35 @@ pub struct TlsOptions {
     pub ca_file: Option<PathBuf>,
 }
 
+/// How the feed wants its data: whole frames, or pieces as bytes arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    /// Whole frames; a frame announcing more than `max_frame_size` is refused.
+    #[default]
+    Message,
+    /// Frames of any length, handed over in pieces of at most `chunk_size`
+    /// bytes as they arrive (never buffered whole). A piece is a
+    /// [`DataFrame`](crate::DataFrame): the first piece of a frame carries
+    /// the frame's opcode, later pieces are `Continuation`s, and only the
+    /// last piece of a frame carries the frame's `fin`. Batches then hold
+    /// about `chunk_size` bytes of data at most, so that what a transport
+    /// holds stays bounded.
+    Stream {
+        /// The largest piece, in bytes.
+        chunk_size: usize,
+    },
+}
+
+/// How a byte-stream transport (TCP, TLS) splits bytes into messages in message mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// One message per line (`\n`, an optional `\r` before it is dropped).
+    #[default]
+    Lines,
+    /// Each message preceded by its length as a big-endian u32.
+    LengthPrefixed,
+}
+
 /// Everything a transport needs to open one connection.
 #[derive(Clone)]
 pub struct ConnectRequest {
@@ -34,6 +63,10 @@ pub struct ConnectRequest {
     pub handshake_timeout: Duration,
     /// TLS settings for secure schemes.
     pub tls: TlsOptions,
+    /// Whole frames or pieces.
+    pub mode: DeliveryMode,
+    /// Message boundaries for byte-stream transports (ignored by WebSocket).
+    pub framing: Framing,
 }
 
 impl std::fmt::Debug for ConnectRequest {
@@ -47,6 +80,8 @@ impl std::fmt::Debug for ConnectRequest {
             .field("max_frame_size", &self.max_frame_size)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("tls", &self.tls)
+            .field("mode", &self.mode)
+            .field("framing", &self.framing)
             .finish()
     }
 }

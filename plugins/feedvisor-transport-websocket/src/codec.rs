@@ -1,13 +1,26 @@
 //! A client-side WebSocket frame codec (RFC 6455 section 5), written for
 //! feedvisor's duties rather than taken from actix-http.
 //!
-//! Decoding turns server frames into [`Event`]s. It reads the announced
-//! payload length from the header and refuses a frame over the limit before
-//! reserving or reading any of its payload; it rejects masked server frames,
-//! reserved bits (no extension is negotiated), unknown opcodes and bad control
-//! frames; it checks that continuation frames continue something and that
-//! text messages are valid UTF-8 across fragments. Payloads are split off the
-//! read buffer without a copy.
+//! Decoding turns server frames into [`Event`]s. It rejects masked server
+//! frames, reserved bits (no extension is negotiated), unknown opcodes and bad
+//! control frames; it checks that continuation frames continue something and
+//! that text messages are valid UTF-8 across fragments. Payloads are split off
+//! the read buffer without a copy. Data frames are handed over in one of two
+//! ways ([`DeliveryMode`]):
+//! - message mode: whole frames. The announced payload length is read from
+//!   the header and a frame over the limit is refused before any of its
+//!   payload is reserved or read.
+//! - stream mode: frames of any length, in pieces of at most `chunk_size`
+//!   bytes. Each call hands over whatever of the current frame's payload is
+//!   buffered, up to `chunk_size`: `Framed` calls the decoder after every
+//!   read, so a piece leaves as soon as its bytes arrived (no waiting for a
+//!   full chunk that a slow peer may take minutes to send). The read buffer
+//!   then holds at most the start of the next frame (a header, or a control
+//!   frame of 125 bytes at most, which is still decoded whole: the wire puts
+//!   control frames between frames, never inside one) plus one read, for
+//!   which the decoder makes room of one piece (`Framed` itself keeps 8 KiB).
+//!   A piece is split off the buffer, so the pieces of one read share its
+//!   allocation until the last of them is dropped.
 //!
 //! Encoding writes every client frame unfragmented and masked with a fresh
 //! random key.
@@ -15,7 +28,8 @@
 use actix_codec::{Decoder, Encoder};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use feedvisor_transport_api::{
-    close_code, CloseFrame, DataFrame, Event, Opcode, Outbound, TransportError, Utf8Validator,
+    close_code, CloseFrame, DataFrame, DeliveryMode, Event, Opcode, Outbound, TransportError,
+    Utf8Validator,
 };
 
 /// Wire opcodes (RFC 6455 section 5.2).
@@ -72,46 +86,122 @@ enum OpenMessage {
     Binary,
 }
 
+/// How data frames are handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Message mode: whole frames; frames announcing more payload than this are refused unread.
+    Whole {
+        /// The largest payload accepted, in bytes.
+        max_frame_size: usize,
+    },
+    /// Stream mode: frames of any length, in pieces of at most `chunk_size` bytes.
+    Pieces {
+        /// The largest piece, in bytes (at least 1).
+        chunk_size: usize,
+    },
+}
+
+/// A data frame whose header was read and whose payload is being handed over
+/// in pieces (stream mode only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameInProgress {
+    /// The opcode of the next piece: the frame's own for its first piece,
+    /// `Continuation` for the pieces after it.
+    next_opcode: Opcode,
+    /// The frame's FIN, which only its last piece carries.
+    fin: bool,
+    /// Payload bytes of the frame not handed over yet.
+    remaining: u64,
+}
+
 /// Decodes server frames and encodes client frames.
 #[derive(Debug)]
 pub struct FrameCodec {
-    /// Frames announcing more payload than this are refused unread.
-    max_frame_size: usize,
+    /// Whole frames under a limit, or pieces of frames of any length.
+    delivery: Delivery,
     /// What a continuation frame would continue.
     open: OpenMessage,
-    /// Checks the current text message, fragment by fragment.
+    /// Checks the current text message, fragment by fragment (piece by piece in stream mode).
     utf8: Utf8Validator,
+    /// In stream mode, the data frame between its header and its last piece:
+    /// while it is set, the buffer starts with payload, not with a header.
+    in_frame: Option<FrameInProgress>,
 }
 
 impl FrameCodec {
-    /// A codec that refuses frames announcing more than `max_frame_size` payload bytes.
+    /// A message-mode codec that refuses frames announcing more than
+    /// `max_frame_size` payload bytes.
     pub fn new(max_frame_size: usize) -> Self {
-        FrameCodec { max_frame_size, open: OpenMessage::None, utf8: Utf8Validator::new() }
+        FrameCodec::with_delivery(Delivery::Whole { max_frame_size })
+    }
+
+    /// A stream-mode codec: frames of any length, handed over in pieces of at
+    /// most `chunk_size` bytes (a `chunk_size` of 0 is taken as 1).
+    ///
+    /// `chunk_size` is also the room made for one read, so it bounds what a
+    /// peer can make the client allocate: keep it to what one read should take.
+    pub fn streaming(chunk_size: usize) -> Self {
+        FrameCodec::with_delivery(Delivery::Pieces { chunk_size: chunk_size.max(1) })
+    }
+
+    /// The codec a connect request asks for.
+    pub fn for_mode(mode: DeliveryMode, max_frame_size: usize) -> Self {
+        match mode {
+            DeliveryMode::Message => FrameCodec::new(max_frame_size),
+            DeliveryMode::Stream { chunk_size } => FrameCodec::streaming(chunk_size),
+        }
+    }
+
+    fn with_delivery(delivery: Delivery) -> Self {
+        FrameCodec { delivery, open: OpenMessage::None, utf8: Utf8Validator::new(), in_frame: None }
+    }
+
+    /// The largest piece in stream mode; `None` in message mode.
+    pub fn chunk_size(&self) -> Option<usize> {
+        match self.delivery {
+            Delivery::Whole { .. } => None,
+            Delivery::Pieces { chunk_size } => Some(chunk_size),
+        }
     }
 
     /// Turns a whole frame into an event, checking fragmentation and UTF-8.
     fn event(&mut self, fin: bool, opcode: u8, payload: Bytes) -> Result<Event, TransportError> {
-        let data_opcode = match opcode {
-            wire::PING => return Ok(Event::Ping(payload)),
-            wire::PONG => return Ok(Event::Pong(payload)),
-            wire::CLOSE => return parse_close(&payload).map(Event::Close),
+        match opcode {
+            wire::PING => Ok(Event::Ping(payload)),
+            wire::PONG => Ok(Event::Pong(payload)),
+            wire::CLOSE => parse_close(&payload).map(Event::Close),
+            _ => {
+                let data_opcode = self.start_data_frame(opcode)?;
+                self.data(data_opcode, fin, payload)
+            }
+        }
+    }
+
+    /// Checks that a data frame with wire `opcode` may start here and notes
+    /// the message it opens; returns its opcode.
+    fn start_data_frame(&mut self, opcode: u8) -> Result<Opcode, TransportError> {
+        match opcode {
             wire::TEXT | wire::BINARY if self.open != OpenMessage::None => {
-                return Err(protocol_error("new message started inside a fragmented message"));
+                Err(protocol_error("new message started inside a fragmented message"))
             }
             wire::TEXT => {
                 self.open = OpenMessage::Text;
-                Opcode::Text
+                Ok(Opcode::Text)
             }
             wire::BINARY => {
                 self.open = OpenMessage::Binary;
-                Opcode::Binary
+                Ok(Opcode::Binary)
             }
             wire::CONTINUATION if self.open == OpenMessage::None => {
-                return Err(protocol_error("continuation frame without a message to continue"));
+                Err(protocol_error("continuation frame without a message to continue"))
             }
-            wire::CONTINUATION => Opcode::Continuation,
-            other => return Err(protocol_error(format!("unknown opcode {other:#x}"))),
-        };
+            wire::CONTINUATION => Ok(Opcode::Continuation),
+            other => Err(protocol_error(format!("unknown opcode {other:#x}"))),
+        }
+    }
+
+    /// Hands over a data frame or piece; `fin` marks the last bytes of the message.
+    fn data(&mut self, opcode: Opcode, fin: bool, payload: Bytes) -> Result<Event, TransportError> {
         if self.open == OpenMessage::Text && !self.utf8.push(&payload, fin) {
             return Err(TransportError::Protocol {
                 close_code: close_code::INVALID_PAYLOAD,
@@ -121,7 +211,76 @@ impl FrameCodec {
         if fin {
             self.open = OpenMessage::None;
         }
-        Ok(Event::Data(DataFrame { opcode: data_opcode, fin, payload }))
+        Ok(Event::Data(DataFrame { opcode, fin, payload }))
+    }
+
+    /// Decodes a frame once all of it is buffered (control frames, and every
+    /// frame in message mode), refusing one that announces more than `limit`.
+    fn decode_whole(
+        &mut self,
+        src: &mut BytesMut,
+        header: Header,
+        limit: usize,
+    ) -> Result<Option<Event>, TransportError> {
+        let too_large = || TransportError::FrameTooLarge { announced: header.payload_len, limit };
+        let payload_len = usize::try_from(header.payload_len).map_err(|_| too_large())?;
+        if payload_len > limit {
+            return Err(too_large());
+        }
+        let frame_len = header.len.checked_add(payload_len).ok_or_else(too_large)?;
+        if src.len() < frame_len {
+            // Room for this frame only; the length was checked against the limit above.
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        }
+        src.advance(header.len);
+        let payload = src.split_to(payload_len).freeze();
+        self.event(header.fin, header.opcode, payload).map(Some)
+    }
+
+    /// Stream mode: hands over the next piece of the current data frame, or
+    /// reads the next header (a control frame is decoded whole).
+    fn decode_piece(
+        &mut self,
+        src: &mut BytesMut,
+        chunk_size: usize,
+    ) -> Result<Option<Event>, TransportError> {
+        let mut frame = match self.in_frame {
+            Some(frame) => frame,
+            None => {
+                let Some(header) = parse_header(src)? else {
+                    return Ok(None);
+                };
+                if header.opcode & 0x08 != 0 {
+                    // parse_header has checked that it is final and at most 125 bytes.
+                    return self.decode_whole(src, header, MAX_CONTROL_PAYLOAD);
+                }
+                let opcode = self.start_data_frame(header.opcode)?;
+                src.advance(header.len);
+                FrameInProgress {
+                    next_opcode: opcode,
+                    fin: header.fin,
+                    remaining: header.payload_len,
+                }
+            }
+        };
+        // What remains of the frame, capped at one piece (the cap also keeps it in a usize).
+        let piece_len = usize::try_from(frame.remaining).map_or(chunk_size, |r| r.min(chunk_size));
+        let available = piece_len.min(src.len());
+        if available == 0 && piece_len > 0 {
+            // The buffer is empty: make room for one piece, so that one read
+            // can fill it, but not for more.
+            self.in_frame = Some(frame);
+            src.reserve(piece_len);
+            return Ok(None);
+        }
+        // An empty frame gets one empty piece, so that its FIN is not lost.
+        let payload = src.split_to(available).freeze();
+        frame.remaining -= available as u64;
+        let opcode = std::mem::replace(&mut frame.next_opcode, Opcode::Continuation);
+        let last = frame.remaining == 0;
+        self.in_frame = if last { None } else { Some(frame) };
+        self.data(opcode, last && frame.fin, payload).map(Some)
     }
 }
 
@@ -221,32 +380,23 @@ impl Decoder for FrameCodec {
     type Error = TransportError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, TransportError> {
-        let Some(header) = parse_header(src)? else {
-            return Ok(None);
-        };
-        let too_large = || TransportError::FrameTooLarge {
-            announced: header.payload_len,
-            limit: self.max_frame_size,
-        };
-        let payload_len = usize::try_from(header.payload_len).map_err(|_| too_large())?;
-        if payload_len > self.max_frame_size {
-            return Err(too_large());
+        #[cfg(test)]
+        probe::record(src);
+        match self.delivery {
+            Delivery::Pieces { chunk_size } => self.decode_piece(src, chunk_size),
+            Delivery::Whole { max_frame_size } => {
+                let Some(header) = parse_header(src)? else {
+                    return Ok(None);
+                };
+                self.decode_whole(src, header, max_frame_size)
+            }
         }
-        let frame_len = header.len.checked_add(payload_len).ok_or_else(too_large)?;
-        if src.len() < frame_len {
-            // Room for this frame only; the length was checked against the limit above.
-            src.reserve(frame_len - src.len());
-            return Ok(None);
-        }
-        src.advance(header.len);
-        let payload = src.split_to(payload_len).freeze();
-        self.event(header.fin, header.opcode, payload).map(Some)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Event>, TransportError> {
         match self.decode(src)? {
             Some(event) => Ok(Some(event)),
-            None if src.is_empty() => Ok(None),
+            None if src.is_empty() && self.in_frame.is_none() => Ok(None),
             None => {
                 Err(TransportError::Io("connection closed in the middle of a frame".to_owned()))
             }
@@ -324,5 +474,12 @@ fn apply_mask(bytes: &mut [u8], key: [u8; 4]) {
     }
 }
 
+/// Test instrumentation: the largest read buffer the decoder was handed.
+#[cfg(test)]
+pub(crate) mod probe;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod stream_tests;

@@ -13,8 +13,11 @@
 //! - `session.rs`: the inbound stream that also writes outbound messages and replies.
 //!
 //! Invariants: header values never reach a log or an error message; URLs in
-//! messages are shown without credentials or query; a frame over the limit
-//! is refused from its header, before any of its payload is buffered.
+//! messages are shown without credentials or query; in message mode a frame
+//! over the limit is refused from its header, before any of its payload is
+//! buffered; in stream mode no data frame is buffered whole: its payload
+//! leaves in pieces of at most `chunk_size` bytes as it arrives, and the
+//! socket is not read while the consumer is a few batches behind.
 
 mod client;
 pub mod codec;
@@ -173,8 +176,8 @@ async fn connect(
             Ok(Ok(upgraded)) => upgraded,
         };
     let protocol = picked_subprotocol(&response, &request.subprotocols)?;
-    let max_frame_size = request.max_frame_size;
-    let framed = framed.into_map_codec(|_| FrameCodec::new(max_frame_size));
+    let (mode, max_frame_size) = (request.mode, request.max_frame_size);
+    let framed = framed.into_map_codec(|_| FrameCodec::for_mode(mode, max_frame_size));
     let (outbound, receiver) = outbound_channel();
     let session = Session::new(framed, receiver, close_timeout);
     tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");

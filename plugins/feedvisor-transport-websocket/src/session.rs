@@ -5,8 +5,9 @@
 //! receiving end of the outbound channel. Every poll, in this order:
 //! 1. moves queued outbound messages into the write buffer (while it has
 //!    room) and flushes, never waiting;
-//! 2. decodes every frame that has arrived, up to [`MAX_BATCH`] events,
-//!    answering pings with pongs and the peer's close with a close;
+//! 2. decodes every frame that has arrived, up to [`MAX_BATCH`] events (in
+//!    stream mode, also ending the batch once its data reaches `chunk_size`
+//!    bytes), answering pings with pongs and the peer's close with a close;
 //! 3. flushes those answers and yields the batch.
 //!
 //! After the peer's close frame, an error or our own close, the session
@@ -145,8 +146,15 @@ impl Session {
     }
 
     /// Decodes what has arrived into `events`, answering pings and the peer's close.
+    ///
+    /// In stream mode a batch also ends once its data reaches `chunk_size`
+    /// bytes, so it holds less than two chunks: the driver's queue of
+    /// [`INBOUND_QUEUE`] batches then bounds what is held in bytes, not only
+    /// in events.
     fn receive(&mut self, cx: &mut Context<'_>, events: &mut Vec<Event>) -> Option<ReadEnd> {
-        while events.len() < MAX_BATCH {
+        let data_limit = self.framed.codec_ref().chunk_size().unwrap_or(usize::MAX);
+        let mut data_len = 0usize;
+        while events.len() < MAX_BATCH && data_len < data_limit {
             let event = match Pin::new(&mut self.framed).next_item(cx) {
                 Poll::Pending => return None,
                 Poll::Ready(None) => return Some(ReadEnd::Eof),
@@ -165,6 +173,10 @@ impl Session {
                 }
                 Event::Close(frame) if open => {
                     Some(ClientFrame::Close(frame.as_ref().map(|f| CloseFrame::new(f.code, ""))))
+                }
+                Event::Data(frame) => {
+                    data_len = data_len.saturating_add(frame.payload.len());
+                    None
                 }
                 _ => None,
             };
@@ -300,7 +312,8 @@ impl Stream for Session {
 ///
 /// When they are all taken up, the driver stops reading the socket until the
 /// consumer catches up, so a slow consumer slows the peer (TCP backpressure)
-/// instead of growing memory.
+/// instead of growing memory. In stream mode, where a batch holds less than
+/// two chunks of data, this bounds what the transport holds to a few chunks.
 pub const INBOUND_QUEUE: usize = 4;
 
 /// Runs `session` on a task of its own and hands its batches over a bounded channel.

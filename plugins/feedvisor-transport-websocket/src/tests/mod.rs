@@ -8,6 +8,7 @@
 mod echo;
 mod handshake;
 mod session;
+mod stream;
 mod tls;
 
 use std::future::Future;
@@ -42,6 +43,8 @@ fn request(url: &str) -> ConnectRequest {
         max_frame_size: 64 * 1024,
         handshake_timeout: Duration::from_secs(2),
         tls: TlsOptions::default(),
+        mode: Default::default(),
+        framing: Default::default(),
     }
 }
 
