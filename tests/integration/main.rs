@@ -4,6 +4,7 @@
 mod binary;
 mod config_examples;
 mod deployment;
+mod faults;
 mod library;
 mod operations;
 mod support;
