@@ -1,4 +1,4 @@
-//! The command line: `run`, `check` and `demo`.
+//! The command line: `run`, `check`, `demo` and `tail`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::Config;
 use crate::demo;
 use crate::sidecar::Sidecar;
+use crate::tail::{self, TailOptions};
 
 /// Keeps outbound real-time feeds alive and routes what they deliver.
 #[derive(Debug, Parser)]
@@ -58,6 +59,17 @@ enum Command {
         #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// Prints what a running sidecar delivers from FEED, one JSON object per line (via /subscribe).
+    Tail {
+        /// A feed name or glob pattern (`*`, `?`).
+        feed: String,
+        /// Only messages whose topic matches this glob pattern (repeatable).
+        #[arg(long = "topic", value_name = "PATTERN")]
+        topics: Vec<String>,
+        /// The sidecar's admin server.
+        #[arg(long, default_value = "http://127.0.0.1:9900")]
+        url: String,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -68,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Run { config, listen } => run(&config, listen),
         Command::Check { file } => check(&file),
         Command::Demo { listen, interval } => run_demo(listen, interval),
+        Command::Tail { feed, topics, url } => run_tail(TailOptions { feed, topics, url }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -219,4 +232,9 @@ fn run_demo(listen: SocketAddr, interval: Duration) -> anyhow::Result<()> {
         upstream.stop().await;
         Ok(())
     })
+}
+
+fn run_tail(options: TailOptions) -> anyhow::Result<()> {
+    actix::System::new().block_on(tail::run(options))?;
+    Ok(())
 }

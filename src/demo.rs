@@ -1,21 +1,20 @@
 //! The offline demo: a built-in upstream that emits stock ticks and weather
 //! readings over WebSocket, and the config that points the sidecar at it.
 //!
-//! The upstream is served with actix-web-actors (each session is an actor);
-//! this module is the only place that uses that crate.
+//! The upstream's WebSocket sessions are actors in `ws_server` (the one
+//! module that uses actix-web-actors); this module makes the ticks.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use actix_web_actors::ws;
 use rand::Rng;
 use serde_json::json;
 
 use crate::config::{Config, ConfigError};
+use crate::ws_server;
 
 /// Which ticks a session emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,17 +28,16 @@ pub enum TickKind {
 const SYMBOLS: [&str; 5] = ["AAPL", "MSFT", "GOOG", "AMZN", "NVDA"];
 const CITIES: [&str; 4] = ["Oslo", "Lisbon", "Nairobi", "Osaka"];
 
-/// One upstream WebSocket session: emits a tick every `interval`.
-struct TickSession {
+/// The ticks of one upstream session.
+struct Ticker {
     kind: TickKind,
-    interval: Duration,
     /// The last price per symbol (a random walk).
     prices: [f64; SYMBOLS.len()],
 }
 
-impl TickSession {
-    fn new(kind: TickKind, interval: Duration) -> Self {
-        TickSession { kind, interval, prices: [189.5, 411.2, 171.8, 186.4, 121.3] }
+impl Ticker {
+    fn new(kind: TickKind) -> Self {
+        Ticker { kind, prices: [189.5, 411.2, 171.8, 186.4, 121.3] }
     }
 
     fn next_tick(&mut self) -> serde_json::Value {
@@ -57,31 +55,6 @@ impl TickSession {
                 let temp = 12.0 + 10.0 * rng.random_range(-1.0..1.0f64);
                 json!({ "city": CITIES[index], "temp_c": (temp * 10.0).round() / 10.0, "ts": ts })
             }
-        }
-    }
-}
-
-impl Actor for TickSession {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.interval, |session, ctx| {
-            let tick = session.next_tick();
-            ctx.text(tick.to_string());
-        });
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for TickSession {
-    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        match message {
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(_) => {}
-            Err(_) => ctx.stop(),
         }
     }
 }
@@ -106,7 +79,10 @@ async fn upgrade(
     settings: web::Data<(TickKind, Duration)>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (kind, interval) = **settings;
-    ws::start(TickSession::new(kind, interval), &request, stream)
+    let mut ticker = Ticker::new(kind);
+    ws_server::start_tick_session(&request, stream, interval, move || {
+        ticker.next_tick().to_string()
+    })
 }
 
 /// Starts the upstream on `listen` (port 0 picks a free port): `/stocks` and

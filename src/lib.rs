@@ -22,9 +22,11 @@ pub mod sidecar;
 pub mod sink;
 pub mod status;
 pub mod supervisor;
+pub mod tail;
 pub mod transports;
+pub mod ws_server;
 
-pub use delivery::{DataKind, Deliver, FeedMessage};
+pub use delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use router::SubscriptionSpec;
 pub use sidecar::{Sidecar, SidecarBuilder, StartError};
 pub use status::{FeedState, FeedStatus};

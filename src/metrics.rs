@@ -56,7 +56,7 @@ pub const SUBSCRIBER_QUEUE_DEPTH: &str = "feedvisor_subscriber_queue_depth";
 /// Messages a subscriber finished handling, by `subscriber`.
 pub const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
 /// Messages a subscriber never got, by `subscriber` and `reason`
-/// (drop_oldest, drop_newest, subscriber_gone).
+/// (drop_oldest, drop_newest, subscriber_gone, unsubscribed).
 pub const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
 /// Messages of a sequenced feed with no readable sequence number.
 pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
@@ -287,15 +287,15 @@ pub const SINK_MESSAGES_DROPPED: &str = "feedvisor_sink_messages_dropped_total";
 /// (file: open, write; exec: spawn, write; webhook: http_status, timeout,
 /// connect, request). A webhook request retried five times counts five.
 pub const SINK_ERRORS: &str = "feedvisor_sink_errors_total";
-/// Child processes of an exec sink that exited or broke and were restarted,
-/// by `subscriber` and `sink`.
+/// Starts of an exec sink's child process after the first (once it exited,
+/// broke, or could not be started), by `subscriber` and `sink`.
 pub const SINK_RESTARTS: &str = "feedvisor_sink_restarts_total";
 
 fn describe_sinks() {
     describe_counter!(SINK_MESSAGES_WRITTEN, "Messages a built-in sink wrote out.");
     describe_counter!(SINK_MESSAGES_DROPPED, "Messages a built-in sink gave up on, by reason.");
     describe_counter!(SINK_ERRORS, "Failed operations of a built-in sink, by kind.");
-    describe_counter!(SINK_RESTARTS, "Exec sink child processes restarted.");
+    describe_counter!(SINK_RESTARTS, "Starts of an exec sink's child after the first.");
 }
 
 /// The metrics of one built-in sink, resolved once when the sink starts.
@@ -326,7 +326,11 @@ impl SinkMetrics {
         let metrics = SinkMetrics {
             subscriber: subscriber.to_owned(),
             sink,
-            written: counter!(SINK_MESSAGES_WRITTEN, "subscriber" => subscriber.to_owned(), "sink" => sink),
+            written: counter!(
+                SINK_MESSAGES_WRITTEN,
+                "subscriber" => subscriber.to_owned(),
+                "sink" => sink
+            ),
         };
         for kind in error_kinds {
             metrics.error_counter(kind).increment(0);
@@ -352,21 +356,86 @@ impl SinkMetrics {
         self.dropped_counter(reason).increment(messages as u64);
     }
 
-    /// Counts a restarted child process (creating the series on first use).
-    pub fn restarted(&self) {
-        self.restarts().increment(1);
-    }
-
-    /// The restart counter, for sinks that restart something (exec).
+    /// The restart counter (see [`SINK_RESTARTS`]), for sinks that restart something (exec).
     pub fn restarts(&self) -> Counter {
         counter!(SINK_RESTARTS, "subscriber" => self.subscriber.clone(), "sink" => self.sink)
     }
 
     fn error_counter(&self, kind: &'static str) -> Counter {
-        counter!(SINK_ERRORS, "subscriber" => self.subscriber.clone(), "sink" => self.sink, "kind" => kind)
+        let subscriber = self.subscriber.clone();
+        counter!(SINK_ERRORS, "subscriber" => subscriber, "sink" => self.sink, "kind" => kind)
     }
 
     fn dropped_counter(&self, reason: &'static str) -> Counter {
-        counter!(SINK_MESSAGES_DROPPED, "subscriber" => self.subscriber.clone(), "sink" => self.sink, "reason" => reason)
+        let subscriber = self.subscriber.clone();
+        counter!(
+            SINK_MESSAGES_DROPPED,
+            "subscriber" => subscriber,
+            "sink" => self.sink,
+            "reason" => reason
+        )
     }
+}
+
+// The local WebSocket endpoint `/subscribe` (src/ws_server.rs). Its clients
+// also report as subscriber `websocket` in the subscriber metrics above.
+
+/// WebSocket clients connected to `/subscribe`.
+pub const SUBSCRIBE_CLIENTS: &str = "feedvisor_subscribe_clients";
+/// `/subscribe` clients the sidecar closed, by `reason` (slow, shutdown).
+pub const SUBSCRIBE_CLIENTS_CLOSED: &str = "feedvisor_subscribe_clients_closed_total";
+/// `/subscribe` requests refused before the upgrade, by `reason` (origin, max_clients, bad_request).
+pub const SUBSCRIBE_REFUSED: &str = "feedvisor_subscribe_refused_total";
+
+/// The handles of the `/subscribe` endpoint's metrics.
+#[derive(Clone)]
+pub struct SubscribeMetrics {
+    /// See [`SUBSCRIBE_CLIENTS`].
+    pub clients: Gauge,
+    /// See [`SUBSCRIBE_CLIENTS_CLOSED`] with `reason="slow"` (1008: too far behind too long).
+    pub closed_slow: Counter,
+    /// See [`SUBSCRIBE_CLIENTS_CLOSED`] with `reason="shutdown"` (1001).
+    pub closed_shutdown: Counter,
+    /// See [`SUBSCRIBE_REFUSED`] with `reason="origin"` (403).
+    pub refused_origin: Counter,
+    /// See [`SUBSCRIBE_REFUSED`] with `reason="max_clients"` (503).
+    pub refused_max_clients: Counter,
+    /// See [`SUBSCRIBE_REFUSED`] with `reason="bad_request"` (400: query or handshake).
+    pub refused_bad_request: Counter,
+}
+
+/// Describes the `/subscribe` metrics and resolves their handles; every
+/// series exists from then on (at zero), without resetting one that counts.
+pub fn subscribe_metrics() -> SubscribeMetrics {
+    ::metrics::describe_gauge!(SUBSCRIBE_CLIENTS, "WebSocket clients connected to /subscribe.");
+    ::metrics::describe_counter!(
+        SUBSCRIBE_CLIENTS_CLOSED,
+        "/subscribe clients the sidecar closed, by reason."
+    );
+    ::metrics::describe_counter!(
+        SUBSCRIBE_REFUSED,
+        "/subscribe requests refused before the upgrade, by reason."
+    );
+    let closed =
+        |reason: &'static str| ::metrics::counter!(SUBSCRIBE_CLIENTS_CLOSED, "reason" => reason);
+    let refused = |reason: &'static str| ::metrics::counter!(SUBSCRIBE_REFUSED, "reason" => reason);
+    let handles = SubscribeMetrics {
+        clients: ::metrics::gauge!(SUBSCRIBE_CLIENTS),
+        closed_slow: closed("slow"),
+        closed_shutdown: closed("shutdown"),
+        refused_origin: refused("origin"),
+        refused_max_clients: refused("max_clients"),
+        refused_bad_request: refused("bad_request"),
+    };
+    handles.clients.increment(0.0);
+    for counter in [
+        &handles.closed_slow,
+        &handles.closed_shutdown,
+        &handles.refused_origin,
+        &handles.refused_max_clients,
+        &handles.refused_bad_request,
+    ] {
+        counter.increment(0);
+    }
+    handles
 }

@@ -105,6 +105,7 @@ struct SubscriberMetrics {
     dropped_oldest: Counter,
     dropped_newest: Counter,
     dropped_gone: Counter,
+    dropped_unsubscribed: Counter,
     /// Delivery latency per feed, resolved on first use.
     latency: HashMap<Arc<str>, Histogram>,
 }
@@ -117,6 +118,7 @@ impl SubscriberMetrics {
             dropped_oldest: metrics::subscriber_dropped(&label, "drop_oldest"),
             dropped_newest: metrics::subscriber_dropped(&label, "drop_newest"),
             dropped_gone: metrics::subscriber_dropped(&label, "subscriber_gone"),
+            dropped_unsubscribed: metrics::subscriber_dropped(&label, "unsubscribed"),
             latency: HashMap::new(),
             label,
         }
@@ -147,9 +149,24 @@ struct Subscription {
     /// Gates this subscriber holds closed (backpressure), one entry each.
     closed_gates: Vec<Arc<FlowGate>>,
     metrics: SubscriberMetrics,
+    /// What this subscriber last added to its depth gauge, which subscribers
+    /// with a shared label add up.
+    reported_depth: usize,
 }
 
 impl Subscription {
+    /// Brings the depth gauge up to date by the change since the last report,
+    /// so that subscribers sharing a label add up instead of overwriting.
+    fn report_depth(&mut self) {
+        let depth = self.queue.len();
+        if depth > self.reported_depth {
+            self.metrics.depth.increment((depth - self.reported_depth) as f64);
+        } else if depth < self.reported_depth {
+            self.metrics.depth.decrement((self.reported_depth - depth) as f64);
+        }
+        self.reported_depth = depth;
+    }
+
     fn wants_feed(&self, feed: &str) -> bool {
         self.feeds.iter().any(|pattern| pattern.matches(feed))
     }
@@ -250,7 +267,7 @@ impl Router {
         }
         let batch = subscription.next_batch();
         subscription.open_gates_if_drained();
-        subscription.metrics.depth.set(subscription.queue.len() as f64);
+        subscription.report_depth();
         self.send(id, batch, ctx);
     }
 
@@ -280,7 +297,8 @@ impl Router {
         let Some(mut subscription) = self.subscriptions.remove(&id) else { return };
         let lost = lost_in_batch + subscription.queue.len();
         subscription.metrics.dropped_gone.increment(lost as u64);
-        subscription.metrics.depth.set(0.0);
+        subscription.queue.clear();
+        subscription.report_depth();
         for gate in subscription.closed_gates.drain(..) {
             gate.open();
         }
@@ -305,15 +323,15 @@ impl Router {
             outstanding: 0,
             closed_gates: Vec::new(),
             metrics: SubscriberMetrics::new(label),
+            reported_depth: 0,
             name,
         };
-        subscription.metrics.depth.set(0.0);
         self.subscriptions.insert(subscription.id, subscription);
         self.routes.clear();
     }
 
     /// Removes the subscription named `name`; what it had queued is dropped
-    /// (it asked to go), and the gates it held closed open.
+    /// (it asked to go) and counted, and the gates it held closed open.
     fn remove_named(&mut self, name: &str) -> bool {
         let Some(id) = self.subscriptions.values().find(|s| s.name == name).map(|s| s.id) else {
             return false;
@@ -322,7 +340,9 @@ impl Router {
             for gate in subscription.closed_gates.drain(..) {
                 gate.open();
             }
-            subscription.metrics.depth.set(0.0);
+            subscription.metrics.dropped_unsubscribed.increment(subscription.queue.len() as u64);
+            subscription.queue.clear();
+            subscription.report_depth();
         }
         self.routes.clear();
         true
@@ -441,7 +461,7 @@ impl Handler<Route> for Router {
                     subscription.enqueue(message.clone(), &gate);
                 }
             }
-            subscription.metrics.depth.set(subscription.queue.len() as f64);
+            subscription.report_depth();
             self.flush(*id, ctx);
         }
     }

@@ -24,15 +24,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use feedvisor_transport_api::{Outbound, Transport};
 
 use crate::config::Config;
-use crate::connection::{SendError, SendOutcome};
+use crate::connection::{send_in_pieces, SendError, SendOutcome};
 use crate::delivery::Deliver;
 use crate::http::{self, AdminServer};
 use crate::metrics::{self, MetricsError};
 use crate::router::{GetInFlight, Router, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::status::FeedStatus;
 use crate::supervisor::{
-    ChangeError, CloseFeeds, GetReadiness, GetStatus, Readiness, Reload, ReloadReport, SendToFeed,
-    Shutdown, Supervisor,
+    ChangeError, CloseFeeds, GetConnection, GetReadiness, GetStatus, Readiness, Reload,
+    ReloadReport, SendToFeed, Shutdown, Supervisor,
 };
 use crate::transports::TransportRegistry;
 
@@ -107,8 +107,9 @@ impl SidecarBuilder {
         let supervisor = Supervisor::new(config, config_path, transports, router.clone()).start();
         let admin = if serve_http {
             let listen = http_config.listen;
-            let server = http::start(&http_config, supervisor.clone(), metrics.clone())
-                .map_err(|source| StartError::Http { addr: listen, source })?;
+            let server =
+                http::start(&http_config, supervisor.clone(), router.clone(), metrics.clone())
+                    .map_err(|source| StartError::Http { addr: listen, source })?;
             Some(server)
         } else {
             None
@@ -186,6 +187,18 @@ impl Sidecar {
         self.supervisor.send(send).await.unwrap_or(Err(SendError::Unavailable))
     }
 
+    /// Sends a binary message of any size upstream from a stream of bytes,
+    /// in fragments as the bytes come, never holding it whole. The feed must
+    /// be open; the message does not wait in the outbound queue.
+    pub async fn send_stream<S, E>(&self, feed: &str, body: S) -> Result<u64, SendError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    {
+        let lookup = GetConnection { name: feed.to_owned() };
+        let actor = self.supervisor.send(lookup).await.map_err(|_| SendError::Unavailable)??;
+        send_in_pieces(actor, body).await
+    }
+
     /// Whether every required feed is open.
     pub async fn readiness(&self) -> Option<Readiness> {
         self.supervisor.send(GetReadiness).await.ok()
@@ -226,7 +239,7 @@ impl Sidecar {
             tracing::warn!(%subscriber, undelivered = count, "shutdown timeout reached: messages not handled");
         }
         if let Some(admin) = &self.admin {
-            admin.handle.stop(true).await;
+            admin.stop().await;
         }
         let _ = self.supervisor.send(Shutdown).await;
         self.upkeep.abort();

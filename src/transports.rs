@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use feedvisor_transport_api::Transport;
+use feedvisor_transport_tcp::TcpTransport;
 use feedvisor_transport_websocket::WebSocketTransport;
 
 /// No transport serves a URL's scheme.
@@ -30,10 +31,11 @@ impl TransportRegistry {
         Self::default()
     }
 
-    /// The built-in transports: WebSocket (`ws`, `wss`).
+    /// The built-in transports: WebSocket (`ws`, `wss`) and TCP (`tcp`, `tls`).
     pub fn with_defaults() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(WebSocketTransport::new()));
+        registry.register(Arc::new(TcpTransport::new()));
         registry
     }
 
@@ -67,11 +69,13 @@ mod tests {
         registry.register(Arc::new(MemoryTransport::new(MemoryHub::new())));
         assert_eq!(registry.get("ws").map(|t| t.name()), Ok("websocket"));
         assert_eq!(registry.get("wss").map(|t| t.name()), Ok("websocket"));
+        assert_eq!(registry.get("tcp").map(|t| t.name()), Ok("tcp"));
+        assert_eq!(registry.get("tls").map(|t| t.name()), Ok("tcp"));
         assert_eq!(registry.get("memory").map(|t| t.name()), Ok("memory"));
         let error = registry.get("gopher").err().expect("unknown");
         assert_eq!(
             error.to_string(),
-            "no transport serves the scheme \"gopher\" (known: memory, ws, wss)"
+            "no transport serves the scheme \"gopher\" (known: memory, tcp, tls, ws, wss)"
         );
     }
 }

@@ -138,7 +138,7 @@ pub struct SubscriberConfig {
 pub struct SubscribeEndpointConfig {
     /// Clients connected at once (default 64); more are refused with 503.
     pub max_clients: usize,
-    /// A client whose queue stays full this long is closed with 1008 (default 10s).
+    /// A client that takes nothing for this long while data waits for it is closed with 1008 (default 10s).
     #[serde(serialize_with = "super::show::serialize_duration")]
     pub slow_client_timeout: Duration,
     /// `Origin` values allowed (`"*"` for any). Requests without `Origin`

@@ -340,6 +340,14 @@ fn byte_stream_feeds_need_a_port_and_take_a_framing() {
     assert_error(&format!("{STOCKS}framing = \"lines\"\n"), "feeds[0] (stocks).framing", "tcp://");
     let stream = "[[feeds]]\nname = \"t\"\nurl = \"tls://h.example:7000\"\nmode = \"stream\"\nframing = \"lines\"\n";
     assert_error(stream, "feeds[0] (t).framing", "message mode");
+    let tcp = "[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1:7000\"\n";
+    assert_eq!(parse_ok(tcp).feeds[0].heartbeat, None, "no protocol pings on TCP by default");
+    let pinged = format!("{tcp}heartbeat = {{ interval = \"15s\" }}\n");
+    assert_error(&pinged, "feeds[0] (t).heartbeat", "no protocol pings");
+    let app = format!(
+        "{tcp}heartbeat = {{ interval = \"15s\", message = \"PING\", reply = \"PONG\" }}\n"
+    );
+    assert!(parse_ok(&app).feeds[0].heartbeat.is_some());
 }
 
 #[test]

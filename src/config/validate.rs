@@ -17,6 +17,7 @@ use super::env::{expand, has_reference};
 use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize};
 use super::session::{self, Heartbeat};
 use super::subscriber;
+use super::HeartbeatKind;
 use super::{
     format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, Secret,
     TlsConfig, Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
@@ -400,7 +401,24 @@ pub(crate) fn feed(
         message_as_written: defaults.unexpanded_heartbeat_message.clone(),
     };
     let heartbeat =
-        session::heartbeat(raw.heartbeat.as_ref(), &inherited_heartbeat, context.env, &mut scope);
+        session::heartbeat(raw.heartbeat.as_ref(), &inherited_heartbeat, context.env, &mut scope)
+            .map(|mut heartbeat| {
+                // TCP has no protocol pings: such feeds watch liveness with an
+                // application ping or idle_timeout; the default heartbeat is off there.
+                let protocol =
+                    matches!(&heartbeat.config, Some(h) if h.kind == HeartbeatKind::Protocol);
+                if byte_stream && protocol {
+                    if raw.heartbeat.as_ref().is_some_and(|h| h.interval.is_some()) {
+                        scope.error(
+                            "heartbeat",
+                            "tcp:// and tls:// have no protocol pings: set heartbeat.message \
+                             and heartbeat.reply, or use idle_timeout",
+                        );
+                    }
+                    heartbeat.config = None;
+                }
+                heartbeat
+            });
     let idle_timeout =
         session::idle_timeout(raw.idle_timeout.as_ref(), defaults.idle_timeout, &mut scope);
     let outbound_queue =

@@ -49,6 +49,12 @@ impl FeedConnection {
         if self.link.as_ref().is_none_or(|link| link.ping.is_some()) {
             return;
         }
+        // An application ping is a data message: it cannot go out in the
+        // middle of a message sent in pieces (a protocol ping can).
+        let application = matches!(heartbeat.kind, HeartbeatKind::Application { .. });
+        if application && self.pieces.is_some() {
+            return;
+        }
         self.pings_sent += 1;
         let id = self.pings_sent;
         let message = match &heartbeat.kind {

@@ -2,9 +2,11 @@
 //! the outbound queue, then sends as they come (queued while the feed is down).
 
 use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
-use feedvisor_transport_api::Outbound;
+use feedvisor_transport_api::{close_code, DataFrame, Opcode, Outbound, OutboundSender};
 
 use super::queue::{payload_len, QueueError, Queued};
 use super::FeedConnection;
@@ -33,6 +35,26 @@ pub enum SendOutcome {
     Dropped,
 }
 
+/// Sends one piece of a large message straight to the open connection.
+///
+/// Pieces are `Outbound::Fragment`s: the first with `Text` or `Binary`, the
+/// rest `Continuation`, the last with `fin`. While such a message is under
+/// way, other messages queue behind it. The reply is the connection's
+/// writer, so that the caller can wait for it to catch up before the next
+/// piece ([`feedvisor_transport_api::OutboundSender::drained_below`]).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<OutboundSender, SendError>")]
+pub struct SendPiece {
+    /// The piece.
+    pub frame: DataFrame,
+}
+
+/// Gives up a message sent in pieces: the connection is closed (a
+/// WebSocket cannot take back half a message) and comes back by its policy.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AbandonPieces;
+
 /// Why a message could not be sent or queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -51,13 +73,29 @@ pub enum SendError {
     /// The feed's actor is gone (the sidecar is shutting down).
     #[error("the feed is shutting down")]
     Unavailable,
+    /// A message sent in pieces needs an open connection from start to end.
+    #[error("the feed is not connected: a message sent in pieces needs an open connection")]
+    NotConnected,
+    /// Another message is being sent in pieces on this feed.
+    #[error("another message is being sent in pieces on this feed: try again when it is done")]
+    Busy,
+    /// The connection that took the first pieces is gone; the message is lost.
+    #[error("the connection was lost while the message was being sent; it did not arrive whole")]
+    Interrupted,
+    /// The pieces came in the wrong order (a continuation first, or a second start).
+    #[error("pieces out of order: {0}")]
+    OutOfOrder(&'static str),
 }
 
 impl FeedConnection {
     /// Hands a message to the open connection; false when there is none or it is gone.
     pub(super) fn send_now(&mut self, message: Outbound) -> bool {
         let Some(link) = &self.link else { return false };
-        let counted = matches!(message, Outbound::Text(_) | Outbound::Binary(_));
+        let counted = match &message {
+            Outbound::Text(_) | Outbound::Binary(_) => true,
+            Outbound::Fragment(frame) => frame.fin,
+            _ => false,
+        };
         let size = payload_len(&message);
         if link.outbound.send(message).is_err() {
             return false;
@@ -80,6 +118,9 @@ impl FeedConnection {
 
     /// Sends what waited in the queue, in order; whatever cannot go now waits again.
     pub(super) fn flush_queue(&mut self) {
+        if self.pieces.is_some() {
+            return;
+        }
         let waiting: Vec<Outbound> = self.queue.drain().collect();
         let mut waiting = waiting.into_iter();
         for message in waiting.by_ref() {
@@ -122,6 +163,59 @@ impl FeedConnection {
     }
 }
 
+impl Handler<SendPiece> for FeedConnection {
+    type Result = Result<OutboundSender, SendError>;
+
+    fn handle(&mut self, send: SendPiece, _: &mut Context<Self>) -> Self::Result {
+        let DataFrame { opcode, fin, .. } = send.frame;
+        let starting = opcode != Opcode::Continuation;
+        match (starting, self.pieces) {
+            (true, Some(_)) => return Err(SendError::Busy),
+            (false, None) => return Err(SendError::OutOfOrder("a continuation without a start")),
+            (false, Some(generation)) if generation != self.generation => {
+                self.pieces = None;
+                return Err(SendError::Interrupted);
+            }
+            (true, None) => {
+                if self.shared.state() == FeedState::Failed {
+                    return Err(SendError::FeedFailed);
+                }
+                if self.link.is_none() {
+                    return Err(SendError::NotConnected);
+                }
+                self.pieces = Some(self.generation);
+            }
+            (false, Some(_)) => {}
+        }
+        let Some(writer) = self.link.as_ref().map(|link| link.outbound.clone()) else {
+            self.pieces = None;
+            return Err(SendError::Interrupted);
+        };
+        if !self.send_now(Outbound::Fragment(send.frame)) {
+            self.pieces = None;
+            return Err(SendError::Interrupted);
+        }
+        if fin {
+            self.pieces = None;
+            // What queued behind the message goes out now.
+            self.flush_queue();
+        }
+        Ok(writer)
+    }
+}
+
+impl Handler<AbandonPieces> for FeedConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: AbandonPieces, ctx: &mut Context<Self>) {
+        if self.pieces.take().is_some_and(|generation| generation == self.generation) {
+            let reason = "a message sent in pieces was abandoned".to_owned();
+            tracing::warn!(feed = %self.name, "{reason}; closing the connection");
+            self.close_and_reconnect(close_code::INTERNAL_ERROR, reason, ctx);
+        }
+    }
+}
+
 impl Handler<SendMessage> for FeedConnection {
     type Result = Result<SendOutcome, SendError>;
 
@@ -132,10 +226,60 @@ impl Handler<SendMessage> for FeedConnection {
         if self.shared.state() == FeedState::Failed {
             return Err(SendError::FeedFailed);
         }
-        // Behind anything still queued, order is kept by queueing too.
-        if self.queue.is_empty() && self.send_now(send.message.clone()) {
+        // Behind anything still queued, or a message going out in pieces,
+        // order is kept by queueing too.
+        if self.queue.is_empty() && self.pieces.is_none() && self.send_now(send.message.clone()) {
             return Ok(SendOutcome::Sent);
         }
         self.enqueue(send.message)
     }
+}
+
+/// Pieces of a message sent from a stream are at most this large.
+const PIECE: usize = 64 * 1024;
+/// Sending from a stream waits while the feed's writer holds more than this.
+const MAX_PENDING: usize = 1024 * 1024;
+
+/// Abandons a message sent in pieces unless it was finished: a sender that
+/// goes away mid-message must not leave the feed waiting for the rest.
+struct PiecesGuard {
+    actor: Addr<FeedConnection>,
+    finished: bool,
+}
+
+impl Drop for PiecesGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.actor.do_send(AbandonPieces);
+        }
+    }
+}
+
+/// Sends the bytes of `body` upstream as one binary message, in fragments of
+/// at most 64 KiB as they come, waiting for the feed's writer between them,
+/// so that a message of any size goes out in bounded memory. Returns the bytes sent.
+pub async fn send_in_pieces<S, E>(actor: Addr<FeedConnection>, body: S) -> Result<u64, SendError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut guard = PiecesGuard { actor: actor.clone(), finished: false };
+    let mut sent = 0u64;
+    let mut opcode = Opcode::Binary;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| SendError::Interrupted)?;
+        while !chunk.is_empty() {
+            let piece = chunk.split_to(chunk.len().min(PIECE));
+            sent += piece.len() as u64;
+            let frame = DataFrame { opcode, fin: false, payload: piece };
+            opcode = Opcode::Continuation;
+            let writer =
+                actor.send(SendPiece { frame }).await.map_err(|_| SendError::Unavailable)??;
+            writer.drained_below(MAX_PENDING).await;
+        }
+    }
+    let last = DataFrame { opcode, fin: true, payload: Bytes::new() };
+    actor.send(SendPiece { frame: last }).await.map_err(|_| SendError::Unavailable)??;
+    guard.finished = true;
+    Ok(sent)
 }

@@ -57,6 +57,7 @@ pub fn payload_len(message: &Outbound) -> u64 {
     match message {
         Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len() as u64,
         Outbound::Ping(bytes) | Outbound::Pong(bytes) => bytes.len() as u64,
+        Outbound::Fragment(frame) => frame.payload.len() as u64,
         Outbound::Close(_) => 0,
     }
 }

@@ -693,3 +693,78 @@ async fn a_closed_gate_pauses_reading_until_it_opens() {
     gate.open();
     assert_eq!(texts(&h.route().await), ["held back"]);
 }
+
+// Messages sent in pieces.
+
+fn piece(opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
+    super::SendPiece {
+        frame: DataFrame { opcode, fin, payload: Bytes::from_static(payload.as_bytes()) },
+    }
+}
+
+#[actix::test]
+async fn pieces_go_out_as_fragments_and_other_sends_wait_behind_them() {
+    let mut h = start("pieces", "").await;
+    let mut peer = h.accept().await;
+    h.actor.send(piece(Opcode::Binary, false, "ab")).await.expect("alive").expect("first piece");
+    // A message sent meanwhile must not land inside the fragmented one.
+    let queued = h.actor.send(SendMessage { message: Outbound::text("later") }).await;
+    assert_eq!(queued.expect("alive"), Ok(SendOutcome::Queued { dropped_oldest: 0 }));
+    let busy = h.actor.send(piece(Opcode::Binary, false, "x")).await.expect("alive");
+    assert_eq!(busy.err(), Some(SendError::Busy));
+    h.actor.send(piece(Opcode::Continuation, false, "cd")).await.expect("alive").expect("middle");
+    h.actor.send(piece(Opcode::Continuation, true, "")).await.expect("alive").expect("last");
+    let fragments: Vec<Outbound> = vec![
+        next_outbound(&mut peer).await,
+        next_outbound(&mut peer).await,
+        next_outbound(&mut peer).await,
+    ];
+    let shapes: Vec<(Opcode, bool, &[u8])> = fragments
+        .iter()
+        .map(|out| match out {
+            Outbound::Fragment(frame) => (frame.opcode, frame.fin, &frame.payload[..]),
+            other => panic!("expected a fragment, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            (Opcode::Binary, false, &b"ab"[..]),
+            (Opcode::Continuation, false, &b"cd"[..]),
+            (Opcode::Continuation, true, &b""[..])
+        ]
+    );
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("later"));
+}
+
+#[actix::test]
+async fn pieces_need_an_open_connection_and_an_orderly_start() {
+    let mut h = start("pieces-rules", "").await;
+    let peer = h.accept().await;
+    let orphan = h.actor.send(piece(Opcode::Continuation, true, "x")).await.expect("alive");
+    assert!(matches!(orphan, Err(SendError::OutOfOrder(_))));
+    h.actor.send(piece(Opcode::Binary, false, "a")).await.expect("alive").expect("started");
+    peer.fail(TransportError::Closed);
+    h.settle().await;
+    let lost = h.actor.send(piece(Opcode::Continuation, true, "b")).await.expect("alive");
+    assert_eq!(lost.err(), Some(SendError::Interrupted));
+    let down = h.actor.send(piece(Opcode::Binary, true, "c")).await.expect("alive");
+    assert_eq!(down.err(), Some(SendError::NotConnected));
+}
+
+#[actix::test]
+async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
+    let mut h = start("pieces-abandoned", "").await;
+    let mut peer = h.accept().await;
+    h.actor.send(piece(Opcode::Binary, false, "half")).await.expect("alive").expect("started");
+    assert!(matches!(next_outbound(&mut peer).await, Outbound::Fragment(_)));
+    h.actor.do_send(super::AbandonPieces);
+    match next_outbound(&mut peer).await {
+        Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::INTERNAL_ERROR),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    let mut peer = h.accept().await;
+    let sent = h.actor.send(SendMessage { message: Outbound::text("fresh") }).await;
+    assert_eq!(sent.expect("alive"), Ok(SendOutcome::Sent));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("fresh"));
+}

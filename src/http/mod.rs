@@ -1,4 +1,5 @@
-//! The admin HTTP server: metrics, health, feed status and feed changes.
+//! The admin HTTP server: metrics, health, feed status and feed changes,
+//! and the `/subscribe` WebSocket endpoint (served by `ws_server`).
 //!
 //! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
 //! plenty for an admin API and keeps the thread count of the sidecar small.
@@ -19,7 +20,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::config::{HttpConfig, Secret};
+use crate::router::Router;
 use crate::supervisor::{GetFeedStatus, GetReadiness, GetStatus, Supervisor};
+use crate::ws_server::{self, SubscribeEndpoint};
 
 pub use send::{outbound_from_body, BodyError};
 
@@ -44,18 +47,32 @@ pub struct AdminServer {
     pub addr: SocketAddr,
     /// Stops the server.
     pub handle: ServerHandle,
+    /// `/subscribe`, whose clients are told to go before the server stops.
+    subscribe: SubscribeEndpoint,
+}
+
+impl AdminServer {
+    /// Closes the `/subscribe` clients (1001), then stops the server gracefully.
+    pub async fn stop(&self) {
+        self.subscribe.close_all();
+        self.handle.stop(true).await;
+    }
 }
 
 /// Binds the admin server to `[http].listen` and starts serving on the current actix system.
 pub fn start(
     config: &HttpConfig,
     supervisor: Addr<Supervisor>,
+    router: Addr<Router>,
     metrics: PrometheusHandle,
 ) -> std::io::Result<AdminServer> {
     let state = AppState { supervisor, metrics, token: config.token.clone() };
+    let subscribe = SubscribeEndpoint::new(&config.subscribe, router);
+    let endpoint = subscribe.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(endpoint.clone()))
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .app_data(web::JsonConfig::default().limit(MAX_BODY).error_handler(feeds::json_error))
             .route("/metrics", web::get().to(render_metrics))
@@ -69,7 +86,9 @@ pub fn start(
             .route("/feeds/{name}", web::delete().to(feeds::remove))
             .route("/feeds/{name}/reconnect", web::post().to(feeds::reconnect))
             .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
+            .route("/subscribe", web::get().to(ws_server::subscribe))
     })
+    .on_connect(ws_server::remember_socket)
     .workers(1)
     .disable_signals()
     .bind(config.listen)?;
@@ -78,7 +97,7 @@ pub fn start(
     let handle = server.handle();
     actix_rt::spawn(server);
     tracing::info!(%addr, token = config.token.is_some(), "admin HTTP server listening");
-    Ok(AdminServer { addr, handle })
+    Ok(AdminServer { addr, handle, subscribe })
 }
 
 /// A JSON error answer: `{"error": "..."}` plus optional details.

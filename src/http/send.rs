@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::{refusal, AppState};
 use crate::connection::queue::QueueError;
-use crate::connection::{SendError, SendOutcome};
-use crate::supervisor::SendToFeed;
+use crate::connection::{send_in_pieces, SendError, SendOutcome};
+use crate::supervisor::{GetConnection, SendToFeed};
 
 /// Why a request body cannot be sent as a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,64 +56,74 @@ pub(super) async fn send_to_feed(
     state: web::Data<AppState>,
     name: web::Path<String>,
     request: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     if let Some(refused) = refusal(&state, &request) {
         return refused;
     }
+    let feed = name.into_inner();
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    if is_binary(content_type) {
+        // Binary bodies go out as they arrive, in fragments, never held whole.
+        return match send_streamed(&state, &feed, payload).await {
+            Ok(bytes) => HttpResponse::Ok().json(json!({ "status": "sent", "bytes": bytes })),
+            Err(error) => send_error(&error),
+        };
+    }
+    let body = match payload.to_bytes_limited(super::MAX_BODY).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let message = format!("reading the body failed: {error}");
+            return HttpResponse::BadRequest().json(json!({ "error": message }));
+        }
+        Err(_) => {
+            let message = format!(
+                "a text body over {} bytes: send large data as application/octet-stream",
+                super::MAX_BODY
+            );
+            return HttpResponse::PayloadTooLarge().json(json!({ "error": message }));
+        }
+    };
     let message = match outbound_from_body(content_type, body) {
         Ok(message) => message,
         Err(error) => return error.response(),
     };
-    let send = SendToFeed { feed: name.into_inner(), message };
-    let result = state.supervisor.send(send).await.unwrap_or(Err(SendError::Unavailable));
-    match result {
+    let send = SendToFeed { feed, message };
+    match state.supervisor.send(send).await.unwrap_or(Err(SendError::Unavailable)) {
         Ok(outcome @ SendOutcome::Sent) => HttpResponse::Ok().json(outcome),
         Ok(outcome) => HttpResponse::Accepted().json(outcome),
-        Err(error) => {
-            let mut response = match &error {
-                SendError::UnknownFeed(_) => HttpResponse::NotFound(),
-                SendError::Queue(QueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
-                SendError::Queue(QueueError::Full { .. }) => HttpResponse::TooManyRequests(),
-                SendError::NotData => HttpResponse::BadRequest(),
-                SendError::FeedFailed | SendError::Unavailable => {
-                    HttpResponse::ServiceUnavailable()
-                }
-            };
-            response.json(json!({ "error": error.to_string() }))
-        }
+        Err(error) => send_error(&error),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn is_binary(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/octet-stream"))
+}
 
-    #[test]
-    fn content_type_picks_text_or_binary() {
-        let body = Bytes::from_static(b"{\"op\":1}");
-        for text_type in [None, Some("text/plain; charset=utf-8"), Some("application/json")] {
-            assert_eq!(
-                outbound_from_body(text_type, body.clone()).ok(),
-                Some(Outbound::Text(body.clone()))
-            );
-        }
-        let form = Some("application/x-www-form-urlencoded");
-        assert!(matches!(outbound_from_body(form, body.clone()), Ok(Outbound::Text(_))));
-        let binary = Some("application/octet-stream");
-        assert_eq!(outbound_from_body(binary, body.clone()).ok(), Some(Outbound::Binary(body)));
-    }
+fn send_error(error: &SendError) -> HttpResponse {
+    let mut response = match error {
+        SendError::UnknownFeed(_) => HttpResponse::NotFound(),
+        SendError::Queue(QueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
+        SendError::Queue(QueueError::Full { .. }) => HttpResponse::TooManyRequests(),
+        SendError::NotData | SendError::OutOfOrder(_) => HttpResponse::BadRequest(),
+        SendError::Busy => HttpResponse::Conflict(),
+        SendError::FeedFailed
+        | SendError::Unavailable
+        | SendError::NotConnected
+        | SendError::Interrupted => HttpResponse::ServiceUnavailable(),
+    };
+    response.json(json!({ "error": error.to_string() }))
+}
 
-    #[test]
-    fn invalid_utf8_as_text_and_unknown_types_are_refused() {
-        let bad = Bytes::from_static(&[0xFF, 0xFE]);
-        let refused = outbound_from_body(None, bad.clone()).expect_err("not UTF-8");
-        assert_eq!(refused.response().status(), 400);
-        let binary = outbound_from_body(Some("application/octet-stream"), bad.clone());
-        assert!(matches!(binary, Ok(Outbound::Binary(_))));
-        let image = outbound_from_body(Some("image/png"), bad).expect_err("unsupported");
-        assert_eq!(image, BodyError::UnsupportedType("image/png".to_owned()));
-        assert_eq!(image.response().status(), 415);
-    }
+/// Sends a body upstream as one binary message in fragments; returns the bytes sent.
+async fn send_streamed(
+    state: &AppState,
+    feed: &str,
+    payload: web::Payload,
+) -> Result<u64, SendError> {
+    let lookup = GetConnection { name: feed.to_owned() };
+    let actor = state.supervisor.send(lookup).await.map_err(|_| SendError::Unavailable)??;
+    send_in_pieces(actor, payload).await
 }

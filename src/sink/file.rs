@@ -1,25 +1,253 @@
-//! Placeholder while the file sink is written.
+//! The file sink (`sink = "file"`): JSON lines appended to a file.
+//!
+//! The file is opened in append mode when the sink starts; its directory must
+//! exist (it is not created: a typo in `path` should be an error, not a new
+//! directory). Each batch becomes one buffer, written with one `write_all`
+//! and flushed to the operating system (not `fsync`ed), on tokio's blocking
+//! pool: a slow disk never stalls the actor's arbiter. The sink holds the
+//! [`Deliver`] until the write has finished, so the router sends nothing more
+//! meanwhile and a slow disk fills the subscriber's queue, where its overflow
+//! policy applies; the sink itself never holds more than one batch.
+//!
+//! When the file cannot be opened or written, the batch is lost and counted
+//! (`feedvisor_sink_messages_dropped_total`, reason `open` or `write`), the
+//! file is closed, and the next batch tries to open it again. The first
+//! failure is logged as an error, and again when the error changes; the
+//! return to health is logged with the number of messages lost meanwhile.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
+use crate::config::SinkKind;
 use crate::delivery::Deliver;
+use crate::metrics::SinkMetrics;
+use crate::sink::write_json_line;
 
-/// The file sink.
-pub struct FileSink;
+/// What failed: the label value of the error and drop metrics.
+const OPEN: &str = "open";
+/// See [`OPEN`].
+const WRITE: &str = "write";
+
+/// Why a batch could not be appended.
+#[derive(Debug, thiserror::Error)]
+enum FileSinkError {
+    /// The file could not be opened (or created).
+    #[error("cannot open {} for appending: {source}{hint}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+        /// An explanation for the common case of a missing directory, or empty.
+        hint: String,
+    },
+    /// Writing to the open file failed.
+    #[error("cannot write to {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+impl FileSinkError {
+    /// The metric label.
+    fn kind(&self) -> &'static str {
+        match self {
+            FileSinkError::Open { .. } => OPEN,
+            FileSinkError::Write { .. } => WRITE,
+        }
+    }
+}
+
+/// Appends one JSON line per message to a file.
+pub struct FileSink {
+    /// The subscriber's name, for logs and metric labels.
+    name: String,
+    /// The file, as configured (already resolved against the config's directory).
+    path: PathBuf,
+    /// The open file: `None` before the first open, while a write is under way
+    /// (it travels to the blocking pool and back), and after a failure (the next
+    /// batch opens it again).
+    file: Option<File>,
+    /// The error being reported while the sink cannot write, so that the same
+    /// error is logged once rather than once per batch.
+    failing: Option<String>,
+    /// Messages lost since the sink started failing, for the recovery log line.
+    lost_while_failing: usize,
+    /// Written, error and drop counters.
+    metrics: SinkMetrics,
+}
 
 impl FileSink {
-    /// A sink named `name`.
-    pub fn new(_name: &str, _path: std::path::PathBuf) -> Self {
-        FileSink
+    /// A sink named `name` appending to `path`.
+    pub fn new(name: &str, path: PathBuf) -> Self {
+        FileSink {
+            name: name.to_owned(),
+            metrics: SinkMetrics::new(
+                name,
+                SinkKind::File.as_str(),
+                &[OPEN, WRITE],
+                &[OPEN, WRITE],
+            ),
+            path,
+            file: None,
+            failing: None,
+            lost_while_failing: 0,
+        }
     }
+
+    /// Records the outcome of a write (or of the first open, `messages` = 0).
+    fn finished(&mut self, messages: usize, result: Result<(), FileSinkError>) {
+        match result {
+            Ok(()) => {
+                self.metrics.written(messages);
+                if self.failing.take().is_some() {
+                    tracing::info!(
+                        subscriber = %self.name,
+                        path = %self.path.display(),
+                        lost = self.lost_while_failing,
+                        "file sink is writing again"
+                    );
+                }
+                self.lost_while_failing = 0;
+            }
+            Err(error) => {
+                self.metrics.error(error.kind());
+                if messages > 0 {
+                    self.metrics.dropped(error.kind(), messages);
+                }
+                self.lost_while_failing += messages;
+                let message = error.to_string();
+                if self.failing.as_deref() == Some(message.as_str()) {
+                    tracing::debug!(
+                        subscriber = %self.name,
+                        %error,
+                        lost = messages,
+                        "file sink still failing"
+                    );
+                } else {
+                    tracing::error!(
+                        subscriber = %self.name,
+                        %error,
+                        lost = messages,
+                        "file sink cannot write; it counts what it loses and retries each batch"
+                    );
+                    self.failing = Some(message);
+                }
+            }
+        }
+    }
+}
+
+/// Opens `path` for appending, creating the file but not its directory.
+fn open(path: &Path) -> Result<File, FileSinkError> {
+    OpenOptions::new().append(true).create(true).open(path).map_err(|source| {
+        let hint = match path.parent() {
+            Some(dir)
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && !dir.as_os_str().is_empty()
+                    && !dir.is_dir() =>
+            {
+                format!(
+                    " (the directory {} does not exist; the file sink does not create it)",
+                    dir.display()
+                )
+            }
+            _ => String::new(),
+        };
+        FileSinkError::Open { path: path.to_owned(), source, hint }
+    })
+}
+
+/// Appends `buffer` with one write and flushes; runs on the blocking pool.
+/// Opens the file first when `file` is `None`. Gives the file back unless it failed.
+fn append(
+    file: Option<File>,
+    path: &Path,
+    buffer: &[u8],
+) -> (Option<File>, Result<(), FileSinkError>) {
+    let mut file = match file {
+        Some(file) => file,
+        None => match open(path) {
+            Ok(file) => file,
+            Err(error) => return (None, Err(error)),
+        },
+    };
+    match file.write_all(buffer).and_then(|()| file.flush()) {
+        Ok(()) => (Some(file), Ok(())),
+        // Closed here; the next batch opens the file again.
+        Err(source) => (None, Err(FileSinkError::Write { path: path.to_owned(), source })),
+    }
+}
+
+/// A blocking task that died (it panicked, or the runtime is shutting down).
+fn lost_task(path: &Path, error: tokio::task::JoinError) -> FileSinkError {
+    let source = std::io::Error::other(format!("the write task failed: {error}"));
+    FileSinkError::Write { path: path.to_owned(), source }
 }
 
 impl Actor for FileSink {
     type Context = Context<Self>;
+
+    /// Opens the file off the arbiter thread; batches wait until it is done.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let path = self.path.clone();
+        let opening = async move {
+            let task_path = path.clone();
+            tokio::task::spawn_blocking(move || open(&task_path))
+                .await
+                .unwrap_or_else(|error| Err(lost_task(&path, error)))
+        };
+        ctx.wait(opening.into_actor(self).map(|result, sink, _| match result {
+            Ok(file) => {
+                let path = sink.path.display();
+                tracing::debug!(subscriber = %sink.name, %path, "file sink opened its file");
+                sink.file = Some(file);
+            }
+            Err(error) => sink.finished(0, Err(error)),
+        }));
+    }
 }
 
 impl Handler<Deliver> for FileSink {
     type Result = ();
 
-    fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
+    /// Serializes the batch here, writes it on the blocking pool, and keeps
+    /// the mailbox closed (`ctx.wait`) and the `Deliver` alive until it is written.
+    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+        let mut buffer = Vec::with_capacity(deliver.messages.len() * 160);
+        for message in &deliver.messages {
+            write_json_line(&mut buffer, message);
+        }
+        let file = self.file.take();
+        let path = self.path.clone();
+        let writing = async move {
+            let task_path = path.clone();
+            let (file, result) =
+                tokio::task::spawn_blocking(move || append(file, &task_path, &buffer))
+                    .await
+                    .unwrap_or_else(|error| (None, Err(lost_task(&path, error))));
+            (file, result, deliver)
+        };
+        ctx.wait(writing.into_actor(self).map(|(file, result, deliver), sink, _| {
+            sink.file = file;
+            sink.finished(deliver.messages.len(), result);
+            // Only now may the router send the next batch.
+            drop(deliver);
+        }));
+    }
 }
+
+/// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
+#[cfg(test)]
+#[path = "tests/support.rs"]
+pub(super) mod test_support;
+
+#[cfg(test)]
+#[path = "tests/file.rs"]
+mod tests;

@@ -387,6 +387,26 @@ impl Handler<SendToFeed> for Supervisor {
     }
 }
 
+/// Asks for a feed's connection actor (for messages sent in pieces).
+#[derive(Message)]
+#[rtype(result = "Result<Addr<FeedConnection>, SendError>")]
+pub struct GetConnection {
+    /// The feed's name.
+    pub name: String,
+}
+
+impl Handler<GetConnection> for Supervisor {
+    type Result = Result<Addr<FeedConnection>, SendError>;
+
+    fn handle(&mut self, get: GetConnection, _: &mut Context<Self>) -> Self::Result {
+        match self.feeds.get(&get.name) {
+            None => Err(SendError::UnknownFeed(get.name)),
+            Some(FeedEntry { actor: None, .. }) => Err(SendError::FeedFailed),
+            Some(FeedEntry { actor: Some(actor), .. }) => Ok(actor.clone()),
+        }
+    }
+}
+
 /// Refuses further changes and closes every feed with a close frame (1001,
 /// going away); answers once every connection actor has queued its close.
 #[derive(Message)]

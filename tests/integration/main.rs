@@ -7,4 +7,6 @@ mod deployment;
 mod faults;
 mod library;
 mod operations;
+mod sinks;
+mod subscribe;
 mod support;

@@ -111,6 +111,11 @@ pub enum Outbound {
     Ping(Bytes),
     /// A protocol pong (transports send these on their own in answer to pings).
     Pong(Bytes),
+    /// One frame of a message sent in pieces, for payloads too large to hold:
+    /// the first carries `Text` or `Binary`, the rest `Continuation`, the last
+    /// `fin`. Nothing but control frames may go out between the first and the
+    /// last (the connection actor sees to it).
+    Fragment(DataFrame),
     /// Close the connection with this frame, then stop.
     Close(Option<CloseFrame>),
 }

@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_channel::mpsc;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{LocalBoxStream, Stream};
+use futures_util::task::AtomicWaker;
 
 use crate::error::TransportError;
 use crate::frame::{Event, Outbound};
@@ -123,23 +126,70 @@ pub trait Transport: Send + Sync + 'static {
     fn connect(&self, request: ConnectRequest) -> ConnectFuture;
 }
 
+/// Payload bytes handed to a writer and not yet taken by it.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: AtomicUsize,
+    /// A sender waiting for the writer to catch up.
+    waker: AtomicWaker,
+}
+
+/// The payload size a message adds to what waits for the writer.
+fn payload_len(message: &Outbound) -> usize {
+    match message {
+        Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len(),
+        Outbound::Ping(bytes) | Outbound::Pong(bytes) => bytes.len(),
+        Outbound::Fragment(frame) => frame.payload.len(),
+        Outbound::Close(_) => 0,
+    }
+}
+
 /// Sends outbound messages to a connection's writer.
 ///
-/// Cheap to clone; sending never blocks (the connection actor bounds its own queue).
+/// Cheap to clone; sending never blocks (the connection actor bounds its own
+/// queue). A sender of something large waits with [`OutboundSender::drained_below`]
+/// between pieces, so that what waits for the writer stays bounded.
 #[derive(Debug, Clone)]
 pub struct OutboundSender {
     sender: mpsc::UnboundedSender<Outbound>,
+    pending: Arc<Pending>,
 }
 
 impl OutboundSender {
     /// Queues a message for the peer; fails once the connection is gone.
     pub fn send(&self, message: Outbound) -> Result<(), TransportError> {
-        self.sender.unbounded_send(message).map_err(|_| TransportError::Closed)
+        let size = payload_len(&message);
+        self.pending.bytes.fetch_add(size, Ordering::AcqRel);
+        self.sender.unbounded_send(message).map_err(|_| {
+            self.pending.bytes.fetch_sub(size, Ordering::AcqRel);
+            TransportError::Closed
+        })
     }
 
     /// True once the transport stopped reading outbound messages.
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
+    }
+
+    /// Payload bytes queued for the writer and not yet taken.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.bytes.load(Ordering::Acquire)
+    }
+
+    /// Resolves once at most `limit` payload bytes wait for the writer (or it is gone).
+    pub async fn drained_below(&self, limit: usize) {
+        futures_util::future::poll_fn(|cx| {
+            if self.pending_bytes() <= limit || self.is_closed() {
+                return Poll::Ready(());
+            }
+            self.pending.waker.register(cx.waker());
+            if self.pending_bytes() <= limit || self.is_closed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
@@ -147,13 +197,27 @@ impl OutboundSender {
 #[derive(Debug)]
 pub struct OutboundReceiver {
     receiver: mpsc::UnboundedReceiver<Outbound>,
+    pending: Arc<Pending>,
 }
 
 impl Stream for OutboundReceiver {
     type Item = Outbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
-        Pin::new(&mut self.receiver).poll_next(cx)
+        let polled = Pin::new(&mut self.receiver).poll_next(cx);
+        if let Poll::Ready(Some(message)) = &polled {
+            self.pending.bytes.fetch_sub(payload_len(message), Ordering::AcqRel);
+            self.pending.waker.wake();
+        }
+        polled
+    }
+}
+
+impl Drop for OutboundReceiver {
+    /// A sender waiting for room must not wait for a writer that is gone.
+    fn drop(&mut self) {
+        self.receiver.close();
+        self.pending.waker.wake();
     }
 }
 
@@ -167,5 +231,29 @@ impl OutboundReceiver {
 /// A connected sender and receiver pair for outbound messages.
 pub fn outbound_channel() -> (OutboundSender, OutboundReceiver) {
     let (sender, receiver) = mpsc::unbounded();
-    (OutboundSender { sender }, OutboundReceiver { receiver })
+    let pending = Arc::new(Pending::default());
+    (OutboundSender { sender, pending: pending.clone() }, OutboundReceiver { receiver, pending })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_sender_waits_until_the_writer_has_taken_enough() {
+        let (sender, mut receiver) = outbound_channel();
+        sender.send(Outbound::Binary(bytes::Bytes::from(vec![0u8; 100]))).expect("open");
+        sender.send(Outbound::Binary(bytes::Bytes::from(vec![0u8; 50]))).expect("open");
+        assert_eq!(sender.pending_bytes(), 150);
+        assert!(sender.drained_below(100).now_or_never().is_none(), "150 bytes still wait");
+        let waiting = sender.clone();
+        let wait = actix_rt::spawn(async move { waiting.drained_below(100).await });
+        receiver.next().await.expect("first message");
+        wait.await.expect("woken once 50 bytes wait");
+        assert_eq!(sender.pending_bytes(), 50);
+        drop(receiver);
+        assert!(sender.drained_below(0).now_or_never().is_some(), "a gone writer ends the wait");
+    }
 }

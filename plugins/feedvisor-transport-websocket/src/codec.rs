@@ -61,6 +61,8 @@ pub enum ClientFrame {
     Pong(Bytes),
     /// A close frame; a reason over 123 bytes is cut at a character boundary.
     Close(Option<CloseFrame>),
+    /// One frame of a message sent in pieces.
+    Fragment(DataFrame),
 }
 
 impl From<Outbound> for ClientFrame {
@@ -71,6 +73,7 @@ impl From<Outbound> for ClientFrame {
             Outbound::Ping(payload) => ClientFrame::Ping(payload),
             Outbound::Pong(payload) => ClientFrame::Pong(payload),
             Outbound::Close(frame) => ClientFrame::Close(frame),
+            Outbound::Fragment(frame) => ClientFrame::Fragment(frame),
         }
     }
 }
@@ -414,6 +417,14 @@ impl Encoder<ClientFrame> for FrameCodec {
             ClientFrame::Ping(payload) => write_frame(dst, wire::PING, control_payload(&payload)),
             ClientFrame::Pong(payload) => write_frame(dst, wire::PONG, control_payload(&payload)),
             ClientFrame::Close(None) => write_frame(dst, wire::CLOSE, &[]),
+            ClientFrame::Fragment(frame) => {
+                let opcode = match frame.opcode {
+                    Opcode::Text => wire::TEXT,
+                    Opcode::Binary => wire::BINARY,
+                    Opcode::Continuation => wire::CONTINUATION,
+                };
+                write_frame_fin(dst, opcode, frame.fin, &frame.payload);
+            }
             ClientFrame::Close(Some(frame)) => {
                 let reason = truncate_at_char(&frame.reason, MAX_CONTROL_PAYLOAD - 2);
                 let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
@@ -442,9 +453,14 @@ fn truncate_at_char(text: &str, max: usize) -> &str {
 
 /// Writes one final, masked frame.
 fn write_frame(dst: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    write_frame_fin(dst, opcode, true, payload);
+}
+
+/// Writes one masked frame, final or not.
+fn write_frame_fin(dst: &mut BytesMut, opcode: u8, fin: bool, payload: &[u8]) {
     let len = payload.len();
     dst.reserve(MAX_HEADER_LEN + len);
-    dst.put_u8(0x80 | opcode);
+    dst.put_u8(if fin { 0x80 } else { 0 } | opcode);
     if len < 126 {
         dst.put_u8(0x80 | len as u8);
     } else if let Ok(len) = u16::try_from(len) {
