@@ -13,6 +13,7 @@ use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
+mod files;
 mod webhook;
 
 /// One message as a JSON line.
@@ -52,6 +53,10 @@ impl<'a> JsonLine<'a> {
 pub fn start(config: &SubscriberConfig) -> Recipient<Deliver> {
     match &config.sink {
         SinkConfig::Stdout => JsonLinesSink::stdout(&config.name).start().recipient(),
+        // A directory gets one file per message (stream mode); a file, JSON lines.
+        SinkConfig::File { path } if path.is_dir() => {
+            files::MessageFilesSink::new(&config.name, path.clone()).start().recipient()
+        }
         SinkConfig::File { path } => {
             file::FileSink::new(&config.name, path.clone()).start().recipient()
         }

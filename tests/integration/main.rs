@@ -8,5 +8,6 @@ mod faults;
 mod library;
 mod operations;
 mod sinks;
+mod stream;
 mod subscribe;
 mod support;
