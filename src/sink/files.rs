@@ -275,7 +275,7 @@ mod tests {
     fn chunks_become_one_file_renamed_into_place_when_complete() {
         let dir = scratch("complete");
         let mut open = OpenMessages::new();
-        let first = vec![chunk("bulk", 1, 0, false, false, b"hello ")]
+        let first = [chunk("bulk", 1, 0, false, false, b"hello ")]
             .iter()
             .map(|m| piece(m, &mut 0))
             .collect();
@@ -286,10 +286,8 @@ mod tests {
             [".bulk-1-19700101T000000.000000Z.bin.part"],
             "hidden while under way"
         );
-        let rest = vec![chunk("bulk", 1, 6, true, false, b"world")]
-            .iter()
-            .map(|m| piece(m, &mut 0))
-            .collect();
+        let rest =
+            [chunk("bulk", 1, 6, true, false, b"world")].iter().map(|m| piece(m, &mut 0)).collect();
         let outcome = write_pieces(&dir, &mut open, rest);
         assert_eq!(outcome.completed, 1);
         assert_eq!(names(&dir), ["bulk-1-19700101T000000.000000Z.bin"]);
@@ -303,7 +301,7 @@ mod tests {
         let dir = scratch("aborted");
         let mut open = OpenMessages::new();
         let pieces =
-            vec![chunk("bulk", 7, 0, false, false, b"part"), chunk("bulk", 7, 4, true, true, b"")]
+            [chunk("bulk", 7, 0, false, false, b"part"), chunk("bulk", 7, 4, true, true, b"")]
                 .iter()
                 .map(|m| piece(m, &mut 0))
                 .collect();
@@ -332,7 +330,7 @@ mod tests {
     fn interleaved_feeds_keep_their_own_files() {
         let dir = scratch("interleaved");
         let mut open = OpenMessages::new();
-        let pieces = vec![
+        let pieces = [
             chunk("a", 1, 0, false, false, b"a1"),
             chunk("b", 1, 0, false, false, b"b1"),
             chunk("a", 1, 2, true, false, b"a2"),

@@ -1,0 +1,476 @@
+//! The upstream of every benchmark: a WebSocket server built to cost as
+//! little CPU as it can, on a thread of its own (pinned to its own core when
+//! the machine has two), so that what is measured is the client.
+//!
+//! A job goes like this: the client asks for one ([`Blaster::prepare`]) and
+//! gets a port; the blaster accepts exactly the job's number of connections
+//! and answers each handshake with the minimum (no header but the accept
+//! key); it tells the client when all are open ([`BlastJob::ready`]) and
+//! waits for the word ([`BlastJob::go`]) before it sends anything. Then each
+//! connection gets its fixed count of text frames, pre-encoded and written in
+//! batches of about [`WRITE_BYTES`], with the send time patched into the
+//! first frame of every batch (see [`frames`](super::frames)), at full speed or at a
+//! fixed rate, and then a close frame. The report says what the blaster's
+//! thread spent on the job, so that a run in which the blaster was itself a
+//! bottleneck can be marked invalid.
+
+use std::io;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::cpu;
+use super::frames::{accept_key, frame_len, nanos_since, Frames, CLOSE_FRAME};
+use super::BenchError;
+
+/// About how many bytes the blaster writes at once.
+pub const WRITE_BYTES: usize = 64 * 1024;
+
+/// The longest handshake request the blaster reads.
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// How long a finished connection waits for the client to hang up.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// How fast the blaster sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As fast as the client reads (TCP flow control sets the pace).
+    Saturate,
+    /// Open loop: this many messages per second on each connection, whether
+    /// or not the client keeps up. Timers have millisecond resolution, so
+    /// above 1000 msg/s a connection sends what is due once per millisecond.
+    Rate {
+        /// Messages per second per connection.
+        per_conn: f64,
+    },
+}
+
+/// What one job sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobSpec {
+    /// Connections to accept before sending.
+    pub conns: usize,
+    /// Payload bytes of every message (at least [`MIN_SIZE`](super::frames::MIN_SIZE)).
+    pub size: usize,
+    /// Messages on each connection.
+    pub per_conn: u64,
+    /// How fast.
+    pub pace: Pace,
+}
+
+/// What the blaster did for one job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlastReport {
+    /// Messages written, over all connections.
+    pub sent: u64,
+    /// CPU time of the blaster's thread from the go to the last close frame written.
+    pub cpu: Duration,
+    /// Wall time from the go to the last close frame written.
+    pub wall: Duration,
+    /// At a fixed rate: the most any connection fell behind its schedule.
+    pub max_lag: Duration,
+}
+
+/// A job's request to the blaster thread.
+struct Prepare {
+    spec: JobSpec,
+    reply: oneshot::Sender<io::Result<BlastJob>>,
+}
+
+/// The blaster thread.
+pub struct Blaster {
+    /// Where jobs are asked for; dropping it ends the thread.
+    commands: Option<mpsc::UnboundedSender<Prepare>>,
+    /// The thread's kernel id, which the client leaves out of its CPU time.
+    thread_id: u32,
+    /// The core it is pinned to, if it is.
+    core: Option<usize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Blaster {
+    /// Starts the blaster thread, pinned to `core` if given. Stamps count
+    /// nanoseconds from `base`, which the client must share.
+    pub fn start(
+        core: Option<core_affinity::CoreId>,
+        base: Instant,
+    ) -> Result<Blaster, BenchError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| BenchError::io("build the blaster's runtime", source))?;
+        let (commands, receiver) = mpsc::unbounded_channel::<Prepare>();
+        let (started, thread_id) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("bench-blaster".to_owned())
+            .spawn(move || {
+                let pinned = core.is_some_and(core_affinity::set_for_current);
+                let _ = started.send(cpu::current_thread_id().map(|id| (id, pinned)));
+                blaster_thread(&runtime, receiver, base);
+            })
+            .map_err(|source| BenchError::io("start the blaster thread", source))?;
+        let (thread_id, pinned) = thread_id
+            .recv()
+            .map_err(|_| BenchError::Blaster("the blaster thread died at start".to_owned()))?
+            .map_err(|source| BenchError::io("read the blaster's thread id", source))?;
+        Ok(Blaster {
+            commands: Some(commands),
+            thread_id,
+            core: core.filter(|_| pinned).map(|core| core.id),
+            thread: Some(thread),
+        })
+    }
+
+    /// The blaster thread's kernel id.
+    pub fn thread_id(&self) -> u32 {
+        self.thread_id
+    }
+
+    /// The core the blaster runs on, when it is pinned.
+    pub fn core(&self) -> Option<usize> {
+        self.core
+    }
+
+    /// Opens a listener for one job; the blaster then waits for the job's connections.
+    pub async fn prepare(&self, spec: JobSpec) -> Result<BlastJob, BenchError> {
+        let gone = || BenchError::Blaster("the blaster thread has stopped".to_owned());
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Prepare { spec, reply })
+            .map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(|source| BenchError::io("open the blaster's listener", source))
+    }
+}
+
+impl Drop for Blaster {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The blaster thread's life: one job after another until the `Blaster` is dropped.
+///
+/// Never inlined: the callgrind recipe (`tests/bench_recipe/callgrind.sh`)
+/// tells the blaster's thread from the client's by this function's name.
+#[inline(never)]
+fn blaster_thread(
+    runtime: &tokio::runtime::Runtime,
+    mut commands: mpsc::UnboundedReceiver<Prepare>,
+    base: Instant,
+) {
+    runtime.block_on(async move {
+        while let Some(Prepare { spec, reply }) = commands.recv().await {
+            let _ = reply.send(open_job(spec, base).await);
+        }
+    });
+}
+
+/// The client's handle on one job. Dropping it before the go cancels the job.
+pub struct BlastJob {
+    /// Where the job's connections go.
+    pub addr: SocketAddr,
+    ready: Option<oneshot::Receiver<Result<(), String>>>,
+    go: Option<oneshot::Sender<()>>,
+    report: Option<oneshot::Receiver<Result<BlastReport, String>>>,
+}
+
+impl BlastJob {
+    /// Waits until the blaster has accepted every connection and answered its handshake.
+    pub async fn ready(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let Some(ready) = self.ready.take() else { return Ok(()) };
+        match tokio::time::timeout(timeout, ready).await {
+            Err(_) => Err(BenchError::Blaster(format!(
+                "the connections did not all open within {timeout:?}"
+            ))),
+            Ok(Err(_)) => Err(BenchError::Blaster("the job ended before it was ready".to_owned())),
+            Ok(Ok(result)) => result.map_err(BenchError::Blaster),
+        }
+    }
+
+    /// Lets the blaster send.
+    pub fn go(&mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
+    }
+
+    /// Waits for the blaster to finish writing and report.
+    pub async fn report(&mut self, timeout: Duration) -> Result<BlastReport, BenchError> {
+        let report = self
+            .report
+            .take()
+            .ok_or_else(|| BenchError::Blaster("the report was already taken".to_owned()))?;
+        match tokio::time::timeout(timeout, report).await {
+            Err(_) => Err(BenchError::Blaster(format!("no report within {timeout:?}"))),
+            Ok(Err(_)) => Err(BenchError::Blaster("the job ended without a report".to_owned())),
+            Ok(Ok(result)) => result.map_err(BenchError::Blaster),
+        }
+    }
+}
+
+/// Binds a listener for `spec` and starts the job's task.
+async fn open_job(spec: JobSpec, base: Instant) -> io::Result<BlastJob> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let (ready_sender, ready) = oneshot::channel();
+    let (go, go_receiver) = oneshot::channel();
+    let (report_sender, report) = oneshot::channel();
+    tokio::spawn(run_job(listener, spec, base, ready_sender, go_receiver, report_sender));
+    Ok(BlastJob { addr, ready: Some(ready), go: Some(go), report: Some(report) })
+}
+
+/// One job: accept, wait for the go, send, report.
+async fn run_job(
+    listener: TcpListener,
+    spec: JobSpec,
+    base: Instant,
+    mut ready: oneshot::Sender<Result<(), String>>,
+    go: oneshot::Receiver<()>,
+    report: oneshot::Sender<Result<BlastReport, String>>,
+) {
+    let streams = tokio::select! {
+        accepted = accept_all(&listener, spec.conns) => accepted,
+        () = ready.closed() => return,
+    };
+    drop(listener);
+    let streams = match streams {
+        Ok(streams) => streams,
+        Err(error) => {
+            let _ = ready.send(Err(format!("accepting connections failed: {error}")));
+            return;
+        }
+    };
+    if ready.send(Ok(())).is_err() || go.await.is_err() {
+        return;
+    }
+    let cpu_before = cpu::current_thread_cpu();
+    let started = Instant::now();
+    let mut senders = JoinSet::new();
+    for (index, stream) in streams.into_iter().enumerate() {
+        senders.spawn(send_all(stream, spec, index, started, base));
+    }
+    let (mut sent, mut max_lag, mut failure) = (0, Duration::ZERO, None);
+    while let Some(joined) = senders.join_next().await {
+        match joined {
+            Ok(Ok(outcome)) => {
+                sent += outcome.sent;
+                max_lag = max_lag.max(outcome.max_lag);
+            }
+            Ok(Err(error)) => failure = failure.or(Some(format!("sending failed: {error}"))),
+            Err(error) => failure = failure.or(Some(format!("a sender died: {error}"))),
+        }
+    }
+    let wall = started.elapsed();
+    let result = match (failure, cpu_before, cpu::current_thread_cpu()) {
+        (Some(failure), _, _) => Err(failure),
+        (None, Ok(before), Ok(after)) => {
+            Ok(BlastReport { sent, cpu: after.saturating_sub(before), wall, max_lag })
+        }
+        (None, Err(error), _) | (None, _, Err(error)) => {
+            Err(format!("reading CPU time failed: {error}"))
+        }
+    };
+    let _ = report.send(result);
+}
+
+/// Accepts `conns` connections and completes their handshakes.
+async fn accept_all(listener: &TcpListener, conns: usize) -> io::Result<Vec<TcpStream>> {
+    let mut handshakes = JoinSet::new();
+    for index in 0..conns {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        handshakes.spawn(async move { handshake(stream).await.map(|stream| (index, stream)) });
+    }
+    let mut streams: Vec<Option<TcpStream>> = (0..conns).map(|_| None).collect();
+    while let Some(joined) = handshakes.join_next().await {
+        let (index, stream) = joined.map_err(io::Error::other)??;
+        streams[index] = Some(stream);
+    }
+    Ok(streams.into_iter().flatten().collect())
+}
+
+/// Reads the upgrade request and answers it with the accept key and nothing else.
+async fn handshake(mut stream: TcpStream) -> io::Result<TcpStream> {
+    let mut request = Vec::with_capacity(1024);
+    let mut buffer = [0u8; 2048];
+    let end = loop {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            ));
+        }
+        request.extend_from_slice(&buffer[..read]);
+        if let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end;
+        }
+        if request.len() > MAX_REQUEST {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake request too long"));
+        }
+    };
+    if end + 4 != request.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the handshake request"));
+    }
+    let accept = accept_key(&request[..end])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Sec-WebSocket-Key"))?;
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    Ok(stream)
+}
+
+/// What one connection sent.
+struct SendOutcome {
+    sent: u64,
+    max_lag: Duration,
+}
+
+/// Sends one connection's messages, then the close frame.
+async fn send_all(
+    stream: TcpStream,
+    spec: JobSpec,
+    index: usize,
+    started: Instant,
+    base: Instant,
+) -> io::Result<SendOutcome> {
+    let mut socket = PatientSocket::new(stream)?;
+    let mut frames = Frames::new(spec.size, (WRITE_BYTES / frame_len(spec.size)).max(1));
+    let mut sent = 0u64;
+    let mut max_lag = Duration::ZERO;
+    match spec.pace {
+        Pace::Saturate => {
+            while sent < spec.per_conn {
+                sent += write_batch(&mut frames, &mut socket, spec.per_conn - sent, base).await?;
+            }
+        }
+        Pace::Rate { per_conn: rate } => {
+            let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1));
+            // Connections start evenly spread over one period, not all at once.
+            let start = started + period.mul_f64(index as f64 / spec.conns.max(1) as f64);
+            let mut ticker = tokio::time::interval_at(start.into(), period);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            while sent < spec.per_conn {
+                ticker.tick().await;
+                let elapsed = start.elapsed().as_secs_f64();
+                let due = ((elapsed * rate) as u64 + 1).min(spec.per_conn);
+                let scheduled = sent as f64 / rate;
+                max_lag = max_lag.max(Duration::from_secs_f64((elapsed - scheduled).max(0.0)));
+                while sent < due {
+                    sent += write_batch(&mut frames, &mut socket, due - sent, base).await?;
+                }
+            }
+        }
+    }
+    socket.write_all(&CLOSE_FRAME).await?;
+    tokio::spawn(linger(socket.into_stream()?));
+    Ok(SendOutcome { sent, max_lag })
+}
+
+/// Stamps `frames` and writes up to `left` of them; returns how many.
+async fn write_batch(
+    frames: &mut Frames,
+    socket: &mut PatientSocket,
+    left: u64,
+    base: Instant,
+) -> io::Result<u64> {
+    let count = usize::try_from(left).unwrap_or(usize::MAX).min(frames.count());
+    frames.stamp(nanos_since(base));
+    socket.write_all(frames.first(count)).await?;
+    Ok(count as u64)
+}
+
+/// The shortest wait before the blaster writes again to a full socket.
+const MIN_PATIENCE: Duration = Duration::from_millis(1);
+
+/// The longest such wait.
+const MAX_PATIENCE: Duration = Duration::from_millis(8);
+
+/// A connection's socket, written without the reactor.
+///
+/// Waiting for a full socket to become writable would wake the blaster each
+/// time the client has read a little, which at saturation costs the blaster
+/// several times what the writes themselves do. Instead, a full socket is
+/// tried again after a pause, which doubles while each pause lets less than
+/// a quarter of a batch through (many connections each read slowly) and
+/// halves again when more got through. The kernel's buffers (autotuned to
+/// hundreds of kilobytes or more) hold more than a pause's worth of any
+/// client's reading, so the client does not run dry meanwhile.
+struct PatientSocket {
+    /// Non-blocking, not registered with the reactor.
+    socket: std::net::TcpStream,
+    /// The next pause.
+    patience: Duration,
+    /// Bytes written since the last pause.
+    written: usize,
+}
+
+impl PatientSocket {
+    fn new(stream: TcpStream) -> io::Result<PatientSocket> {
+        Ok(PatientSocket { socket: stream.into_std()?, patience: MIN_PATIENCE, written: 0 })
+    }
+
+    /// Writes all of `bytes`, pausing whenever the socket is full.
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        while !bytes.is_empty() {
+            match self.socket.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    bytes = &bytes[written..];
+                    self.written += written;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.pause().await,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn pause(&mut self) {
+        self.patience = if self.written < WRITE_BYTES / 4 {
+            (self.patience * 2).min(MAX_PATIENCE)
+        } else {
+            (self.patience / 2).max(MIN_PATIENCE)
+        };
+        self.written = 0;
+        tokio::time::sleep(self.patience).await;
+    }
+
+    /// Back in the reactor, for the end of the connection.
+    fn into_stream(self) -> io::Result<TcpStream> {
+        TcpStream::from_std(self.socket)
+    }
+}
+
+/// Half-closes a finished connection and reads until the client hangs up,
+/// so that nothing it still has to read is cut off by a reset.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(read) = stream.read(&mut sink).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}

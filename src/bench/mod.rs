@@ -1,0 +1,349 @@
+//! `feedvisor bench`: what the sidecar costs over a hand-written client.
+//!
+//! Every scenario runs in this one process. The upstream is the
+//! [`blaster`], on a thread of its own; the client side is, in turn, a
+//! [`baseline`] (B1, a bare awc read loop, the yardstick; B0,
+//! tokio-tungstenite, for context) or the whole [`sidecar`] path. When the
+//! machine has two cores or more, the blaster is pinned to one and the
+//! client (this thread and every thread it starts, the sidecar's workers
+//! included) to another. Runs alternate between the systems, so that a
+//! change in the machine's state hits them all alike.
+//!
+//! Code map:
+//! - `mod.rs`: options, the scenario list, the entry points; `run.rs`: one run of one
+//!   system ([`Bench::run_once`]);
+//! - `blaster.rs`: the upstream, `frames.rs` its frames and stamps; `baseline.rs`: B1 and B0;
+//!   `sidecar.rs`: the system under test;
+//! - one module per scenario: `throughput.rs`, `latency.rs`, `fanout.rs`;
+//! - `cpu.rs`: CPU time per thread from `/proc`; `stats.rs`: medians and percentiles;
+//! - `report.rs`: rows, `--json`, and the machine they come from; `table.rs`: the text tables.
+//!
+//! A new scenario is a variant of [`Scenario`], a module with a
+//! `run(&Bench, &BenchArgs) -> Result<Vec<Row>, BenchError>`, an arm in
+//! `run_scenario` and, if its rows need other columns, a table in `table.rs`.
+
+pub mod baseline;
+pub mod blaster;
+pub mod cpu;
+pub mod fanout;
+pub mod frames;
+pub mod latency;
+pub mod report;
+pub mod run;
+pub mod sidecar;
+pub mod stats;
+pub mod table;
+pub mod throughput;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+
+use self::blaster::Blaster;
+use self::report::{Env, Report, Row};
+use self::run::progress;
+pub use self::run::{Bench, Load, RunResult, Tally};
+
+/// A run in which the blaster used more than this share of its core is invalid:
+/// the upstream, not the client, may have set the pace.
+pub const MAX_BLASTER_SHARE: f64 = 0.15;
+
+/// The benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Saturation: msg/s and CPU per message for B1, B0 and the sidecar.
+    Throughput,
+    /// Fixed rates: send-to-handled percentiles and CPU per message, B1 and the sidecar.
+    Latency,
+    /// One feed to 1, 10, 100 subscribers.
+    Fanout,
+}
+
+impl Scenario {
+    /// The name on the command line and in `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Latency => "latency",
+            Scenario::Fanout => "fanout",
+        }
+    }
+}
+
+/// The clients a run can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum SystemKind {
+    /// A bare awc `Framed` read loop: the yardstick.
+    B1,
+    /// tokio-tungstenite with an 8 KiB read buffer, for context.
+    B0,
+    /// The whole sidecar path: transport, connection actor, router, subscriber actor.
+    Sidecar,
+}
+
+impl fmt::Display for SystemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SystemKind::B1 => "b1",
+            SystemKind::B0 => "b0",
+            SystemKind::Sidecar => "sidecar",
+        })
+    }
+}
+
+/// `feedvisor bench SCENARIO [OPTIONS]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The benchmark to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Prints one JSON object per result row (on stdout) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Runs of each system per case, alternating between the systems.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Messages per saturation run of 64-byte messages, over all connections
+    /// (throughput, fanout); larger messages are fewer, for the same bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub messages: u64,
+    /// Skips the unrecorded warm-up run of each system (throughput).
+    #[arg(long)]
+    pub no_warm_up: bool,
+    /// How long each fixed-rate run sends (latency).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Message sizes in bytes (throughput; at least 17).
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 512])]
+    pub sizes: Vec<usize>,
+    /// Connection counts (throughput).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
+    pub conns: Vec<usize>,
+    /// Subscriber counts (fanout).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100])]
+    pub subscribers: Vec<usize>,
+    /// The realistic latency case: this many connections at 100 msg/s each (0 leaves it out).
+    #[arg(long, default_value_t = 1000)]
+    pub many_conns: usize,
+    /// The systems to run (throughput and latency; fanout always runs b1 and the sidecar).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["b1", "b0", "sidecar"])]
+    pub systems: Vec<SystemKind>,
+    /// B1's saturation rate at 1 × 64 B, to skip measuring it again (latency).
+    #[arg(long)]
+    pub b1_rate: Option<f64>,
+    /// Leaves the blaster and the client unpinned.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Gives up on a run (connecting, or receiving everything) after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl BenchArgs {
+    /// Messages per saturation run of `size`-byte messages: `--messages` for
+    /// 64 bytes or less, proportionally fewer for larger ones.
+    pub fn messages_for(&self, size: usize) -> u64 {
+        (self.messages * 64 / size.max(64) as u64).max(1)
+    }
+
+    /// The options with every default, for `scenario` (as `feedvisor bench SCENARIO` has them).
+    pub fn defaults(scenario: Scenario) -> Result<BenchArgs, BenchError> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        Wrapper::try_parse_from(["bench", scenario.name()])
+            .map(|wrapper| wrapper.args)
+            .map_err(|error| BenchError::Options(error.to_string()))
+    }
+
+    fn check(&self) -> Result<(), BenchError> {
+        let invalid = |reason: String| Err(BenchError::Options(reason));
+        if self.runs == 0 {
+            return invalid("--runs must be at least 1".to_owned());
+        }
+        if self.messages == 0 {
+            return invalid("--messages must be at least 1".to_owned());
+        }
+        if let Some(size) = self.sizes.iter().find(|size| **size < frames::MIN_SIZE) {
+            return invalid(format!(
+                "--sizes: {size} is too small (at least {})",
+                frames::MIN_SIZE
+            ));
+        }
+        if self.conns.contains(&0) || self.subscribers.contains(&0) {
+            return invalid("--conns and --subscribers must be at least 1".to_owned());
+        }
+        if self.systems.is_empty() {
+            return invalid("--systems: name at least one".to_owned());
+        }
+        if self.duration.is_zero() {
+            return invalid("--duration must be more than 0".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The options make no sense.
+    #[error("invalid options: {0}")]
+    Options(String),
+    /// An operating system call failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The blaster failed or gave up.
+    #[error("blaster: {0}")]
+    Blaster(String),
+    /// The sidecar under test could not be configured.
+    #[error("the bench config is invalid: {0}")]
+    Config(String),
+    /// The sidecar under test did not start.
+    #[error("the sidecar did not start: {0}")]
+    Start(#[from] crate::StartError),
+    /// A baseline client could not connect.
+    #[error("{system} could not connect to {addr}: {reason}")]
+    Connect {
+        /// Which client.
+        system: SystemKind,
+        /// The blaster's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A baseline client failed while reading.
+    #[error("{system} failed while reading: {reason}")]
+    Read {
+        /// Which client.
+        system: SystemKind,
+        /// Why.
+        reason: String,
+    },
+    /// A run did not receive everything in time.
+    #[error("{system} run timed out after {timeout:?}: {received} of {expected} messages handled")]
+    Timeout {
+        /// Which client.
+        system: SystemKind,
+        /// The time allowed.
+        timeout: Duration,
+        /// Messages handled.
+        received: u64,
+        /// Messages expected.
+        expected: u64,
+    },
+}
+
+impl BenchError {
+    fn io(what: &'static str, source: std::io::Error) -> BenchError {
+        BenchError::Io { what, source }
+    }
+}
+
+/// Runs one scenario; `args.no_pin` aside, pins this thread to the client's core.
+pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    args.check()?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (client_core, blaster_core) = match cores.as_slice() {
+        [client, blaster, ..] if !args.no_pin => (Some(*client), Some(*blaster)),
+        _ => (None, None),
+    };
+    let client_pinned = client_core.is_some_and(core_affinity::set_for_current);
+    let base = Instant::now();
+    let blaster = Blaster::start(blaster_core.filter(|_| client_pinned), base)?;
+    let pinning = match (client_pinned, blaster.core(), client_core) {
+        (true, Some(blaster_core), Some(client)) => {
+            format!("blaster on core {blaster_core}, client on core {}", client.id)
+        }
+        _ => "not pinned".to_owned(),
+    };
+    let bench = Bench { blaster, base, timeout: args.timeout };
+    let rows = actix::System::new().block_on(run_scenario(&bench, args))?;
+    let core_count = if cores.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cores.len()
+    };
+    Ok(Report { env: Env::gather(core_count, pinning), scenario: args.scenario, rows })
+}
+
+/// The scenario's rows.
+async fn run_scenario(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
+    match args.scenario {
+        Scenario::Throughput => throughput::run(bench, args).await,
+        Scenario::Latency => latency::run(bench, args).await,
+        Scenario::Fanout => fanout::run(bench, args).await,
+    }
+}
+
+/// Runs a scenario and prints its report: tables, or JSON lines with `--json`.
+pub fn main(args: &BenchArgs) -> Result<(), BenchError> {
+    let report = run(args)?;
+    if args.json {
+        for line in report.json_lines() {
+            println!("{line}");
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiny counts, every scenario: rows come out, with positive figures.
+    /// No timing is checked: only that everything ran and was counted.
+    #[test]
+    fn every_scenario_runs_with_tiny_counts() {
+        let tiny = |scenario| BenchArgs {
+            runs: 2,
+            messages: 2_000,
+            duration: Duration::from_millis(100),
+            conns: vec![1, 3],
+            sizes: vec![64],
+            subscribers: vec![1, 3],
+            many_conns: 20,
+            no_pin: true,
+            timeout: Duration::from_secs(30),
+            ..BenchArgs::defaults(scenario).expect("defaults")
+        };
+        for scenario in [Scenario::Throughput, Scenario::Latency, Scenario::Fanout] {
+            let report =
+                run(&tiny(scenario)).unwrap_or_else(|error| panic!("{scenario:?}: {error}"));
+            assert!(!report.rows.is_empty(), "{scenario:?} has rows");
+            for row in &report.rows {
+                let json = row.to_json(&report.env);
+                for key in ["baseline_msgs_per_s", "sidecar_msgs_per_s", "ratio"] {
+                    let value = json[key].as_f64().unwrap_or(0.0);
+                    assert!(value > 0.0, "{scenario:?} {}: {key} = {}", row.case, json[key]);
+                }
+                assert_eq!(json["scenario"], scenario.name());
+            }
+            assert!(report.render().contains(scenario.name()));
+        }
+    }
+
+    #[test]
+    fn the_default_options_parse() {
+        let args = BenchArgs::defaults(Scenario::Latency).expect("defaults");
+        assert_eq!(args.scenario, Scenario::Latency);
+        assert_eq!(args.runs, 5);
+        assert_eq!(args.sizes, [64, 512]);
+        assert_eq!(args.systems, [SystemKind::B1, SystemKind::B0, SystemKind::Sidecar]);
+        assert!(args.check().is_ok());
+        let defaults = BenchArgs::defaults(Scenario::Throughput).expect("defaults");
+        let too_small = BenchArgs { sizes: vec![8], ..defaults };
+        assert!(too_small.check().is_err());
+    }
+}
