@@ -60,7 +60,7 @@ impl FeedMessage {
 ///
 /// All messages of a batch come from one feed. When the subscriber is done
 /// with the batch (the value is dropped, usually at the end of its handler),
-/// the delivery latency of every message is recorded and the router is told,
+/// the delivery latency of the batch (of its oldest message) is recorded and the router is told,
 /// so it sends the next batch: a subscriber holds at most one batch at a
 /// time, and what arrives meanwhile waits in its bounded queue. A subscriber
 /// that keeps the value (until its output is written, say) slows its own
@@ -76,7 +76,8 @@ pub struct Deliver {
 
 impl Deliver {
     pub(crate) fn new(messages: Vec<FeedMessage>, latency: Histogram, done: DoneNotice) -> Self {
-        let receipt = DeliveryReceipt { latency, arrivals: arrivals(&messages), done: Some(done) };
+        let oldest = messages.first().map(|message| message.received);
+        let receipt = DeliveryReceipt { latency, oldest, done: Some(done) };
         Deliver { messages, receipt }
     }
 
@@ -88,21 +89,9 @@ impl Deliver {
     /// A batch that never reached its subscriber: nothing to record, no one to tell.
     pub(crate) fn disarm(mut self) -> Vec<FeedMessage> {
         self.receipt.done = None;
-        self.receipt.arrivals.clear();
+        self.receipt.oldest = None;
         self.take()
     }
-}
-
-/// Arrival instants with their message counts (a batch usually shares one).
-fn arrivals(messages: &[FeedMessage]) -> Vec<(Instant, usize)> {
-    let mut arrivals: Vec<(Instant, usize)> = Vec::with_capacity(1);
-    for message in messages {
-        match arrivals.last_mut() {
-            Some((at, count)) if *at == message.received => *count += 1,
-            _ => arrivals.push((message.received, 1)),
-        }
-    }
-    arrivals
 }
 
 /// The router's note that a subscriber finished a batch.
@@ -123,7 +112,8 @@ pub(crate) struct DoneNotice {
 /// finished with a batch.
 struct DeliveryReceipt {
     latency: Histogram,
-    arrivals: Vec<(Instant, usize)>,
+    /// When the batch's first (oldest) message arrived.
+    oldest: Option<Instant>,
     done: Option<DoneNotice>,
 }
 
@@ -132,9 +122,11 @@ impl Drop for DeliveryReceipt {
         if let Some(done) = self.done.take() {
             done.router.do_send(Delivered { subscription: done.subscription });
         }
-        let now = Instant::now();
-        for (at, count) in self.arrivals.drain(..) {
-            self.latency.record_many(now.saturating_duration_since(at).as_secs_f64(), count);
+        // One sample per batch: the latency of its oldest message, the worst
+        // in it. A sample per message would cost more than the rest of the
+        // delivery path (the exporter stores each one until upkeep).
+        if let Some(oldest) = self.oldest {
+            self.latency.record(Instant::now().saturating_duration_since(oldest).as_secs_f64());
         }
     }
 }

@@ -23,7 +23,8 @@ pub const BYTES_RECEIVED: &str = "feedvisor_bytes_received_total";
 pub const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 /// Connect attempts, by `result` (ok or an error kind).
 pub const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
-/// Time from a message's arrival to the end of its handling by a subscriber.
+/// Time from a message's arrival to the end of its handling by a subscriber:
+/// one sample per delivered batch, for its oldest (so slowest) message.
 pub const DELIVERY_LATENCY: &str = "feedvisor_delivery_latency_seconds";
 /// Connections opened after the first one (successful reconnects).
 pub const RECONNECTS: &str = "feedvisor_reconnects_total";

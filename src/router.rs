@@ -140,8 +140,10 @@ struct Subscription {
     feeds: Vec<WildMatch>,
     topics: Option<Vec<WildMatch>>,
     recipient: Recipient<Deliver>,
-    /// Messages waiting for the subscriber, oldest first.
-    queue: VecDeque<FeedMessage>,
+    /// Batches waiting for the subscriber, oldest first; each from one feed.
+    queue: VecDeque<Vec<FeedMessage>>,
+    /// Messages in `queue`.
+    queued: usize,
     capacity: usize,
     overflow: SubscriberOverflow,
     /// Messages in the batch the subscriber holds now (0: it holds none).
@@ -158,7 +160,7 @@ impl Subscription {
     /// Brings the depth gauge up to date by the change since the last report,
     /// so that subscribers sharing a label add up instead of overwriting.
     fn report_depth(&mut self) {
-        let depth = self.queue.len();
+        let depth = self.queued;
         if depth > self.reported_depth {
             self.metrics.depth.increment((depth - self.reported_depth) as f64);
         } else if depth < self.reported_depth {
@@ -179,51 +181,89 @@ impl Subscription {
         }
     }
 
-    /// Queues one message by the overflow policy; closes `gate` when a
-    /// backpressure queue fills.
-    fn enqueue(&mut self, message: FeedMessage, gate: &Arc<FlowGate>) {
-        if self.queue.len() >= self.capacity {
-            match self.overflow {
-                SubscriberOverflow::DropNewest => {
-                    self.metrics.dropped_newest.increment(1);
-                    return;
+    /// Drops the `count` oldest queued messages.
+    fn drop_front(&mut self, mut count: usize) {
+        while count > 0 {
+            let Some(front) = self.queue.front_mut() else { break };
+            let taken = count.min(front.len());
+            if taken == front.len() {
+                self.queue.pop_front();
+            } else {
+                front.drain(..taken);
+            }
+            self.queued -= taken;
+            count -= taken;
+        }
+    }
+
+    /// Queues a batch by the overflow policy; closes `gate` when a
+    /// backpressure queue goes over its bound.
+    fn enqueue(&mut self, mut batch: Vec<FeedMessage>, gate: &Arc<FlowGate>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.overflow {
+            SubscriberOverflow::DropNewest => {
+                let room = self.capacity.saturating_sub(self.queued);
+                if batch.len() > room {
+                    self.metrics.dropped_newest.increment((batch.len() - room) as u64);
+                    batch.truncate(room);
                 }
-                SubscriberOverflow::DropOldest => {
-                    self.queue.pop_front();
-                    self.metrics.dropped_oldest.increment(1);
+            }
+            SubscriberOverflow::DropOldest => {
+                if batch.len() > self.capacity {
+                    let excess = batch.len() - self.capacity;
+                    self.metrics.dropped_oldest.increment(excess as u64);
+                    batch.drain(..excess);
                 }
-                SubscriberOverflow::Backpressure => {
-                    if !self.closed_gates.iter().any(|closed| Arc::ptr_eq(closed, gate)) {
-                        gate.close();
-                        self.closed_gates.push(gate.clone());
-                    }
+                let excess = (self.queued + batch.len()).saturating_sub(self.capacity);
+                if excess > 0 {
+                    self.metrics.dropped_oldest.increment(excess as u64);
+                    self.drop_front(excess);
+                }
+            }
+            SubscriberOverflow::Backpressure => {
+                let over = self.queued + batch.len() > self.capacity;
+                if over && !self.closed_gates.iter().any(|closed| Arc::ptr_eq(closed, gate)) {
+                    gate.close();
+                    self.closed_gates.push(gate.clone());
                 }
             }
         }
-        self.queue.push_back(message);
+        if batch.is_empty() {
+            return;
+        }
+        self.queued += batch.len();
+        self.queue.push_back(batch);
     }
 
     /// Opens the gates this subscriber closed, once it has drained to half its queue.
     fn open_gates_if_drained(&mut self) {
-        if self.queue.len() <= self.capacity / 2 {
+        if self.queued <= self.capacity / 2 {
             for gate in self.closed_gates.drain(..) {
                 gate.open();
             }
         }
     }
 
-    /// The next batch: the oldest messages of one feed, up to [`MAX_BATCH`].
+    /// The next batch: the oldest queued messages of one feed, up to [`MAX_BATCH`]
+    /// (small batches of the same feed are merged).
     fn next_batch(&mut self) -> Vec<FeedMessage> {
-        let Some(feed) = self.queue.front().map(|message| message.feed.clone()) else {
-            return Vec::new();
-        };
-        let same_feed = self
-            .queue
-            .iter()
-            .take(MAX_BATCH)
-            .take_while(|message| Arc::ptr_eq(&message.feed, &feed) || message.feed == feed)
-            .count();
-        self.queue.drain(..same_feed).collect()
+        let Some(mut batch) = self.queue.pop_front() else { return Vec::new() };
+        if batch.len() > MAX_BATCH {
+            let rest = batch.split_off(MAX_BATCH);
+            self.queue.push_front(rest);
+        }
+        while let Some(next) = self.queue.front_mut() {
+            let same_feed = next.first().map(|m| &m.feed) == batch.first().map(|m| &m.feed);
+            if !same_feed || batch.len() + next.len() > MAX_BATCH {
+                break;
+            }
+            batch.append(next);
+            self.queue.pop_front();
+        }
+        self.queued -= batch.len();
+        batch
     }
 }
 
@@ -295,9 +335,10 @@ impl Router {
     /// Removes a subscriber whose actor is gone, counting what it will never get.
     fn remove_gone(&mut self, id: u64, lost_in_batch: usize) {
         let Some(mut subscription) = self.subscriptions.remove(&id) else { return };
-        let lost = lost_in_batch + subscription.queue.len();
+        let lost = lost_in_batch + subscription.queued;
         subscription.metrics.dropped_gone.increment(lost as u64);
         subscription.queue.clear();
+        subscription.queued = 0;
         subscription.report_depth();
         for gate in subscription.closed_gates.drain(..) {
             gate.open();
@@ -318,6 +359,7 @@ impl Router {
                 .map(|topics| topics.iter().map(|pattern| WildMatch::new(pattern)).collect()),
             recipient,
             queue: VecDeque::new(),
+            queued: 0,
             capacity: queue.max(1),
             overflow,
             outstanding: 0,
@@ -340,8 +382,9 @@ impl Router {
             for gate in subscription.closed_gates.drain(..) {
                 gate.open();
             }
-            subscription.metrics.dropped_unsubscribed.increment(subscription.queue.len() as u64);
+            subscription.metrics.dropped_unsubscribed.increment(subscription.queued as u64);
             subscription.queue.clear();
+            subscription.queued = 0;
             subscription.report_depth();
         }
         self.routes.clear();
@@ -402,7 +445,7 @@ impl Handler<GetInFlight> for Router {
         let mut pending: Vec<(String, u64)> = self
             .subscriptions
             .values()
-            .map(|s| (s.name.clone(), (s.queue.len() + s.outstanding) as u64))
+            .map(|s| (s.name.clone(), (s.queued + s.outstanding) as u64))
             .collect();
         pending.sort();
         MessageResult(pending)
@@ -444,23 +487,22 @@ impl Handler<Route> for Router {
         for (position, id) in targets.iter().enumerate() {
             let Some(subscription) = self.subscriptions.get_mut(id) else { continue };
             let last = position + 1 == targets.len();
-            // Idle, nothing queued, every message wanted: hand the batch over as it is.
+            let batch: Vec<FeedMessage> = if subscription.topics.is_none() {
+                // Every message: the last subscriber takes the batch itself, the others a copy.
+                if last { messages.take() } else { messages.clone() }.unwrap_or_default()
+            } else {
+                messages.iter().flatten().filter(|m| subscription.wants(m)).cloned().collect()
+            };
+            // Idle with nothing queued: hand the batch over as it is.
             if subscription.outstanding == 0
-                && subscription.queue.is_empty()
-                && subscription.topics.is_none()
-                && messages
-                    .as_ref()
-                    .is_some_and(|batch| batch.len() <= MAX_BATCH.min(subscription.capacity))
+                && subscription.queued == 0
+                && !batch.is_empty()
+                && batch.len() <= MAX_BATCH.min(subscription.capacity)
             {
-                let batch = if last { messages.take() } else { messages.clone() };
-                self.send(*id, batch.unwrap_or_default(), ctx);
+                self.send(*id, batch, ctx);
                 continue;
             }
-            for message in messages.iter().flatten() {
-                if subscription.wants(message) {
-                    subscription.enqueue(message.clone(), &gate);
-                }
-            }
+            subscription.enqueue(batch, &gate);
             subscription.report_depth();
             self.flush(*id, ctx);
         }

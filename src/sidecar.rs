@@ -114,17 +114,46 @@ impl SidecarBuilder {
         } else {
             None
         };
-        let upkeep = actix_rt::spawn(run_upkeep(metrics.clone()));
+        let upkeep = Upkeep::spawn(metrics.clone());
         Ok(Sidecar { supervisor, router, admin, metrics, upkeep, shutdown_timeout })
     }
 }
 
-/// Folds histogram samples in regularly, so memory stays bounded when nobody scrapes.
-async fn run_upkeep(metrics: PrometheusHandle) {
-    let mut interval = actix_rt::time::interval(metrics::UPKEEP_INTERVAL);
-    loop {
-        interval.tick().await;
-        metrics.run_upkeep();
+/// Folds histogram samples in regularly, so memory stays bounded when nobody
+/// scrapes. It runs on a thread of its own: folding is work proportional to
+/// the samples, and on an arbiter it would stall deliveries meanwhile.
+struct Upkeep {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Upkeep {
+    fn spawn(metrics: PrometheusHandle) -> Upkeep {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let step = Duration::from_millis(100);
+        let spawned =
+            std::thread::Builder::new().name("feedvisor-metrics".into()).spawn(move || {
+                let mut waited = Duration::ZERO;
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited >= metrics::UPKEEP_INTERVAL {
+                        metrics.run_upkeep();
+                        waited = Duration::ZERO;
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
+        }
+        Upkeep { stop }
+    }
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -134,7 +163,7 @@ pub struct Sidecar {
     router: Addr<Router>,
     admin: Option<AdminServer>,
     metrics: PrometheusHandle,
-    upkeep: actix_rt::task::JoinHandle<()>,
+    upkeep: Upkeep,
     shutdown_timeout: Duration,
 }
 
@@ -242,7 +271,7 @@ impl Sidecar {
             admin.stop().await;
         }
         let _ = self.supervisor.send(Shutdown).await;
-        self.upkeep.abort();
+        drop(self.upkeep);
         ShutdownReport { undelivered }
     }
 }

@@ -2,7 +2,8 @@
 //! everything that changes the set of feeds goes through it.
 //!
 //! Connection actors are spread over a pool of worker arbiters (`workers`,
-//! one per core by default), so thousands of feeds use every core and
+//! one per core by default, the first being the router's own), so thousands
+//! of feeds use every core, and
 //! transports that are not `Send` (awc) are built on the thread that uses
 //! them. Each actor carries a [`DeathNotice`]: one that panics or stops
 //! unasked is restarted here and counted in `feedvisor_actor_restarts_total`.
@@ -101,7 +102,11 @@ impl Supervisor {
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = config.workers.unwrap_or(cores).max(1);
-        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        // The caller's arbiter (the router's) is the first worker: `threads`
+        // threads in all, and with one core nothing crosses threads.
+        let arbiters: Vec<Arbiter> = (1..threads).map(|_| Arbiter::new()).collect();
+        let mut workers = vec![Arbiter::current()];
+        workers.extend(arbiters.iter().map(Arbiter::handle));
         Supervisor {
             config,
             config_path,
@@ -110,7 +115,7 @@ impl Supervisor {
             sinks: BTreeMap::new(),
             transports,
             router,
-            workers: arbiters.iter().map(Arbiter::handle).collect(),
+            workers,
             arbiters,
             next_worker: 0,
             incarnations: 0,

@@ -56,7 +56,11 @@ async fn subscriber_receives_every_message_in_order_and_metrics_count_them() {
         "feedvisor_delivery_latency_seconds_count",
         r#"feed="library-sequence",subscriber="collector""#,
     );
-    assert_eq!(latency_count, Some(COUNT as f64));
+    // One sample per delivered batch: at least one, at most one per message.
+    assert!(
+        latency_count.is_some_and(|count| count >= 1.0 && count <= COUNT as f64),
+        "{latency_count:?}"
+    );
 
     for name in dashboard_metric_names() {
         let rendered = metrics.lines().any(|line| line.starts_with(&format!("{name}{{")));

@@ -49,6 +49,10 @@ impl Utf8Validator {
                 return false;
             }
         }
+        // The common case, a whole valid fragment, takes the SIMD path.
+        if simdutf8::basic::from_utf8(bytes).is_ok() {
+            return true;
+        }
         match std::str::from_utf8(bytes) {
             Ok(_) => true,
             Err(error) => {

@@ -77,6 +77,8 @@ pub(crate) struct Session {
     pending_pong: Option<Bytes>,
     /// How long to wait for the peer's close after ours, and for the final flush.
     close_timeout: Duration,
+    /// Events in the last batch, to size the next one.
+    last_batch: usize,
 }
 
 impl Session {
@@ -94,6 +96,7 @@ impl Session {
             pending_error: None,
             pending_pong: None,
             close_timeout,
+            last_batch: 0,
         }
     }
 
@@ -262,8 +265,10 @@ impl Stream for Session {
         }
         // A write error still lets us read what arrived: often the peer's close frame.
         let write_error = this.send_outbound(cx).err();
-        let mut events = Vec::new();
+        // Sized like the last batch, so that a busy feed does not grow its Vec afresh each read.
+        let mut events = Vec::with_capacity(this.last_batch.clamp(4, MAX_BATCH));
         let end = this.receive(cx, &mut events);
+        this.last_batch = events.len();
         // Send the pongs and the close reply queued while reading.
         let write_error = match this.poll_flush(cx) {
             Poll::Ready(Err(error)) => write_error.or(Some(error)),
