@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ::metrics::Histogram;
 use actix::{Message as ActixMessage, Recipient};
 use bytes::Bytes;
@@ -75,7 +77,11 @@ pub struct Deliver {
 }
 
 impl Deliver {
-    pub(crate) fn new(messages: Vec<FeedMessage>, latency: Histogram, done: DoneNotice) -> Self {
+    pub(crate) fn new(
+        messages: Vec<FeedMessage>,
+        latency: Arc<LatencySampler>,
+        done: DoneNotice,
+    ) -> Self {
         let oldest = messages.first().map(|message| message.received);
         let receipt = DeliveryReceipt { latency, oldest, done: Some(done) };
         Deliver { messages, receipt }
@@ -108,10 +114,59 @@ pub(crate) struct DoneNotice {
     pub subscription: u64,
 }
 
+/// Samples delivery latency into a histogram at most once per
+/// [`LatencySampler::INTERVAL`]: each sample is the slowest batch seen since
+/// the last one. At millions of messages a second a sample per batch (let
+/// alone per message) would cost more than the delivery itself, and the
+/// exporter keeps every sample until its upkeep folds them in.
+#[derive(Debug)]
+pub struct LatencySampler {
+    histogram: Histogram,
+    /// The slowest batch since the last sample, in nanoseconds.
+    slowest: AtomicU64,
+    /// When the last sample was taken, in nanoseconds since `epoch`.
+    last_sample: AtomicU64,
+    epoch: Instant,
+}
+
+impl LatencySampler {
+    /// The shortest time between two samples.
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+    /// A sampler feeding `histogram`.
+    pub fn new(histogram: Histogram) -> Self {
+        LatencySampler {
+            histogram,
+            slowest: AtomicU64::new(0),
+            last_sample: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Notes one batch's latency; records the slowest so far when the interval has passed.
+    pub fn observe(&self, latency: std::time::Duration, now: Instant) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.slowest.fetch_max(nanos, Ordering::Relaxed);
+        let elapsed =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let last = self.last_sample.load(Ordering::Relaxed);
+        let due = elapsed.saturating_sub(last) >= Self::INTERVAL.as_nanos() as u64 || last == 0;
+        if due
+            && self
+                .last_sample
+                .compare_exchange(last, elapsed.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let slowest = self.slowest.swap(0, Ordering::Relaxed);
+            self.histogram.record(slowest as f64 / 1e9);
+        }
+    }
+}
+
 /// Records delivery latency, and tells the router, when the subscriber has
 /// finished with a batch.
 struct DeliveryReceipt {
-    latency: Histogram,
+    latency: Arc<LatencySampler>,
     /// When the batch's first (oldest) message arrived.
     oldest: Option<Instant>,
     done: Option<DoneNotice>,
@@ -122,11 +177,52 @@ impl Drop for DeliveryReceipt {
         if let Some(done) = self.done.take() {
             done.router.do_send(Delivered { subscription: done.subscription });
         }
-        // One sample per batch: the latency of its oldest message, the worst
-        // in it. A sample per message would cost more than the rest of the
-        // delivery path (the exporter stores each one until upkeep).
+        // The batch's latency is its oldest message's, the worst in it.
         if let Some(oldest) = self.oldest {
-            self.latency.record(Instant::now().saturating_duration_since(oldest).as_secs_f64());
+            let now = Instant::now();
+            self.latency.observe(now.saturating_duration_since(oldest), now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_sampler_records_the_slowest_batch_once_per_interval() {
+        crate::metrics::install().expect("recorder");
+        let histogram = crate::metrics::delivery_latency("sampler-feed", "sampler-sub");
+        let sampler = LatencySampler::new(histogram);
+        let start = Instant::now();
+        sampler.observe(Duration::from_micros(5), start);
+        // Within the interval: noted, not recorded.
+        sampler.observe(Duration::from_micros(900), start + Duration::from_micros(100));
+        sampler.observe(Duration::from_micros(20), start + Duration::from_micros(200));
+        // The next interval records the slowest of those.
+        sampler.observe(Duration::from_micros(30), start + Duration::from_millis(2));
+        let rendered = crate::metrics::install().expect("recorder").render();
+        let count = rendered
+            .lines()
+            .find(|line| {
+                line.starts_with("feedvisor_delivery_latency_seconds_count")
+                    && line.contains("sampler-feed")
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+        assert_eq!(count, Some(2.0), "{rendered}");
+        let sum = rendered
+            .lines()
+            .find(|line| {
+                line.starts_with("feedvisor_delivery_latency_seconds_sum")
+                    && line.contains("sampler-feed")
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .expect("a sum");
+        assert!(
+            (sum - 0.000_905).abs() < 1e-9,
+            "first sample 5 µs, then the slowest 900 µs: {sum}"
+        );
     }
 }

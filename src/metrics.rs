@@ -24,7 +24,8 @@ pub const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 /// Connect attempts, by `result` (ok or an error kind).
 pub const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
 /// Time from a message's arrival to the end of its handling by a subscriber:
-/// one sample per delivered batch, for its oldest (so slowest) message.
+/// sampled at most once a millisecond per feed and subscriber, each sample
+/// the slowest batch (by its oldest message) since the last one.
 pub const DELIVERY_LATENCY: &str = "feedvisor_delivery_latency_seconds";
 /// Connections opened after the first one (successful reconnects).
 pub const RECONNECTS: &str = "feedvisor_reconnects_total";

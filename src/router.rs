@@ -14,12 +14,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use ::metrics::{Counter, Gauge, Histogram};
+use ::metrics::{Counter, Gauge};
 use actix::prelude::*;
 use wildmatch::WildMatch;
 
 use crate::config::{SubscriberConfig, SubscriberOverflow};
-use crate::delivery::{Deliver, Delivered, DoneNotice, FeedMessage};
+use crate::delivery::{Deliver, Delivered, DoneNotice, FeedMessage, LatencySampler};
 use crate::flow::FlowGate;
 use crate::metrics;
 
@@ -107,7 +107,7 @@ struct SubscriberMetrics {
     dropped_gone: Counter,
     dropped_unsubscribed: Counter,
     /// Delivery latency per feed, resolved on first use.
-    latency: HashMap<Arc<str>, Histogram>,
+    latency: HashMap<Arc<str>, Arc<LatencySampler>>,
 }
 
 impl SubscriberMetrics {
@@ -124,11 +124,13 @@ impl SubscriberMetrics {
         }
     }
 
-    fn latency(&mut self, feed: &Arc<str>) -> Histogram {
+    fn latency(&mut self, feed: &Arc<str>) -> Arc<LatencySampler> {
         let label = &self.label;
         self.latency
             .entry(feed.clone())
-            .or_insert_with(|| metrics::delivery_latency(feed, label))
+            .or_insert_with(|| {
+                Arc::new(LatencySampler::new(metrics::delivery_latency(feed, label)))
+            })
             .clone()
     }
 }

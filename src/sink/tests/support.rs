@@ -94,7 +94,11 @@ impl Batches {
     pub fn deliver(&mut self, messages: Vec<FeedMessage>) -> Deliver {
         let done = DoneNotice { router: self.probe.clone(), subscription: self.next };
         self.next += 1;
-        Deliver::new(messages, ::metrics::Histogram::noop(), done)
+        Deliver::new(
+            messages,
+            std::sync::Arc::new(crate::delivery::LatencySampler::new(::metrics::Histogram::noop())),
+            done,
+        )
     }
 
     /// Waits until the sink has dropped the next batch; returns its number.
