@@ -11,3 +11,4 @@ mod sinks;
 mod stream;
 mod subscribe;
 mod support;
+mod tcp;

@@ -108,3 +108,86 @@ overflow = "backpressure"
     upstream.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one whole binary message from the client side, frame by frame; returns
+/// its fragments' sizes and the SHA-256 of its bytes.
+async fn read_fragmented_message(ws: &mut RawWs) -> Option<(Vec<usize>, Vec<u8>)> {
+    let mut sizes = Vec::new();
+    let mut hasher = Sha256::new();
+    loop {
+        let frame = ws.read_frame().await.ok()??;
+        match frame.opcode {
+            0x2 | 0x0 => {
+                sizes.push(frame.payload.len());
+                hasher.update(&frame.payload);
+                if frame.fin {
+                    return Some((sizes, hasher.finalize().to_vec()));
+                }
+            }
+            // Pings and the like may come between fragments.
+            _ => {}
+        }
+    }
+}
+
+#[actix::test]
+async fn a_large_binary_body_goes_upstream_in_fragments_as_it_arrives() {
+    const BODY: usize = 8 << 20;
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = RawServer::start(move |_, socket| {
+        let sender = sender.clone();
+        async move {
+            let Ok(mut ws) = RawWs::accept(socket).await else { return };
+            if let Some(message) = read_fragmented_message(&mut ws).await {
+                let _ = sender.send(message);
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    })
+    .await;
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[[feeds]]\nname = \"out\"\nurl = \"ws://{}/\"\nheartbeat = {{ interval = \"0s\" }}\n",
+        upstream.addr
+    );
+    let config = Config::from_toml_str(&config, Path::new("send.toml")).expect("valid config");
+    let sidecar = Sidecar::builder(config).start().await.expect("started");
+    let addr = sidecar.http_addr().expect("http");
+    eventually(Duration::from_secs(30), "the feed to open", || async {
+        let feeds = sidecar.feeds().await;
+        (feeds[0].state == feedvisor::FeedState::Open).then_some(())
+    })
+    .await;
+
+    // The body is streamed by the client in 1 MiB pieces, never whole in the sidecar.
+    let mut state = 7u64;
+    let mut expected = Sha256::new();
+    let mut pieces = Vec::new();
+    for _ in 0..BODY / SLICE {
+        let mut slice = vec![0u8; SLICE];
+        fill(&mut slice, &mut state);
+        expected.update(&slice);
+        pieces.push(Ok::<_, std::io::Error>(bytes::Bytes::from(slice)));
+    }
+    let body = futures_util::stream::iter(pieces);
+    let client = awc::Client::default();
+    let mut response = client
+        .post(format!("http://{addr}/feeds/out/send"))
+        .insert_header(("Content-Type", "application/octet-stream"))
+        .send_stream(body)
+        .await
+        .expect("request sent");
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: serde_json::Value =
+        serde_json::from_slice(&response.body().await.expect("body")).expect("json");
+    assert_eq!(answer["bytes"], BODY as u64);
+
+    let (sizes, digest) = tokio::time::timeout(Duration::from_secs(60), received.recv())
+        .await
+        .expect("in time")
+        .expect("the upstream read a message");
+    assert_eq!(digest, expected.finalize().to_vec(), "the bytes arrived intact");
+    assert!(sizes.len() > 100, "sent as many fragments, not one frame: {}", sizes.len());
+    assert!(sizes.iter().all(|size| *size <= 64 << 10), "fragments of at most 64 KiB");
+    sidecar.stop().await;
+    upstream.stop().await;
+}
