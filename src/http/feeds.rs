@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{error_body, refusal, unavailable, AppState};
-use crate::supervisor::{AddFeed, ChangeError, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed};
+use crate::supervisor::{
+    AddFeed, ChangeError, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed, Supervisor,
+};
 
 /// Turns a change error into its status: 400 invalid, 404 unknown, 409 exists, 503 shutting down.
 fn change_error(error: ChangeError) -> HttpResponse {
@@ -33,19 +35,41 @@ pub(super) fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web:
     actix_web::error::InternalError::from_response(message, response).into()
 }
 
+/// Checks the token, asks the supervisor for a change, and answers with
+/// `success` and the change's result, or the error's status.
+async fn change<M, T>(
+    state: &AppState,
+    request: &HttpRequest,
+    message: M,
+    success: fn() -> actix_web::HttpResponseBuilder,
+    answer: impl FnOnce(T) -> serde_json::Value,
+) -> HttpResponse
+where
+    M: actix::Message<Result = Result<T, ChangeError>> + Send + 'static,
+    M::Result: Send,
+    Supervisor: actix::Handler<M>,
+{
+    if let Some(refused) = refusal(state, request) {
+        return refused;
+    }
+    match state.supervisor.send(message).await {
+        Ok(Ok(result)) => success().json(answer(result)),
+        Ok(Err(error)) => change_error(error),
+        Err(_) => unavailable(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
 pub(super) async fn add(
     state: web::Data<AppState>,
     request: HttpRequest,
     feed: web::Json<serde_json::Value>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&state, &request) {
-        return refused;
-    }
-    match state.supervisor.send(AddFeed { feed: feed.into_inner() }).await {
-        Ok(Ok(status)) => HttpResponse::Created().json(status),
-        Ok(Err(error)) => change_error(error),
-        Err(_) => unavailable(),
-    }
+    let add = AddFeed { feed: feed.into_inner() };
+    change(&state, &request, add, HttpResponse::Created, to_json).await
 }
 
 pub(super) async fn replace(
@@ -54,15 +78,8 @@ pub(super) async fn replace(
     name: web::Path<String>,
     feed: web::Json<serde_json::Value>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&state, &request) {
-        return refused;
-    }
     let replace = ReplaceFeed { name: name.into_inner(), feed: feed.into_inner() };
-    match state.supervisor.send(replace).await {
-        Ok(Ok(status)) => HttpResponse::Ok().json(status),
-        Ok(Err(error)) => change_error(error),
-        Err(_) => unavailable(),
-    }
+    change(&state, &request, replace, HttpResponse::Ok, to_json).await
 }
 
 pub(super) async fn remove(
@@ -70,15 +87,9 @@ pub(super) async fn remove(
     request: HttpRequest,
     name: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&state, &request) {
-        return refused;
-    }
     let name = name.into_inner();
-    match state.supervisor.send(RemoveFeed { name: name.clone() }).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "removed": name })),
-        Ok(Err(error)) => change_error(error),
-        Err(_) => unavailable(),
-    }
+    let remove = RemoveFeed { name: name.clone() };
+    change(&state, &request, remove, HttpResponse::Ok, |()| json!({ "removed": name })).await
 }
 
 pub(super) async fn reconnect(
@@ -86,24 +97,12 @@ pub(super) async fn reconnect(
     request: HttpRequest,
     name: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&state, &request) {
-        return refused;
-    }
     let name = name.into_inner();
-    match state.supervisor.send(ReconnectFeed { name: name.clone() }).await {
-        Ok(Ok(())) => HttpResponse::Accepted().json(json!({ "reconnecting": name })),
-        Ok(Err(error)) => change_error(error),
-        Err(_) => unavailable(),
-    }
+    let reconnect = ReconnectFeed { name: name.clone() };
+    let answer = |()| json!({ "reconnecting": name });
+    change(&state, &request, reconnect, HttpResponse::Accepted, answer).await
 }
 
 pub(super) async fn reload(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
-    if let Some(refused) = refusal(&state, &request) {
-        return refused;
-    }
-    match state.supervisor.send(Reload).await {
-        Ok(Ok(report)) => HttpResponse::Ok().json(report),
-        Ok(Err(error)) => change_error(error),
-        Err(_) => unavailable(),
-    }
+    change(&state, &request, Reload, HttpResponse::Ok, to_json).await
 }
