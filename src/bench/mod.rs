@@ -14,8 +14,10 @@
 //!   system ([`Bench::run_once`]);
 //! - `blaster.rs`: the upstream, `frames.rs` its frames and stamps; `baseline.rs`: B1 and B0;
 //!   `sidecar.rs`: the system under test;
-//! - one module per scenario: `throughput.rs`, `latency.rs`, `fanout.rs`;
-//! - `cpu.rs`: CPU time per thread from `/proc`; `stats.rs`: medians and percentiles;
+//! - one module per scenario: `throughput.rs`, `latency.rs`, `fanout.rs`, and
+//!   `feeds.rs`, `stream.rs`, `soak.rs` (memory and connects rather than message rates);
+//! - `cpu.rs`: CPU time per thread from `/proc`; `memory.rs`: RSS and limits from `/proc`;
+//!   `stats.rs`: medians and percentiles;
 //! - `report.rs`: rows, `--json`, and the machine they come from; `table.rs`: the text tables.
 //!
 //! A new scenario is a variant of [`Scenario`], a module with a
@@ -26,12 +28,16 @@ pub mod baseline;
 pub mod blaster;
 pub mod cpu;
 pub mod fanout;
+pub mod feeds;
 pub mod frames;
 pub mod latency;
+pub mod memory;
 pub mod report;
 pub mod run;
 pub mod sidecar;
+pub mod soak;
 pub mod stats;
+pub mod stream;
 pub mod table;
 pub mod throughput;
 
@@ -59,6 +65,12 @@ pub enum Scenario {
     Latency,
     /// One feed to 1, 10, 100 subscribers.
     Fanout,
+    /// Many idle feeds (ws and wss): time to open, RSS per feed, then an upstream restart.
+    Feeds,
+    /// Peak RSS while one large message passes through a stream-mode feed.
+    Stream,
+    /// A fixed rate for `--duration`, nobody scraping `/metrics`: the RSS slope.
+    Soak,
 }
 
 impl Scenario {
@@ -68,6 +80,9 @@ impl Scenario {
             Scenario::Throughput => "throughput",
             Scenario::Latency => "latency",
             Scenario::Fanout => "fanout",
+            Scenario::Feeds => "feeds",
+            Scenario::Stream => "stream",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -112,8 +127,12 @@ pub struct BenchArgs {
     /// Skips the unrecorded warm-up run of each system (throughput).
     #[arg(long)]
     pub no_warm_up: bool,
-    /// How long each fixed-rate run sends (latency).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How long each fixed-rate run sends (latency; default 1s), or the whole
+    /// soak (default 30s).
+    #[arg(long = "duration", value_parser = humantime::parse_duration)]
+    duration_arg: Option<Duration>,
+    /// `--duration`, or the scenario's default (set by [`BenchArgs::resolved`]).
+    #[arg(skip)]
     pub duration: Duration,
     /// Message sizes in bytes (throughput; at least 17).
     #[arg(long, value_delimiter = ',', default_values_t = [64, 512])]
@@ -136,9 +155,44 @@ pub struct BenchArgs {
     /// Leaves the blaster and the client unpinned.
     #[arg(long)]
     pub no_pin: bool,
-    /// Gives up on a run (connecting, or receiving everything) after this long.
+    /// Gives up on a run (connecting, or receiving everything) after this long
+    /// (the soak: this long after its `--duration`).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// The options of the feeds, stream and soak scenarios (boxed: they
+    /// would make `feedvisor`'s `bench` command much larger than the others).
+    #[command(flatten)]
+    pub resources: Box<ResourceArgs>,
+}
+
+/// The options of the scenarios that measure memory and connects.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResourceArgs {
+    /// Idle feed counts (feeds; each needs `ulimit -n` of twice the count and
+    /// 200 more, or is skipped).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10_000])]
+    pub feeds: Vec<usize>,
+    /// Plaintext, TLS or both (feeds).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["ws", "wss"])]
+    pub transports: Vec<feeds::Wire>,
+    /// The feeds' first reconnect ceiling: they reconnect after a random
+    /// delay in [0, this] (feeds: full jitter, exponential).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub reconnect_initial: Duration,
+    /// Runs every feeds case in this process, one after the other, instead
+    /// of each in a fresh process (memory freed by one case then hides part
+    /// of the next one's).
+    #[arg(long, hide = true)]
+    pub in_process: bool,
+    /// The size of the one message sent through stream mode (stream).
+    #[arg(long, default_value = "1GiB", value_parser = stream::parse_size)]
+    pub stream_size: u64,
+    /// Connections of the soak.
+    #[arg(long, default_value_t = 10)]
+    pub soak_conns: usize,
+    /// Messages per second on each soak connection.
+    #[arg(long, default_value_t = 1000.0)]
+    pub soak_rate: f64,
 }
 
 impl BenchArgs {
@@ -157,8 +211,23 @@ impl BenchArgs {
             args: BenchArgs,
         }
         Wrapper::try_parse_from(["bench", scenario.name()])
-            .map(|wrapper| wrapper.args)
+            .map(|wrapper| wrapper.args.resolved())
             .map_err(|error| BenchError::Options(error.to_string()))
+    }
+
+    /// The options with the scenario's defaults filled in where the command
+    /// line left them out (`--duration`: 1s for latency, 30s for the soak).
+    pub fn resolved(&self) -> BenchArgs {
+        let default = match self.scenario {
+            Scenario::Soak => soak::DEFAULT_DURATION,
+            _ => Duration::from_secs(1),
+        };
+        let duration = match self.duration_arg {
+            Some(duration) => duration,
+            None if self.duration.is_zero() => default,
+            None => self.duration,
+        };
+        BenchArgs { duration, ..self.clone() }
     }
 
     fn check(&self) -> Result<(), BenchError> {
@@ -183,6 +252,23 @@ impl BenchArgs {
         }
         if self.duration.is_zero() {
             return invalid("--duration must be more than 0".to_owned());
+        }
+        let resources = &self.resources;
+        if resources.feeds.contains(&0)
+            || resources.transports.is_empty()
+            || resources.reconnect_initial.is_zero()
+        {
+            return invalid(
+                "--feeds and --reconnect-initial must be more than 0, with a transport".to_owned(),
+            );
+        }
+        if resources.stream_size == 0 {
+            return invalid("--stream-size must be more than 0".to_owned());
+        }
+        if resources.soak_conns == 0
+            || !(resources.soak_rate > 0.0 && resources.soak_rate.is_finite())
+        {
+            return invalid("--soak-conns and --soak-rate must be more than 0".to_owned());
         }
         Ok(())
     }
@@ -229,6 +315,9 @@ pub enum BenchError {
         /// Why.
         reason: String,
     },
+    /// A feeds, stream or soak run did not get where it had to.
+    #[error("the run did not complete: {0}")]
+    Incomplete(String),
     /// A run did not receive everything in time.
     #[error("{system} run timed out after {timeout:?}: {received} of {expected} messages handled")]
     Timeout {
@@ -251,7 +340,12 @@ impl BenchError {
 
 /// Runs one scenario; `args.no_pin` aside, pins this thread to the client's core.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    let args = &args.resolved();
     args.check()?;
+    if args.scenario == Scenario::Feeds && !args.resources.in_process {
+        // Each case in a process of its own, which pins itself: not this one.
+        return feeds::run_isolated(args);
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (client_core, blaster_core) = match cores.as_slice() {
         [client, blaster, ..] if !args.no_pin => (Some(*client), Some(*blaster)),
@@ -266,7 +360,11 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         }
         _ => "not pinned".to_owned(),
     };
-    let bench = Bench { blaster, base, timeout: args.timeout };
+    let timeout = match args.scenario {
+        Scenario::Soak => args.timeout + args.duration,
+        _ => args.timeout,
+    };
+    let bench = Bench { blaster, base, timeout };
     let rows = actix::System::new().block_on(run_scenario(&bench, args))?;
     let core_count = if cores.is_empty() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -282,6 +380,9 @@ async fn run_scenario(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, Bench
         Scenario::Throughput => throughput::run(bench, args).await,
         Scenario::Latency => latency::run(bench, args).await,
         Scenario::Fanout => fanout::run(bench, args).await,
+        Scenario::Feeds => feeds::run(bench, args).await,
+        Scenario::Stream => stream::run(bench, args).await,
+        Scenario::Soak => soak::run(bench, args).await,
     }
 }
 
@@ -334,6 +435,74 @@ mod tests {
         }
     }
 
+    /// Tiny versions of the memory scenarios: 20 idle feeds (ws and wss, with
+    /// the restart), a 4 MiB message through stream mode, a 2-second soak.
+    /// No figure is held to a threshold: only that each ran and reported.
+    #[test]
+    fn memory_scenarios_run_with_tiny_counts() {
+        let tiny = |scenario| {
+            let defaults = BenchArgs::defaults(scenario).expect("defaults");
+            let resources = ResourceArgs {
+                feeds: vec![20],
+                in_process: true,
+                stream_size: 4 << 20,
+                soak_conns: 2,
+                soak_rate: 100.0,
+                ..(*defaults.resources).clone()
+            };
+            BenchArgs {
+                duration: Duration::from_secs(2),
+                no_pin: true,
+                timeout: Duration::from_secs(30),
+                resources: Box::new(resources),
+                ..defaults
+            }
+        };
+        for scenario in [Scenario::Feeds, Scenario::Stream, Scenario::Soak] {
+            let report =
+                run(&tiny(scenario)).unwrap_or_else(|error| panic!("{scenario:?}: {error}"));
+            let positive = |json: &serde_json::Value, key: &str| {
+                assert!(
+                    json[key].as_f64().unwrap_or(0.0) > 0.0,
+                    "{scenario:?}: {key} = {}",
+                    json[key]
+                );
+            };
+            for row in &report.rows {
+                let json = row.to_json(&report.env);
+                assert_eq!(json["scenario"], scenario.name());
+                match scenario {
+                    Scenario::Feeds => {
+                        assert!(json["skipped"].is_null(), "{json}");
+                        assert_eq!(json["feeds"], 20);
+                        assert!(json["reconnects"].as_u64().unwrap_or(0) >= 20, "{json}");
+                        for key in ["open_s", "back_s", "rss_open_kib", "busiest_100ms_share"] {
+                            positive(&json, key);
+                        }
+                    }
+                    Scenario::Stream => {
+                        assert_eq!(json["bytes"], 4 << 20);
+                        assert_eq!(json["intact"], true, "{json}");
+                        // Pieces go as bytes arrive: at least 64 of at most 64 KiB.
+                        assert!(json["chunks"].as_u64().unwrap_or(0) >= 64, "{json}");
+                        for key in ["idle_rss_kib", "peak_rss_kib", "mb_per_s"] {
+                            positive(&json, key);
+                        }
+                    }
+                    _ => {
+                        assert!(json["rss_samples"].as_u64().unwrap_or(0) >= 2, "{json}");
+                        for key in ["sidecar_msgs_per_s", "rss_end_kib"] {
+                            positive(&json, key);
+                        }
+                        assert!(json["slope_kib_per_min"].is_number(), "{json}");
+                    }
+                }
+            }
+            assert_eq!(report.rows.len(), if scenario == Scenario::Feeds { 2 } else { 1 });
+            assert!(report.render().contains(scenario.name()));
+        }
+    }
+
     #[test]
     fn the_default_options_parse() {
         let args = BenchArgs::defaults(Scenario::Latency).expect("defaults");
@@ -345,5 +514,15 @@ mod tests {
         let defaults = BenchArgs::defaults(Scenario::Throughput).expect("defaults");
         let too_small = BenchArgs { sizes: vec![8], ..defaults };
         assert!(too_small.check().is_err());
+        // --duration defaults by scenario; given, it wins.
+        assert_eq!(args.duration, Duration::from_secs(1));
+        let soak = BenchArgs::defaults(Scenario::Soak).expect("defaults");
+        assert_eq!(soak.duration, soak::DEFAULT_DURATION);
+        let given = BenchArgs { duration_arg: Some(Duration::from_secs(7)), ..soak };
+        assert_eq!(given.resolved().duration, Duration::from_secs(7));
+        let feeds = BenchArgs::defaults(Scenario::Feeds).expect("defaults");
+        assert_eq!(feeds.resources.feeds, [1000, 10_000]);
+        assert_eq!(feeds.resources.transports, [feeds::Wire::Ws, feeds::Wire::Wss]);
+        assert_eq!(feeds.resources.stream_size, 1 << 30);
     }
 }

@@ -5,8 +5,12 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
+use super::feeds::FeedsFigures;
+use super::soak::SoakFigures;
 use super::stats::{Percentiles, Summary};
+use super::stream::StreamFigures;
 use super::table;
+use super::{feeds, soak, stream};
 use super::{Load, RunResult, Scenario, SystemKind, MAX_BLASTER_SHARE};
 
 /// The crates whose versions a report names (from the `Cargo.lock` built in).
@@ -196,6 +200,39 @@ pub struct Row {
     pub invalid_runs: usize,
     /// The largest share of its core the blaster used in any run.
     pub blaster_share_max: f64,
+    /// What the feeds, stream and soak scenarios measure besides (or instead of) rates.
+    pub extra: Option<Extra>,
+}
+
+/// The figures of a scenario about memory and connects rather than message rates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Extra {
+    /// Idle feeds and an upstream restart.
+    Feeds(FeedsFigures),
+    /// One large message through stream mode.
+    Stream(StreamFigures),
+    /// RSS over a fixed-rate run.
+    Soak(SoakFigures),
+    /// A case that could not run here, and why.
+    Skipped(String),
+}
+
+impl Extra {
+    /// The figures as JSON keys of the row.
+    fn to_json(&self) -> Map<String, Value> {
+        let value = match self {
+            Extra::Feeds(figures) => serde_json::to_value(figures),
+            Extra::Stream(figures) => serde_json::to_value(figures),
+            Extra::Soak(figures) => serde_json::to_value(figures),
+            Extra::Skipped(reason) => {
+                return Map::from_iter([("skipped".to_owned(), reason.clone().into())])
+            }
+        };
+        match value {
+            Ok(Value::Object(object)) => object,
+            _ => Map::new(),
+        }
+    }
 }
 
 impl Row {
@@ -224,6 +261,33 @@ impl Row {
             runs: results.len(),
             invalid_runs: results.iter().filter(|run| !run.is_valid()).count(),
             blaster_share_max: results.iter().map(RunResult::blaster_share).fold(0.0, f64::max),
+            extra: None,
+        }
+    }
+
+    /// A row with no message rates: only `extra`'s figures.
+    pub fn measured(
+        scenario: Scenario,
+        case: String,
+        conns: usize,
+        size: usize,
+        subscribers: usize,
+        extra: Extra,
+    ) -> Row {
+        Row {
+            scenario,
+            case,
+            conns,
+            size,
+            subscribers,
+            offered_msgs_per_s: None,
+            b1: None,
+            b0: None,
+            sidecar: None,
+            runs: 1,
+            invalid_runs: 0,
+            blaster_share_max: 0.0,
+            extra: Some(extra),
         }
     }
 
@@ -317,6 +381,11 @@ impl Row {
                 per_delivery.map_or(Value::Null, |ns| round(ns).into()),
             );
         }
+        if let Some(extra) = &self.extra {
+            for (key, value) in extra.to_json() {
+                put(&key, value);
+            }
+        }
         put("runs", self.runs.into());
         put("blaster_cpu_share_max", ((self.blaster_share_max * 1000.0).round() / 1000.0).into());
         put("invalid_runs", self.invalid_runs.into());
@@ -360,11 +429,16 @@ impl Report {
         text.push_str(&table::for_scenario(self.scenario, &self.rows).render());
         let runs: usize = self.rows.iter().map(|row| row.runs).sum();
         let invalid: usize = self.rows.iter().map(|row| row.invalid_runs).sum();
-        let _ = writeln!(
-            text,
-            "\nmsg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
-             blaster: the most of its core the blaster used in a run."
-        );
+        let note = match self.scenario {
+            Scenario::Feeds => feeds::NOTE,
+            Scenario::Stream => stream::NOTE,
+            Scenario::Soak => soak::NOTE,
+            Scenario::Throughput | Scenario::Latency | Scenario::Fanout => {
+                "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
+                 blaster: the most of its core the blaster used in a run."
+            }
+        };
+        let _ = writeln!(text, "\n{note}");
         if invalid > 0 {
             let _ = writeln!(
                 text,

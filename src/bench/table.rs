@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::report::{Figures, Row};
-use super::Scenario;
+use super::{feeds, soak, stream, Scenario};
 
 /// The table of `rows`, with the columns of `scenario`.
 pub fn for_scenario(scenario: Scenario, rows: &[Row]) -> Table {
@@ -12,6 +12,9 @@ pub fn for_scenario(scenario: Scenario, rows: &[Row]) -> Table {
         Scenario::Throughput => throughput_table(rows),
         Scenario::Latency => latency_table(rows),
         Scenario::Fanout => fanout_table(rows),
+        Scenario::Feeds => feeds::table(rows),
+        Scenario::Stream => stream::table(rows),
+        Scenario::Soak => soak::table(rows),
     }
 }
 
@@ -25,7 +28,8 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(headers: &[&str]) -> Table {
+    /// A table with these columns and no rows yet.
+    pub fn new(headers: &[&str]) -> Table {
         Table {
             headers: headers.iter().map(|header| header.to_string()).collect(),
             rows: Vec::new(),
@@ -193,7 +197,8 @@ fn fanout_table(rows: &[Row]) -> Table {
     table
 }
 
-fn case(row: &Row) -> String {
+/// The row's case, marked `*` when a run was invalid.
+pub fn case(row: &Row) -> String {
     if row.is_valid() {
         row.case.clone()
     } else {
