@@ -14,12 +14,14 @@
 //!   [`MessageAssembler`] (message mode) and enforces the message size limit.
 
 mod assemble;
+mod driver;
 mod error;
 mod frame;
 mod transport;
 mod utf8;
 
 pub use assemble::{AssembleError, MessageAssembler};
+pub use driver::{spawn_session, INBOUND_QUEUE};
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{

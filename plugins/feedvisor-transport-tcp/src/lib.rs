@@ -59,7 +59,8 @@ mod tls;
 use std::time::Duration;
 
 use feedvisor_transport_api::{
-    outbound_channel, ConnectFuture, ConnectRequest, Connection, Transport, TransportError,
+    outbound_channel, spawn_session, ConnectFuture, ConnectRequest, Connection, Outbound,
+    Transport, TransportError,
 };
 use url::Url;
 
@@ -68,7 +69,8 @@ use crate::encoder::Encoder;
 use crate::framing::{Decoder, Wire};
 use crate::session::Session;
 
-pub use crate::session::{INBOUND_QUEUE, MAX_BATCH};
+pub use crate::session::MAX_BATCH;
+pub use feedvisor_transport_api::INBOUND_QUEUE;
 
 /// Opens TCP and TLS connections for the `tcp` and `tls` schemes.
 ///
@@ -213,7 +215,7 @@ async fn connect(
     let (outbound, receiver) = outbound_channel();
     let session = Session::new(socket, Encoder::new(wire), decoder, receiver, close_timeout);
     tracing::debug!(url = %target.shown, ?wire, "tcp connected");
-    let inbound = session::spawn(session, outbound.clone());
+    let inbound = spawn_session(session, outbound.clone(), Outbound::Close(None));
     Ok(Connection { inbound, outbound, protocol: None })
 }
 

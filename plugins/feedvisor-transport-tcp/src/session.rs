@@ -26,12 +26,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use feedvisor_transport_api::{
-    close_code, Event, Inbound, Outbound, OutboundReceiver, OutboundSender, TransportError,
-};
-use futures_util::{Stream, StreamExt};
+use feedvisor_transport_api::{close_code, Event, Outbound, OutboundReceiver, TransportError};
+use futures_util::Stream;
 use tokio::io::{AsyncReadExt, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{sleep, Sleep};
 
 use crate::dial::BoxedSocket;
@@ -371,47 +368,4 @@ fn read_failed(error: io::Error) -> TransportError {
 
 fn write_failed(error: io::Error) -> TransportError {
     TransportError::Io(format!("write failed: {error}"))
-}
-
-/// Batches the driver may hold for a consumer that has not taken them yet.
-///
-/// When they are all taken up, the driver stops reading the socket until the
-/// consumer catches up, so a slow consumer slows the peer (TCP backpressure)
-/// instead of growing memory.
-pub const INBOUND_QUEUE: usize = 4;
-
-/// Runs `session` on a task of its own and hands its batches over a bounded channel.
-///
-/// The session then outlives its consumer: a consumer that queues a close and
-/// drops the stream at once still has the queued bytes written and the socket
-/// shut down (bounded by the close timeout). A consumer that drops the stream
-/// without a close gets one made for it at once, even while nothing arrives.
-pub(crate) fn spawn(session: Session, outbound: OutboundSender) -> Inbound {
-    let (sender, mut receiver) = mpsc::channel(INBOUND_QUEUE);
-    actix_rt::spawn(drive(session, sender, outbound));
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed_local()
-}
-
-async fn drive(
-    mut session: Session,
-    batches: mpsc::Sender<<Session as Stream>::Item>,
-    outbound: OutboundSender,
-) {
-    loop {
-        let item = tokio::select! {
-            item = session.next() => item,
-            () = batches.closed() => break,
-        };
-        let Some(item) = item else {
-            return;
-        };
-        if batches.send(item).await.is_err() {
-            break;
-        }
-    }
-    // Nobody reads any more. If no close is under way yet, start one (once
-    // one is, the channel is closed and this send is a no-op), and let the
-    // session finish it.
-    let _ = outbound.send(Outbound::Close(None));
-    while session.next().await.is_some() {}
 }

@@ -30,7 +30,8 @@ use std::time::Duration;
 use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
 use awc::ClientResponse;
 use feedvisor_transport_api::{
-    outbound_channel, ConnectFuture, ConnectRequest, Connection, Transport, TransportError,
+    close_code, outbound_channel, spawn_session, CloseFrame, ConnectFuture, ConnectRequest,
+    Connection, Outbound, Transport, TransportError,
 };
 use url::Url;
 
@@ -181,7 +182,11 @@ async fn connect(
     let (outbound, receiver) = outbound_channel();
     let session = Session::new(framed, receiver, close_timeout);
     tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
-    let inbound = session::spawn(session, outbound.clone());
+    let inbound = spawn_session(
+        session,
+        outbound.clone(),
+        Outbound::Close(Some(CloseFrame::new(close_code::GOING_AWAY, ""))),
+    );
     Ok(Connection { inbound, outbound, protocol })
 }
 

@@ -22,12 +22,8 @@ use actix_codec::Framed;
 use actix_rt::time::{sleep, Sleep};
 use awc::BoxedSocket;
 use bytes::Bytes;
-use feedvisor_transport_api::{
-    close_code, CloseFrame, Event, Inbound, Outbound, OutboundReceiver, OutboundSender,
-    TransportError,
-};
-use futures_channel::mpsc;
-use futures_util::{SinkExt, Stream, StreamExt};
+use feedvisor_transport_api::{CloseFrame, Event, Outbound, OutboundReceiver, TransportError};
+use futures_util::Stream;
 
 use crate::codec::{ClientFrame, FrameCodec};
 
@@ -152,7 +148,7 @@ impl Session {
     ///
     /// In stream mode a batch also ends once its data reaches `chunk_size`
     /// bytes, so it holds less than two chunks: the driver's queue of
-    /// [`INBOUND_QUEUE`] batches then bounds what is held in bytes, not only
+    /// [`INBOUND_QUEUE`](feedvisor_transport_api::INBOUND_QUEUE) batches then bounds what is held in bytes, not only
     /// in events.
     fn receive(&mut self, cx: &mut Context<'_>, events: &mut Vec<Event>) -> Option<ReadEnd> {
         let data_limit = self.framed.codec_ref().chunk_size().unwrap_or(usize::MAX);
@@ -309,43 +305,6 @@ impl Stream for Session {
                 }
                 Poll::Pending
             }
-        }
-    }
-}
-
-/// Batches the driver may hold for a consumer that has not taken them yet.
-///
-/// When they are all taken up, the driver stops reading the socket until the
-/// consumer catches up, so a slow consumer slows the peer (TCP backpressure)
-/// instead of growing memory. In stream mode, where a batch holds less than
-/// two chunks of data, this bounds what the transport holds to a few chunks.
-pub const INBOUND_QUEUE: usize = 4;
-
-/// Runs `session` on a task of its own and hands its batches over a bounded channel.
-///
-/// The session then outlives its consumer: a consumer that queues a close
-/// frame and drops the stream at once still has the close written and the
-/// peer's answer awaited (bounded by the close timeout). A consumer that drops
-/// the stream without a close gets one sent for it (1001, going away).
-pub(crate) fn spawn(session: Session, outbound: OutboundSender) -> Inbound {
-    let (sender, receiver) = mpsc::channel(INBOUND_QUEUE);
-    actix_rt::spawn(drive(session, sender, outbound));
-    receiver.boxed_local()
-}
-
-async fn drive(
-    mut session: Session,
-    mut batches: mpsc::Sender<<Session as Stream>::Item>,
-    outbound: OutboundSender,
-) {
-    while let Some(item) = session.next().await {
-        if batches.send(item).await.is_err() {
-            // Nobody reads any more. If no close is under way yet, start one
-            // (once one is, the channel is closed and this send is a no-op).
-            let going_away = CloseFrame::new(close_code::GOING_AWAY, "");
-            let _ = outbound.send(Outbound::Close(Some(going_away)));
-            while session.next().await.is_some() {}
-            return;
         }
     }
 }
