@@ -28,7 +28,6 @@
 //! the WebSocket transport's.
 
 use std::rc::Rc;
-use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -36,8 +35,8 @@ use awc::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use awc::http::StatusCode;
 use awc::Client;
 use bytes::Bytes;
+use feedvisor_transport_api::TransportError;
 use futures_util::StreamExt;
-use rustls::{ClientConfig, RootCertStore};
 
 use crate::config::{SinkConfig, SinkKind};
 use crate::delivery::{Deliver, FeedMessage};
@@ -315,38 +314,16 @@ async fn post(client: &Client, target: &Target, body: Bytes) -> Result<(), Failu
 
 /// A client with rustls, at most `max_in_flight` connections, and no
 /// timeouts or redirects of its own (each try is bounded by `timeout`).
-fn build_client(target: &Target) -> Result<Client, rustls::Error> {
-    install_default_provider();
+fn build_client(target: &Target) -> Result<Client, TransportError> {
+    feedvisor_transport_api::tls::install_default_provider();
     let connector = awc::Connector::new()
-        .rustls_0_23(tls_config()?)
+        .rustls_0_23(feedvisor_transport_api::tls::client_config(None, &[b"http/1.1"])?)
         .limit(target.max_in_flight)
         .timeout(target.timeout)
         .handshake_timeout(target.timeout);
     // No `max_http_version`: it would replace the connector's TLS config
     // (see the WebSocket transport's client.rs); ALPN keeps us on HTTP/1.1.
     Ok(Client::builder().connector(connector).disable_timeout().disable_redirects().finish())
-}
-
-/// rustls with the ring provider, safe protocol versions, the webpki roots
-/// and ALPN `http/1.1`, as the WebSocket transport sets it up.
-fn tls_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-    let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Installs ring as the process-wide rustls provider once, for awc's own
-/// defaults; keeps whichever was installed first.
-fn install_default_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 #[cfg(test)]

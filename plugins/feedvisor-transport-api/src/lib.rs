@@ -17,6 +17,7 @@ mod assemble;
 mod driver;
 mod error;
 mod frame;
+pub mod tls;
 mod transport;
 mod utf8;
 

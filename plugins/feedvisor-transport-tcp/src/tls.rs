@@ -10,53 +10,18 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use feedvisor_transport_api::TransportError;
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use feedvisor_transport_api::{tls, TransportError};
+use rustls::ClientConfig;
 
 /// The config for feeds without a CA file, built once per process.
 pub(crate) fn default_config() -> Result<Arc<ClientConfig>, TransportError> {
     static DEFAULT: OnceLock<Result<Arc<ClientConfig>, TransportError>> = OnceLock::new();
-    DEFAULT.get_or_init(|| build_config(webpki_roots())).clone()
+    DEFAULT.get_or_init(|| tls::client_config(None, &[])).clone()
 }
 
 /// A config trusting the webpki roots and every certificate in the PEM file `path`.
-///
-/// A file that cannot be read, holds no certificate or holds a broken one is
-/// a [`TransportError::Tls`] that names the file.
 pub(crate) fn config_with_ca_file(path: &Path) -> Result<Arc<ClientConfig>, TransportError> {
-    let fail = |reason: String| {
-        TransportError::Tls(format!("cannot use CA file {}: {reason}", path.display()))
-    };
-    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|error| fail(error.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|error| fail(error.to_string()))?;
-    if certificates.is_empty() {
-        return Err(fail("no PEM certificate in it".to_owned()));
-    }
-    let mut roots = webpki_roots();
-    for certificate in certificates {
-        roots.add(certificate).map_err(|error| fail(format!("bad certificate: {error}")))?;
-    }
-    build_config(roots)
-}
-
-/// The Mozilla roots shipped with `webpki-roots`.
-fn webpki_roots() -> RootCertStore {
-    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
-}
-
-/// A client config with the ring provider, safe protocol versions and the given roots.
-fn build_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TransportError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| TransportError::Tls(format!("cannot build the TLS config: {error}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    tls::client_config(Some(path), &[])
 }
 
 #[cfg(test)]

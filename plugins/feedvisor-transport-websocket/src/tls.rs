@@ -7,72 +7,25 @@
 //! (which panics when no default is installed) in some feature combinations.
 
 use std::path::Path;
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use feedvisor_transport_api::TransportError;
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use feedvisor_transport_api::{tls, TransportError};
+use rustls::ClientConfig;
 
 /// The only application protocol offered: a WebSocket upgrade needs HTTP/1.1.
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
-/// Installs ring as the process-wide rustls crypto provider, once.
-///
-/// Fails silently when another provider was installed first: our configs do
-/// not depend on the default, and any default satisfies awc's.
-pub(crate) fn install_default_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        if rustls::crypto::ring::default_provider().install_default().is_err() {
-            tracing::debug!("a rustls crypto provider was already installed; keeping it");
-        }
-    });
-}
+pub(crate) use tls::install_default_provider;
 
 /// The config for feeds without a CA file, built once per process.
 pub(crate) fn default_config() -> Result<Arc<ClientConfig>, TransportError> {
     static DEFAULT: OnceLock<Result<Arc<ClientConfig>, TransportError>> = OnceLock::new();
-    DEFAULT.get_or_init(|| build_config(webpki_roots())).clone()
+    DEFAULT.get_or_init(|| tls::client_config(None, &[ALPN_HTTP_1_1])).clone()
 }
 
 /// A config trusting the webpki roots and every certificate in the PEM file `path`.
-///
-/// A file that cannot be read, holds no certificate or holds a broken one is
-/// a [`TransportError::Tls`] that names the file.
 pub(crate) fn config_with_ca_file(path: &Path) -> Result<Arc<ClientConfig>, TransportError> {
-    let fail = |reason: String| {
-        TransportError::Tls(format!("cannot use CA file {}: {reason}", path.display()))
-    };
-    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|error| fail(error.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|error| fail(error.to_string()))?;
-    if certificates.is_empty() {
-        return Err(fail("no PEM certificate in it".to_owned()));
-    }
-    let mut roots = webpki_roots();
-    for certificate in certificates {
-        roots.add(certificate).map_err(|error| fail(format!("bad certificate: {error}")))?;
-    }
-    build_config(roots)
-}
-
-/// The Mozilla roots shipped with `webpki-roots`.
-fn webpki_roots() -> RootCertStore {
-    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
-}
-
-/// A client config with the ring provider, safe protocol versions and the given roots.
-fn build_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TransportError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| TransportError::Tls(format!("cannot build the TLS config: {error}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
-    Ok(Arc::new(config))
+    tls::client_config(Some(path), &[ALPN_HTTP_1_1])
 }
 
 #[cfg(test)]
