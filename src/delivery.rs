@@ -1,4 +1,4 @@
-//! What subscribers receive: routed messages in batches.
+//! What subscribers receive: routed messages in batches taken from their inbox.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -6,8 +6,10 @@ use std::time::{Instant, SystemTime};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::metrics::Histogram;
-use actix::{Message as ActixMessage, Recipient};
+use actix::Message as ActixMessage;
 use bytes::Bytes;
+
+use crate::inbox::Inbox;
 
 pub use feedvisor_transport_api::DataKind;
 
@@ -58,60 +60,140 @@ impl FeedMessage {
     }
 }
 
-/// A batch of messages for one subscriber, in the order the feed sent them.
+/// A batch of messages for one subscriber: everything that arrived for it
+/// since its last batch (up to [`MAX_BATCH`](crate::inbox::MAX_BATCH)
+/// messages), from any number of feeds, each feed's messages in the order
+/// the feed sent them.
 ///
-/// All messages of a batch come from one feed. When the subscriber is done
-/// with the batch (the value is dropped, usually at the end of its handler),
-/// the delivery latency of the batch (of its oldest message) is recorded and the router is told,
-/// so it sends the next batch: a subscriber holds at most one batch at a
-/// time, and what arrives meanwhile waits in its bounded queue. A subscriber
-/// that keeps the value (until its output is written, say) slows its own
-/// deliveries, never anyone else's.
-#[derive(ActixMessage)]
-#[rtype(result = "()")]
+/// A `Deliver` is a doorbell first: the messages are taken out of the
+/// subscriber's inbox when the handler first asks for them
+/// ([`Deliver::messages`] or [`Deliver::take`]), so that what arrived while
+/// the `Deliver` waited in the mailbox comes along. A batch may then be empty
+/// (the subscription ended meanwhile). When the subscriber is done with the
+/// batch (the value is dropped, usually at the end of its handler), the
+/// delivery latency of each feed's oldest message in it is recorded and the
+/// inbox rings again if more has arrived: a subscriber holds at most one
+/// batch at a time, and what arrives meanwhile waits in its bounded inbox. A
+/// subscriber that keeps the value (until its output is written, say) slows
+/// its own deliveries, never anyone else's.
 pub struct Deliver {
-    /// The messages, oldest first.
-    pub messages: Vec<FeedMessage>,
-    /// Records latency and tells the router, on drop.
-    receipt: DeliveryReceipt,
+    /// The inbox the messages come from and the count goes back to.
+    inbox: Arc<Inbox>,
+    /// The messages, once taken from the inbox.
+    messages: Vec<FeedMessage>,
+    /// Each feed segment's latency sampler and oldest arrival.
+    timings: Vec<(Arc<LatencySampler>, Instant)>,
+    /// Where the batch stands.
+    stage: Stage,
+    /// Sink tests: told when the batch is settled.
+    #[cfg(test)]
+    settled: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Where a [`Deliver`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Rung, messages not taken yet.
+    Ringing,
+    /// Messages taken from the inbox.
+    Taken,
+    /// Never reached the subscriber: nothing to settle.
+    Disarmed,
+}
+
+impl ActixMessage for Deliver {
+    type Result = ();
 }
 
 impl Deliver {
-    pub(crate) fn new(
-        messages: Vec<FeedMessage>,
-        latency: Arc<LatencySampler>,
-        done: DoneNotice,
-    ) -> Self {
-        let oldest = messages.first().map(|message| message.received);
-        let receipt = DeliveryReceipt { latency, oldest, done: Some(done) };
-        Deliver { messages, receipt }
+    pub(crate) fn new(inbox: Arc<Inbox>) -> Self {
+        Deliver {
+            inbox,
+            messages: Vec::new(),
+            timings: Vec::new(),
+            stage: Stage::Ringing,
+            #[cfg(test)]
+            settled: None,
+        }
     }
 
-    /// Takes the messages out (the latency is still recorded when `self` is dropped).
+    /// A batch already taken, for sink tests: `settled` runs when it is dropped.
+    #[cfg(test)]
+    pub(crate) fn taken_for_test(
+        inbox: Arc<Inbox>,
+        messages: Vec<FeedMessage>,
+        settled: Box<dyn FnOnce() + Send>,
+    ) -> Self {
+        Deliver {
+            inbox,
+            messages,
+            timings: Vec::new(),
+            stage: Stage::Taken,
+            settled: Some(settled),
+        }
+    }
+
+    fn fill(&mut self) {
+        if self.stage == Stage::Ringing {
+            self.stage = Stage::Taken;
+            self.inbox.take_batch(&mut self.messages, &mut self.timings);
+        }
+    }
+
+    /// The messages, oldest first per feed.
+    pub fn messages(&mut self) -> &[FeedMessage] {
+        self.fill();
+        &self.messages
+    }
+
+    /// Takes the messages out (the batch is still settled when `self` is dropped).
     pub fn take(&mut self) -> Vec<FeedMessage> {
+        self.fill();
         std::mem::take(&mut self.messages)
     }
 
-    /// A batch that never reached its subscriber: nothing to record, no one to tell.
-    pub(crate) fn disarm(mut self) -> Vec<FeedMessage> {
-        self.receipt.done = None;
-        self.receipt.oldest = None;
-        self.take()
+    /// A `Deliver` that never reached its subscriber: nothing to settle.
+    pub(crate) fn disarm(mut self) {
+        self.stage = Stage::Disarmed;
     }
 }
 
-/// The router's note that a subscriber finished a batch.
-#[derive(ActixMessage, Debug)]
-#[rtype(result = "()")]
-pub(crate) struct Delivered {
-    /// Which subscription.
-    pub subscription: u64,
+impl std::fmt::Debug for Deliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliver")
+            .field("subscriber", &self.inbox.name())
+            .field("messages", &self.messages.len())
+            .field("stage", &self.stage)
+            .finish()
+    }
 }
 
-/// Who to tell when a batch is done.
-pub(crate) struct DoneNotice {
-    pub router: Recipient<Delivered>,
-    pub subscription: u64,
+impl Drop for Deliver {
+    /// Settles the batch: records latency, counts it delivered, rings again if more waits.
+    fn drop(&mut self) {
+        match self.stage {
+            Stage::Disarmed => return,
+            // Dropped with its mailbox: the subscriber is gone.
+            Stage::Ringing if !self.inbox.subscriber_alive() => {
+                self.inbox.subscriber_gone();
+                return;
+            }
+            // The handler never looked: the batch is handed over all the same.
+            Stage::Ringing => self.fill(),
+            Stage::Taken => {}
+        }
+        if !self.timings.is_empty() {
+            let now = Instant::now();
+            for (sampler, oldest) in self.timings.drain(..) {
+                sampler.observe(now.saturating_duration_since(oldest), now);
+            }
+        }
+        self.inbox.finished();
+        #[cfg(test)]
+        if let Some(settled) = self.settled.take() {
+            settled();
+        }
+    }
 }
 
 /// Samples delivery latency into a histogram at most once per
@@ -159,28 +241,6 @@ impl LatencySampler {
         {
             let slowest = self.slowest.swap(0, Ordering::Relaxed);
             self.histogram.record(slowest as f64 / 1e9);
-        }
-    }
-}
-
-/// Records delivery latency, and tells the router, when the subscriber has
-/// finished with a batch.
-struct DeliveryReceipt {
-    latency: Arc<LatencySampler>,
-    /// When the batch's first (oldest) message arrived.
-    oldest: Option<Instant>,
-    done: Option<DoneNotice>,
-}
-
-impl Drop for DeliveryReceipt {
-    fn drop(&mut self) {
-        if let Some(done) = self.done.take() {
-            done.router.do_send(Delivered { subscription: done.subscription });
-        }
-        // The batch's latency is its oldest message's, the worst in it.
-        if let Some(oldest) = self.oldest {
-            let now = Instant::now();
-            self.latency.observe(now.saturating_duration_since(oldest), now);
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod demo;
 pub mod flow;
 pub mod http;
+pub mod inbox;
 pub mod metrics;
 pub mod router;
 pub mod sidecar;

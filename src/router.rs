@@ -1,33 +1,32 @@
-//! The router: hands each inbound batch to every matching subscriber.
+//! The router: owns the subscription table and publishes it to the feeds.
 //!
-//! The router owns the subscription table. Connection actors send it one
-//! [`Route`] per batch. Each subscriber has a bounded queue here and holds
-//! at most one [`Deliver`] batch at a time: when it is done with one (drops
-//! it), the next batch of what queued meanwhile goes out. A full queue
-//! follows the subscriber's policy: drop the oldest, drop the newest (both
-//! counted), or close the [`FlowGate`]s of the feeds that fill it until it
-//! drains (backpressure). So a slow subscriber costs the others nothing,
-//! and memory stays bounded by the queues. Payloads are shared, never
-//! copied. Which subscribers want a feed is worked out once per feed and
-//! cached until the table changes.
+//! The router is not on the per-message path. It keeps the table of
+//! subscriptions (feed and topic glob patterns, each with its subscriber's
+//! [`Inbox`]) and, on every change, publishes an immutable snapshot in
+//! [`Routes`]. Each connection actor keeps a [`FeedRoutes`]: the targets of
+//! its own feed, worked out once per published version (one atomic load per
+//! batch tells it whether the table changed), and pushes each batch straight
+//! into its targets' inboxes. The inboxes bound what waits for each
+//! subscriber and apply its overflow policy (see [`crate::inbox`]); payloads
+//! are shared, never copied.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use ::metrics::{Counter, Gauge};
 use actix::prelude::*;
 use wildmatch::WildMatch;
 
 use crate::config::{SubscriberConfig, SubscriberOverflow};
-use crate::delivery::{Deliver, Delivered, DoneNotice, FeedMessage, LatencySampler};
+use crate::delivery::{Deliver, FeedMessage, LatencySampler};
 use crate::flow::FlowGate;
-use crate::metrics;
+use crate::inbox::{Inbox, InboxGone};
 
 /// Messages that may wait for a subscriber unless it asks otherwise.
 pub const DEFAULT_QUEUE: usize = crate::config::DEFAULT_QUEUE;
 
 /// The most messages in one [`Deliver`].
-pub const MAX_BATCH: usize = 1024;
+pub const MAX_BATCH: usize = crate::inbox::MAX_BATCH;
 
 /// What a subscriber wants: feeds and, optionally, topics, by glob pattern;
 /// and how many messages may wait for it.
@@ -97,84 +96,61 @@ impl SubscriptionSpec {
     }
 }
 
-/// The metric handles of one subscriber, resolved once.
-struct SubscriberMetrics {
-    label: String,
-    depth: Gauge,
-    delivered: Counter,
-    dropped_oldest: Counter,
-    dropped_newest: Counter,
-    dropped_gone: Counter,
-    dropped_unsubscribed: Counter,
-    /// Delivery latency per feed, resolved on first use.
-    latency: HashMap<Arc<str>, Arc<LatencySampler>>,
-}
-
-impl SubscriberMetrics {
-    fn new(label: String) -> Self {
-        SubscriberMetrics {
-            depth: metrics::subscriber_queue_depth(&label),
-            delivered: metrics::subscriber_delivered(&label),
-            dropped_oldest: metrics::subscriber_dropped(&label, "drop_oldest"),
-            dropped_newest: metrics::subscriber_dropped(&label, "drop_newest"),
-            dropped_gone: metrics::subscriber_dropped(&label, "subscriber_gone"),
-            dropped_unsubscribed: metrics::subscriber_dropped(&label, "unsubscribed"),
-            latency: HashMap::new(),
-            label,
-        }
-    }
-
-    fn latency(&mut self, feed: &Arc<str>) -> Arc<LatencySampler> {
-        let label = &self.label;
-        self.latency
-            .entry(feed.clone())
-            .or_insert_with(|| {
-                Arc::new(LatencySampler::new(metrics::delivery_latency(feed, label)))
-            })
-            .clone()
-    }
-}
-
-/// A subscription: its patterns, its queue and where its batches go.
-struct Subscription {
-    id: u64,
-    name: String,
+/// One subscription as the feeds see it.
+struct TableEntry {
+    /// Feed name patterns.
     feeds: Vec<WildMatch>,
-    topics: Option<Vec<WildMatch>>,
-    recipient: Recipient<Deliver>,
-    /// Batches waiting for the subscriber, oldest first; each from one feed.
-    queue: VecDeque<Vec<FeedMessage>>,
-    /// Messages in `queue`.
-    queued: usize,
-    capacity: usize,
-    overflow: SubscriberOverflow,
-    /// Messages in the batch the subscriber holds now (0: it holds none).
-    outstanding: usize,
-    /// Gates this subscriber holds closed (backpressure), one entry each.
-    closed_gates: Vec<Arc<FlowGate>>,
-    metrics: SubscriberMetrics,
-    /// What this subscriber last added to its depth gauge, which subscribers
-    /// with a shared label add up.
-    reported_depth: usize,
+    /// Topic patterns; `None` takes every message.
+    topics: Option<Arc<[WildMatch]>>,
+    /// Where its messages go.
+    inbox: Arc<Inbox>,
 }
 
-impl Subscription {
-    /// Brings the depth gauge up to date by the change since the last report,
-    /// so that subscribers sharing a label add up instead of overwriting.
-    fn report_depth(&mut self) {
-        let depth = self.queued;
-        if depth > self.reported_depth {
-            self.metrics.depth.increment((depth - self.reported_depth) as f64);
-        } else if depth < self.reported_depth {
-            self.metrics.depth.decrement((self.reported_depth - depth) as f64);
-        }
-        self.reported_depth = depth;
+/// An immutable snapshot of the subscription table, in subscription order.
+#[derive(Default)]
+pub struct RouteTable {
+    entries: Vec<TableEntry>,
+}
+
+/// The table the router last published; connection actors read it.
+///
+/// Readers check [`Routes::version`] (one atomic load) and take the lock only
+/// when it changed, which happens only when subscriptions change.
+pub struct Routes {
+    /// Bumped (inside the write lock) after every publication; starts at 1,
+    /// so that 0 means "never read" to a [`FeedRoutes`].
+    version: AtomicU64,
+    table: RwLock<Arc<RouteTable>>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes { version: AtomicU64::new(1), table: RwLock::default() }
+    }
+}
+
+impl Routes {
+    /// The current table and its version, read together.
+    fn snapshot(&self) -> (u64, Arc<RouteTable>) {
+        let table = self.table.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.version.load(Ordering::Acquire), table.clone())
     }
 
-    fn wants_feed(&self, feed: &str) -> bool {
-        self.feeds.iter().any(|pattern| pattern.matches(feed))
+    fn publish(&self, table: RouteTable) {
+        let mut current = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = Arc::new(table);
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
+}
 
+/// Where one subscriber wants a feed's messages.
+struct Target {
+    inbox: Arc<Inbox>,
+    topics: Option<Arc<[WildMatch]>>,
+    latency: Arc<LatencySampler>,
+}
+
+impl Target {
     fn wants(&self, message: &FeedMessage) -> bool {
         match (&self.topics, &message.topic) {
             (None, _) => true,
@@ -182,100 +158,81 @@ impl Subscription {
             (Some(patterns), Some(topic)) => patterns.iter().any(|pattern| pattern.matches(topic)),
         }
     }
+}
 
-    /// Drops the `count` oldest queued messages.
-    fn drop_front(&mut self, mut count: usize) {
-        while count > 0 {
-            let Some(front) = self.queue.front_mut() else { break };
-            let taken = count.min(front.len());
-            if taken == front.len() {
-                self.queue.pop_front();
+/// One feed's view of the table: the subscribers that want it, worked out
+/// once per published version. A connection actor owns one and hands it
+/// every batch.
+pub struct FeedRoutes {
+    routes: Arc<Routes>,
+    feed: Arc<str>,
+    /// The version `targets` was worked out from (0: never).
+    version: u64,
+    targets: Vec<Target>,
+}
+
+impl FeedRoutes {
+    /// The routes of `feed` in the table `routes` publishes.
+    pub fn new(routes: Arc<Routes>, feed: Arc<str>) -> Self {
+        FeedRoutes { routes, feed, version: 0, targets: Vec::new() }
+    }
+
+    fn refresh(&mut self) {
+        if self.routes.version.load(Ordering::Acquire) == self.version {
+            return;
+        }
+        let (version, table) = self.routes.snapshot();
+        let feed = &self.feed;
+        self.targets = table
+            .entries
+            .iter()
+            .filter(|entry| entry.feeds.iter().any(|pattern| pattern.matches(feed)))
+            .map(|entry| Target {
+                inbox: entry.inbox.clone(),
+                topics: entry.topics.clone(),
+                latency: entry.inbox.latency_for(feed),
+            })
+            .collect();
+        self.version = version;
+    }
+
+    /// Hands a batch of this feed to every subscriber that wants it; `gate`
+    /// is the feed's, closed by backpressure subscribers whose inbox is full.
+    pub fn publish(&mut self, messages: Vec<FeedMessage>, gate: &Arc<FlowGate>) {
+        if messages.is_empty() {
+            return;
+        }
+        self.refresh();
+        let mut messages = Some(messages);
+        let count = self.targets.len();
+        for (position, target) in self.targets.iter().enumerate() {
+            let batch: Vec<FeedMessage> = if target.topics.is_none() {
+                // Every message: the last subscriber takes the batch itself, the others a copy.
+                let last = position + 1 == count;
+                if last { messages.take() } else { messages.clone() }.unwrap_or_default()
             } else {
-                front.drain(..taken);
-            }
-            self.queued -= taken;
-            count -= taken;
+                messages.iter().flatten().filter(|m| target.wants(m)).cloned().collect()
+            };
+            target.inbox.push(batch, &target.latency, gate);
         }
-    }
-
-    /// Queues a batch by the overflow policy; closes `gate` when a
-    /// backpressure queue goes over its bound.
-    fn enqueue(&mut self, mut batch: Vec<FeedMessage>, gate: &Arc<FlowGate>) {
-        if batch.is_empty() {
-            return;
-        }
-        match self.overflow {
-            SubscriberOverflow::DropNewest => {
-                let room = self.capacity.saturating_sub(self.queued);
-                if batch.len() > room {
-                    self.metrics.dropped_newest.increment((batch.len() - room) as u64);
-                    batch.truncate(room);
-                }
-            }
-            SubscriberOverflow::DropOldest => {
-                if batch.len() > self.capacity {
-                    let excess = batch.len() - self.capacity;
-                    self.metrics.dropped_oldest.increment(excess as u64);
-                    batch.drain(..excess);
-                }
-                let excess = (self.queued + batch.len()).saturating_sub(self.capacity);
-                if excess > 0 {
-                    self.metrics.dropped_oldest.increment(excess as u64);
-                    self.drop_front(excess);
-                }
-            }
-            SubscriberOverflow::Backpressure => {
-                let over = self.queued + batch.len() > self.capacity;
-                if over && !self.closed_gates.iter().any(|closed| Arc::ptr_eq(closed, gate)) {
-                    gate.close();
-                    self.closed_gates.push(gate.clone());
-                }
-            }
-        }
-        if batch.is_empty() {
-            return;
-        }
-        self.queued += batch.len();
-        self.queue.push_back(batch);
-    }
-
-    /// Opens the gates this subscriber closed, once it has drained to half its queue.
-    fn open_gates_if_drained(&mut self) {
-        if self.queued <= self.capacity / 2 {
-            for gate in self.closed_gates.drain(..) {
-                gate.open();
-            }
-        }
-    }
-
-    /// The next batch: the oldest queued messages of one feed, up to [`MAX_BATCH`]
-    /// (small batches of the same feed are merged).
-    fn next_batch(&mut self) -> Vec<FeedMessage> {
-        let Some(mut batch) = self.queue.pop_front() else { return Vec::new() };
-        if batch.len() > MAX_BATCH {
-            let rest = batch.split_off(MAX_BATCH);
-            self.queue.push_front(rest);
-        }
-        while let Some(next) = self.queue.front_mut() {
-            let same_feed = next.first().map(|m| &m.feed) == batch.first().map(|m| &m.feed);
-            if !same_feed || batch.len() + next.len() > MAX_BATCH {
-                break;
-            }
-            batch.append(next);
-            self.queue.pop_front();
-        }
-        self.queued -= batch.len();
-        batch
     }
 }
 
-/// The subscription table.
+/// A subscription as the router keeps it.
+struct Subscription {
+    name: String,
+    feeds: Vec<String>,
+    topics: Option<Vec<String>>,
+    inbox: Arc<Inbox>,
+}
+
+/// The subscription table's owner.
 #[derive(Default)]
 pub struct Router {
-    subscriptions: HashMap<u64, Subscription>,
-    /// For each feed seen, the subscriptions that want it, in subscription
-    /// order (cleared when the table changes).
-    routes: HashMap<Arc<str>, Vec<u64>>,
+    /// By subscription number, which is subscription order.
+    subscriptions: BTreeMap<u64, Subscription>,
+    /// What the feeds read.
+    routes: Arc<Routes>,
     next_id: u64,
 }
 
@@ -285,111 +242,62 @@ impl Router {
         Self::default()
     }
 
-    fn targets(&mut self, feed: &Arc<str>) -> Vec<u64> {
-        let subscriptions = &self.subscriptions;
-        self.routes
-            .entry(feed.clone())
-            .or_insert_with(|| {
-                let mut ids: Vec<u64> = subscriptions
-                    .values()
-                    .filter(|subscription| subscription.wants_feed(feed))
-                    .map(|subscription| subscription.id)
-                    .collect();
-                ids.sort_unstable();
-                ids
+    /// The table this router publishes, for connection actors (see [`FeedRoutes`]).
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.clone()
+    }
+
+    /// Publishes the table as it is now.
+    fn publish(&self) {
+        let entries = self
+            .subscriptions
+            .values()
+            .map(|subscription| TableEntry {
+                feeds: subscription.feeds.iter().map(|pattern| WildMatch::new(pattern)).collect(),
+                topics: subscription
+                    .topics
+                    .as_ref()
+                    .map(|topics| topics.iter().map(|pattern| WildMatch::new(pattern)).collect()),
+                inbox: subscription.inbox.clone(),
             })
-            .clone()
+            .collect();
+        self.routes.publish(RouteTable { entries });
     }
 
-    /// Sends the subscriber its next batch if it holds none.
-    fn flush(&mut self, id: u64, ctx: &mut Context<Self>) {
-        let Some(subscription) = self.subscriptions.get_mut(&id) else { return };
-        if subscription.outstanding > 0 {
-            return;
-        }
-        let batch = subscription.next_batch();
-        subscription.open_gates_if_drained();
-        subscription.report_depth();
-        self.send(id, batch, ctx);
-    }
-
-    /// Hands a batch to the subscriber, which must hold none.
-    fn send(&mut self, id: u64, batch: Vec<FeedMessage>, ctx: &mut Context<Self>) {
-        let Some(subscription) = self.subscriptions.get_mut(&id) else { return };
-        let Some(first) = batch.first() else { return };
-        let latency = subscription.metrics.latency(&first.feed);
-        let count = batch.len();
-        let done = DoneNotice { router: ctx.address().recipient(), subscription: id };
-        match subscription.recipient.try_send(Deliver::new(batch, latency, done)) {
-            Ok(()) => subscription.outstanding = count,
-            Err(SendError::Full(deliver)) => {
-                // Its mailbox is busy with other messages: queue behind them.
-                subscription.outstanding = count;
-                subscription.recipient.do_send(deliver);
-            }
-            Err(SendError::Closed(deliver)) => {
-                let lost = deliver.disarm().len();
-                self.remove_gone(id, lost);
-            }
-        }
-    }
-
-    /// Removes a subscriber whose actor is gone, counting what it will never get.
-    fn remove_gone(&mut self, id: u64, lost_in_batch: usize) {
-        let Some(mut subscription) = self.subscriptions.remove(&id) else { return };
-        let lost = lost_in_batch + subscription.queued;
-        subscription.metrics.dropped_gone.increment(lost as u64);
-        subscription.queue.clear();
-        subscription.queued = 0;
-        subscription.report_depth();
-        for gate in subscription.closed_gates.drain(..) {
-            gate.open();
-        }
-        tracing::warn!(subscriber = %subscription.name, lost, "subscriber stopped; removed");
-        self.routes.clear();
-    }
-
-    fn insert(&mut self, spec: SubscriptionSpec, recipient: Recipient<Deliver>) {
+    fn insert(
+        &mut self,
+        spec: SubscriptionSpec,
+        recipient: Recipient<Deliver>,
+        ctx: &Context<Self>,
+    ) {
         let SubscriptionSpec { name, feeds, topics, queue, overflow, metric_label } = spec;
         self.remove_named(&name);
         self.next_id += 1;
         let label = metric_label.unwrap_or_else(|| name.clone());
-        let subscription = Subscription {
-            id: self.next_id,
-            feeds: feeds.iter().map(|pattern| WildMatch::new(pattern)).collect(),
-            topics: topics
-                .map(|topics| topics.iter().map(|pattern| WildMatch::new(pattern)).collect()),
-            recipient,
-            queue: VecDeque::new(),
-            queued: 0,
-            capacity: queue.max(1),
+        let inbox = Inbox::new(
+            self.next_id,
+            name.clone(),
+            label,
+            queue,
             overflow,
-            outstanding: 0,
-            closed_gates: Vec::new(),
-            metrics: SubscriberMetrics::new(label),
-            reported_depth: 0,
-            name,
-        };
-        self.subscriptions.insert(subscription.id, subscription);
-        self.routes.clear();
+            recipient,
+            Some(ctx.address().recipient()),
+        );
+        self.subscriptions.insert(self.next_id, Subscription { name, feeds, topics, inbox });
+        self.publish();
     }
 
     /// Removes the subscription named `name`; what it had queued is dropped
     /// (it asked to go) and counted, and the gates it held closed open.
     fn remove_named(&mut self, name: &str) -> bool {
-        let Some(id) = self.subscriptions.values().find(|s| s.name == name).map(|s| s.id) else {
+        let Some(id) = self.subscriptions.iter().find(|(_, s)| s.name == name).map(|(id, _)| *id)
+        else {
             return false;
         };
-        if let Some(mut subscription) = self.subscriptions.remove(&id) {
-            for gate in subscription.closed_gates.drain(..) {
-                gate.open();
-            }
-            subscription.metrics.dropped_unsubscribed.increment(subscription.queued as u64);
-            subscription.queue.clear();
-            subscription.queued = 0;
-            subscription.report_depth();
+        if let Some(subscription) = self.subscriptions.remove(&id) {
+            subscription.inbox.unsubscribed();
         }
-        self.routes.clear();
+        self.publish();
         true
     }
 }
@@ -411,10 +319,10 @@ pub struct Subscribe {
 impl Handler<Subscribe> for Router {
     type Result = ();
 
-    fn handle(&mut self, message: Subscribe, _: &mut Context<Self>) {
+    fn handle(&mut self, message: Subscribe, ctx: &mut Context<Self>) {
         let Subscribe { spec, recipient } = message;
         tracing::debug!(subscriber = %spec.name, feeds = ?spec.feeds, topics = ?spec.topics, "subscribed");
-        self.insert(spec, recipient);
+        self.insert(spec, recipient, ctx);
     }
 }
 
@@ -447,72 +355,26 @@ impl Handler<GetInFlight> for Router {
         let mut pending: Vec<(String, u64)> = self
             .subscriptions
             .values()
-            .map(|s| (s.name.clone(), (s.queued + s.outstanding) as u64))
+            .map(|s| (s.name.clone(), s.inbox.in_flight() as u64))
             .collect();
         pending.sort();
         MessageResult(pending)
     }
 }
 
-impl Handler<Delivered> for Router {
+impl Handler<InboxGone> for Router {
     type Result = ();
 
-    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
-        let Some(subscription) = self.subscriptions.get_mut(&delivered.subscription) else {
-            return;
-        };
-        subscription.metrics.delivered.increment(subscription.outstanding as u64);
-        subscription.outstanding = 0;
-        self.flush(delivered.subscription, ctx);
-    }
-}
-
-/// A batch of messages from one feed, to be handed to its subscribers.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Route {
-    /// The feed all messages came from.
-    pub feed: Arc<str>,
-    /// The messages, oldest first.
-    pub messages: Vec<FeedMessage>,
-    /// The feed's gate, closed by backpressure subscribers whose queue is full.
-    pub gate: Arc<FlowGate>,
-}
-
-impl Handler<Route> for Router {
-    type Result = ();
-
-    fn handle(&mut self, route: Route, ctx: &mut Context<Self>) {
-        let Route { feed, messages, gate } = route;
-        let targets = self.targets(&feed);
-        let mut messages = Some(messages);
-        for (position, id) in targets.iter().enumerate() {
-            let Some(subscription) = self.subscriptions.get_mut(id) else { continue };
-            let last = position + 1 == targets.len();
-            let batch: Vec<FeedMessage> = if subscription.topics.is_none() {
-                // Every message: the last subscriber takes the batch itself, the others a copy.
-                if last { messages.take() } else { messages.clone() }.unwrap_or_default()
-            } else {
-                messages.iter().flatten().filter(|m| subscription.wants(m)).cloned().collect()
-            };
-            // Idle with nothing queued: hand the batch over as it is.
-            if subscription.outstanding == 0
-                && subscription.queued == 0
-                && !batch.is_empty()
-                && batch.len() <= MAX_BATCH.min(subscription.capacity)
-            {
-                self.send(*id, batch, ctx);
-                continue;
-            }
-            subscription.enqueue(batch, &gate);
-            subscription.report_depth();
-            self.flush(*id, ctx);
+    fn handle(&mut self, gone: InboxGone, _: &mut Context<Self>) {
+        if self.subscriptions.remove(&gone.subscription).is_some() {
+            self.publish();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::time::{Duration, Instant, SystemTime};
 
     use bytes::Bytes;
@@ -520,6 +382,7 @@ mod tests {
 
     use super::*;
     use crate::delivery::DataKind;
+    use crate::metrics;
 
     /// A subscriber that forwards what it receives to the test.
     struct Collector(mpsc::UnboundedSender<Vec<FeedMessage>>);
@@ -547,9 +410,9 @@ mod tests {
 
     impl Handler<Deliver> for Holder {
         type Result = ();
-        fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
+        fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
             let texts =
-                deliver.messages.iter().filter_map(|m| m.text().map(str::to_owned)).collect();
+                deliver.messages().iter().filter_map(|m| m.text().map(str::to_owned)).collect();
             let _ = self.seen.send(texts);
             self.held.push(deliver);
         }
@@ -567,10 +430,39 @@ mod tests {
         }
     }
 
-    /// A router, with the recorder installed first so that its handles are live.
-    fn start_router() -> Addr<Router> {
-        metrics::install().expect("recorder");
-        Router::new().start()
+    /// A router and the feeds' side of its table, as connection actors use it.
+    struct Table {
+        router: Addr<Router>,
+        routes: Arc<Routes>,
+        feeds: HashMap<String, FeedRoutes>,
+    }
+
+    impl Table {
+        /// A router, with the recorder installed first so that its handles are live.
+        fn start() -> Self {
+            metrics::install().expect("recorder");
+            let router = Router::new();
+            let routes = router.routes();
+            Table { router: router.start(), routes, feeds: HashMap::new() }
+        }
+
+        /// Subscribes, and waits until the table is published.
+        async fn subscribe(&self, spec: SubscriptionSpec, recipient: Recipient<Deliver>) {
+            self.router.send(Subscribe { spec, recipient }).await.expect("router alive");
+        }
+
+        /// Publishes a batch of `feed` as its connection actor would.
+        fn route(&mut self, feed: &str, messages: Vec<FeedMessage>, gate: &Arc<FlowGate>) {
+            let routes = self.routes.clone();
+            self.feeds
+                .entry(feed.to_owned())
+                .or_insert_with(|| FeedRoutes::new(routes, feed.into()))
+                .publish(messages, gate);
+        }
+
+        async fn in_flight(&self) -> Vec<(String, u64)> {
+            self.router.send(GetInFlight).await.expect("router alive")
+        }
     }
 
     fn collector() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<Vec<FeedMessage>>) {
@@ -596,10 +488,6 @@ mod tests {
         }
     }
 
-    fn route(feed: &str, messages: Vec<FeedMessage>, gate: &Arc<FlowGate>) -> Route {
-        Route { feed: feed.into(), messages, gate: gate.clone() }
-    }
-
     fn texts(batch: &[FeedMessage]) -> Vec<&str> {
         batch.iter().filter_map(FeedMessage::text).collect()
     }
@@ -612,9 +500,9 @@ mod tests {
     }
 
     /// Lets the router and subscribers handle what is queued for them.
-    async fn settle(router: &Addr<Router>) {
+    async fn settle(router: &Table) {
         for _ in 0..3 {
-            let _ = router.send(GetInFlight).await;
+            let _ = router.in_flight().await;
             tokio::task::yield_now().await;
         }
     }
@@ -627,97 +515,94 @@ mod tests {
 
     #[actix::test]
     async fn feed_and_topic_patterns_select_messages() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (all, mut all_rx) = collector();
         let (ms, mut ms_rx) = collector();
-        router.do_send(Subscribe { spec: SubscriptionSpec::new("all", ["sto*"]), recipient: all });
-        router.do_send(Subscribe {
-            spec: SubscriptionSpec::new("ms", ["stocks"]).with_topics(["MS*", "AAPL"]),
-            recipient: ms,
-        });
+        router.subscribe(SubscriptionSpec::new("all", ["sto*"]), all).await;
+        router
+            .subscribe(SubscriptionSpec::new("ms", ["stocks"]).with_topics(["MS*", "AAPL"]), ms)
+            .await;
         let batch = vec![
             message("stocks", Some("AAPL"), "1"),
             message("stocks", Some("GOOG"), "2"),
             message("stocks", Some("MSFT"), "3"),
             message("stocks", None, "4"),
         ];
-        router.do_send(route("stocks", batch, &gate));
+        router.route("stocks", batch, &gate);
         assert_eq!(texts(&next(&mut all_rx).await), ["1", "2", "3", "4"]);
         assert_eq!(texts(&next(&mut ms_rx).await), ["1", "3"]);
     }
 
     #[actix::test]
     async fn several_subscribers_each_get_the_batch_in_order() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (first, mut first_rx) = collector();
         let (second, mut second_rx) = collector();
-        router.do_send(Subscribe { spec: SubscriptionSpec::new("a", ["*"]), recipient: first });
-        router.do_send(Subscribe {
-            spec: SubscriptionSpec::new("b", ["w?ather"]),
-            recipient: second,
-        });
+        router.subscribe(SubscriptionSpec::new("a", ["*"]), first).await;
+        router.subscribe(SubscriptionSpec::new("b", ["w?ather"]), second).await;
         let batch = vec![message("weather", None, "x"), message("weather", None, "y")];
-        router.do_send(route("weather", batch, &gate));
+        router.route("weather", batch, &gate);
         assert_eq!(texts(&next(&mut first_rx).await), ["x", "y"]);
         assert_eq!(texts(&next(&mut second_rx).await), ["x", "y"]);
     }
 
     #[actix::test]
     async fn no_matching_subscriber_gets_nothing() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (only_stocks, mut stocks_rx) = collector();
-        router.do_send(Subscribe {
-            spec: SubscriptionSpec::new("s", ["stocks"]).with_topics(["AAPL"]),
-            recipient: only_stocks,
-        });
-        router.do_send(route("weather", vec![message("weather", None, "w")], &gate));
-        router.do_send(route("stocks", vec![message("stocks", Some("IBM"), "ibm")], &gate));
-        router.do_send(route("stocks", vec![message("stocks", Some("AAPL"), "aapl")], &gate));
+        router
+            .subscribe(SubscriptionSpec::new("s", ["stocks"]).with_topics(["AAPL"]), only_stocks)
+            .await;
+        router.route("weather", vec![message("weather", None, "w")], &gate);
+        router.route("stocks", vec![message("stocks", Some("IBM"), "ibm")], &gate);
+        router.route("stocks", vec![message("stocks", Some("AAPL"), "aapl")], &gate);
         // The first delivery is the AAPL one: nothing was sent for the others.
         assert_eq!(texts(&next(&mut stocks_rx).await), ["aapl"]);
     }
 
     #[actix::test]
     async fn unsubscribe_stops_delivery() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (gone, mut gone_rx) = collector();
         let (kept, mut kept_rx) = collector();
-        router.do_send(Subscribe { spec: SubscriptionSpec::new("gone", ["*"]), recipient: gone });
-        router.do_send(Subscribe { spec: SubscriptionSpec::new("kept", ["*"]), recipient: kept });
-        let removed = router.send(Unsubscribe { name: "gone".into() }).await.expect("router alive");
+        router.subscribe(SubscriptionSpec::new("gone", ["*"]), gone).await;
+        router.subscribe(SubscriptionSpec::new("kept", ["*"]), kept).await;
+        let removed =
+            router.router.send(Unsubscribe { name: "gone".into() }).await.expect("router alive");
         assert!(removed);
-        router.do_send(route("f", vec![message("f", None, "m")], &gate));
+        router.route("f", vec![message("f", None, "m")], &gate);
         assert_eq!(texts(&next(&mut kept_rx).await), ["m"]);
         assert!(gone_rx.try_recv().is_err());
     }
 
     /// Sends `count` single-message batches numbered from `first`.
     fn send_numbered(
-        router: &Addr<Router>,
+        router: &mut Table,
         feed: &str,
         first: usize,
         count: usize,
         gate: &Arc<FlowGate>,
     ) {
         for n in first..first + count {
-            router.do_send(route(feed, vec![message(feed, None, &n.to_string())], gate));
+            router.route(feed, vec![message(feed, None, &n.to_string())], gate);
         }
     }
 
     #[actix::test]
     async fn drop_oldest_keeps_the_newest_and_counts_every_drop() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (stalled, mut seen) = holder();
         let spec = SubscriptionSpec::new("oldest-sub", ["oldest"])
             .with_queue(3, SubscriberOverflow::DropOldest);
-        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
-        send_numbered(&router, "oldest", 1, 10, &gate);
+        router.subscribe(spec, stalled.clone().recipient()).await;
+        send_numbered(&mut router, "oldest", 1, 1, &gate);
         assert_eq!(next(&mut seen).await, ["1"], "the first goes straight out, then it stalls");
+        send_numbered(&mut router, "oldest", 2, 9, &gate);
         settle(&router).await;
         let labels = r#"subscriber="oldest-sub""#;
         assert_eq!(sample(metrics::SUBSCRIBER_QUEUE_DEPTH, labels), Some(3.0));
@@ -734,14 +619,15 @@ mod tests {
 
     #[actix::test]
     async fn drop_newest_keeps_the_oldest_and_counts_every_drop() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (stalled, mut seen) = holder();
         let spec = SubscriptionSpec::new("newest-sub", ["newest"])
             .with_queue(3, SubscriberOverflow::DropNewest);
-        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
-        send_numbered(&router, "newest", 1, 10, &gate);
+        router.subscribe(spec, stalled.clone().recipient()).await;
+        send_numbered(&mut router, "newest", 1, 1, &gate);
         assert_eq!(next(&mut seen).await, ["1"]);
+        send_numbered(&mut router, "newest", 2, 9, &gate);
         settle(&router).await;
         let dropped = r#"subscriber="newest-sub",reason="drop_newest""#;
         assert_eq!(sample(metrics::SUBSCRIBER_DROPPED, dropped), Some(6.0));
@@ -751,22 +637,22 @@ mod tests {
 
     #[actix::test]
     async fn backpressure_closes_the_feeds_gate_until_the_queue_drains() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (stalled, mut seen) = holder();
         let spec =
             SubscriptionSpec::new("bp-sub", ["bp"]).with_queue(4, SubscriberOverflow::Backpressure);
-        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
-        send_numbered(&router, "bp", 1, 1, &gate);
+        router.subscribe(spec, stalled.clone().recipient()).await;
+        send_numbered(&mut router, "bp", 1, 1, &gate);
         assert_eq!(next(&mut seen).await, ["1"]);
-        send_numbered(&router, "bp", 2, 4, &gate);
+        send_numbered(&mut router, "bp", 2, 4, &gate);
         settle(&router).await;
         assert!(!gate.is_closed(), "four queued: not over the bound yet");
         // In-flight batches still arrive after the gate closes: none is dropped.
-        send_numbered(&router, "bp", 6, 3, &gate);
+        send_numbered(&mut router, "bp", 6, 3, &gate);
         settle(&router).await;
         assert!(gate.is_closed(), "a full backpressure queue closes the gate");
-        let pending = router.send(GetInFlight).await.expect("router alive");
+        let pending = router.in_flight().await;
         assert_eq!(pending, [("bp-sub".to_owned(), 8)], "1 held + 7 queued, nothing dropped");
         stalled.do_send(Release);
         assert_eq!(next(&mut seen).await, ["2", "3", "4", "5", "6", "7", "8"]);
@@ -776,18 +662,17 @@ mod tests {
 
     #[actix::test]
     async fn a_stalled_subscriber_costs_a_fast_one_nothing() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
-        let (stalled, _seen) = holder();
+        let (stalled, mut seen) = holder();
         let (fast, mut fast_rx) = collector();
         let slow_spec =
             SubscriptionSpec::new("slow", ["shared"]).with_queue(2, SubscriberOverflow::DropOldest);
-        router.do_send(Subscribe { spec: slow_spec, recipient: stalled.recipient() });
-        router.do_send(Subscribe {
-            spec: SubscriptionSpec::new("fast", ["shared"]),
-            recipient: fast,
-        });
-        send_numbered(&router, "shared", 0, 500, &gate);
+        router.subscribe(slow_spec, stalled.recipient()).await;
+        router.subscribe(SubscriptionSpec::new("fast", ["shared"]), fast).await;
+        send_numbered(&mut router, "shared", 0, 1, &gate);
+        assert_eq!(next(&mut seen).await, ["0"], "the slow one takes its first and stalls");
+        send_numbered(&mut router, "shared", 1, 499, &gate);
         let mut received = Vec::new();
         while received.len() < 500 {
             received.extend(
@@ -805,6 +690,78 @@ mod tests {
         );
     }
 
+    #[actix::test]
+    async fn a_busy_subscriber_is_woken_once_for_what_every_feed_pushed_meanwhile() {
+        let mut router = Table::start();
+        let gate = FlowGate::new();
+        let (stalled, mut seen) = holder();
+        router.subscribe(SubscriptionSpec::new("many", ["*"]), stalled.clone().recipient()).await;
+        router.route("a", vec![message("a", None, "a1")], &gate);
+        assert_eq!(next(&mut seen).await, ["a1"]);
+        // While it holds that batch, three feeds deliver.
+        router.route("b", vec![message("b", None, "b1"), message("b", None, "b2")], &gate);
+        router.route("c", vec![message("c", None, "c1")], &gate);
+        router.route("a", vec![message("a", None, "a2")], &gate);
+        settle(&router).await;
+        assert!(seen.try_recv().is_err(), "nothing more while it holds a batch");
+        stalled.do_send(Release);
+        assert_eq!(next(&mut seen).await, ["b1", "b2", "c1", "a2"], "one batch, in arrival order");
+        stalled.do_send(Release);
+        settle(&router).await;
+        assert!(seen.try_recv().is_err(), "and no empty batches after it");
+    }
+
+    #[actix::test]
+    async fn a_feed_that_published_before_the_first_subscriber_reaches_it() {
+        let mut router = Table::start();
+        let gate = FlowGate::new();
+        router.route("early", vec![message("early", None, "nobody")], &gate);
+        let (recipient, mut received) = collector();
+        router.subscribe(SubscriptionSpec::new("late", ["early"]), recipient).await;
+        router.route("early", vec![message("early", None, "seen")], &gate);
+        assert_eq!(texts(&next(&mut received).await), ["seen"]);
+    }
+
+    /// Blocks the router's thread until the test lets go.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Block(std::sync::mpsc::Receiver<()>);
+
+    impl Handler<Block> for Router {
+        type Result = ();
+        fn handle(&mut self, block: Block, _: &mut Context<Self>) {
+            let _ = block.0.recv();
+        }
+    }
+
+    #[actix::test]
+    async fn a_stalled_router_does_not_hold_up_deliveries() {
+        metrics::install().expect("recorder");
+        let arbiter = Arbiter::new();
+        let router = Router::new();
+        let routes = router.routes();
+        let router = Router::start_in_arbiter(&arbiter.handle(), |_| router);
+        let (recipient, mut received) = collector();
+        let spec = SubscriptionSpec::new("while-stalled", ["f"]);
+        router.send(Subscribe { spec, recipient }).await.expect("router alive");
+        let (release, blocked) = std::sync::mpsc::channel();
+        router.do_send(Block(blocked));
+        let gate = FlowGate::new();
+        let mut feed = FeedRoutes::new(routes, "f".into());
+        for n in 0..100 {
+            feed.publish(vec![message("f", None, &n.to_string())], &gate);
+        }
+        let mut texts_seen = Vec::new();
+        while texts_seen.len() < 100 {
+            texts_seen.extend(
+                next(&mut received).await.iter().filter_map(|m| m.text().map(str::to_owned)),
+            );
+        }
+        assert_eq!(texts_seen, (0..100).map(|n| n.to_string()).collect::<Vec<_>>());
+        let _ = release.send(());
+        arbiter.stop();
+    }
+
     /// Stops the holder, as a subscriber that crashes would.
     #[derive(Message)]
     #[rtype(result = "()")]
@@ -819,20 +776,21 @@ mod tests {
 
     #[actix::test]
     async fn a_subscriber_whose_actor_stopped_is_removed_and_its_losses_counted() {
-        let router = start_router();
+        let mut router = Table::start();
         let gate = FlowGate::new();
         let (stalled, mut seen) = holder();
         let spec =
             SubscriptionSpec::new("dies", ["d"]).with_queue(10, SubscriberOverflow::DropOldest);
-        router.do_send(Subscribe { spec, recipient: stalled.clone().recipient() });
-        send_numbered(&router, "d", 1, 4, &gate);
+        router.subscribe(spec, stalled.clone().recipient()).await;
+        send_numbered(&mut router, "d", 1, 1, &gate);
         assert_eq!(next(&mut seen).await, ["1"]);
+        send_numbered(&mut router, "d", 2, 3, &gate);
         settle(&router).await;
         // It stops holding batch 1, with 2..=4 queued: those three are lost, and counted.
         stalled.do_send(Stop);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let pending = router.send(GetInFlight).await.expect("router alive");
+            let pending = router.in_flight().await;
             if pending.is_empty() {
                 break;
             }

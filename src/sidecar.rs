@@ -97,14 +97,17 @@ impl SidecarBuilder {
     pub async fn start(self) -> Result<Sidecar, StartError> {
         let SidecarBuilder { config, config_path, transports, subscribers, serve_http } = self;
         let metrics = metrics::install()?;
-        let router = Router::new().start();
+        let router = Router::new();
+        let routes = router.routes();
+        let router = router.start();
         // Library subscribers before any feed starts, so they see the first messages.
         for (spec, recipient) in subscribers {
             router.do_send(Subscribe { spec, recipient });
         }
         let http_config = config.http.clone();
         let shutdown_timeout = config.shutdown_timeout;
-        let supervisor = Supervisor::new(config, config_path, transports, router.clone()).start();
+        let supervisor =
+            Supervisor::new(config, config_path, transports, router.clone(), routes).start();
         let admin = if serve_http {
             let listen = http_config.listen;
             let server =

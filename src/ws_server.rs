@@ -299,7 +299,7 @@ impl SubscribeSession {
     fn write_held(&mut self, ctx: &mut WebsocketContext<Self>) {
         loop {
             let Some((deliver, next)) = self.held.front_mut() else { return };
-            let Some(message) = deliver.messages.get(*next) else {
+            let Some(message) = deliver.messages().get(*next) else {
                 self.held.pop_front();
                 continue;
             };

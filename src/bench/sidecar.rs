@@ -93,14 +93,15 @@ impl Handler<Deliver> for BenchSubscriber {
     type Result = ();
 
     /// Counts the batch; it is handled when `deliver` is dropped, at the end.
-    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
+    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
         let mut tally = self.tally.borrow_mut();
+        let messages = deliver.messages();
         if self.reads_stamps {
-            for message in &deliver.messages {
+            for message in messages {
                 tally.observe(&message.payload);
             }
         }
-        tally.handled(deliver.messages.len() as u64);
+        tally.handled(messages.len() as u64);
     }
 }
 

@@ -268,8 +268,8 @@ impl Actor for CountingSubscriber {
 impl Handler<Deliver> for CountingSubscriber {
     type Result = ();
 
-    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
-        self.tally.borrow_mut().handled(deliver.messages.len() as u64);
+    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
+        self.tally.borrow_mut().handled(deliver.messages().len() as u64);
     }
 }
 

@@ -271,8 +271,8 @@ impl Actor for StreamSubscriber {
 impl Handler<Deliver> for StreamSubscriber {
     type Result = ();
 
-    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
-        for message in &deliver.messages {
+    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
+        for message in deliver.messages() {
             let Some(chunk) = message.chunk else {
                 self.problem.get_or_insert_with(|| "a message not in stream mode".to_owned());
                 continue;

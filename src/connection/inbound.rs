@@ -17,7 +17,6 @@ use super::FeedConnection;
 use crate::config::FeedMode;
 use crate::delivery::{Chunk, FeedMessage};
 use crate::metrics::RejectReason;
-use crate::router::Route;
 use crate::status::CloseRecord;
 
 /// What the feed's JSON pointers found in a message.
@@ -215,7 +214,7 @@ impl FeedConnection {
         }
     }
 
-    /// Counts a batch and hands it to the router.
+    /// Counts a batch and pushes it into the inboxes of the subscribers that want it.
     pub(super) fn publish(&mut self, messages: Vec<FeedMessage>) {
         if messages.is_empty() {
             return;
@@ -236,7 +235,7 @@ impl FeedConnection {
         self.metrics.binary_messages.increment(binary);
         self.metrics.bytes.increment(bytes);
         self.shared.add_received(text + binary, bytes);
-        self.router.do_send(Route { feed: self.name.clone(), messages, gate: self.gate.clone() });
+        self.routes.publish(messages, &self.gate);
     }
 
     /// Counts a connection-ending error that refused what the peer sent.

@@ -40,7 +40,7 @@ use crate::backoff::Backoff;
 use crate::config::{FeedConfig, FeedMode};
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
-use crate::router::Route;
+use crate::router::{FeedRoutes, Routes};
 use crate::status::{CloseRecord, FeedShared, FeedState};
 
 pub use outbound::{send_in_pieces, AbandonPieces, SendError, SendMessage, SendOutcome, SendPiece};
@@ -54,8 +54,8 @@ pub struct ConnectionSetup {
     pub feed: Arc<FeedConfig>,
     /// The transport its URL scheme picked.
     pub transport: Arc<dyn Transport>,
-    /// Where inbound batches go.
-    pub router: Recipient<Route>,
+    /// The subscription table inbound batches are routed by.
+    pub routes: Arc<Routes>,
     /// Where its status is published.
     pub shared: Arc<FeedShared>,
     /// Tells the supervisor when it opens and if it dies unasked; `None` when unsupervised.
@@ -94,7 +94,8 @@ pub struct FeedConnection {
     /// The feed's name, shared by every message it produces.
     name: Arc<str>,
     transport: Arc<dyn Transport>,
-    router: Recipient<Route>,
+    /// This feed's subscribers, from the router's published table.
+    routes: FeedRoutes,
     shared: Arc<FeedShared>,
     metrics: FeedMetrics,
     /// The reconnect policy and how many attempts it has handed out.
@@ -129,10 +130,12 @@ pub struct FeedConnection {
 impl FeedConnection {
     /// A connection actor, not yet started.
     pub fn new(setup: ConnectionSetup) -> Self {
-        let ConnectionSetup { feed, transport, router, shared, watch } = setup;
+        let ConnectionSetup { feed, transport, routes, shared, watch } = setup;
         let max_message_size = usize::try_from(feed.max_message_size).unwrap_or(usize::MAX);
+        let name: Arc<str> = Arc::from(feed.name.as_str());
         FeedConnection {
-            name: Arc::from(feed.name.as_str()),
+            routes: FeedRoutes::new(routes, name.clone()),
+            name,
             metrics: FeedMetrics::new(&feed.name),
             assembler: MessageAssembler::new(max_message_size),
             backoff: Backoff::new(feed.reconnect),
@@ -140,7 +143,6 @@ impl FeedConnection {
             sequence: SequenceTracker::new(),
             feed,
             transport,
-            router,
             shared,
             generation: 0,
             link: None,

@@ -12,21 +12,27 @@ use feedvisor_transport_memory::{MemoryHub, MemoryListener, MemoryPeer, MemoryTr
 use tokio::sync::mpsc;
 
 use super::{ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage, SendOutcome};
-use crate::config::Config;
-use crate::router::Route;
+use crate::config::{Config, SubscriberOverflow};
+use crate::delivery::{Deliver, FeedMessage};
+use crate::router::{Router, Subscribe, SubscriptionSpec};
 use crate::status::{FeedShared, FeedState};
 
-/// Forwards every routed batch to the test.
+/// One batch as the subscriber received it.
+struct Route {
+    messages: Vec<FeedMessage>,
+}
+
+/// A subscriber to every feed that forwards each batch to the test.
 struct RouteCollector(mpsc::UnboundedSender<Route>);
 
 impl Actor for RouteCollector {
     type Context = Context<Self>;
 }
 
-impl Handler<Route> for RouteCollector {
+impl Handler<Deliver> for RouteCollector {
     type Result = ();
-    fn handle(&mut self, route: Route, _: &mut Context<Self>) {
-        let _ = self.0.send(route);
+    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
+        let _ = self.0.send(Route { messages: deliver.take() });
     }
 }
 
@@ -57,11 +63,18 @@ async fn start(name: &str, extra: &str) -> Harness {
     let hub = MemoryHub::new();
     let listener = hub.listen(name);
     let (sender, routes) = mpsc::unbounded_channel();
+    let router = Router::new();
+    let table = router.routes();
+    let router = router.start();
+    let spec = SubscriptionSpec::new("collector", ["*"])
+        .with_queue(1 << 20, SubscriberOverflow::DropNewest);
+    let recipient = RouteCollector(sender).start().recipient();
+    router.send(Subscribe { spec, recipient }).await.expect("router alive");
     let shared = FeedShared::new();
     let setup = ConnectionSetup {
         feed: Arc::new(feed),
         transport: Arc::new(MemoryTransport::new(hub.clone())),
-        router: RouteCollector(sender).start().recipient(),
+        routes: table,
         shared: shared.clone(),
         watch: None,
     };
@@ -81,6 +94,15 @@ impl Harness {
     async fn route(&mut self) -> Route {
         let route = tokio::time::timeout(WAIT, self.routes.recv()).await;
         route.expect("a batch in time").expect("router open")
+    }
+
+    /// The next `count` messages, whatever batches they came in.
+    async fn messages(&mut self, count: usize) -> Vec<FeedMessage> {
+        let mut messages = Vec::new();
+        while messages.len() < count {
+            messages.extend(self.route().await.messages);
+        }
+        messages
     }
 
     /// Lets the actor handle what is queued for it.
@@ -119,12 +141,11 @@ async fn opens_and_delivers_text_and_binary_messages() {
     assert_eq!(h.metric(crate::metrics::FEED_UP, ""), Some(1.0));
     assert!(peer.send_text("hello"));
     assert!(peer.send(Event::Data(DataFrame::binary(Bytes::from_static(&[1, 2, 3])))));
-    let first = h.route().await;
-    assert_eq!(&*first.feed, "open-deliver");
-    assert_eq!(texts(&first), ["hello"]);
-    let second = h.route().await;
-    assert_eq!(second.messages[0].kind, DataKind::Binary);
-    assert_eq!(second.messages[0].payload, Bytes::from_static(&[1, 2, 3]));
+    let messages = h.messages(2).await;
+    assert_eq!(&*messages[0].feed, "open-deliver");
+    assert_eq!(messages[0].text(), Some("hello"));
+    assert_eq!(messages[1].kind, DataKind::Binary);
+    assert_eq!(messages[1].payload, Bytes::from_static(&[1, 2, 3]));
     assert_eq!(h.shared.messages_in(), 2);
     assert_eq!(h.shared.bytes_in(), 8);
     assert_eq!(h.metric(crate::metrics::MESSAGES_RECEIVED, ",kind=\"text\""), Some(1.0));
@@ -684,14 +705,26 @@ async fn a_closed_gate_pauses_reading_until_it_opens() {
     let mut h = start("gated", "").await;
     let peer = h.accept().await;
     assert!(peer.send_text("first"));
-    let first = h.route().await;
-    let gate = first.gate.clone();
+    h.route().await;
+    let gate = h.actor.send(GetGate).await.expect("alive");
     gate.close();
     assert!(peer.send_text("held back"));
     h.settle().await;
     assert!(h.routes.try_recv().is_err(), "read while the gate was closed");
     gate.open();
     assert_eq!(texts(&h.route().await), ["held back"]);
+}
+
+/// Hands the test the connection's flow gate.
+#[derive(Message)]
+#[rtype(result = "Arc<crate::flow::FlowGate>")]
+struct GetGate;
+
+impl Handler<GetGate> for FeedConnection {
+    type Result = Arc<crate::flow::FlowGate>;
+    fn handle(&mut self, _: GetGate, _: &mut Context<Self>) -> Self::Result {
+        self.gate.clone()
+    }
 }
 
 // Messages sent in pieces.

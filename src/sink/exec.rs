@@ -121,8 +121,10 @@ impl Handler<Deliver> for ExecSink {
     type Result = ();
 
     /// Hands the batch to the runner, which drops it once written.
-    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
         let Some(batches) = &self.batches else { return };
+        // Take the batch now, while the subscriber is the one handling it.
+        deliver.messages();
         match batches.try_send(deliver) {
             Ok(()) => {}
             // Only if a sender ignores the one-batch-at-a-time rule: wait, with the mailbox closed.
@@ -135,8 +137,8 @@ impl Handler<Deliver> for ExecSink {
                     .into_actor(self),
                 );
             }
-            Err(mpsc::error::TrySendError::Closed(deliver)) => {
-                let lost = deliver.messages.len();
+            Err(mpsc::error::TrySendError::Closed(mut deliver)) => {
+                let lost = deliver.messages().len();
                 tracing::error!(subscriber = %self.name, lost, "exec sink runner is gone");
             }
         }
@@ -223,18 +225,19 @@ impl ChildRunner {
             }
         }
         batches.close();
-        while let Ok(deliver) = batches.try_recv() {
-            self.metrics.dropped(SHUTDOWN, deliver.messages.len());
+        while let Ok(mut deliver) = batches.try_recv() {
+            self.metrics.dropped(SHUTDOWN, deliver.messages().len());
         }
         self.stop().await;
     }
 
     /// Writes one batch, waiting for (re)starts as needed, and drops it once
     /// its bytes are in the pipe or it is given up on. False when told to stop.
-    async fn write(&mut self, deliver: Deliver, stop: &mut oneshot::Receiver<()>) -> bool {
-        let count = deliver.messages.len();
+    async fn write(&mut self, mut deliver: Deliver, stop: &mut oneshot::Receiver<()>) -> bool {
+        let messages = deliver.messages();
+        let count = messages.len();
         let mut buffer = Vec::with_capacity(count * 160);
-        for message in &deliver.messages {
+        for message in messages {
             write_json_line(&mut buffer, message);
         }
         // How much of the buffer the current child has taken.

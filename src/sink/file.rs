@@ -219,9 +219,11 @@ impl Handler<Deliver> for FileSink {
 
     /// Serializes the batch here, writes it on the blocking pool, and keeps
     /// the mailbox closed (`ctx.wait`) and the `Deliver` alive until it is written.
-    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
-        let mut buffer = Vec::with_capacity(deliver.messages.len() * 160);
-        for message in &deliver.messages {
+    fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
+        let messages = deliver.messages();
+        let count = messages.len();
+        let mut buffer = Vec::with_capacity(count * 160);
+        for message in messages {
             write_json_line(&mut buffer, message);
         }
         let file = self.file.take();
@@ -234,9 +236,9 @@ impl Handler<Deliver> for FileSink {
                     .unwrap_or_else(|error| (None, Err(lost_task(&path, error))));
             (file, result, deliver)
         };
-        ctx.wait(writing.into_actor(self).map(|(file, result, deliver), sink, _| {
+        ctx.wait(writing.into_actor(self).map(move |(file, result, deliver), sink, _| {
             sink.file = file;
-            sink.finished(deliver.messages.len(), result);
+            sink.finished(count, result);
             // Only now may the router send the next batch.
             drop(deliver);
         }));

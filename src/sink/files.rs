@@ -185,9 +185,9 @@ impl Actor for MessageFilesSink {
 impl Handler<Deliver> for MessageFilesSink {
     type Result = ();
 
-    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
         let pieces: Vec<Piece> =
-            deliver.messages.iter().map(|message| piece(message, &mut self.whole)).collect();
+            deliver.messages().iter().map(|message| piece(message, &mut self.whole)).collect();
         let mut open = self.open.take().unwrap_or_default();
         let dir = self.dir.clone();
         let writing = async move {

@@ -114,9 +114,10 @@ impl<W: Write + Unpin + 'static> Actor for JsonLinesSink<W> {
 impl<W: Write + Unpin + 'static> Handler<Deliver> for JsonLinesSink<W> {
     type Result = ();
 
-    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
-        if let Err(error) = self.write_batch(&deliver.messages) {
-            tracing::error!(sink = %self.name, %error, lost = deliver.messages.len(), "sink write failed; sink stopped");
+    fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
+        let messages = deliver.messages();
+        if let Err(error) = self.write_batch(messages) {
+            tracing::error!(sink = %self.name, %error, lost = messages.len(), "sink write failed; sink stopped");
             ctx.stop();
         }
     }

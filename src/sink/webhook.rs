@@ -201,14 +201,15 @@ impl Handler<Deliver> for WebhookSink {
 
     /// Sends the batch's requests, `max_in_flight` at a time, and keeps the
     /// mailbox closed and the `Deliver` alive until all of them are done.
-    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
         let (Some(client), Some(target)) = (self.client.clone(), self.target.clone()) else {
             return;
         };
+        let messages = deliver.take();
         let metrics = self.metrics.clone();
         let name = self.name.clone();
         let sending = async move {
-            futures_util::stream::iter(deliver.messages.chunks(target.batch))
+            futures_util::stream::iter(messages.chunks(target.batch))
                 .for_each_concurrent(target.max_in_flight, |chunk| {
                     let body = request_body(chunk, target.batch);
                     send_with_retries(&client, &target, &metrics, &name, body, chunk.len())

@@ -27,7 +27,7 @@ use crate::connection::{
     SendMessage, SendOutcome,
 };
 use crate::metrics;
-use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
+use crate::router::{Router, Routes, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::sink;
 use crate::status::{FeedShared, FeedState, FeedStatus};
 use crate::transports::TransportRegistry;
@@ -81,6 +81,8 @@ pub struct Supervisor {
     sinks: BTreeMap<String, SubscriberConfig>,
     transports: TransportRegistry,
     router: Addr<Router>,
+    /// The router's published table, handed to every connection actor.
+    routes: Arc<Routes>,
     workers: Vec<ArbiterHandle>,
     /// Keeps the worker arbiters' threads alive.
     arbiters: Vec<Arbiter>,
@@ -99,6 +101,7 @@ impl Supervisor {
         config_path: Option<PathBuf>,
         transports: TransportRegistry,
         router: Addr<Router>,
+        routes: Arc<Routes>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = config.workers.unwrap_or(cores).max(1);
@@ -115,6 +118,7 @@ impl Supervisor {
             sinks: BTreeMap::new(),
             transports,
             router,
+            routes,
             workers,
             arbiters,
             next_worker: 0,
@@ -145,7 +149,7 @@ impl Supervisor {
         let setup = ConnectionSetup {
             feed: config.clone(),
             transport,
-            router: self.router.clone().recipient(),
+            routes: self.routes.clone(),
             shared: shared.clone(),
             watch: Some(watch),
         };

@@ -15,7 +15,7 @@ use super::*;
 use crate::config::SubscriberOverflow;
 use crate::delivery::DataKind;
 use crate::flow::FlowGate;
-use crate::router::{GetInFlight, Route};
+use crate::router::{FeedRoutes, GetInFlight, Routes};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -29,9 +29,17 @@ fn config() -> SubscribeEndpointConfig {
     }
 }
 
-fn endpoint() -> (SubscribeEndpoint, Addr<Router>) {
-    let router = Router::new().start();
-    (SubscribeEndpoint::new(&config(), router.clone()), router)
+/// The router and the table the feeds read.
+struct TestRouter {
+    addr: Addr<Router>,
+    routes: Arc<Routes>,
+}
+
+fn endpoint() -> (SubscribeEndpoint, TestRouter) {
+    let router = Router::new();
+    let routes = router.routes();
+    let addr = router.start();
+    (SubscribeEndpoint::new(&config(), addr.clone()), TestRouter { addr, routes })
 }
 
 fn message(topic: &str, seq: usize) -> FeedMessage {
@@ -47,8 +55,9 @@ fn message(topic: &str, seq: usize) -> FeedMessage {
     }
 }
 
-fn route(router: &Addr<Router>, messages: Vec<FeedMessage>) {
-    router.do_send(Route { feed: "stocks".into(), messages, gate: FlowGate::new() });
+/// Publishes a batch of feed `stocks` as its connection actor would.
+fn route(router: &TestRouter, messages: Vec<FeedMessage>) {
+    FeedRoutes::new(router.routes.clone(), "stocks".into()).publish(messages, &FlowGate::new());
 }
 
 /// The client's side of the socket: frames it sends, as the session reads them.
@@ -131,8 +140,17 @@ where
     let _ = Pin::new(body).poll_next(&mut Context::from_waker(&waker));
 }
 
-async fn in_flight(router: &Addr<Router>) -> Vec<(String, u64)> {
-    router.send(GetInFlight).await.expect("router alive")
+/// Waits until the session's subscription is in the table.
+async fn subscribed(router: &TestRouter) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while in_flight(router).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn in_flight(router: &TestRouter) -> Vec<(String, u64)> {
+    router.addr.send(GetInFlight).await.expect("router alive")
 }
 
 #[actix::test]
@@ -144,6 +162,7 @@ async fn a_held_batch_goes_out_as_the_client_takes_it_and_the_router_waits() {
     let (_client, frames) = client();
     let mut body = endpoint.start_session(query, slot, Connection::default(), BOUND, frames);
     poll_once(&mut body);
+    subscribed(&router).await;
     route(&router, (0..20).map(|seq| message(if seq % 2 == 0 { "A" } else { "B" }, seq)).collect());
 
     let mut frames = Frames::default();
@@ -183,6 +202,7 @@ async fn a_client_that_stays_behind_is_closed_with_1008() {
     let query = parse_query("").expect("valid");
     let mut body = endpoint.start_session(query, slot, Connection::default(), 100, frames);
     poll_once(&mut body);
+    subscribed(&router).await;
     route(&router, (0..5).map(|seq| message("A", seq)).collect());
     let mut frames = Frames::default();
     frames.push(&next_chunk(&mut body).await.expect("a chunk"));
@@ -210,6 +230,7 @@ async fn a_client_that_catches_up_in_time_stays() {
     let query = parse_query("").expect("valid");
     let mut body = endpoint.start_session(query, slot, Connection::default(), 100, frames);
     poll_once(&mut body);
+    subscribed(&router).await;
     route(&router, (0..5).map(|seq| message("A", seq)).collect());
     let mut frames = Frames::default();
     frames.push(&next_chunk(&mut body).await.expect("a chunk"));

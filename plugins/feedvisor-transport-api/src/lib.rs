@@ -22,7 +22,7 @@ mod transport;
 mod utf8;
 
 pub use assemble::{AssembleError, MessageAssembler};
-pub use driver::{spawn_session, INBOUND_QUEUE};
+pub use driver::session_inbound;
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{

@@ -59,7 +59,7 @@ mod tls;
 use std::time::Duration;
 
 use feedvisor_transport_api::{
-    outbound_channel, spawn_session, ConnectFuture, ConnectRequest, Connection, Outbound,
+    outbound_channel, session_inbound, ConnectFuture, ConnectRequest, Connection, Outbound,
     Transport, TransportError,
 };
 use url::Url;
@@ -70,12 +70,11 @@ use crate::framing::{Decoder, Wire};
 use crate::session::Session;
 
 pub use crate::session::MAX_BATCH;
-pub use feedvisor_transport_api::INBOUND_QUEUE;
 
 /// Opens TCP and TLS connections for the `tcp` and `tls` schemes.
 ///
 /// The value is cheap and `Send + Sync`; each connection's socket lives on
-/// the arbiter that connected it, driven by a task of its own.
+/// the arbiter that connected it, polled by the connection that reads it.
 #[derive(Debug, Clone)]
 pub struct TcpTransport {
     /// How long a closing connection waits for the peer to close its side
@@ -215,7 +214,7 @@ async fn connect(
     let (outbound, receiver) = outbound_channel();
     let session = Session::new(socket, Encoder::new(wire), decoder, receiver, close_timeout);
     tracing::debug!(url = %target.shown, ?wire, "tcp connected");
-    let inbound = spawn_session(session, outbound.clone(), Outbound::Close(None));
+    let inbound = session_inbound(session, outbound.clone(), Outbound::Close(None));
     Ok(Connection { inbound, outbound, protocol: None })
 }
 

@@ -15,9 +15,10 @@
 //! passes. After the peer's close or an error, the session writes what it
 //! still has and shuts down (bounded by the close timeout) and ends.
 //!
-//! The session runs on a task of its own ([`spawn`]) and hands its batches
-//! over a bounded channel: when the consumer falls behind, the task waits,
-//! the socket is not read, and TCP slows the peer down.
+//! The connection actor polls the session in place
+//! ([`session_inbound`](feedvisor_transport_api::session_inbound)): when it
+//! falls behind or its flow gate closes, the session is not polled, the
+//! socket is not read, and TCP slows the peer down.
 
 use std::future::Future;
 use std::io;

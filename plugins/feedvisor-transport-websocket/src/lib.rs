@@ -30,7 +30,7 @@ use std::time::Duration;
 use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
 use awc::ClientResponse;
 use feedvisor_transport_api::{
-    close_code, outbound_channel, spawn_session, CloseFrame, ConnectFuture, ConnectRequest,
+    close_code, outbound_channel, session_inbound, CloseFrame, ConnectFuture, ConnectRequest,
     Connection, Outbound, Transport, TransportError,
 };
 use url::Url;
@@ -182,7 +182,7 @@ async fn connect(
     let (outbound, receiver) = outbound_channel();
     let session = Session::new(framed, receiver, close_timeout);
     tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
-    let inbound = spawn_session(
+    let inbound = session_inbound(
         session,
         outbound.clone(),
         Outbound::Close(Some(CloseFrame::new(close_code::GOING_AWAY, ""))),

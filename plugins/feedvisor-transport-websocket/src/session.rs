@@ -147,9 +147,8 @@ impl Session {
     /// Decodes what has arrived into `events`, answering pings and the peer's close.
     ///
     /// In stream mode a batch also ends once its data reaches `chunk_size`
-    /// bytes, so it holds less than two chunks: the driver's queue of
-    /// [`INBOUND_QUEUE`](feedvisor_transport_api::INBOUND_QUEUE) batches then bounds what is held in bytes, not only
-    /// in events.
+    /// bytes, so it holds less than two chunks: what is read ahead of the
+    /// consumer is then bounded in bytes, not only in events.
     fn receive(&mut self, cx: &mut Context<'_>, events: &mut Vec<Event>) -> Option<ReadEnd> {
         let data_limit = self.framed.codec_ref().chunk_size().unwrap_or(usize::MAX);
         let mut data_len = 0usize;

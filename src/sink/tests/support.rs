@@ -10,7 +10,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::delivery::{DataKind, Deliver, Delivered, DoneNotice, FeedMessage};
+use crate::config::SubscriberOverflow;
+use crate::delivery::{DataKind, Deliver, FeedMessage};
+use crate::inbox::Inbox;
 use crate::sink::write_json_line;
 
 /// How long any single wait in these tests may take.
@@ -61,24 +63,23 @@ pub fn json_lines(messages: &[FeedMessage]) -> Vec<u8> {
     buffer
 }
 
-/// Stands in for the router: told when a sink has finished a batch.
-struct DoneProbe(mpsc::UnboundedSender<u64>);
+/// The subscriber of the inbox the test batches come from; never rung.
+struct Unrung;
 
-impl Actor for DoneProbe {
+impl Actor for Unrung {
     type Context = Context<Self>;
 }
 
-impl Handler<Delivered> for DoneProbe {
+impl Handler<Deliver> for Unrung {
     type Result = ();
 
-    fn handle(&mut self, delivered: Delivered, _: &mut Context<Self>) {
-        let _ = self.0.send(delivered.subscription);
-    }
+    fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
 }
 
 /// Makes [`Deliver`] batches, numbered from 0, and waits for sinks to finish them.
 pub struct Batches {
-    probe: Recipient<Delivered>,
+    inbox: std::sync::Arc<Inbox>,
+    sender: mpsc::UnboundedSender<u64>,
     done: mpsc::UnboundedReceiver<u64>,
     next: u64,
 }
@@ -87,18 +88,27 @@ impl Batches {
     /// Must run inside an actix system.
     pub fn new() -> Self {
         let (sender, done) = mpsc::unbounded_channel();
-        Batches { probe: DoneProbe(sender).start().recipient(), done, next: 0 }
+        let recipient = Unrung.start().recipient();
+        let inbox = Inbox::new(
+            0,
+            "batches".to_owned(),
+            "batches".to_owned(),
+            1,
+            SubscriberOverflow::DropOldest,
+            recipient,
+            None,
+        );
+        Batches { inbox, sender, done, next: 0 }
     }
 
     /// The next batch.
     pub fn deliver(&mut self, messages: Vec<FeedMessage>) -> Deliver {
-        let done = DoneNotice { router: self.probe.clone(), subscription: self.next };
+        let (number, sender) = (self.next, self.sender.clone());
         self.next += 1;
-        Deliver::new(
-            messages,
-            std::sync::Arc::new(crate::delivery::LatencySampler::new(::metrics::Histogram::noop())),
-            done,
-        )
+        let settled = Box::new(move || {
+            let _ = sender.send(number);
+        });
+        Deliver::taken_for_test(self.inbox.clone(), messages, settled)
     }
 
     /// Waits until the sink has dropped the next batch; returns its number.
