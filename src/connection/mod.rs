@@ -19,6 +19,7 @@
 mod inbound;
 mod liveness;
 mod outbound;
+pub(crate) mod pointer;
 pub mod queue;
 pub mod sequence;
 pub mod watch;
