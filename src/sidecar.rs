@@ -218,7 +218,9 @@ impl Sidecar {
 
     /// Sends a binary message of any size upstream from a stream of bytes,
     /// in fragments as the bytes come, never holding it whole. The feed must
-    /// be open; the message does not wait in the outbound queue.
+    /// be open; the message does not wait in the outbound queue. If `body`
+    /// fails, or this future is dropped, before the end, the message is
+    /// abandoned: the connection closes with 1011 and reconnects.
     pub async fn send_stream<S, E>(&self, feed: &str, body: S) -> Result<u64, SendError>
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,

@@ -1,6 +1,8 @@
 //! Messages for the peer: on_open after every connect, then what waited in
 //! the outbound queue, then sends as they come (queued while the feed is down).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -35,25 +37,55 @@ pub enum SendOutcome {
     Dropped,
 }
 
+/// Who sends a message in pieces: only the owner's pieces continue it, and
+/// only the owner can abandon it, so that a sender refused with
+/// [`SendError::Busy`] can never disturb the message under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PiecesOwner(u64);
+
+impl PiecesOwner {
+    /// An owner unlike any other in this process.
+    pub fn unique() -> PiecesOwner {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        PiecesOwner(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A message being sent in pieces.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pieces {
+    /// Who sends it.
+    owner: PiecesOwner,
+    /// The connection generation it started on: it cannot continue on another.
+    generation: u64,
+}
+
 /// Sends one piece of a large message straight to the open connection.
 ///
 /// Pieces are `Outbound::Fragment`s: the first with `Text` or `Binary`, the
-/// rest `Continuation`, the last with `fin`. While such a message is under
-/// way, other messages queue behind it. The reply is the connection's
-/// writer, so that the caller can wait for it to catch up before the next
-/// piece ([`feedvisor_transport_api::OutboundSender::drained_below`]).
+/// rest `Continuation`, the last with `fin`, all from the same `owner`.
+/// While such a message is under way, other messages queue behind it. The
+/// reply is the connection's writer, so that the caller can wait for it to
+/// catch up before the next piece
+/// ([`feedvisor_transport_api::OutboundSender::drained_below`]).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<OutboundSender, SendError>")]
 pub struct SendPiece {
+    /// Who sends the message; the same for all its pieces.
+    pub owner: PiecesOwner,
     /// The piece.
     pub frame: DataFrame,
 }
 
-/// Gives up a message sent in pieces: the connection is closed (a
-/// WebSocket cannot take back half a message) and comes back by its policy.
+/// Gives up `owner`'s message sent in pieces: if it is under way, the
+/// connection is closed with 1011 (a WebSocket cannot take back half a
+/// message) and comes back by its policy. Anything else is left alone.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct AbandonPieces;
+pub struct AbandonPieces {
+    /// Whose message; the owner its pieces were sent with.
+    pub owner: PiecesOwner,
+}
 
 /// Why a message could not be sent or queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,19 +193,31 @@ impl FeedConnection {
         self.queue_changed();
         Ok(outcome)
     }
+
+    /// Ends the message in pieces (finished, lost or abandoned): what queued
+    /// behind it goes out now, if the feed is open.
+    fn end_pieces(&mut self) {
+        self.pieces = None;
+        if self.link.is_some() {
+            self.flush_queue();
+        }
+    }
 }
 
 impl Handler<SendPiece> for FeedConnection {
     type Result = Result<OutboundSender, SendError>;
 
     fn handle(&mut self, send: SendPiece, _: &mut Context<Self>) -> Self::Result {
-        let DataFrame { opcode, fin, .. } = send.frame;
-        let starting = opcode != Opcode::Continuation;
+        let SendPiece { owner, frame } = send;
+        let starting = frame.opcode != Opcode::Continuation;
         match (starting, self.pieces) {
             (true, Some(_)) => return Err(SendError::Busy),
             (false, None) => return Err(SendError::OutOfOrder("a continuation without a start")),
-            (false, Some(generation)) if generation != self.generation => {
-                self.pieces = None;
+            (false, Some(pieces)) if pieces.owner != owner => {
+                return Err(SendError::OutOfOrder("a continuation of another sender's message"));
+            }
+            (false, Some(pieces)) if pieces.generation != self.generation => {
+                self.end_pieces();
                 return Err(SendError::Interrupted);
             }
             (true, None) => {
@@ -183,22 +227,21 @@ impl Handler<SendPiece> for FeedConnection {
                 if self.link.is_none() {
                     return Err(SendError::NotConnected);
                 }
-                self.pieces = Some(self.generation);
+                self.pieces = Some(Pieces { owner, generation: self.generation });
             }
             (false, Some(_)) => {}
         }
         let Some(writer) = self.link.as_ref().map(|link| link.outbound.clone()) else {
-            self.pieces = None;
+            self.end_pieces();
             return Err(SendError::Interrupted);
         };
-        if !self.send_now(Outbound::Fragment(send.frame)) {
-            self.pieces = None;
+        let fin = frame.fin;
+        if !self.send_now(Outbound::Fragment(frame)) {
+            self.end_pieces();
             return Err(SendError::Interrupted);
         }
         if fin {
-            self.pieces = None;
-            // What queued behind the message goes out now.
-            self.flush_queue();
+            self.end_pieces();
         }
         Ok(writer)
     }
@@ -207,12 +250,21 @@ impl Handler<SendPiece> for FeedConnection {
 impl Handler<AbandonPieces> for FeedConnection {
     type Result = ();
 
-    fn handle(&mut self, _: AbandonPieces, ctx: &mut Context<Self>) {
-        if self.pieces.take().is_some_and(|generation| generation == self.generation) {
-            let reason = "a message sent in pieces was abandoned".to_owned();
-            tracing::warn!(feed = %self.name, "{reason}; closing the connection");
-            self.close_and_reconnect(close_code::INTERNAL_ERROR, reason, ctx);
+    fn handle(&mut self, abandon: AbandonPieces, ctx: &mut Context<Self>) {
+        // Not (or no longer) this owner's message: nothing to give up.
+        let Some(pieces) = self.pieces.filter(|pieces| pieces.owner == abandon.owner) else {
+            return;
+        };
+        if pieces.generation != self.generation {
+            // The connection it started on is gone already.
+            self.end_pieces();
+            return;
         }
+        self.pieces = None;
+        let reason = "a message sent in pieces was abandoned".to_owned();
+        tracing::warn!(feed = %self.name, "{reason}; closing the connection");
+        // What queued behind it goes out on the next connection, after on_open.
+        self.close_and_reconnect(close_code::INTERNAL_ERROR, reason, ctx);
     }
 }
 
@@ -240,17 +292,22 @@ const PIECE: usize = 64 * 1024;
 /// Sending from a stream waits while the feed's writer holds more than this.
 const MAX_PENDING: usize = 1024 * 1024;
 
-/// Abandons a message sent in pieces unless it was finished: a sender that
-/// goes away mid-message must not leave the feed waiting for the rest.
+/// Abandons its owner's message sent in pieces unless it was finished: a
+/// sender that goes away mid-message (its body failed, or its future was
+/// dropped: an HTTP client that disconnected) must not leave the feed
+/// waiting for the rest. Armed before the first piece is offered, so that a
+/// first piece accepted by the actor but never answered is given up too;
+/// the owner makes it harmless when the message never started.
 struct PiecesGuard {
     actor: Addr<FeedConnection>,
+    owner: PiecesOwner,
     finished: bool,
 }
 
 impl Drop for PiecesGuard {
     fn drop(&mut self) {
         if !self.finished {
-            self.actor.do_send(AbandonPieces);
+            self.actor.do_send(AbandonPieces { owner: self.owner });
         }
     }
 }
@@ -258,12 +315,17 @@ impl Drop for PiecesGuard {
 /// Sends the bytes of `body` upstream as one binary message, in fragments of
 /// at most 64 KiB as they come, waiting for the feed's writer between them,
 /// so that a message of any size goes out in bounded memory. Returns the bytes sent.
+///
+/// If `body` fails, or the returned future is dropped before the end, the
+/// message is abandoned: the peer has half of it, so the connection is
+/// closed with 1011 and reconnects by its policy.
 pub async fn send_in_pieces<S, E>(actor: Addr<FeedConnection>, body: S) -> Result<u64, SendError>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {
     let mut body = std::pin::pin!(body);
-    let mut guard = PiecesGuard { actor: actor.clone(), finished: false };
+    let owner = PiecesOwner::unique();
+    let mut guard = PiecesGuard { actor: actor.clone(), owner, finished: false };
     let mut sent = 0u64;
     let mut opcode = Opcode::Binary;
     while let Some(chunk) = body.next().await {
@@ -273,13 +335,13 @@ where
             sent += piece.len() as u64;
             let frame = DataFrame { opcode, fin: false, payload: piece };
             opcode = Opcode::Continuation;
-            let writer =
-                actor.send(SendPiece { frame }).await.map_err(|_| SendError::Unavailable)??;
+            let piece = SendPiece { owner, frame };
+            let writer = actor.send(piece).await.map_err(|_| SendError::Unavailable)??;
             writer.drained_below(MAX_PENDING).await;
         }
     }
-    let last = DataFrame { opcode, fin: true, payload: Bytes::new() };
-    actor.send(SendPiece { frame: last }).await.map_err(|_| SendError::Unavailable)??;
+    let last = SendPiece { owner, frame: DataFrame { opcode, fin: true, payload: Bytes::new() } };
+    actor.send(last).await.map_err(|_| SendError::Unavailable)??;
     guard.finished = true;
     Ok(sent)
 }

@@ -696,8 +696,11 @@ async fn a_closed_gate_pauses_reading_until_it_opens() {
 
 // Messages sent in pieces.
 
-fn piece(opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
+use super::PiecesOwner;
+
+fn piece(owner: PiecesOwner, opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
     super::SendPiece {
+        owner,
         frame: DataFrame { opcode, fin, payload: Bytes::from_static(payload.as_bytes()) },
     }
 }
@@ -706,14 +709,23 @@ fn piece(opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
 async fn pieces_go_out_as_fragments_and_other_sends_wait_behind_them() {
     let mut h = start("pieces", "").await;
     let mut peer = h.accept().await;
-    h.actor.send(piece(Opcode::Binary, false, "ab")).await.expect("alive").expect("first piece");
+    let owner = PiecesOwner::unique();
+    h.actor
+        .send(piece(owner, Opcode::Binary, false, "ab"))
+        .await
+        .expect("alive")
+        .expect("first piece");
     // A message sent meanwhile must not land inside the fragmented one.
     let queued = h.actor.send(SendMessage { message: Outbound::text("later") }).await;
     assert_eq!(queued.expect("alive"), Ok(SendOutcome::Queued { dropped_oldest: 0 }));
-    let busy = h.actor.send(piece(Opcode::Binary, false, "x")).await.expect("alive");
+    let busy = h.actor.send(piece(owner, Opcode::Binary, false, "x")).await.expect("alive");
     assert_eq!(busy.err(), Some(SendError::Busy));
-    h.actor.send(piece(Opcode::Continuation, false, "cd")).await.expect("alive").expect("middle");
-    h.actor.send(piece(Opcode::Continuation, true, "")).await.expect("alive").expect("last");
+    h.actor
+        .send(piece(owner, Opcode::Continuation, false, "cd"))
+        .await
+        .expect("alive")
+        .expect("middle");
+    h.actor.send(piece(owner, Opcode::Continuation, true, "")).await.expect("alive").expect("last");
     let fragments: Vec<Outbound> = vec![
         next_outbound(&mut peer).await,
         next_outbound(&mut peer).await,
@@ -741,14 +753,15 @@ async fn pieces_go_out_as_fragments_and_other_sends_wait_behind_them() {
 async fn pieces_need_an_open_connection_and_an_orderly_start() {
     let mut h = start("pieces-rules", "").await;
     let peer = h.accept().await;
-    let orphan = h.actor.send(piece(Opcode::Continuation, true, "x")).await.expect("alive");
+    let owner = PiecesOwner::unique();
+    let orphan = h.actor.send(piece(owner, Opcode::Continuation, true, "x")).await.expect("alive");
     assert!(matches!(orphan, Err(SendError::OutOfOrder(_))));
-    h.actor.send(piece(Opcode::Binary, false, "a")).await.expect("alive").expect("started");
+    h.actor.send(piece(owner, Opcode::Binary, false, "a")).await.expect("alive").expect("started");
     peer.fail(TransportError::Closed);
     h.settle().await;
-    let lost = h.actor.send(piece(Opcode::Continuation, true, "b")).await.expect("alive");
+    let lost = h.actor.send(piece(owner, Opcode::Continuation, true, "b")).await.expect("alive");
     assert_eq!(lost.err(), Some(SendError::Interrupted));
-    let down = h.actor.send(piece(Opcode::Binary, true, "c")).await.expect("alive");
+    let down = h.actor.send(piece(owner, Opcode::Binary, true, "c")).await.expect("alive");
     assert_eq!(down.err(), Some(SendError::NotConnected));
 }
 
@@ -756,9 +769,14 @@ async fn pieces_need_an_open_connection_and_an_orderly_start() {
 async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
     let mut h = start("pieces-abandoned", "").await;
     let mut peer = h.accept().await;
-    h.actor.send(piece(Opcode::Binary, false, "half")).await.expect("alive").expect("started");
+    let owner = PiecesOwner::unique();
+    h.actor
+        .send(piece(owner, Opcode::Binary, false, "half"))
+        .await
+        .expect("alive")
+        .expect("started");
     assert!(matches!(next_outbound(&mut peer).await, Outbound::Fragment(_)));
-    h.actor.do_send(super::AbandonPieces);
+    h.actor.do_send(super::AbandonPieces { owner });
     match next_outbound(&mut peer).await {
         Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::INTERNAL_ERROR),
         other => panic!("expected a close, got {other:?}"),
@@ -767,4 +785,58 @@ async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
     let sent = h.actor.send(SendMessage { message: Outbound::text("fresh") }).await;
     assert_eq!(sent.expect("alive"), Ok(SendOutcome::Sent));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("fresh"));
+}
+
+#[actix::test]
+async fn a_refused_start_cannot_abandon_the_message_under_way() {
+    let mut h = start("pieces-owned", "").await;
+    let mut peer = h.accept().await;
+    let (first, second) = (PiecesOwner::unique(), PiecesOwner::unique());
+    h.actor.send(piece(first, Opcode::Binary, false, "ab")).await.expect("alive").expect("started");
+    let busy = h.actor.send(piece(second, Opcode::Binary, false, "x")).await.expect("alive");
+    assert_eq!(busy.err(), Some(SendError::Busy));
+    // The refused sender gives up, as its guard does when its request ends.
+    h.actor.do_send(super::AbandonPieces { owner: second });
+    let stray = h.actor.send(piece(second, Opcode::Continuation, true, "y")).await.expect("alive");
+    assert!(matches!(stray, Err(SendError::OutOfOrder(_))), "{stray:?}");
+    h.actor
+        .send(piece(first, Opcode::Continuation, true, "cd"))
+        .await
+        .expect("alive")
+        .expect("end");
+    let payloads: Vec<Outbound> =
+        vec![next_outbound(&mut peer).await, next_outbound(&mut peer).await];
+    let payloads: Vec<&[u8]> = payloads
+        .iter()
+        .map(|out| match out {
+            Outbound::Fragment(frame) => &frame.payload[..],
+            other => panic!("expected a fragment, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(payloads, [&b"ab"[..], &b"cd"[..]]);
+    assert_eq!(h.shared.state(), FeedState::Open);
+    assert_eq!(h.shared.reconnects(), 0);
+}
+
+#[actix::test]
+async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given_up() {
+    let mut h = start(
+        "pieces-lost",
+        "reconnect = { policy = \"fixed\", initial = \"1s\", jitter = \"none\" }",
+    )
+    .await;
+    let peer = h.accept().await;
+    let owner = PiecesOwner::unique();
+    h.actor.send(piece(owner, Opcode::Binary, false, "a")).await.expect("alive").expect("started");
+    let queued = h.actor.send(SendMessage { message: Outbound::text("behind") }).await;
+    assert_eq!(queued.expect("alive"), Ok(SendOutcome::Queued { dropped_oldest: 0 }));
+    peer.fail(TransportError::Closed);
+    let mut peer = h.accept().await;
+    // The owner's body fails (its client went away): its guard gives the message up.
+    h.actor.do_send(super::AbandonPieces { owner });
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("behind"));
+    assert_eq!(h.shared.outbound_queued(), 0);
+    let sent = h.actor.send(SendMessage { message: Outbound::text("next") }).await;
+    assert_eq!(sent.expect("alive"), Ok(SendOutcome::Sent));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("next"));
 }
