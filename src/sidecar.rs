@@ -210,7 +210,10 @@ impl Sidecar {
     }
 
     /// Sends a text or binary message to a feed's peer; while the feed is down
-    /// it waits in the feed's outbound queue.
+    /// it waits in the feed's outbound queue. While the feed is open, what its
+    /// writer has not taken yet counts against the same limits: a peer that
+    /// is not keeping up makes this fail with [`SendError::Backlog`] (nothing
+    /// was sent; retry later).
     pub async fn send(&self, feed: &str, message: Outbound) -> Result<SendOutcome, SendError> {
         let send = SendToFeed { feed: feed.to_owned(), message };
         self.supervisor.send(send).await.unwrap_or(Err(SendError::Unavailable))

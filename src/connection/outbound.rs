@@ -1,5 +1,16 @@
 //! Messages for the peer: on_open after every connect, then what waited in
 //! the outbound queue, then sends as they come (queued while the feed is down).
+//!
+//! What bounds them. While the feed is down, sends wait in the outbound
+//! queue, bounded by `outbound_queue` and its overflow policy. While it is
+//! open, a send goes straight to the connection's writer, and what the
+//! writer has not taken yet (its backlog) counts against the same limits:
+//! once the backlog holds `max_messages` messages or `max_bytes` bytes, a
+//! send is refused with [`SendError::Backlog`] (HTTP 429) whatever the
+//! policy, because a message answered `sent` is never dropped afterwards. A
+//! message sent in pieces paces itself on the writer instead (at most 1 MiB
+//! of it waits, see `MAX_PENDING`), and sends that arrive meanwhile wait in
+//! the queue behind it, under the queue's rules.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,8 +21,9 @@ use serde::Serialize;
 
 use feedvisor_transport_api::{close_code, DataFrame, Opcode, Outbound, OutboundSender};
 
-use super::queue::{payload_len, QueueError, Queued};
+use super::queue::{payload_len, Fill, QueueError, Queued};
 use super::FeedConnection;
+use crate::metrics::OutboundDropReason;
 use crate::status::FeedState;
 
 /// Sends a text or binary message to the feed's peer (queued while it is down).
@@ -90,9 +102,16 @@ pub struct AbandonPieces {
 /// Why a message could not be sent or queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The outbound queue refused it.
+    /// The outbound queue refused it (or it is larger than the queue's `max_bytes`).
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The feed is open, but its writer has not taken what it was handed
+    /// (the peer reads slower than it is sent to): nothing was sent.
+    #[error(
+        "the feed's peer is not keeping up ({} of {} messages, {} of {} bytes wait to be written): message refused, retry later",
+        .0.messages, .0.max_messages, .0.bytes, .0.max_bytes
+    )]
+    Backlog(Fill),
     /// The feed gave up reconnecting; nothing will be sent.
     #[error("the feed has failed and will not reconnect: nothing can be sent")]
     FeedFailed,
@@ -149,6 +168,8 @@ impl FeedConnection {
     }
 
     /// Sends what waited in the queue, in order; whatever cannot go now waits again.
+    ///
+    /// These were accepted already: they go to the writer whatever its backlog.
     pub(super) fn flush_queue(&mut self) {
         if self.pieces.is_some() {
             return;
@@ -177,21 +198,51 @@ impl FeedConnection {
         let outcome = match self.queue.push(message) {
             Ok(Queued::Ok) => SendOutcome::Queued { dropped_oldest: 0 },
             Ok(Queued::DroppedOldest(dropped)) => {
-                self.metrics.outbound_dropped.increment(dropped as u64);
+                self.metrics.outbound_dropped(OutboundDropReason::DropOldest, dropped as u64);
                 SendOutcome::Queued { dropped_oldest: dropped }
             }
             Ok(Queued::DroppedNewest) => {
-                self.metrics.outbound_dropped.increment(1);
+                self.metrics.outbound_dropped(OutboundDropReason::DropNewest, 1);
                 SendOutcome::Dropped
             }
             Err(error) => {
-                self.metrics.outbound_dropped.increment(1);
+                let reason = match error {
+                    QueueError::Full(_) => OutboundDropReason::QueueFull,
+                    QueueError::TooLarge { .. } => OutboundDropReason::TooLarge,
+                };
+                self.metrics.outbound_dropped(reason, 1);
                 tracing::warn!(feed = %self.name, %error, "outbound message refused");
                 return Err(error.into());
             }
         };
         self.queue_changed();
         Ok(outcome)
+    }
+
+    /// The open connection's writer, unless there is none or it is gone.
+    fn open_writer(&self) -> Option<&OutboundSender> {
+        self.link.as_ref().map(|link| &link.outbound).filter(|writer| !writer.is_closed())
+    }
+
+    /// Refuses a message of `size` bytes that the writer has no room for:
+    /// what it has not taken yet counts against the outbound queue's limits.
+    fn admit_to_writer(&self, writer: &OutboundSender, size: u64) -> Result<(), SendError> {
+        let limits = &self.feed.outbound_queue;
+        let (reason, error) = if size > limits.max_bytes {
+            let error = QueueError::TooLarge { size, max_bytes: limits.max_bytes };
+            (OutboundDropReason::TooLarge, error.into())
+        } else {
+            let fill = Fill::of(writer.pending_messages(), writer.pending_bytes() as u64, limits);
+            if fill.has_room_for(size) {
+                return Ok(());
+            }
+            (OutboundDropReason::BacklogFull, SendError::Backlog(fill))
+        };
+        self.metrics.outbound_dropped(reason, 1);
+        // Each refusal is answered and counted; a peer that stops reading
+        // would otherwise log a line per send.
+        tracing::debug!(feed = %self.name, %error, "outbound message refused");
+        Err(error)
     }
 
     /// Ends the message in pieces (finished, lost or abandoned): what queued
@@ -280,8 +331,13 @@ impl Handler<SendMessage> for FeedConnection {
         }
         // Behind anything still queued, or a message going out in pieces,
         // order is kept by queueing too.
-        if self.queue.is_empty() && self.pieces.is_none() && self.send_now(send.message.clone()) {
-            return Ok(SendOutcome::Sent);
+        if self.queue.is_empty() && self.pieces.is_none() {
+            if let Some(writer) = self.open_writer() {
+                self.admit_to_writer(writer, payload_len(&send.message))?;
+                if self.send_now(send.message.clone()) {
+                    return Ok(SendOutcome::Sent);
+                }
+            }
         }
         self.enqueue(send.message)
     }

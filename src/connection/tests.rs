@@ -548,7 +548,7 @@ async fn queue_overflow_is_counted_and_reject_reported() {
     }
     let refused = h.actor.send(SendMessage { message: Outbound::text("c") }).await;
     assert!(matches!(refused.expect("actor alive"), Err(SendError::Queue(_))));
-    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"queue_full\""), Some(1.0));
     let mut peer = h.accept().await;
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("a"));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("b"));
@@ -563,7 +563,7 @@ async fn drop_oldest_keeps_the_newest_and_counts_what_it_dropped() {
     for text in ["a", "b", "c"] {
         let _ = h.actor.send(SendMessage { message: Outbound::text(text) }).await;
     }
-    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"drop_oldest\""), Some(1.0));
     let mut peer = h.accept().await;
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("b"));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("c"));
@@ -839,4 +839,68 @@ async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given
     let sent = h.actor.send(SendMessage { message: Outbound::text("next") }).await;
     assert_eq!(sent.expect("alive"), Ok(SendOutcome::Sent));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("next"));
+}
+
+// What waits for the writer of an open connection.
+
+use super::queue::{Fill, QueueError};
+
+fn text_of(size: usize) -> Outbound {
+    Outbound::text("x".repeat(size))
+}
+
+#[actix::test]
+async fn an_open_feed_whose_peer_stops_reading_refuses_sends_at_the_queue_bound() {
+    // drop_oldest applies to the queue held while the feed is down, not to
+    // messages already answered "sent".
+    let queue =
+        "outbound_queue = { max_messages = 4, max_bytes = \"1KiB\", overflow = \"drop_oldest\" }";
+    let mut h = start("backlog", queue).await;
+    let mut peer = h.accept().await;
+    let mut outcomes = Vec::new();
+    for _ in 0..100 {
+        outcomes.push(h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive"));
+    }
+    let at_the_bound = Fill { messages: 4, bytes: 400, max_messages: 4, max_bytes: 1024 };
+    assert!(outcomes[..4].iter().all(|outcome| *outcome == Ok(SendOutcome::Sent)), "{outcomes:?}");
+    assert!(
+        outcomes[4..].iter().all(|outcome| *outcome == Err(SendError::Backlog(at_the_bound))),
+        "{:?}",
+        &outcomes[4..]
+    );
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(4.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(96.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"drop_oldest\""), Some(0.0));
+
+    // The peer takes one: there is room for one more, and no more.
+    assert_eq!(next_outbound(&mut peer).await, text_of(100));
+    let sent = h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive");
+    assert_eq!(sent, Ok(SendOutcome::Sent));
+    let refused = h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive");
+    assert_eq!(refused, Err(SendError::Backlog(at_the_bound)));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(5.0));
+    assert_eq!(h.shared.state(), FeedState::Open);
+}
+
+#[actix::test]
+async fn the_backlog_bound_counts_bytes_and_refuses_a_message_larger_than_the_queue() {
+    let queue = "outbound_queue = { max_messages = 100, max_bytes = \"1KiB\" }";
+    let mut h = start("backlog-bytes", queue).await;
+    let _peer = h.accept().await;
+    for _ in 0..3 {
+        let sent = h.actor.send(SendMessage { message: text_of(300) }).await.expect("alive");
+        assert_eq!(sent, Ok(SendOutcome::Sent));
+    }
+    let refused = h.actor.send(SendMessage { message: text_of(300) }).await.expect("alive");
+    let fill = Fill { messages: 3, bytes: 900, max_messages: 100, max_bytes: 1024 };
+    assert_eq!(refused, Err(SendError::Backlog(fill)));
+    // What still fits goes.
+    let sent = h.actor.send(SendMessage { message: text_of(124) }).await.expect("alive");
+    assert_eq!(sent, Ok(SendOutcome::Sent));
+    let huge = h.actor.send(SendMessage { message: text_of(2000) }).await.expect("alive");
+    let too_large = QueueError::TooLarge { size: 2000, max_bytes: 1024 };
+    assert_eq!(huge, Err(SendError::Queue(too_large)));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"too_large\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(4.0));
 }

@@ -1,16 +1,23 @@
 //! Sending upstream through `POST /feeds/{name}/send`: streamed bodies that
-//! overlap or are cut short.
+//! overlap or are cut short, and an open feed whose peer stops reading.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use feedvisor::config::Config;
+use feedvisor::connection::SendError;
 use feedvisor::{FeedState, Sidecar};
+use feedvisor_transport_api::Outbound;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use crate::support::{header_value, opcode, wait_for_feed, RawFrame, RawServer, RawWs, DEADLINE};
+use crate::support::{
+    eventually, header_value, http_post, metric, opcode, wait_for_feed, RawFrame, RawServer, RawWs,
+    DEADLINE,
+};
 
 /// What the recording upstream saw: a frame on connection `conn`, or its end.
 #[derive(Debug)]
@@ -147,6 +154,23 @@ async fn whole_binary_message(frames: &mut mpsc::UnboundedReceiver<Seen>, conn: 
     }
 }
 
+/// Sends 64 KiB texts to `feed` until its writer's backlog is full; returns
+/// how many were taken and the answer to the first one refused.
+async fn fill_the_backlog(http: SocketAddr, feed: &str) -> (u32, String) {
+    let message = "x".repeat(64 << 10);
+    let path = format!("/feeds/{feed}/send");
+    let mut sent = 0;
+    loop {
+        let (status, answer) = http_post(http, &path, Some("text/plain"), message.clone()).await;
+        match status {
+            200 => sent += 1,
+            429 => return (sent, answer),
+            _ => panic!("expected 200 or 429, got {status}: {answer}"),
+        }
+        assert!(sent < 1500, "1500 sends of 64 KiB to a peer that reads nothing were all taken");
+    }
+}
+
 #[actix::test]
 async fn a_refused_second_streamed_send_does_not_abort_the_first() {
     let (upstream, mut frames) = recording_upstream().await;
@@ -210,6 +234,76 @@ async fn a_streamed_send_cut_short_by_its_client_is_abandoned_and_the_next_one_g
     let (status, answer) = send_binary(http, "send-cut-short", b"next").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(whole_binary_message(&mut frames, 1).await, b"next");
+
+    sidecar.stop().await;
+    upstream.stop().await;
+}
+
+#[actix::test]
+async fn an_open_feed_whose_peer_stops_reading_answers_429_at_the_queue_bound() {
+    const MAX_BYTES: u64 = 1 << 20;
+    let read_again = Arc::new(Notify::new());
+    let start_reading = read_again.clone();
+    let upstream = RawServer::start(move |_, socket| {
+        let start_reading = start_reading.clone();
+        async move {
+            let Ok(mut ws) = RawWs::accept(socket).await else { return };
+            start_reading.notified().await;
+            ws.serve(None).await;
+        }
+    })
+    .await;
+    let queue = format!("outbound_queue = {{ max_messages = 1000, max_bytes = {MAX_BYTES} }}");
+    let (sidecar, http) = sidecar_for("send-stalled", upstream.addr, &queue).await;
+    let message = "x".repeat(64 << 10);
+    let send = "/feeds/send-stalled/send";
+
+    // Taken until the socket's buffers and then the writer's backlog are full,
+    // refused from then on, the backlog staying at the bound.
+    let (sent, mut answer) = fill_the_backlog(http, "send-stalled").await;
+    let mut refused = 1u32;
+    for _ in 0..20 {
+        let parsed: Value = serde_json::from_str(&answer).expect("a JSON answer");
+        assert_eq!(parsed["full"], "backlog", "{parsed}");
+        assert_eq!(
+            (parsed["max_messages"].as_u64(), parsed["max_bytes"].as_u64()),
+            (Some(1000), Some(MAX_BYTES))
+        );
+        let bytes = parsed["bytes"].as_u64().expect("bytes waiting");
+        assert!(bytes <= MAX_BYTES && bytes + (64 << 10) > MAX_BYTES, "{parsed}");
+        let error = parsed["error"].as_str().expect("error text");
+        assert!(error.contains("retry later"), "{error}");
+        let (status, next) = http_post(http, send, Some("text/plain"), message.clone()).await;
+        assert_eq!(status, 429, "{next}");
+        answer = next;
+        refused += 1;
+    }
+    let library = sidecar.send("send-stalled", Outbound::text(message.clone())).await;
+    assert!(
+        matches!(library, Err(SendError::Backlog(fill)) if fill.bytes <= MAX_BYTES),
+        "{library:?}"
+    );
+    refused += 1;
+    let feed = r#"feed="send-stalled""#;
+    assert_eq!(metric(&sidecar, "feedvisor_messages_sent_total", feed), f64::from(sent));
+    let backlog_full = r#"feed="send-stalled",reason="backlog_full""#;
+    assert_eq!(
+        metric(&sidecar, "feedvisor_outbound_dropped_total", backlog_full),
+        f64::from(refused)
+    );
+
+    // Once the peer reads again, sends are taken again.
+    read_again.notify_one();
+    eventually(DEADLINE, "a send taken after the peer read again", || {
+        let message = message.clone();
+        async move {
+            let (status, _) = http_post(http, send, Some("text/plain"), message).await;
+            (status == 200).then_some(())
+        }
+    })
+    .await;
+    let feed = crate::support::feed_status(&sidecar, "send-stalled").await;
+    assert_eq!((feed.state, feed.reconnects), (FeedState::Open, 0), "{feed:?}");
 
     sidecar.stop().await;
     upstream.stop().await;
