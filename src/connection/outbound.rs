@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::future::{self, Either};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
@@ -384,7 +385,14 @@ where
     let mut guard = PiecesGuard { actor: actor.clone(), owner, finished: false };
     let mut sent = 0u64;
     let mut opcode = Opcode::Binary;
-    while let Some(chunk) = body.next().await {
+    // What the body gave while the writer was being waited for: at most one item.
+    let mut early = None;
+    loop {
+        let item = match early.take() {
+            Some(item) => item,
+            None => body.next().await,
+        };
+        let Some(chunk) = item else { break };
         let mut chunk = chunk.map_err(|_| SendError::Interrupted)?;
         while !chunk.is_empty() {
             let piece = chunk.split_to(chunk.len().min(PIECE));
@@ -393,7 +401,22 @@ where
             opcode = Opcode::Continuation;
             let piece = SendPiece { owner, frame };
             let writer = actor.send(piece).await.map_err(|_| SendError::Unavailable)??;
-            writer.drained_below(MAX_PENDING).await;
+            let drained = std::pin::pin!(writer.drained_below(MAX_PENDING));
+            if early.is_some() {
+                drained.await;
+                continue;
+            }
+            // Watch the body while the writer catches up: a client that goes
+            // away while the peer is slow ends the message now, not once the
+            // peer has read everything (if it ever does).
+            match future::select(drained, body.next()).await {
+                Either::Left(((), _)) => {}
+                Either::Right((Some(Err(_)), _)) => return Err(SendError::Interrupted),
+                Either::Right((item, drained)) => {
+                    early = Some(item);
+                    drained.await;
+                }
+            }
         }
     }
     let last = SendPiece { owner, frame: DataFrame { opcode, fin: true, payload: Bytes::new() } };

@@ -28,11 +28,20 @@ enum Seen {
 
 /// An upstream that reports every frame it reads, answers pings, and echoes a close.
 async fn recording_upstream() -> (RawServer, mpsc::UnboundedReceiver<Seen>) {
+    upstream_reading_from(0).await
+}
+
+/// Like [`recording_upstream`], but connections before `first_read` accept
+/// the handshake and then never read.
+async fn upstream_reading_from(first_read: usize) -> (RawServer, mpsc::UnboundedReceiver<Seen>) {
     let (seen, frames) = mpsc::unbounded_channel();
     let server = RawServer::start(move |conn, socket| {
         let seen = seen.clone();
         async move {
             let Ok(mut ws) = RawWs::accept(socket).await else { return };
+            if conn < first_read {
+                std::future::pending::<()>().await;
+            }
             while let Ok(Some(frame)) = ws.read_frame().await {
                 match frame.opcode {
                     opcode::PING => {
@@ -304,6 +313,33 @@ async fn an_open_feed_whose_peer_stops_reading_answers_429_at_the_queue_bound() 
     .await;
     let feed = crate::support::feed_status(&sidecar, "send-stalled").await;
     assert_eq!((feed.state, feed.reconnects), (FeedState::Open, 0), "{feed:?}");
+
+    sidecar.stop().await;
+    upstream.stop().await;
+}
+
+#[actix::test]
+async fn a_streamed_send_whose_client_leaves_while_the_writer_is_behind_is_abandoned() {
+    let (upstream, mut frames) = upstream_reading_from(1).await;
+    // A backlog larger than what a message in pieces waits for.
+    let queue = "outbound_queue = { max_messages = 1000, max_bytes = \"2MiB\" }";
+    let (sidecar, http) = sidecar_for("send-left-behind", upstream.addr, queue).await;
+    fill_the_backlog(http, "send-left-behind").await;
+
+    let mut client = StreamingSend::start(http, "send-left-behind").await;
+    client.piece(b"never finished").await;
+    drop(client);
+
+    wait_for_feed(&sidecar, "send-left-behind", "open again", |feed| {
+        feed.state == FeedState::Open && feed.reconnects == 1
+    })
+    .await;
+    let feed = crate::support::feed_status(&sidecar, "send-left-behind").await;
+    let close = feed.last_close.expect("the abandoned message closed the connection");
+    assert_eq!(close.code, 1011, "{close:?}");
+    let (status, answer) = send_binary(http, "send-left-behind", b"next").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(whole_binary_message(&mut frames, 1).await, b"next");
 
     sidecar.stop().await;
     upstream.stop().await;
