@@ -37,7 +37,7 @@ pub const HANDSHAKE_DURATION: &str = "feedvisor_handshake_duration_seconds";
 pub const PING_RTT: &str = "feedvisor_ping_rtt_seconds";
 /// Messages waiting in the outbound queue.
 pub const OUTBOUND_QUEUE_DEPTH: &str = "feedvisor_outbound_queue_depth";
-/// Outbound messages dropped or rejected by the queue's overflow policy.
+/// Outbound messages dropped or refused, by `reason` (see [`OutboundDropReason`]).
 pub const OUTBOUND_DROPPED: &str = "feedvisor_outbound_dropped_total";
 /// Messages sent upstream (on_open, heartbeats and sends).
 pub const MESSAGES_SENT: &str = "feedvisor_messages_sent_total";
@@ -114,7 +114,7 @@ fn describe() {
     describe_histogram!(HANDSHAKE_DURATION, Unit::Seconds, "Connect attempt start to open.");
     describe_histogram!(PING_RTT, Unit::Seconds, "Round-trip time of heartbeat pings.");
     describe_gauge!(OUTBOUND_QUEUE_DEPTH, "Messages waiting in the outbound queue.");
-    describe_counter!(OUTBOUND_DROPPED, "Outbound messages dropped or rejected on overflow.");
+    describe_counter!(OUTBOUND_DROPPED, "Outbound messages dropped or refused, by reason.");
     describe_counter!(MESSAGES_SENT, "Messages sent upstream.");
     describe_counter!(BYTES_SENT, Unit::Bytes, "Payload bytes sent upstream.");
     describe_counter!(SEQUENCE_GAPS, "Gaps in the feed's sequence numbers.");
@@ -169,6 +169,43 @@ impl RejectReason {
     }
 }
 
+/// Why an outbound message never went out; the label values of [`OUTBOUND_DROPPED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundDropReason {
+    /// Dropped from the queue to make room (`overflow = "drop_oldest"`).
+    DropOldest,
+    /// Dropped on arrival at a full queue (`overflow = "drop_newest"`).
+    DropNewest,
+    /// Refused by a full queue (`overflow = "reject"`).
+    QueueFull,
+    /// Refused on an open feed: its writer's backlog was at the queue's limits.
+    BacklogFull,
+    /// Refused: larger than the queue's `max_bytes` alone.
+    TooLarge,
+}
+
+impl OutboundDropReason {
+    /// Every reason, in declaration order (the index of each is its discriminant).
+    pub const ALL: [OutboundDropReason; 5] = [
+        OutboundDropReason::DropOldest,
+        OutboundDropReason::DropNewest,
+        OutboundDropReason::QueueFull,
+        OutboundDropReason::BacklogFull,
+        OutboundDropReason::TooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundDropReason::DropOldest => "drop_oldest",
+            OutboundDropReason::DropNewest => "drop_newest",
+            OutboundDropReason::QueueFull => "queue_full",
+            OutboundDropReason::BacklogFull => "backlog_full",
+            OutboundDropReason::TooLarge => "too_large",
+        }
+    }
+}
+
 /// The handles of one feed's metrics, resolved once.
 #[derive(Clone)]
 pub struct FeedMetrics {
@@ -193,8 +230,8 @@ pub struct FeedMetrics {
     pub ping_rtt: Histogram,
     /// See [`OUTBOUND_QUEUE_DEPTH`].
     pub outbound_queue_depth: Gauge,
-    /// See [`OUTBOUND_DROPPED`].
-    pub outbound_dropped: Counter,
+    /// See [`OUTBOUND_DROPPED`], one per [`OutboundDropReason`] (so every series exists from the start).
+    outbound_dropped: [Counter; 5],
     /// See [`MESSAGES_SENT`].
     pub messages_sent: Counter,
     /// See [`BYTES_SENT`].
@@ -228,7 +265,9 @@ impl FeedMetrics {
             handshake_duration: histogram!(HANDSHAKE_DURATION, "feed" => label.clone()),
             ping_rtt: histogram!(PING_RTT, "feed" => label.clone()),
             outbound_queue_depth: gauge!(OUTBOUND_QUEUE_DEPTH, "feed" => label.clone()),
-            outbound_dropped: counter!(OUTBOUND_DROPPED, "feed" => label.clone()),
+            outbound_dropped: OutboundDropReason::ALL.map(|reason| {
+                counter!(OUTBOUND_DROPPED, "feed" => label.clone(), "reason" => reason.as_str())
+            }),
             messages_sent: counter!(MESSAGES_SENT, "feed" => label.clone()),
             bytes_sent: counter!(BYTES_SENT, "feed" => label.clone()),
             sequence_gaps: counter!(SEQUENCE_GAPS, "feed" => label.clone()),
@@ -249,6 +288,11 @@ impl FeedMetrics {
     /// Counts a refused message.
     pub fn rejected(&self, reason: RejectReason) {
         self.rejected[reason as usize].increment(1);
+    }
+
+    /// Counts `count` outbound messages that never went out.
+    pub fn outbound_dropped(&self, reason: OutboundDropReason, count: u64) {
+        self.outbound_dropped[reason as usize].increment(count);
     }
 
     /// Counts a connect attempt with its result ("ok" or an error kind).

@@ -213,7 +213,10 @@ impl Sidecar {
     }
 
     /// Sends a text or binary message to a feed's peer; while the feed is down
-    /// it waits in the feed's outbound queue.
+    /// it waits in the feed's outbound queue. While the feed is open, what its
+    /// writer has not taken yet counts against the same limits: a peer that
+    /// is not keeping up makes this fail with [`SendError::Backlog`] (nothing
+    /// was sent; retry later).
     pub async fn send(&self, feed: &str, message: Outbound) -> Result<SendOutcome, SendError> {
         let send = SendToFeed { feed: feed.to_owned(), message };
         self.supervisor.send(send).await.unwrap_or(Err(SendError::Unavailable))
@@ -221,7 +224,9 @@ impl Sidecar {
 
     /// Sends a binary message of any size upstream from a stream of bytes,
     /// in fragments as the bytes come, never holding it whole. The feed must
-    /// be open; the message does not wait in the outbound queue.
+    /// be open; the message does not wait in the outbound queue. If `body`
+    /// fails, or this future is dropped, before the end, the message is
+    /// abandoned: the connection closes with 1011 and reconnects.
     pub async fn send_stream<S, E>(&self, feed: &str, body: S) -> Result<u64, SendError>
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,

@@ -44,7 +44,9 @@ use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
 use crate::status::{CloseRecord, FeedShared, FeedState};
 
-pub use outbound::{send_in_pieces, AbandonPieces, SendError, SendMessage, SendOutcome, SendPiece};
+pub use outbound::{
+    send_in_pieces, AbandonPieces, PiecesOwner, SendError, SendMessage, SendOutcome, SendPiece,
+};
 use queue::OutboundQueue;
 use sequence::SequenceTracker;
 pub use watch::{ConnectionEvent, DeathNotice};
@@ -119,8 +121,8 @@ pub struct FeedConnection {
     gate: Arc<FlowGate>,
     /// Stream mode: message numbering and the message being streamed.
     stream: StreamState,
-    /// The connection generation a message being sent in pieces started on.
-    pieces: Option<u64>,
+    /// The message being sent in pieces: its owner and the generation it started on.
+    pieces: Option<outbound::Pieces>,
     /// The supervisor's watch on this actor.
     watch: Option<DeathNotice>,
     /// Set when the actor is being replaced: its states no longer reach the

@@ -1,7 +1,11 @@
-//! The outbound queue: messages that wait while their feed is down.
+//! The outbound queue: messages that wait while their feed is down (or
+//! behind a message being sent in pieces).
 //!
 //! Bounded by message count and by bytes; what happens past either bound is
-//! the feed's overflow policy. Messages leave in the order they came.
+//! the feed's overflow policy. Messages leave in the order they came. The
+//! same limits bound what an open connection's writer has not taken yet
+//! ([`Fill`], checked in `outbound.rs`), but there a full backlog always
+//! refuses: a message answered "sent" is never dropped afterwards.
 
 use std::collections::VecDeque;
 
@@ -9,20 +13,43 @@ use feedvisor_transport_api::Outbound;
 
 use crate::config::{OutboundQueueConfig, Overflow};
 
+/// How full a bound is: what waits against it, and its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// Messages waiting.
+    pub messages: usize,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// The feed's `outbound_queue.max_messages`.
+    pub max_messages: usize,
+    /// The feed's `outbound_queue.max_bytes`.
+    pub max_bytes: u64,
+}
+
+impl Fill {
+    /// What waits against `limits`.
+    pub fn of(messages: usize, bytes: u64, limits: &OutboundQueueConfig) -> Fill {
+        Fill { messages, bytes, max_messages: limits.max_messages, max_bytes: limits.max_bytes }
+    }
+
+    /// True when one more message of `size` bytes stays within both limits.
+    pub fn has_room_for(&self, size: u64) -> bool {
+        self.messages < self.max_messages && self.bytes.saturating_add(size) <= self.max_bytes
+    }
+}
+
 /// Why a message was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     /// The queue is full and the feed's policy is `reject`.
-    #[error("outbound queue full ({messages} messages, {bytes} bytes queued): message rejected")]
-    Full {
-        /// Messages queued.
-        messages: usize,
-        /// Bytes queued.
-        bytes: u64,
-    },
+    #[error(
+        "outbound queue full ({} of {} messages, {} of {} bytes queued): message rejected, retry later",
+        .0.messages, .0.max_messages, .0.bytes, .0.max_bytes
+    )]
+    Full(Fill),
     /// The message alone is larger than the queue's byte bound.
     #[error(
-        "message of {size} bytes is larger than the outbound queue's max_bytes of {max_bytes}"
+        "message of {size} bytes is larger than the outbound queue's max_bytes of {max_bytes}: raise the feed's outbound_queue.max_bytes"
     )]
     TooLarge {
         /// The message's size.
@@ -78,9 +105,13 @@ impl OutboundQueue {
         self.messages.is_empty()
     }
 
-    fn fits(&self, extra_messages: usize, extra_bytes: u64) -> bool {
-        self.messages.len() + extra_messages <= self.config.max_messages
-            && self.bytes + extra_bytes <= self.config.max_bytes
+    /// What waits, against the queue's limits.
+    pub fn fill(&self) -> Fill {
+        Fill::of(self.messages.len(), self.bytes, &self.config)
+    }
+
+    fn fits(&self, size: u64) -> bool {
+        self.fill().has_room_for(size)
     }
 
     /// Offers a message; the overflow policy decides when the queue is full.
@@ -89,18 +120,16 @@ impl OutboundQueue {
         if size > self.config.max_bytes {
             return Err(QueueError::TooLarge { size, max_bytes: self.config.max_bytes });
         }
-        if self.fits(1, size) {
+        if self.fits(size) {
             self.push_back(message, size);
             return Ok(Queued::Ok);
         }
         match self.config.overflow {
-            Overflow::Reject => {
-                Err(QueueError::Full { messages: self.messages.len(), bytes: self.bytes })
-            }
+            Overflow::Reject => Err(QueueError::Full(self.fill())),
             Overflow::DropNewest => Ok(Queued::DroppedNewest),
             Overflow::DropOldest => {
                 let mut dropped = 0;
-                while !self.fits(1, size) {
+                while !self.fits(size) {
                     let Some(oldest) = self.messages.pop_front() else { break };
                     self.bytes -= payload_len(&oldest);
                     dropped += 1;
@@ -157,7 +186,8 @@ mod tests {
         let mut q = queue(2, 1000, Overflow::Reject);
         q.push(Outbound::text("a")).expect("fits");
         q.push(Outbound::text("b")).expect("fits");
-        assert_eq!(q.push(Outbound::text("c")), Err(QueueError::Full { messages: 2, bytes: 2 }));
+        let fill = Fill { messages: 2, bytes: 2, max_messages: 2, max_bytes: 1000 };
+        assert_eq!(q.push(Outbound::text("c")), Err(QueueError::Full(fill)));
         assert_eq!(texts(&mut q), ["a", "b"]);
     }
 

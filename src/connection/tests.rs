@@ -569,7 +569,7 @@ async fn queue_overflow_is_counted_and_reject_reported() {
     }
     let refused = h.actor.send(SendMessage { message: Outbound::text("c") }).await;
     assert!(matches!(refused.expect("actor alive"), Err(SendError::Queue(_))));
-    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"queue_full\""), Some(1.0));
     let mut peer = h.accept().await;
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("a"));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("b"));
@@ -584,7 +584,7 @@ async fn drop_oldest_keeps_the_newest_and_counts_what_it_dropped() {
     for text in ["a", "b", "c"] {
         let _ = h.actor.send(SendMessage { message: Outbound::text(text) }).await;
     }
-    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"drop_oldest\""), Some(1.0));
     let mut peer = h.accept().await;
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("b"));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("c"));
@@ -729,8 +729,11 @@ impl Handler<GetGate> for FeedConnection {
 
 // Messages sent in pieces.
 
-fn piece(opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
+use super::PiecesOwner;
+
+fn piece(owner: PiecesOwner, opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
     super::SendPiece {
+        owner,
         frame: DataFrame { opcode, fin, payload: Bytes::from_static(payload.as_bytes()) },
     }
 }
@@ -739,14 +742,23 @@ fn piece(opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
 async fn pieces_go_out_as_fragments_and_other_sends_wait_behind_them() {
     let mut h = start("pieces", "").await;
     let mut peer = h.accept().await;
-    h.actor.send(piece(Opcode::Binary, false, "ab")).await.expect("alive").expect("first piece");
+    let owner = PiecesOwner::unique();
+    h.actor
+        .send(piece(owner, Opcode::Binary, false, "ab"))
+        .await
+        .expect("alive")
+        .expect("first piece");
     // A message sent meanwhile must not land inside the fragmented one.
     let queued = h.actor.send(SendMessage { message: Outbound::text("later") }).await;
     assert_eq!(queued.expect("alive"), Ok(SendOutcome::Queued { dropped_oldest: 0 }));
-    let busy = h.actor.send(piece(Opcode::Binary, false, "x")).await.expect("alive");
+    let busy = h.actor.send(piece(owner, Opcode::Binary, false, "x")).await.expect("alive");
     assert_eq!(busy.err(), Some(SendError::Busy));
-    h.actor.send(piece(Opcode::Continuation, false, "cd")).await.expect("alive").expect("middle");
-    h.actor.send(piece(Opcode::Continuation, true, "")).await.expect("alive").expect("last");
+    h.actor
+        .send(piece(owner, Opcode::Continuation, false, "cd"))
+        .await
+        .expect("alive")
+        .expect("middle");
+    h.actor.send(piece(owner, Opcode::Continuation, true, "")).await.expect("alive").expect("last");
     let fragments: Vec<Outbound> = vec![
         next_outbound(&mut peer).await,
         next_outbound(&mut peer).await,
@@ -774,14 +786,15 @@ async fn pieces_go_out_as_fragments_and_other_sends_wait_behind_them() {
 async fn pieces_need_an_open_connection_and_an_orderly_start() {
     let mut h = start("pieces-rules", "").await;
     let peer = h.accept().await;
-    let orphan = h.actor.send(piece(Opcode::Continuation, true, "x")).await.expect("alive");
+    let owner = PiecesOwner::unique();
+    let orphan = h.actor.send(piece(owner, Opcode::Continuation, true, "x")).await.expect("alive");
     assert!(matches!(orphan, Err(SendError::OutOfOrder(_))));
-    h.actor.send(piece(Opcode::Binary, false, "a")).await.expect("alive").expect("started");
+    h.actor.send(piece(owner, Opcode::Binary, false, "a")).await.expect("alive").expect("started");
     peer.fail(TransportError::Closed);
     h.settle().await;
-    let lost = h.actor.send(piece(Opcode::Continuation, true, "b")).await.expect("alive");
+    let lost = h.actor.send(piece(owner, Opcode::Continuation, true, "b")).await.expect("alive");
     assert_eq!(lost.err(), Some(SendError::Interrupted));
-    let down = h.actor.send(piece(Opcode::Binary, true, "c")).await.expect("alive");
+    let down = h.actor.send(piece(owner, Opcode::Binary, true, "c")).await.expect("alive");
     assert_eq!(down.err(), Some(SendError::NotConnected));
 }
 
@@ -789,9 +802,14 @@ async fn pieces_need_an_open_connection_and_an_orderly_start() {
 async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
     let mut h = start("pieces-abandoned", "").await;
     let mut peer = h.accept().await;
-    h.actor.send(piece(Opcode::Binary, false, "half")).await.expect("alive").expect("started");
+    let owner = PiecesOwner::unique();
+    h.actor
+        .send(piece(owner, Opcode::Binary, false, "half"))
+        .await
+        .expect("alive")
+        .expect("started");
     assert!(matches!(next_outbound(&mut peer).await, Outbound::Fragment(_)));
-    h.actor.do_send(super::AbandonPieces);
+    h.actor.do_send(super::AbandonPieces { owner });
     match next_outbound(&mut peer).await {
         Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::INTERNAL_ERROR),
         other => panic!("expected a close, got {other:?}"),
@@ -800,4 +818,122 @@ async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
     let sent = h.actor.send(SendMessage { message: Outbound::text("fresh") }).await;
     assert_eq!(sent.expect("alive"), Ok(SendOutcome::Sent));
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("fresh"));
+}
+
+#[actix::test]
+async fn a_refused_start_cannot_abandon_the_message_under_way() {
+    let mut h = start("pieces-owned", "").await;
+    let mut peer = h.accept().await;
+    let (first, second) = (PiecesOwner::unique(), PiecesOwner::unique());
+    h.actor.send(piece(first, Opcode::Binary, false, "ab")).await.expect("alive").expect("started");
+    let busy = h.actor.send(piece(second, Opcode::Binary, false, "x")).await.expect("alive");
+    assert_eq!(busy.err(), Some(SendError::Busy));
+    // The refused sender gives up, as its guard does when its request ends.
+    h.actor.do_send(super::AbandonPieces { owner: second });
+    let stray = h.actor.send(piece(second, Opcode::Continuation, true, "y")).await.expect("alive");
+    assert!(matches!(stray, Err(SendError::OutOfOrder(_))), "{stray:?}");
+    h.actor
+        .send(piece(first, Opcode::Continuation, true, "cd"))
+        .await
+        .expect("alive")
+        .expect("end");
+    let payloads: Vec<Outbound> =
+        vec![next_outbound(&mut peer).await, next_outbound(&mut peer).await];
+    let payloads: Vec<&[u8]> = payloads
+        .iter()
+        .map(|out| match out {
+            Outbound::Fragment(frame) => &frame.payload[..],
+            other => panic!("expected a fragment, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(payloads, [&b"ab"[..], &b"cd"[..]]);
+    assert_eq!(h.shared.state(), FeedState::Open);
+    assert_eq!(h.shared.reconnects(), 0);
+}
+
+#[actix::test]
+async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given_up() {
+    let mut h = start(
+        "pieces-lost",
+        "reconnect = { policy = \"fixed\", initial = \"1s\", jitter = \"none\" }",
+    )
+    .await;
+    let peer = h.accept().await;
+    let owner = PiecesOwner::unique();
+    h.actor.send(piece(owner, Opcode::Binary, false, "a")).await.expect("alive").expect("started");
+    let queued = h.actor.send(SendMessage { message: Outbound::text("behind") }).await;
+    assert_eq!(queued.expect("alive"), Ok(SendOutcome::Queued { dropped_oldest: 0 }));
+    peer.fail(TransportError::Closed);
+    let mut peer = h.accept().await;
+    // The owner's body fails (its client went away): its guard gives the message up.
+    h.actor.do_send(super::AbandonPieces { owner });
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("behind"));
+    assert_eq!(h.shared.outbound_queued(), 0);
+    let sent = h.actor.send(SendMessage { message: Outbound::text("next") }).await;
+    assert_eq!(sent.expect("alive"), Ok(SendOutcome::Sent));
+    assert_eq!(next_outbound(&mut peer).await, Outbound::text("next"));
+}
+
+// What waits for the writer of an open connection.
+
+use super::queue::{Fill, QueueError};
+
+fn text_of(size: usize) -> Outbound {
+    Outbound::text("x".repeat(size))
+}
+
+#[actix::test]
+async fn an_open_feed_whose_peer_stops_reading_refuses_sends_at_the_queue_bound() {
+    // drop_oldest applies to the queue held while the feed is down, not to
+    // messages already answered "sent".
+    let queue =
+        "outbound_queue = { max_messages = 4, max_bytes = \"1KiB\", overflow = \"drop_oldest\" }";
+    let mut h = start("backlog", queue).await;
+    let mut peer = h.accept().await;
+    let mut outcomes = Vec::new();
+    for _ in 0..100 {
+        outcomes.push(h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive"));
+    }
+    let at_the_bound = Fill { messages: 4, bytes: 400, max_messages: 4, max_bytes: 1024 };
+    assert!(outcomes[..4].iter().all(|outcome| *outcome == Ok(SendOutcome::Sent)), "{outcomes:?}");
+    assert!(
+        outcomes[4..].iter().all(|outcome| *outcome == Err(SendError::Backlog(at_the_bound))),
+        "{:?}",
+        &outcomes[4..]
+    );
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(4.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(96.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"drop_oldest\""), Some(0.0));
+
+    // The peer takes one: there is room for one more, and no more.
+    assert_eq!(next_outbound(&mut peer).await, text_of(100));
+    let sent = h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive");
+    assert_eq!(sent, Ok(SendOutcome::Sent));
+    let refused = h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive");
+    assert_eq!(refused, Err(SendError::Backlog(at_the_bound)));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(5.0));
+    assert_eq!(h.shared.state(), FeedState::Open);
+}
+
+#[actix::test]
+async fn the_backlog_bound_counts_bytes_and_refuses_a_message_larger_than_the_queue() {
+    let queue = "outbound_queue = { max_messages = 100, max_bytes = \"1KiB\" }";
+    let mut h = start("backlog-bytes", queue).await;
+    let _peer = h.accept().await;
+    for _ in 0..3 {
+        let sent = h.actor.send(SendMessage { message: text_of(300) }).await.expect("alive");
+        assert_eq!(sent, Ok(SendOutcome::Sent));
+    }
+    let refused = h.actor.send(SendMessage { message: text_of(300) }).await.expect("alive");
+    let fill = Fill { messages: 3, bytes: 900, max_messages: 100, max_bytes: 1024 };
+    assert_eq!(refused, Err(SendError::Backlog(fill)));
+    // What still fits goes.
+    let sent = h.actor.send(SendMessage { message: text_of(124) }).await.expect("alive");
+    assert_eq!(sent, Ok(SendOutcome::Sent));
+    let huge = h.actor.send(SendMessage { message: text_of(2000) }).await.expect("alive");
+    let too_large = QueueError::TooLarge { size: 2000, max_bytes: 1024 };
+    assert_eq!(huge, Err(SendError::Queue(too_large)));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"too_large\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(4.0));
 }

@@ -102,11 +102,30 @@ fn is_binary(content_type: Option<&str>) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/octet-stream"))
 }
 
+/// The answer to a refused send. A full queue or backlog (429) also names
+/// what waits and the limits, so that a client can tell how far over it is.
 fn send_error(error: &SendError) -> HttpResponse {
+    let full = match error {
+        SendError::Queue(QueueError::Full(fill)) => Some(("queue", fill)),
+        SendError::Backlog(fill) => Some(("backlog", fill)),
+        _ => None,
+    };
+    if let Some((what, fill)) = full {
+        return HttpResponse::TooManyRequests().json(json!({
+            "error": error.to_string(),
+            "full": what,
+            "messages": fill.messages,
+            "bytes": fill.bytes,
+            "max_messages": fill.max_messages,
+            "max_bytes": fill.max_bytes,
+        }));
+    }
     let mut response = match error {
         SendError::UnknownFeed(_) => HttpResponse::NotFound(),
         SendError::Queue(QueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
-        SendError::Queue(QueueError::Full { .. }) => HttpResponse::TooManyRequests(),
+        SendError::Queue(QueueError::Full(_)) | SendError::Backlog(_) => {
+            HttpResponse::TooManyRequests()
+        }
         SendError::NotData | SendError::OutOfOrder(_) => HttpResponse::BadRequest(),
         SendError::Busy => HttpResponse::Conflict(),
         SendError::FeedFailed

@@ -690,7 +690,8 @@ outbound_queue = {{ max_messages = 3, overflow = "reject" }}
     assert_eq!(feed_status(&sidecar, "faults-outbound").await.outbound_queued, 3);
     let feed = r#"feed="faults-outbound""#;
     assert_eq!(metric(&sidecar, "feedvisor_outbound_queue_depth", feed), 3.0);
-    assert_eq!(metric(&sidecar, "feedvisor_outbound_dropped_total", feed), 1.0);
+    let refused = r#"feed="faults-outbound",reason="queue_full""#;
+    assert_eq!(metric(&sidecar, "feedvisor_outbound_dropped_total", refused), 1.0);
 
     let (inbound, mut upstream_received) = mpsc::unbounded_channel();
     let upstream = Upstream::start_recording(addr, inbound);

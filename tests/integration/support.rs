@@ -466,7 +466,9 @@ pub async fn answer_status(socket: &mut TcpStream, status_line: &str, headers: &
 
 /// WebSocket opcodes.
 pub mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
     pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
     pub const CLOSE: u8 = 0x8;
     pub const PING: u8 = 0x9;
     pub const PONG: u8 = 0xA;

@@ -126,9 +126,12 @@ pub trait Transport: Send + Sync + 'static {
     fn connect(&self, request: ConnectRequest) -> ConnectFuture;
 }
 
-/// Payload bytes handed to a writer and not yet taken by it.
+/// What was handed to a writer and not yet taken by it.
 #[derive(Debug, Default)]
 struct Pending {
+    /// Messages (whole, pieces, control frames alike).
+    messages: AtomicUsize,
+    /// Their payload bytes.
     bytes: AtomicUsize,
     /// A sender waiting for the writer to catch up.
     waker: AtomicWaker,
@@ -146,8 +149,11 @@ fn payload_len(message: &Outbound) -> usize {
 
 /// Sends outbound messages to a connection's writer.
 ///
-/// Cheap to clone; sending never blocks (the connection actor bounds its own
-/// queue). A sender of something large waits with [`OutboundSender::drained_below`]
+/// Cheap to clone; sending never blocks and never refuses while the writer
+/// is there: the bound is the caller's. The connection actor checks
+/// [`OutboundSender::pending_messages`] and [`OutboundSender::pending_bytes`]
+/// against its feed's outbound queue limits before it hands over a message,
+/// and a sender of something large waits with [`OutboundSender::drained_below`]
 /// between pieces, so that what waits for the writer stays bounded.
 #[derive(Debug, Clone)]
 pub struct OutboundSender {
@@ -159,8 +165,10 @@ impl OutboundSender {
     /// Queues a message for the peer; fails once the connection is gone.
     pub fn send(&self, message: Outbound) -> Result<(), TransportError> {
         let size = payload_len(&message);
+        self.pending.messages.fetch_add(1, Ordering::AcqRel);
         self.pending.bytes.fetch_add(size, Ordering::AcqRel);
         self.sender.unbounded_send(message).map_err(|_| {
+            self.pending.messages.fetch_sub(1, Ordering::AcqRel);
             self.pending.bytes.fetch_sub(size, Ordering::AcqRel);
             TransportError::Closed
         })
@@ -169,6 +177,11 @@ impl OutboundSender {
     /// True once the transport stopped reading outbound messages.
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
+    }
+
+    /// Messages queued for the writer and not yet taken.
+    pub fn pending_messages(&self) -> usize {
+        self.pending.messages.load(Ordering::Acquire)
     }
 
     /// Payload bytes queued for the writer and not yet taken.
@@ -206,6 +219,7 @@ impl Stream for OutboundReceiver {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
         let polled = Pin::new(&mut self.receiver).poll_next(cx);
         if let Poll::Ready(Some(message)) = &polled {
+            self.pending.messages.fetch_sub(1, Ordering::AcqRel);
             self.pending.bytes.fetch_sub(payload_len(message), Ordering::AcqRel);
             self.pending.waker.wake();
         }
@@ -246,13 +260,13 @@ mod tests {
         let (sender, mut receiver) = outbound_channel();
         sender.send(Outbound::Binary(bytes::Bytes::from(vec![0u8; 100]))).expect("open");
         sender.send(Outbound::Binary(bytes::Bytes::from(vec![0u8; 50]))).expect("open");
-        assert_eq!(sender.pending_bytes(), 150);
+        assert_eq!((sender.pending_messages(), sender.pending_bytes()), (2, 150));
         assert!(sender.drained_below(100).now_or_never().is_none(), "150 bytes still wait");
         let waiting = sender.clone();
         let wait = actix_rt::spawn(async move { waiting.drained_below(100).await });
         receiver.next().await.expect("first message");
         wait.await.expect("woken once 50 bytes wait");
-        assert_eq!(sender.pending_bytes(), 50);
+        assert_eq!((sender.pending_messages(), sender.pending_bytes()), (1, 50));
         drop(receiver);
         assert!(sender.drained_below(0).now_or_never().is_some(), "a gone writer ends the wait");
     }
