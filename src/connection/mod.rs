@@ -45,7 +45,7 @@ use crate::status::{CloseRecord, FeedShared, FeedState};
 
 pub use outbound::{send_in_pieces, AbandonPieces, SendError, SendMessage, SendOutcome, SendPiece};
 use queue::OutboundQueue;
-use sequence::SequenceTracker;
+use sequence::SequenceSeat;
 pub use watch::{ConnectionEvent, DeathNotice};
 
 /// Everything a connection actor is started with.
@@ -107,8 +107,8 @@ pub struct FeedConnection {
     link: Option<Link>,
     /// Messages for the peer that wait while the feed is down.
     queue: OutboundQueue,
-    /// The last sequence number seen, across connections.
-    sequence: SequenceTracker,
+    /// The last sequence number seen, across connections (and across actors, when shared).
+    sequence: SequenceSeat,
     /// True once a connection has opened (later opens are reconnects).
     opened_before: bool,
     /// Heartbeat pings sent, to tell their answers apart.
@@ -137,7 +137,7 @@ impl FeedConnection {
             assembler: MessageAssembler::new(max_message_size),
             backoff: Backoff::new(feed.reconnect),
             queue: OutboundQueue::new(feed.outbound_queue),
-            sequence: SequenceTracker::new(),
+            sequence: SequenceSeat::alone(&feed.name),
             feed,
             transport,
             router,
