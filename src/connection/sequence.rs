@@ -137,14 +137,35 @@ impl Handover {
         // A replacement: it takes over once its stream is known to reach back
         // to the next number, or when the owner cannot deliver it.
         let continuous = self.tracker.last().is_none_or(|last| seq <= last.saturating_add(1));
-        let owner_open = self.member(self.owner).is_some_and(Member::is_open);
-        if !continuous && owner_open {
+        if !continuous && self.owner_is_open() {
             // Ahead of the owner: the owner delivers the numbers in between, then this one.
             return (SequenceCheck::Suppressed { duplicate: false }, false);
         }
+        self.take_over(me);
+        (self.deliver_once(seq), true)
+    }
+
+    /// Whether a message without a number from actor `me` is delivered: the
+    /// owner's are; a replacement's only once the owner's connection is down,
+    /// when it takes over. Returns that and whether `me` just took over.
+    fn observe_unnumbered(&mut self, me: u64) -> (bool, bool) {
+        if me == self.owner {
+            return (true, false);
+        }
+        if me < self.owner || self.member(me).is_none() || self.owner_is_open() {
+            return (false, false);
+        }
+        self.take_over(me);
+        (true, true)
+    }
+
+    fn owner_is_open(&self) -> bool {
+        self.member(self.owner).is_some_and(Member::is_open)
+    }
+
+    fn take_over(&mut self, me: u64) {
         self.owner = me;
         self.catching_up = true;
-        (self.deliver_once(seq), true)
     }
 
     /// Delivers `seq` unless it was delivered already.
@@ -245,9 +266,15 @@ impl SequenceSeat {
         check
     }
 
-    /// Whether this actor's messages without a number are delivered: only the owner's are.
+    /// Whether a message without a number that this actor received is
+    /// delivered: only the owner's are (a replacement takes over for it when
+    /// the owner's connection is down).
     pub fn delivers_unnumbered(&self) -> bool {
-        self.feed.state().owner == self.incarnation
+        let (delivers, took_over) = self.feed.state().observe_unnumbered(self.incarnation);
+        if took_over {
+            self.feed.took_over(self.incarnation);
+        }
+        delivers
     }
 }
 
@@ -338,7 +365,6 @@ mod tests {
             assert_eq!(old.observe(seq), SequenceCheck::InOrder);
         }
         let new = feed.join(2, Some(open_status()));
-        assert!(!new.delivers_unnumbered());
         // 4 proves that the new stream reaches back past 5: it takes over.
         assert_eq!(new.observe(4), suppressed(true));
         assert!(new.delivers_unnumbered());
@@ -376,6 +402,20 @@ mod tests {
         status.set_state(FeedState::BackingOff);
         let new = feed.join(2, Some(open_status()));
         assert_eq!(new.observe(9), SequenceCheck::Gap { missed: 5 });
+        assert_eq!(feed.state().owner, 2);
+    }
+
+    #[test]
+    fn a_message_without_a_number_comes_from_the_owner_or_from_a_replacement_of_one_that_is_down() {
+        let feed = FeedSequence::new("unnumbered", None);
+        let status = open_status();
+        let old = feed.join(1, Some(status.clone()));
+        let new = feed.join(2, Some(open_status()));
+        assert!(old.delivers_unnumbered());
+        assert!(!new.delivers_unnumbered());
+        status.set_state(FeedState::BackingOff);
+        assert!(new.delivers_unnumbered());
+        assert!(!old.delivers_unnumbered());
         assert_eq!(feed.state().owner, 2);
     }
 
