@@ -81,7 +81,9 @@ impl FeedConnection {
                             self.feed.topic.as_deref(),
                             self.feed.sequence.as_deref(),
                         );
-                        let gap_before = self.check_sequence(found.sequence);
+                        let Some(gap_before) = self.check_sequence(found.sequence) else {
+                            continue;
+                        };
                         messages.push(FeedMessage {
                             feed: self.name.clone(),
                             topic: found.topic,
@@ -192,24 +194,37 @@ impl FeedConnection {
         self.publish(vec![marker]);
     }
 
-    /// Counts a sequence number; returns how many were missed right before it.
-    fn check_sequence(&mut self, sequence: Option<u64>) -> Option<u64> {
-        self.feed.sequence.as_ref()?;
+    /// Counts a sequence number; returns how many were missed right before it,
+    /// or `None` when the message is not delivered (while the feed is being
+    /// replaced, another of its actors delivers that number or already has).
+    fn check_sequence(&mut self, sequence: Option<u64>) -> Option<Option<u64>> {
+        if self.feed.sequence.is_none() {
+            return Some(None);
+        }
         let Some(seq) = sequence else {
+            if !self.sequence.delivers_unnumbered() {
+                return None;
+            }
             self.metrics.sequence_missing.increment(1);
-            return None;
+            return Some(None);
         };
         match self.sequence.observe(seq) {
-            SequenceCheck::InOrder => None,
+            SequenceCheck::InOrder => Some(None),
             SequenceCheck::Duplicate => {
                 self.metrics.sequence_duplicates.increment(1);
+                Some(None)
+            }
+            SequenceCheck::Suppressed { duplicate } => {
+                if duplicate {
+                    self.metrics.sequence_duplicates.increment(1);
+                }
                 None
             }
             SequenceCheck::Gap { missed } => {
                 tracing::warn!(feed = %self.name, seq, missed, "gap in sequence numbers");
                 self.metrics.sequence_gaps.increment(1);
                 self.metrics.sequence_missed.increment(missed);
-                Some(missed)
+                Some(Some(missed))
             }
         }
     }

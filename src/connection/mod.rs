@@ -48,7 +48,7 @@ pub use outbound::{
     send_in_pieces, AbandonPieces, PiecesOwner, SendError, SendMessage, SendOutcome, SendPiece,
 };
 use queue::OutboundQueue;
-use sequence::SequenceTracker;
+use sequence::SequenceSeat;
 pub use watch::{ConnectionEvent, DeathNotice};
 
 /// Everything a connection actor is started with.
@@ -111,8 +111,8 @@ pub struct FeedConnection {
     link: Option<Link>,
     /// Messages for the peer that wait while the feed is down.
     queue: OutboundQueue,
-    /// The last sequence number seen, across connections.
-    sequence: SequenceTracker,
+    /// The last sequence number seen, across connections (and across actors, when shared).
+    sequence: SequenceSeat,
     /// True once a connection has opened (later opens are reconnects).
     opened_before: bool,
     /// Heartbeat pings sent, to tell their answers apart.
@@ -143,7 +143,7 @@ impl FeedConnection {
             assembler: MessageAssembler::new(max_message_size),
             backoff: Backoff::new(feed.reconnect),
             queue: OutboundQueue::new(feed.outbound_queue),
-            sequence: SequenceTracker::new(),
+            sequence: SequenceSeat::alone(&feed.name),
             feed,
             transport,
             shared,

@@ -36,6 +36,18 @@ impl Handler<Deliver> for RouteCollector {
     }
 }
 
+/// A routing table with one subscriber to every feed, which forwards each batch to `sender`.
+async fn collecting_table(sender: mpsc::UnboundedSender<Route>) -> Arc<crate::router::Routes> {
+    let router = Router::new();
+    let table = router.routes();
+    let router = router.start();
+    let spec = SubscriptionSpec::new("collector", ["*"])
+        .with_queue(1 << 20, SubscriberOverflow::DropNewest);
+    let recipient = RouteCollector(sender).start().recipient();
+    router.send(Subscribe { spec, recipient }).await.expect("router alive");
+    table
+}
+
 /// A connection actor on a memory feed, and the test's handles on it.
 struct Harness {
     hub: MemoryHub,
@@ -63,13 +75,7 @@ async fn start(name: &str, extra: &str) -> Harness {
     let hub = MemoryHub::new();
     let listener = hub.listen(name);
     let (sender, routes) = mpsc::unbounded_channel();
-    let router = Router::new();
-    let table = router.routes();
-    let router = router.start();
-    let spec = SubscriptionSpec::new("collector", ["*"])
-        .with_queue(1 << 20, SubscriberOverflow::DropNewest);
-    let recipient = RouteCollector(sender).start().recipient();
-    router.send(Subscribe { spec, recipient }).await.expect("router alive");
+    let table = collecting_table(sender).await;
     let shared = FeedShared::new();
     let setup = ConnectionSetup {
         feed: Arc::new(feed),
@@ -936,4 +942,69 @@ async fn the_backlog_bound_counts_bytes_and_refuses_a_message_larger_than_the_qu
     assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(1.0));
     assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"too_large\""), Some(1.0));
     assert_eq!(h.metric(crate::metrics::MESSAGES_SENT, ""), Some(4.0));
+}
+
+// Two actors of one feed sharing its sequence state, as during a replacement.
+
+/// A connection actor on memory feed `name` that shares `sequence` as actor `incarnation`.
+fn sequenced_actor(
+    hub: &MemoryHub,
+    name: &str,
+    sequence: &Arc<super::sequence::FeedSequence>,
+    incarnation: u64,
+    routes: Arc<crate::router::Routes>,
+) -> (Addr<FeedConnection>, Arc<FeedShared>) {
+    let text = format!(
+        "[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\nsequence = \"/seq\"\n\
+         heartbeat = {{ interval = \"0s\" }}\n"
+    );
+    let config = Config::from_toml_str(&text, Path::new("test.toml")).expect("valid config");
+    let shared = FeedShared::new();
+    let seat = sequence.join(incarnation, Some(shared.clone()));
+    let setup = ConnectionSetup {
+        feed: Arc::new(config.feeds.into_iter().next().expect("one feed")),
+        transport: Arc::new(MemoryTransport::new(hub.clone())),
+        routes,
+        shared: shared.clone(),
+        watch: None,
+    };
+    (FeedConnection::new(setup).sharing_sequence(seat).start(), shared)
+}
+
+#[actix::test]
+async fn a_replacement_delivers_only_what_the_actor_it_replaces_has_not() {
+    tokio::time::pause();
+    crate::metrics::install().expect("recorder");
+    let name = "replaced-sequence";
+    let hub = MemoryHub::new();
+    let listener = hub.listen(name);
+    let (sender, routes) = mpsc::unbounded_channel();
+    let table = collecting_table(sender).await;
+    let sequence = super::sequence::FeedSequence::new(name, None);
+    let (actor, shared) = sequenced_actor(&hub, name, &sequence, 1, table.clone());
+    let mut h = Harness { hub, name: name.to_owned(), listener, routes, shared, actor };
+    let seq = |n: u64| Event::Data(DataFrame::text(format!(r#"{{"seq":{n}}}"#)));
+    let unnumbered = || Event::Data(DataFrame::text("no number"));
+    let old_peer = h.accept().await;
+    assert!(old_peer.send_batch(vec![seq(1), seq(2), seq(3)]));
+    assert_eq!(texts(&h.route().await).len(), 3);
+
+    let _new = sequenced_actor(&h.hub, name, &sequence, 2, table);
+    let new_peer = h.accept().await;
+    // 2 proves that the new stream reaches back far enough: it takes over;
+    // 2 and 3 were delivered already.
+    assert!(new_peer.send_batch(vec![seq(2), seq(3), unnumbered(), seq(4), seq(6)]));
+    let route = h.route().await;
+    assert_eq!(texts(&route), ["no number", r#"{"seq":4}"#, r#"{"seq":6}"#]);
+    let gaps: Vec<Option<u64>> = route.messages.iter().map(|message| message.gap_before).collect();
+    assert_eq!(gaps, [None, None, Some(1)]);
+    // What the replaced actor still receives is not delivered.
+    assert!(old_peer.send_batch(vec![seq(4), seq(5), unnumbered(), seq(7)]));
+    h.settle().await;
+    assert!(new_peer.send_batch(vec![seq(7)]));
+    assert_eq!(texts(&h.route().await), [r#"{"seq":7}"#]);
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_DUPLICATES, ""), Some(4.0));
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_GAPS, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSED, ""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSING, ""), Some(1.0));
 }

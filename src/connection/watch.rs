@@ -1,6 +1,7 @@
 //! How the supervisor learns what happens to a connection actor: when it
-//! opens, and when it dies without being asked to (a panic or an
-//! unexpected stop), so that it can be restarted.
+//! opens, when a replacement on a sequenced feed takes over delivery, and
+//! when it dies without being asked to (a panic or an unexpected stop), so
+//! that it can be restarted.
 
 use actix::prelude::*;
 
@@ -8,8 +9,18 @@ use actix::prelude::*;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum ConnectionEvent {
-    /// The connection opened (a replacement waits for this before retiring the old one).
+    /// The connection opened (on a feed without sequence numbers, a replacement
+    /// waits for this before retiring the actors it replaces).
     Opened {
+        /// The feed's name.
+        feed: String,
+        /// Which actor of that feed.
+        incarnation: u64,
+    },
+    /// On a sequenced feed, this actor delivers from now on (it proved that it
+    /// continues where delivery stands, or the one before it could not
+    /// deliver): the actors it replaces can go. Sent by [`super::sequence::FeedSequence`].
+    TookOver {
         /// The feed's name.
         feed: String,
         /// Which actor of that feed.

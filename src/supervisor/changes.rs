@@ -93,7 +93,9 @@ impl Handler<AddFeed> for Supervisor {
     }
 }
 
-/// Replaces a feed: the old connection is closed only once the new one is open.
+/// Replaces a feed: the old connection is closed once the new one is open or,
+/// on a sequenced feed, once the new one continues where delivery stands
+/// (see [`crate::connection::sequence`]); in any case after a bounded wait.
 #[derive(Message)]
 #[rtype(result = "Result<FeedStatus, ChangeError>")]
 pub struct ReplaceFeed {
@@ -173,7 +175,8 @@ impl Handler<ReconnectFeed> for Supervisor {
             None => {
                 // It never started (unknown scheme): try again, the registry may know it now.
                 let (config, shared) = (entry.config.clone(), entry.shared.clone());
-                let (actor, incarnation) = self.spawn_connection(&config, &shared, ctx);
+                let home = entry.home.clone();
+                let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
                 if let Some(entry) = self.feeds.get_mut(&reconnect.name) {
                     entry.actor = actor;
                     entry.incarnation = incarnation;
@@ -196,7 +199,7 @@ pub struct ReloadReport {
     pub feeds_added: Vec<String>,
     /// Feeds that are gone (closed with 1000).
     pub feeds_removed: Vec<String>,
-    /// Feeds whose settings changed (reconnected; the old connection closes once the new one is open).
+    /// Feeds whose settings changed (reconnected; the old connection closes as `PUT` closes it).
     pub feeds_changed: Vec<String>,
     /// Feeds left as they were, connections, queues and counters untouched.
     pub feeds_unchanged: Vec<String>,

@@ -7,6 +7,11 @@
 //! transports that are not `Send` (awc) are built on the thread that uses
 //! them. Each actor carries a [`DeathNotice`]: one that panics or stops
 //! unasked is restarted here and counted in `feedvisor_actor_restarts_total`.
+//!
+//! Every actor of a feed (replacements and restarts included) runs on the
+//! worker its feed was given, and on a sequenced feed they share one
+//! [`FeedSequence`]: one thread, so the batches of two actors reach the
+//! router in the order their numbers were checked.
 
 mod changes;
 
@@ -21,7 +26,8 @@ pub use changes::{
     AddFeed, ChangeError, ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed,
 };
 
-use crate::config::{Config, FeedConfig, SubscriberConfig};
+use crate::config::{Config, FeedConfig, FeedMode, SubscriberConfig};
+use crate::connection::sequence::FeedSequence;
 use crate::connection::{
     ConnectionEvent, ConnectionSetup, DeathNotice, Disconnect, FeedConnection, SendError,
     SendMessage, SendOutcome,
@@ -32,10 +38,20 @@ use crate::sink;
 use crate::status::{FeedShared, FeedState, FeedStatus};
 use crate::transports::TransportRegistry;
 
+/// Where a feed's connection actors run and what they share; kept across replacements.
+#[derive(Clone)]
+struct Home {
+    /// The worker every actor of the feed runs on.
+    worker: usize,
+    /// The sequence state the feed's actors share; `None` for a feed without sequence numbers.
+    sequence: Option<Arc<FeedSequence>>,
+}
+
 /// One supervised feed.
 struct FeedEntry {
     config: Arc<FeedConfig>,
     shared: Arc<FeedShared>,
+    home: Home,
     /// The connection actor; `None` when the feed could not be started (unknown scheme).
     actor: Option<Addr<FeedConnection>>,
     /// Which actor of this feed is current; events from others are stale.
@@ -60,12 +76,22 @@ impl FeedEntry {
     }
 }
 
-/// A connection actor being replaced: it keeps delivering until its successor opens.
+/// A connection actor being replaced: it keeps delivering until a later actor
+/// of its feed opens (no sequence numbers) or takes over delivery (sequenced).
 struct Retiring {
     feed: String,
-    /// The successor whose opening retires this one.
-    successor: u64,
+    /// This actor's incarnation: any later one of the feed can retire it.
+    incarnation: u64,
+    /// The sequence state it shares, if any: a later actor sharing it retires
+    /// it by taking over, not by opening.
+    sequence: Option<Arc<FeedSequence>>,
     actor: Addr<FeedConnection>,
+}
+
+/// A fresh sequence state for a feed that reads sequence numbers (message mode only).
+fn new_sequence(config: &FeedConfig, ctx: &mut Context<Supervisor>) -> Option<Arc<FeedSequence>> {
+    let sequenced = config.sequence.is_some() && config.mode == FeedMode::Message;
+    sequenced.then(|| FeedSequence::new(&config.name, Some(ctx.address().recipient())))
 }
 
 /// Owns the connection actors and the config's sinks.
@@ -75,7 +101,7 @@ pub struct Supervisor {
     /// Where `Reload` reads the config from; `None` for a config given as a value.
     config_path: Option<PathBuf>,
     feeds: BTreeMap<String, FeedEntry>,
-    /// Replaced actors still running until their successors open.
+    /// Replaced actors still running until their successors open or take over.
     retiring: Vec<Retiring>,
     /// The config's sinks by subscriber name, with the config they were made from.
     sinks: BTreeMap<String, SubscriberConfig>,
@@ -127,11 +153,19 @@ impl Supervisor {
         }
     }
 
-    /// Starts a connection actor for `config` on the next worker; returns its incarnation.
+    /// A home for a new feed: the next worker, and a fresh sequence state if it is sequenced.
+    fn new_home(&mut self, config: &FeedConfig, ctx: &mut Context<Self>) -> Home {
+        let worker = self.next_worker % self.workers.len();
+        self.next_worker += 1;
+        Home { worker, sequence: new_sequence(config, ctx) }
+    }
+
+    /// Starts a connection actor for `config` in its `home`; returns its incarnation.
     fn spawn_connection(
         &mut self,
         config: &Arc<FeedConfig>,
         shared: &Arc<FeedShared>,
+        home: &Home,
         ctx: &mut Context<Self>,
     ) -> (Option<Addr<FeedConnection>>, u64) {
         self.incarnations += 1;
@@ -153,17 +187,26 @@ impl Supervisor {
             shared: shared.clone(),
             watch: Some(watch),
         };
-        let worker = &self.workers[self.next_worker % self.workers.len()];
-        self.next_worker += 1;
-        let actor = FeedConnection::start_in_arbiter(worker, move |_| FeedConnection::new(setup));
+        let seat =
+            home.sequence.as_ref().map(|sequence| sequence.join(incarnation, Some(shared.clone())));
+        let worker = &self.workers[home.worker % self.workers.len()];
+        let actor = FeedConnection::start_in_arbiter(worker, move |_| {
+            let actor = FeedConnection::new(setup);
+            match seat {
+                Some(seat) => actor.sharing_sequence(seat),
+                None => actor,
+            }
+        });
         (Some(actor), incarnation)
     }
 
     fn add_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let config = Arc::new(feed);
         let shared = FeedShared::new();
-        let (actor, incarnation) = self.spawn_connection(&config, &shared, ctx);
-        self.feeds.insert(config.name.clone(), FeedEntry { config, shared, actor, incarnation });
+        let home = self.new_home(&config, ctx);
+        let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
+        let entry = FeedEntry { config, shared, home, actor, incarnation };
+        self.feeds.insert(entry.config.name.clone(), entry);
     }
 
     /// Closes a feed's connection (1000) and forgets it; its gauges show it `closed`.
@@ -181,13 +224,26 @@ impl Supervisor {
         true
     }
 
-    /// Starts a new actor for a changed feed; the old one keeps running until the new one opens.
+    /// Starts a new actor for a changed feed beside the old one. Without
+    /// sequence numbers the old one goes once the new one opens; with them,
+    /// once the new one takes over delivery (see [`FeedSequence`]). Either
+    /// way, not later than a bounded wait.
     fn replace_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let name = feed.name.clone();
         let config = Arc::new(feed);
         let shared = FeedShared::new();
-        let (actor, incarnation) = self.spawn_connection(&config, &shared, ctx);
-        let entry = FeedEntry { config: config.clone(), shared, actor, incarnation };
+        // Numbers read by the same pointer continue the old actor's; others start afresh.
+        let continues = |old: &FeedEntry| {
+            old.config.sequence == config.sequence && old.config.mode == config.mode
+        };
+        let home = match self.feeds.get(&name).map(|old| (old.home.clone(), continues(old))) {
+            Some((home, true)) => home,
+            Some((home, false)) => Home { sequence: new_sequence(&config, ctx), ..home },
+            None => self.new_home(&config, ctx),
+        };
+        let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
+        let sequence = home.sequence.clone();
+        let entry = FeedEntry { config: config.clone(), shared, home, actor, incarnation };
         let Some(old) = self.feeds.insert(name.clone(), entry) else { return };
         let Some(old_actor) = old.actor else { return };
         if self.feeds.get(&name).is_some_and(|entry| entry.actor.is_none()) {
@@ -200,23 +256,47 @@ impl Supervisor {
         }
         self.retiring.push(Retiring {
             feed: name.clone(),
-            successor: incarnation,
+            incarnation: old.incarnation,
+            sequence: old.home.sequence,
             actor: old_actor,
         });
-        // Do not wait forever for a successor that cannot connect.
+        // Do not wait forever for a successor that cannot connect or prove continuity.
         let patience = config.handshake_timeout * 2 + Duration::from_secs(1);
-        ctx.run_later(patience, move |supervisor, _| supervisor.retire(&name, incarnation));
+        ctx.run_later(patience, move |supervisor, _| {
+            supervisor.retire_before(&name, incarnation, |_| true);
+            if let Some(sequence) = sequence {
+                sequence.settle(incarnation);
+            }
+        });
     }
 
-    /// Stops the actors that `successor` replaces.
-    fn retire(&mut self, feed: &str, successor: u64) {
+    /// Stops the actors of `feed` older than `successor` that `pick` picks.
+    fn retire_before(&mut self, feed: &str, successor: u64, pick: impl Fn(&Retiring) -> bool) {
         let code = feedvisor_transport_api::close_code::NORMAL;
         self.retiring.retain(|retiring| {
-            let done = retiring.feed == feed && retiring.successor == successor;
+            let done = retiring.feed == feed && retiring.incarnation < successor && pick(retiring);
             if done {
                 retiring.actor.do_send(Disconnect { code, retire: true });
             }
             !done
+        });
+    }
+
+    /// Actor `incarnation` of `feed` opened: the older actors it does not share
+    /// a sequence state with go (those it shares one with wait for it to take over).
+    fn opened(&mut self, feed: &str, incarnation: u64) {
+        let current = self.feeds.get(feed).filter(|entry| entry.incarnation == incarnation);
+        let sequence = match current {
+            Some(entry) => entry.home.sequence.clone(),
+            None => self
+                .retiring
+                .iter()
+                .find(|retiring| retiring.feed == feed && retiring.incarnation == incarnation)
+                .and_then(|retiring| retiring.sequence.clone()),
+        };
+        self.retire_before(feed, incarnation, |retiring| match (&sequence, &retiring.sequence) {
+            (Some(mine), Some(theirs)) => !Arc::ptr_eq(mine, theirs),
+            _ => true,
         });
     }
 
@@ -271,7 +351,10 @@ impl Handler<ConnectionEvent> for Supervisor {
 
     fn handle(&mut self, event: ConnectionEvent, ctx: &mut Context<Self>) {
         match event {
-            ConnectionEvent::Opened { feed, incarnation } => self.retire(&feed, incarnation),
+            ConnectionEvent::Opened { feed, incarnation } => self.opened(&feed, incarnation),
+            ConnectionEvent::TookOver { feed, incarnation } => {
+                self.retire_before(&feed, incarnation, |_| true);
+            }
             ConnectionEvent::Died { feed, incarnation } => {
                 let Some(entry) = self.feeds.get(&feed).filter(|e| e.incarnation == incarnation)
                 else {
@@ -283,9 +366,10 @@ impl Handler<ConnectionEvent> for Supervisor {
                 tracing::error!(feed = %feed, "connection actor died unexpectedly; restarting it");
                 metrics::actor_restarted("connection");
                 let (config, shared) = (entry.config.clone(), entry.shared.clone());
+                let home = entry.home.clone();
                 shared.set_state(FeedState::Connecting);
                 shared.set_error("the connection actor died unexpectedly and was restarted");
-                let (actor, incarnation) = self.spawn_connection(&config, &shared, ctx);
+                let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
                 if let Some(entry) = self.feeds.get_mut(&feed) {
                     entry.actor = actor;
                     entry.incarnation = incarnation;

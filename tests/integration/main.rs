@@ -12,4 +12,5 @@ mod sinks;
 mod stream;
 mod subscribe;
 mod support;
+mod switchover;
 mod tcp;
