@@ -1,6 +1,7 @@
 //! What the connection actor does with an inbound batch: assemble messages,
 //! answer heartbeats, read topics and sequence numbers, hand the batch on.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -12,6 +13,7 @@ use feedvisor_transport_api::{
     TransportError,
 };
 
+use super::pointer::{lookup_pair, Scalar};
 use super::sequence::SequenceCheck;
 use super::FeedConnection;
 use crate::config::FeedMode;
@@ -26,26 +28,50 @@ pub(crate) struct Inspection {
     pub sequence: Option<u64>,
 }
 
-/// Reads the topic and sequence number out of a JSON message (one parse for both).
-pub(crate) fn inspect(payload: &[u8], topic: Option<&str>, sequence: Option<&str>) -> Inspection {
-    if topic.is_none() && sequence.is_none() {
-        return Inspection::default();
-    }
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
-        return Inspection::default();
-    };
-    Inspection {
-        topic: topic.and_then(|pointer| topic_text(value.pointer(pointer)?)),
-        sequence: sequence.and_then(|pointer| value.pointer(pointer)?.as_u64()),
+/// The topics a feed has seen, shared by the messages that carry them, so
+/// that a message's topic costs a lookup rather than an allocation.
+#[derive(Debug, Default)]
+pub(crate) struct Topics {
+    known: HashSet<Arc<str>>,
+}
+
+impl Topics {
+    /// Distinct topics kept per feed; past that, a new topic is allocated per
+    /// message (a feed whose "topics" are all distinct gains nothing from a cache).
+    const MAX: usize = 4096;
+
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.known.get(text) {
+            return known.clone();
+        }
+        let topic: Arc<str> = Arc::from(text);
+        if self.known.len() < Self::MAX {
+            self.known.insert(topic.clone());
+        }
+        topic
     }
 }
 
-fn topic_text(value: &serde_json::Value) -> Option<Arc<str>> {
-    match value {
-        serde_json::Value::String(text) => Some(Arc::from(text.as_str())),
-        serde_json::Value::Number(number) => Some(Arc::from(number.to_string())),
-        serde_json::Value::Bool(flag) => Some(Arc::from(flag.to_string())),
-        _ => None,
+/// Reads the topic and sequence number out of a JSON message in one scan,
+/// without parsing it into a tree (see [`super::pointer`]).
+pub(crate) fn inspect(
+    topics: &mut Topics,
+    payload: &[u8],
+    topic: Option<&str>,
+    sequence: Option<&str>,
+) -> Inspection {
+    if topic.is_none() && sequence.is_none() {
+        return Inspection::default();
+    }
+    let (found_topic, found_sequence) = lookup_pair(payload, topic, sequence);
+    Inspection {
+        topic: found_topic.map(|scalar| match scalar {
+            Scalar::Str(text) => topics.intern(&text),
+            Scalar::Number(text) => topics.intern(text),
+            Scalar::Bool(true) => topics.intern("true"),
+            Scalar::Bool(false) => topics.intern("false"),
+        }),
+        sequence: found_sequence.and_then(|scalar| scalar.as_u64()),
     }
 }
 
@@ -77,6 +103,7 @@ impl FeedConnection {
                             continue;
                         }
                         let found = inspect(
+                            &mut self.topics,
                             &message.payload,
                             self.feed.topic.as_deref(),
                             self.feed.sequence.as_deref(),
@@ -272,20 +299,36 @@ mod tests {
 
     #[test]
     fn one_parse_finds_topic_and_sequence() {
-        let found = inspect(br#"{"s":"AAPL","n":{"seq":7}}"#, Some("/s"), Some("/n/seq"));
+        let found = inspect(
+            &mut Topics::default(),
+            br#"{"s":"AAPL","n":{"seq":7}}"#,
+            Some("/s"),
+            Some("/n/seq"),
+        );
         assert_eq!(found, Inspection { topic: Some("AAPL".into()), sequence: Some(7) });
     }
 
     #[test]
     fn numbers_and_booleans_are_topics_but_objects_are_not() {
-        assert_eq!(inspect(br#"{"t":42}"#, Some("/t"), None).topic.as_deref(), Some("42"));
-        assert_eq!(inspect(br#"{"t":true}"#, Some("/t"), None).topic.as_deref(), Some("true"));
-        assert_eq!(inspect(br#"{"t":{}}"#, Some("/t"), None).topic, None);
+        let topics = &mut Topics::default();
+        assert_eq!(inspect(topics, br#"{"t":42}"#, Some("/t"), None).topic.as_deref(), Some("42"));
+        let flag = inspect(topics, br#"{"t":true}"#, Some("/t"), None);
+        assert_eq!(flag.topic.as_deref(), Some("true"));
+        assert_eq!(inspect(topics, br#"{"t":{}}"#, Some("/t"), None).topic, None);
     }
 
     #[test]
     fn non_json_or_negative_sequence_finds_nothing() {
-        assert_eq!(inspect(b"not json", Some("/t"), Some("/seq")), Inspection::default());
-        assert_eq!(inspect(br#"{"seq":-1}"#, None, Some("/seq")).sequence, None);
+        let topics = &mut Topics::default();
+        assert_eq!(inspect(topics, b"not json", Some("/t"), Some("/seq")), Inspection::default());
+        assert_eq!(inspect(topics, br#"{"seq":-1}"#, None, Some("/seq")).sequence, None);
+    }
+
+    #[test]
+    fn a_repeated_topic_is_shared_not_allocated_again() {
+        let topics = &mut Topics::default();
+        let first = inspect(topics, br#"{"s":"AAPL"}"#, Some("/s"), None).topic.expect("a topic");
+        let second = inspect(topics, br#"{"s":"AAPL"}"#, Some("/s"), None).topic.expect("a topic");
+        assert!(Arc::ptr_eq(&first, &second));
     }
 }

@@ -105,6 +105,8 @@ pub struct FeedConnection {
     backoff: Backoff,
     /// Gathers fragments into whole messages, bounded by `max_message_size`.
     assembler: MessageAssembler,
+    /// The topics seen so far, shared by the messages that carry them.
+    topics: inbound::Topics,
     /// Counts connections; events and timers tagged with an older one are stale.
     generation: u64,
     /// The open connection, while there is one.
@@ -141,6 +143,7 @@ impl FeedConnection {
             name,
             metrics: FeedMetrics::new(&feed.name),
             assembler: MessageAssembler::new(max_message_size),
+            topics: inbound::Topics::default(),
             backoff: Backoff::new(feed.reconnect),
             queue: OutboundQueue::new(feed.outbound_queue),
             sequence: SequenceSeat::alone(&feed.name),
