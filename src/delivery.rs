@@ -184,8 +184,12 @@ impl Drop for Deliver {
         }
         if !self.timings.is_empty() {
             let now = Instant::now();
+            let due = self.inbox.sample_clock().due(now);
             for (sampler, oldest) in self.timings.drain(..) {
-                sampler.observe(now.saturating_duration_since(oldest), now);
+                sampler.note(now.saturating_duration_since(oldest));
+                if due {
+                    sampler.record();
+                }
             }
         }
         self.inbox.finished();
@@ -196,50 +200,69 @@ impl Drop for Deliver {
     }
 }
 
-/// Samples delivery latency into a histogram at most once per
-/// [`LatencySampler::INTERVAL`]: each sample is the slowest batch seen since
-/// the last one. At millions of messages a second a sample per batch (let
+/// When a subscriber's delivery latency is due for a sample: at most once
+/// per [`SampleClock::INTERVAL`] for the whole subscriber, whatever the
+/// number of feeds. At millions of messages a second a sample per batch (let
 /// alone per message) would cost more than the delivery itself, and the
-/// exporter keeps every sample until its upkeep folds them in.
+/// exporter keeps every sample until its upkeep folds them in; with a
+/// thousand quiet feeds, a clock per feed would still sample nearly every
+/// batch.
 #[derive(Debug)]
-pub struct LatencySampler {
-    histogram: Histogram,
-    /// The slowest batch since the last sample, in nanoseconds.
-    slowest: AtomicU64,
-    /// When the last sample was taken, in nanoseconds since `epoch`.
+pub struct SampleClock {
+    /// When the last sample was taken, in nanoseconds since `epoch` (0: never).
     last_sample: AtomicU64,
     epoch: Instant,
 }
 
-impl LatencySampler {
-    /// The shortest time between two samples.
+impl Default for SampleClock {
+    fn default() -> Self {
+        SampleClock { last_sample: AtomicU64::new(0), epoch: Instant::now() }
+    }
+}
+
+impl SampleClock {
+    /// The shortest time between two samples of one subscriber.
     pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
-    /// A sampler feeding `histogram`.
-    pub fn new(histogram: Histogram) -> Self {
-        LatencySampler {
-            histogram,
-            slowest: AtomicU64::new(0),
-            last_sample: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-
-    /// Notes one batch's latency; records the slowest so far when the interval has passed.
-    pub fn observe(&self, latency: std::time::Duration, now: Instant) {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.slowest.fetch_max(nanos, Ordering::Relaxed);
+    /// True (to one caller) once the interval since the last sample has passed.
+    pub fn due(&self, now: Instant) -> bool {
         let elapsed =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let last = self.last_sample.load(Ordering::Relaxed);
         let due = elapsed.saturating_sub(last) >= Self::INTERVAL.as_nanos() as u64 || last == 0;
-        if due
-            && self
-                .last_sample
-                .compare_exchange(last, elapsed.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let slowest = self.slowest.swap(0, Ordering::Relaxed);
+        due && self
+            .last_sample
+            .compare_exchange(last, elapsed.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// The delivery latency of one feed to one subscriber: the slowest batch
+/// seen since the last sample, recorded into the histogram when the
+/// subscriber's [`SampleClock`] says a sample is due.
+#[derive(Debug)]
+pub struct LatencySampler {
+    histogram: Histogram,
+    /// The slowest batch since the last sample, in nanoseconds (0: none).
+    slowest: AtomicU64,
+}
+
+impl LatencySampler {
+    /// A sampler feeding `histogram`.
+    pub fn new(histogram: Histogram) -> Self {
+        LatencySampler { histogram, slowest: AtomicU64::new(0) }
+    }
+
+    /// Notes one batch's latency.
+    pub fn note(&self, latency: std::time::Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.slowest.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Records the slowest batch noted since the last sample, if any.
+    pub fn record(&self) {
+        let slowest = self.slowest.swap(0, Ordering::Relaxed);
+        if slowest > 0 {
             self.histogram.record(slowest as f64 / 1e9);
         }
     }
@@ -251,38 +274,41 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_sampler_records_the_slowest_batch_once_per_interval() {
-        crate::metrics::install().expect("recorder");
-        let histogram = crate::metrics::delivery_latency("sampler-feed", "sampler-sub");
-        let sampler = LatencySampler::new(histogram);
-        let start = Instant::now();
-        sampler.observe(Duration::from_micros(5), start);
-        // Within the interval: noted, not recorded.
-        sampler.observe(Duration::from_micros(900), start + Duration::from_micros(100));
-        sampler.observe(Duration::from_micros(20), start + Duration::from_micros(200));
-        // The next interval records the slowest of those.
-        sampler.observe(Duration::from_micros(30), start + Duration::from_millis(2));
+    fn rendered_value(suffix: &str, feed: &str) -> Option<f64> {
         let rendered = crate::metrics::install().expect("recorder").render();
-        let count = rendered
+        let name = format!("feedvisor_delivery_latency_seconds_{suffix}");
+        rendered
             .lines()
-            .find(|line| {
-                line.starts_with("feedvisor_delivery_latency_seconds_count")
-                    && line.contains("sampler-feed")
-            })
-            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
-        assert_eq!(count, Some(2.0), "{rendered}");
-        let sum = rendered
-            .lines()
-            .find(|line| {
-                line.starts_with("feedvisor_delivery_latency_seconds_sum")
-                    && line.contains("sampler-feed")
-            })
+            .find(|line| line.starts_with(&name) && line.contains(feed))
             .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .expect("a sum");
-        assert!(
-            (sum - 0.000_905).abs() < 1e-9,
-            "first sample 5 µs, then the slowest 900 µs: {sum}"
-        );
+    }
+
+    #[test]
+    fn a_subscriber_samples_the_slowest_batch_of_each_feed_once_per_interval() {
+        crate::metrics::install().expect("recorder");
+        let clock = SampleClock::default();
+        let a = LatencySampler::new(crate::metrics::delivery_latency("sampler-a", "sampler-sub"));
+        let b = LatencySampler::new(crate::metrics::delivery_latency("sampler-b", "sampler-sub"));
+        let start = Instant::now();
+        // The first batch is sampled.
+        a.note(Duration::from_micros(5));
+        assert!(clock.due(start));
+        a.record();
+        // Within the interval: noted, not recorded, whichever feed.
+        a.note(Duration::from_micros(900));
+        b.note(Duration::from_micros(20));
+        assert!(!clock.due(start + Duration::from_micros(100)));
+        a.note(Duration::from_micros(20));
+        assert!(!clock.due(start + Duration::from_micros(200)));
+        // The next interval records the slowest of each feed.
+        assert!(clock.due(start + Duration::from_millis(2)));
+        a.record();
+        b.record();
+        // Nothing noted since: nothing recorded.
+        b.record();
+        assert_eq!(rendered_value("count", "sampler-a"), Some(2.0));
+        assert_eq!(rendered_value("count", "sampler-b"), Some(1.0));
+        let sum = rendered_value("sum", "sampler-a").expect("a sum");
+        assert!((sum - 0.000_905).abs() < 1e-9, "first 5 µs, then the slowest 900 µs: {sum}");
     }
 }

@@ -23,7 +23,7 @@ use ::metrics::{Counter, Gauge};
 use actix::prelude::*;
 
 use crate::config::SubscriberOverflow;
-use crate::delivery::{Deliver, FeedMessage, LatencySampler};
+use crate::delivery::{Deliver, FeedMessage, LatencySampler, SampleClock};
 use crate::flow::FlowGate;
 use crate::metrics;
 
@@ -114,6 +114,8 @@ pub struct Inbox {
     metrics: InboxMetrics,
     /// Delivery latency per feed, resolved on first use.
     latency: Mutex<HashMap<Arc<str>, Arc<LatencySampler>>>,
+    /// When the next latency sample is due, for all feeds at once.
+    sample_clock: SampleClock,
     state: Mutex<InboxState>,
 }
 
@@ -136,6 +138,7 @@ impl Inbox {
             router,
             metrics: InboxMetrics::new(label),
             latency: Mutex::new(HashMap::new()),
+            sample_clock: SampleClock::default(),
             state: Mutex::new(InboxState { recipient: Some(recipient), ..InboxState::default() }),
         })
     }
@@ -154,6 +157,11 @@ impl Inbox {
                 Arc::new(LatencySampler::new(metrics::delivery_latency(feed, &self.metrics.label)))
             })
             .clone()
+    }
+
+    /// When this subscriber's next latency sample is due.
+    pub(crate) fn sample_clock(&self) -> &SampleClock {
+        &self.sample_clock
     }
 
     /// Messages queued or held by the subscriber, not yet handled.

@@ -24,8 +24,9 @@ pub const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 /// Connect attempts, by `result` (ok or an error kind).
 pub const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
 /// Time from a message's arrival to the end of its handling by a subscriber:
-/// sampled at most once a millisecond per feed and subscriber, each sample
-/// the slowest batch (by its oldest message) since the last one.
+/// sampled at most once a millisecond per subscriber (for every feed in the
+/// batch then handled), each sample the slowest batch of its feed (by its
+/// oldest message) since the feed's last sample.
 pub const DELIVERY_LATENCY: &str = "feedvisor_delivery_latency_seconds";
 /// Connections opened after the first one (successful reconnects).
 pub const RECONNECTS: &str = "feedvisor_reconnects_total";

@@ -54,6 +54,7 @@ impl Topics {
 
 /// Reads the topic and sequence number out of a JSON message in one scan,
 /// without parsing it into a tree (see [`super::pointer`]).
+#[inline]
 pub(crate) fn inspect(
     topics: &mut Topics,
     payload: &[u8],
@@ -63,6 +64,15 @@ pub(crate) fn inspect(
     if topic.is_none() && sequence.is_none() {
         return Inspection::default();
     }
+    scan(topics, payload, topic, sequence)
+}
+
+fn scan(
+    topics: &mut Topics,
+    payload: &[u8],
+    topic: Option<&str>,
+    sequence: Option<&str>,
+) -> Inspection {
     let (found_topic, found_sequence) = lookup_pair(payload, topic, sequence);
     Inspection {
         topic: found_topic.map(|scalar| match scalar {
@@ -273,8 +283,13 @@ impl FeedConnection {
                 DataKind::Binary => binary += 1,
             }
         }
-        self.metrics.text_messages.increment(text);
-        self.metrics.binary_messages.increment(binary);
+        // A counter update is an atomic write shared with the exporter: skip the zero ones.
+        if text > 0 {
+            self.metrics.text_messages.increment(text);
+        }
+        if binary > 0 {
+            self.metrics.binary_messages.increment(binary);
+        }
         self.metrics.bytes.increment(bytes);
         self.shared.add_received(text + binary, bytes);
         self.routes.publish(messages, &self.gate);

@@ -49,8 +49,9 @@ impl Utf8Validator {
                 return false;
             }
         }
-        // The common case, a whole valid fragment, takes the SIMD path.
-        if simdutf8::basic::from_utf8(bytes).is_ok() {
+        // The common cases: short ASCII text, and a whole valid fragment
+        // (the SIMD path).
+        if bytes.is_ascii() || simdutf8::basic::from_utf8(bytes).is_ok() {
             return true;
         }
         match std::str::from_utf8(bytes) {

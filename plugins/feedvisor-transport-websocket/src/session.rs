@@ -184,6 +184,9 @@ impl Session {
                 }
             }
             let closed = matches!(event, Event::Close(_));
+            if events.capacity() == 0 {
+                events.reserve(self.last_batch.clamp(4, MAX_BATCH));
+            }
             events.push(event);
             if closed {
                 return Some(ReadEnd::PeerClosed);
@@ -260,10 +263,14 @@ impl Stream for Session {
         }
         // A write error still lets us read what arrived: often the peer's close frame.
         let write_error = this.send_outbound(cx).err();
-        // Sized like the last batch, so that a busy feed does not grow its Vec afresh each read.
-        let mut events = Vec::with_capacity(this.last_batch.clamp(4, MAX_BATCH));
+        // Allocated only once something arrived (most polls of a quiet
+        // connection find nothing), then sized like the last batch, so that a
+        // busy feed does not grow its Vec afresh each read.
+        let mut events = Vec::new();
         let end = this.receive(cx, &mut events);
-        this.last_batch = events.len();
+        if !events.is_empty() {
+            this.last_batch = events.len();
+        }
         // Send the pongs and the close reply queued while reading.
         let write_error = match this.poll_flush(cx) {
             Poll::Ready(Err(error)) => write_error.or(Some(error)),
