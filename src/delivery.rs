@@ -193,11 +193,52 @@ impl Drop for Deliver {
             }
         }
         self.inbox.finished();
+        recycle(std::mem::take(&mut self.messages));
         #[cfg(test)]
         if let Some(settled) = self.settled.take() {
             settled();
         }
     }
+}
+
+/// Batch vectors kept for reuse per thread, at most.
+const SPARE_BATCHES: usize = 32;
+
+thread_local! {
+    /// Emptied batch vectors of this thread, for the next batch. A batch of
+    /// a thousand messages is over a hundred KiB: allocating and freeing one
+    /// per batch and subscriber made the allocator hand memory back to the
+    /// kernel and fault it in again, which cost more than the copy.
+    static SPARE: std::cell::RefCell<Vec<Vec<FeedMessage>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty vector for a batch of about `capacity` messages, reused when one is spare.
+pub(crate) fn batch_vec(capacity: usize) -> Vec<FeedMessage> {
+    let spare = SPARE.try_with(|spare| spare.borrow_mut().pop()).ok().flatten();
+    match spare {
+        Some(mut batch) => {
+            batch.reserve(capacity);
+            batch
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+/// Empties a batch vector and keeps it for reuse (up to [`SPARE_BATCHES`]
+/// per thread, none larger than a full batch); small ones are just freed.
+pub(crate) fn recycle(mut batch: Vec<FeedMessage>) {
+    batch.clear();
+    let capacity = batch.capacity();
+    if !(64..=crate::inbox::MAX_BATCH).contains(&capacity) {
+        return;
+    }
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_BATCHES {
+            spare.push(batch);
+        }
+    });
 }
 
 /// When a subscriber's delivery latency is due for a sample: at most once

@@ -9,8 +9,9 @@
 //! once for everything that arrived since it last ran, whatever the number of
 //! feeds, and a sink writes all of it in one go.
 //!
-//! The bound is `capacity` messages waiting (the batch the subscriber holds
-//! is not counted), with the subscriber's overflow policy: drop the oldest,
+//! The bound is `capacity` messages waiting (the batch the subscriber holds,
+//! or the one rung for and on its way to it, is not counted), with the
+//! subscriber's overflow policy: drop the oldest,
 //! drop the newest (each drop counted), or backpressure, which closes the
 //! [`FlowGate`] of every feed that pushes into a full inbox until it has
 //! drained to half. Completion needs no message back: the `Deliver` settles
@@ -96,6 +97,19 @@ struct InboxState {
     /// still holding the inbox (until it next reads the table) does not
     /// keep the subscriber's actor alive.
     recipient: Option<Recipient<Deliver>>,
+}
+
+impl InboxState {
+    /// Messages that count against the bound: those queued, less the batch
+    /// already rung for and not yet taken (up to [`MAX_BATCH`]), which is on
+    /// its way to the subscriber as a held batch would be.
+    fn waiting(&self) -> usize {
+        if self.ringing && self.outstanding == 0 {
+            self.queued.saturating_sub(MAX_BATCH)
+        } else {
+            self.queued
+        }
+    }
 }
 
 /// The bounded queue of one subscriber, shared by the feeds that fill it.
@@ -212,7 +226,7 @@ impl Inbox {
     ) {
         match self.overflow {
             SubscriberOverflow::DropNewest => {
-                let room = self.capacity.saturating_sub(state.queued);
+                let room = self.capacity.saturating_sub(state.waiting());
                 if batch.len() > room {
                     self.metrics.dropped_newest.increment((batch.len() - room) as u64);
                     batch.truncate(room);
@@ -224,7 +238,7 @@ impl Inbox {
                     self.metrics.dropped_oldest.increment(excess as u64);
                     batch.drain(..excess);
                 }
-                let excess = (state.queued + batch.len()).saturating_sub(self.capacity);
+                let excess = (state.waiting() + batch.len()).saturating_sub(self.capacity);
                 if excess > 0 {
                     self.metrics.dropped_oldest.increment(excess as u64);
                     drop_front(state, excess);
@@ -232,7 +246,7 @@ impl Inbox {
             }
             SubscriberOverflow::Backpressure => {
                 // What is in flight still arrives after the gate closes: none of it is dropped.
-                let over = state.queued + batch.len() > self.capacity;
+                let over = state.waiting() + batch.len() > self.capacity;
                 if over && !state.closed_gates.iter().any(|closed| Arc::ptr_eq(closed, gate)) {
                     gate.close();
                     state.closed_gates.push(gate.clone());
@@ -264,8 +278,9 @@ impl Inbox {
         }
     }
 
-    /// Takes the next batch for a `Deliver`: up to [`MAX_BATCH`] of the oldest
-    /// waiting messages, from any feeds, with each segment's sampler and oldest arrival.
+    /// Takes the next batch for a `Deliver`: the oldest waiting segments, from
+    /// any feeds, as long as they fit whole in [`MAX_BATCH`] messages (a
+    /// larger first one is cut), with each segment's sampler and oldest arrival.
     pub(crate) fn take_batch(
         &self,
         messages: &mut Vec<FeedMessage>,
@@ -273,8 +288,14 @@ impl Inbox {
     ) {
         let mut state = lock(&self.state);
         while messages.len() < MAX_BATCH {
-            let Some(mut segment) = state.queue.pop_front() else { break };
             let room = MAX_BATCH - messages.len();
+            let Some(front) = state.queue.front() else { break };
+            if front.messages.len() > room && !messages.is_empty() {
+                // Segments are taken whole (splitting one would copy it again
+                // for every batch that follows); this one starts the next batch.
+                break;
+            }
+            let Some(mut segment) = state.queue.pop_front() else { break };
             if segment.messages.len() > room {
                 let rest = segment.messages.split_off(room);
                 state
@@ -288,6 +309,7 @@ impl Inbox {
                 *messages = std::mem::take(&mut segment.messages);
             } else {
                 messages.append(&mut segment.messages);
+                crate::delivery::recycle(std::mem::take(&mut segment.messages));
             }
         }
         state.queued -= messages.len();

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use wildmatch::WildMatch;
 
 use crate::config::{SubscriberConfig, SubscriberOverflow};
-use crate::delivery::{Deliver, FeedMessage, LatencySampler};
+use crate::delivery::{batch_vec, recycle, Deliver, FeedMessage, LatencySampler};
 use crate::flow::FlowGate;
 use crate::inbox::{Inbox, InboxGone};
 
@@ -206,14 +206,20 @@ impl FeedRoutes {
         let mut messages = Some(messages);
         let count = self.targets.len();
         for (position, target) in self.targets.iter().enumerate() {
-            let batch: Vec<FeedMessage> = if target.topics.is_none() {
+            let last = position + 1 == count;
+            let batch: Vec<FeedMessage> = if target.topics.is_none() && last {
                 // Every message: the last subscriber takes the batch itself, the others a copy.
-                let last = position + 1 == count;
-                if last { messages.take() } else { messages.clone() }.unwrap_or_default()
+                messages.take().unwrap_or_default()
             } else {
-                messages.iter().flatten().filter(|m| target.wants(m)).cloned().collect()
+                let all = messages.as_deref().unwrap_or_default();
+                let mut copy = batch_vec(all.len());
+                copy.extend(all.iter().filter(|m| target.wants(m)).cloned());
+                copy
             };
             target.inbox.push(batch, &target.latency, gate);
+        }
+        if let Some(unrouted) = messages {
+            recycle(unrouted);
         }
     }
 }

@@ -93,7 +93,7 @@ impl FeedConnection {
         if let Some(link) = self.link.as_mut() {
             link.last_inbound = actix_rt::time::Instant::now();
         }
-        let mut messages = Vec::with_capacity(events.len());
+        let mut messages = crate::delivery::batch_vec(events.len());
         for event in events {
             match event {
                 Event::Data(frame) if self.feed.mode == FeedMode::Stream => {
