@@ -9,6 +9,12 @@
 //! included) to another. Runs alternate between the systems, so that a
 //! change in the machine's state hits them all alike.
 //!
+//! A run is valid when the client, not the blaster, set the pace: at
+//! saturation, when the blaster used at most [`MAX_BLASTER_SHARE`] of its
+//! core; at a fixed rate, when it kept its schedule, sending at most
+//! [`MAX_LATE_SHARE`] of the messages more than [`blaster::LATE_AFTER`]
+//! after they were due.
+//!
 //! Code map:
 //! - `mod.rs`: options, the scenario list, the entry points; `run.rs`: one run of one
 //!   system ([`Bench::run_once`]);
@@ -52,9 +58,17 @@ use self::report::{Env, Report, Row};
 use self::run::progress;
 pub use self::run::{Bench, Load, RunResult, Tally};
 
-/// A run in which the blaster used more than this share of its core is invalid:
-/// the upstream, not the client, may have set the pace.
+/// A saturation run in which the blaster used more than this share of its
+/// core is invalid: the upstream, not the client, may have set the pace.
 pub const MAX_BLASTER_SHARE: f64 = 0.15;
+
+/// A fixed-rate run in which the blaster handed more than this share of the
+/// messages over later than [`blaster::LATE_AFTER`] after they were due is
+/// invalid: it did not keep its schedule, so the client was not offered the
+/// load the run names. (Its CPU share does not tell: at a fixed rate each
+/// message may be a write of its own, and on loopback the sender's thread
+/// also pays for much of the receiving TCP stack.)
+pub const MAX_LATE_SHARE: f64 = 0.01;
 
 /// The benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -252,6 +266,9 @@ impl BenchArgs {
         }
         if self.duration.is_zero() {
             return invalid("--duration must be more than 0".to_owned());
+        }
+        if !self.b1_rate.is_none_or(|rate| rate > 0.0 && rate.is_finite()) {
+            return invalid("--b1-rate must be more than 0".to_owned());
         }
         let resources = &self.resources;
         if resources.feeds.contains(&0)

@@ -10,8 +10,9 @@ use super::soak::SoakFigures;
 use super::stats::{Percentiles, Summary};
 use super::stream::StreamFigures;
 use super::table;
+use super::{blaster, Load, RunResult, Scenario, SystemKind};
 use super::{feeds, soak, stream};
-use super::{Load, RunResult, Scenario, SystemKind, MAX_BLASTER_SHARE};
+use super::{MAX_BLASTER_SHARE, MAX_LATE_SHARE};
 
 /// The crates whose versions a report names (from the `Cargo.lock` built in).
 const CRATES: &[&str] = &[
@@ -196,10 +197,14 @@ pub struct Row {
     pub sidecar: Option<Figures>,
     /// Runs, over all systems.
     pub runs: usize,
-    /// Runs in which the blaster used more than [`MAX_BLASTER_SHARE`] of its core.
+    /// Runs in which the blaster, not the client, may have set the pace
+    /// ([`RunResult::is_valid`]).
     pub invalid_runs: usize,
     /// The largest share of its core the blaster used in any run.
     pub blaster_share_max: f64,
+    /// At a fixed rate: the largest share of late messages in any run
+    /// ([`RunResult::late_share`]).
+    pub late_share_max: Option<f64>,
     /// What the feeds, stream and soak scenarios measure besides (or instead of) rates.
     pub extra: Option<Extra>,
 }
@@ -261,6 +266,7 @@ impl Row {
             runs: results.len(),
             invalid_runs: results.iter().filter(|run| !run.is_valid()).count(),
             blaster_share_max: results.iter().map(RunResult::blaster_share).fold(0.0, f64::max),
+            late_share_max: results.iter().filter_map(RunResult::late_share).reduce(f64::max),
             extra: None,
         }
     }
@@ -287,6 +293,7 @@ impl Row {
             runs: 1,
             invalid_runs: 0,
             blaster_share_max: 0.0,
+            late_share_max: None,
             extra: Some(extra),
         }
     }
@@ -388,6 +395,7 @@ impl Row {
         }
         put("runs", self.runs.into());
         put("blaster_cpu_share_max", ((self.blaster_share_max * 1000.0).round() / 1000.0).into());
+        put("blaster_late_share_max", self.late_share_max.map_or(Value::Null, |s| share(s).into()));
         put("invalid_runs", self.invalid_runs.into());
         put("valid", self.is_valid().into());
         put("env", env.to_json());
@@ -433,18 +441,32 @@ impl Report {
             Scenario::Feeds => feeds::NOTE,
             Scenario::Stream => stream::NOTE,
             Scenario::Soak => soak::NOTE,
-            Scenario::Throughput | Scenario::Latency | Scenario::Fanout => {
+            Scenario::Latency => {
+                "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
+                 blaster: the most of its core the blaster used in a run; late: the largest share of a run's messages \
+                 that the blaster sent more than 1 ms after they were due."
+            }
+            Scenario::Throughput | Scenario::Fanout => {
                 "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
                  blaster: the most of its core the blaster used in a run."
             }
         };
         let _ = writeln!(text, "\n{note}");
         if invalid > 0 {
-            let _ = writeln!(
-                text,
-                "INVALID: in {invalid} of {runs} runs the blaster used more than {:.0}% of its core, so the upstream may have set the pace (rows marked *).",
-                MAX_BLASTER_SHARE * 100.0
-            );
+            let _ = match self.scenario {
+                Scenario::Latency | Scenario::Soak => writeln!(
+                    text,
+                    "INVALID: in {invalid} of {runs} runs the blaster sent more than {} of the messages more than {:?} after they were due, \
+                     so the client was not offered the load named (rows marked *).",
+                    table::format_share(MAX_LATE_SHARE),
+                    blaster::LATE_AFTER,
+                ),
+                _ => writeln!(
+                    text,
+                    "INVALID: in {invalid} of {runs} runs the blaster used more than {:.0}% of its core, so the upstream may have set the pace (rows marked *).",
+                    MAX_BLASTER_SHARE * 100.0
+                ),
+            };
         }
         text
     }
@@ -453,6 +475,11 @@ impl Report {
 /// A whole number for JSON (rates and nanoseconds need no fraction).
 fn round(value: f64) -> i64 {
     value.round() as i64
+}
+
+/// A share with five decimals (0.1% is 0.001).
+fn share(value: f64) -> f64 {
+    (value * 100_000.0).round() / 100_000.0
 }
 
 fn micros(ns: u64) -> f64 {
@@ -475,6 +502,7 @@ mod tests {
             system,
             messages: 1000,
             subscribers: 1,
+            pace: Pace::Saturate,
             elapsed: Duration::from_micros(micros_per_msg * 1000),
             client_cpu: Duration::from_nanos(cpu_ns * 1000),
             blaster: BlastReport {
@@ -482,6 +510,7 @@ mod tests {
                 cpu: Duration::from_millis(blaster_ms),
                 wall: Duration::from_millis(1),
                 max_lag: Duration::ZERO,
+                late: 0,
             },
             latencies: vec![1_000, 2_000, 3_000],
         }

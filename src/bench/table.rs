@@ -121,6 +121,7 @@ fn latency_table(rows: &[Row]) -> Table {
         "sidecar ns/msg",
         "added ns/msg",
         "blaster",
+        "late",
     ]);
     for row in rows {
         let percentiles = |figures: &Option<Figures>| {
@@ -160,6 +161,7 @@ fn latency_table(rows: &[Row]) -> Table {
             cpu_cell(&row.sidecar),
             signed_ns_cell(row.added_cpu_ns()),
             blaster_cell(row),
+            late_cell(row),
         ]);
     }
     table
@@ -232,6 +234,22 @@ fn blaster_cell(row: &Row) -> String {
     format!("{:.0}%", row.blaster_share_max * 100.0)
 }
 
+/// The largest share of late messages in a run, or `-` at saturation.
+pub fn late_cell(row: &Row) -> String {
+    row.late_share_max.map_or_else(|| "-".to_owned(), format_share)
+}
+
+/// A share as a percentage, two significant digits or so (`0%`, `0.03%`, `1.2%`, `35%`).
+pub fn format_share(share: f64) -> String {
+    let percent = share * 100.0;
+    match percent {
+        0.0 => "0%".to_owned(),
+        p if p >= 10.0 => format!("{p:.0}%"),
+        p if p >= 1.0 => format!("{p:.1}%"),
+        p => format!("{p:.2}%"),
+    }
+}
+
 /// A rate with a k or M suffix and three significant digits.
 pub fn format_rate(per_s: f64) -> String {
     let (value, suffix) = match per_s {
@@ -277,6 +295,10 @@ mod tests {
         assert_eq!(format_latency(45_600.0), "45.6 µs");
         assert_eq!(format_latency(1_234_000.0), "1.23 ms");
         assert_eq!(signed_latency(-2_500), "-2.50 µs");
+        assert_eq!(format_share(0.0), "0%");
+        assert_eq!(format_share(0.000_25), "0.03%");
+        assert_eq!(format_share(0.012), "1.2%");
+        assert_eq!(format_share(0.35), "35%");
     }
 
     #[test]
