@@ -157,9 +157,13 @@ pub struct BenchArgs {
     /// Subscriber counts (fanout).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100])]
     pub subscribers: Vec<usize>,
-    /// The realistic latency case: this many connections at 100 msg/s each (0 leaves it out).
+    /// Connections of the realistic latency case (at `--many-rate` each; 0
+    /// leaves it out).
     #[arg(long, default_value_t = 1000)]
     pub many_conns: usize,
+    /// Messages per second on each connection of the realistic latency case.
+    #[arg(long, default_value_t = latency::MANY_RATE)]
+    pub many_rate: f64,
     /// The systems to run (throughput and latency; fanout always runs b1 and the sidecar).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["b1", "b0", "sidecar"])]
     pub systems: Vec<SystemKind>,
@@ -267,8 +271,9 @@ impl BenchArgs {
         if self.duration.is_zero() {
             return invalid("--duration must be more than 0".to_owned());
         }
-        if !self.b1_rate.is_none_or(|rate| rate > 0.0 && rate.is_finite()) {
-            return invalid("--b1-rate must be more than 0".to_owned());
+        let positive = |rate: f64| rate > 0.0 && rate.is_finite();
+        if !positive(self.many_rate) || !self.b1_rate.is_none_or(positive) {
+            return invalid("--many-rate and --b1-rate must be more than 0".to_owned());
         }
         let resources = &self.resources;
         if resources.feeds.contains(&0)
