@@ -16,6 +16,7 @@
 //! milliseconds of its core taken by anything else put it behind by more
 //! than [`LATE_AFTER`](super::blaster::LATE_AFTER) for long, with little
 //! spare time to catch up.
+//! The `capacity` scenario finds how far each client goes.
 
 use super::blaster::Pace;
 use super::report::Row;

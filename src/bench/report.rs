@@ -5,12 +5,13 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
+use super::capacity::CapacityFigures;
 use super::feeds::FeedsFigures;
 use super::soak::SoakFigures;
 use super::stats::{Percentiles, Summary};
 use super::stream::StreamFigures;
 use super::table;
-use super::{blaster, Load, RunResult, Scenario, SystemKind};
+use super::{blaster, capacity, Load, RunResult, Scenario, SystemKind};
 use super::{feeds, soak, stream};
 use super::{MAX_BLASTER_SHARE, MAX_LATE_SHARE};
 
@@ -218,6 +219,8 @@ pub enum Extra {
     Stream(StreamFigures),
     /// RSS over a fixed-rate run.
     Soak(SoakFigures),
+    /// The highest rates sustained, and the steps that found them.
+    Capacity(CapacityFigures),
     /// A case that could not run here, and why.
     Skipped(String),
 }
@@ -229,6 +232,7 @@ impl Extra {
             Extra::Feeds(figures) => serde_json::to_value(figures),
             Extra::Stream(figures) => serde_json::to_value(figures),
             Extra::Soak(figures) => serde_json::to_value(figures),
+            Extra::Capacity(figures) => serde_json::to_value(figures),
             Extra::Skipped(reason) => {
                 return Map::from_iter([("skipped".to_owned(), reason.clone().into())])
             }
@@ -345,7 +349,7 @@ impl Row {
             put(&format!("{prefix}_msgs_per_s"), median(summary(|f| f.msgs_per_s)));
             put(&format!("{prefix}_msgs_per_s_range"), range(summary(|f| f.msgs_per_s)));
             put(&format!("{prefix}_cpu_ns_per_msg"), median(summary(|f| f.cpu_ns_per_msg)));
-            if self.scenario == Scenario::Latency && prefix != "b0" {
+            if matches!(self.scenario, Scenario::Latency | Scenario::Capacity) && prefix != "b0" {
                 let latency = figures.as_ref().and_then(|f| f.latency);
                 put(
                     &format!("{prefix}_p50_us"),
@@ -435,12 +439,17 @@ impl Report {
         let _ = writeln!(text, "pinning: {}", env.pinning);
         let _ = writeln!(text, "command: {}\n", env.command);
         text.push_str(&table::for_scenario(self.scenario, &self.rows).render());
+        if self.scenario == Scenario::Capacity {
+            text.push('\n');
+            text.push_str(&table::capacity_steps(&self.rows).render());
+        }
         let runs: usize = self.rows.iter().map(|row| row.runs).sum();
         let invalid: usize = self.rows.iter().map(|row| row.invalid_runs).sum();
         let note = match self.scenario {
             Scenario::Feeds => feeds::NOTE,
             Scenario::Stream => stream::NOTE,
             Scenario::Soak => soak::NOTE,
+            Scenario::Capacity => capacity::NOTE,
             Scenario::Latency => {
                 "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
                  blaster: the most of its core the blaster used in a run; late: the largest share of a run's messages \
@@ -454,6 +463,13 @@ impl Report {
         let _ = writeln!(text, "\n{note}");
         if invalid > 0 {
             let _ = match self.scenario {
+                Scenario::Capacity => writeln!(
+                    text,
+                    "INVALID: {invalid} search(es) ended at a step in which the blaster sent more than {} of the messages \
+                     more than {:?} after they were due (twice): the figure is only a lower bound (rows marked *).",
+                    table::format_share(MAX_LATE_SHARE),
+                    blaster::LATE_AFTER,
+                ),
                 Scenario::Latency | Scenario::Soak => writeln!(
                     text,
                     "INVALID: in {invalid} of {runs} runs the blaster sent more than {} of the messages more than {:?} after they were due, \

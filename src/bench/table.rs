@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{Figures, Row};
+use super::report::{Extra, Figures, Row};
 use super::{feeds, soak, stream, Scenario};
 
 /// The table of `rows`, with the columns of `scenario`.
@@ -11,6 +11,7 @@ pub fn for_scenario(scenario: Scenario, rows: &[Row]) -> Table {
     match scenario {
         Scenario::Throughput => throughput_table(rows),
         Scenario::Latency => latency_table(rows),
+        Scenario::Capacity => capacity_table(rows),
         Scenario::Fanout => fanout_table(rows),
         Scenario::Feeds => feeds::table(rows),
         Scenario::Stream => stream::table(rows),
@@ -162,6 +163,85 @@ fn latency_table(rows: &[Row]) -> Table {
             signed_ns_cell(row.added_cpu_ns()),
             blaster_cell(row),
             late_cell(row),
+        ]);
+    }
+    table
+}
+
+fn capacity_table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "conns × size",
+        "B1 sustains",
+        "sidecar sustains",
+        "ratio",
+        "B1 p50/p99",
+        "sidecar p50/p99",
+        "B1 ns/msg",
+        "sidecar ns/msg",
+        "steps",
+        "blaster",
+        "late",
+    ]);
+    let percentiles = |figures: &Option<Figures>| {
+        figures.as_ref().and_then(|f| f.latency).map_or_else(
+            || "-".to_owned(),
+            |l| format!("{} / {}", format_latency(l.p50 as f64), format_latency(l.p99 as f64)),
+        )
+    };
+    for row in rows {
+        let Some(Extra::Capacity(figures)) = &row.extra else { continue };
+        table.rows.push(vec![
+            case(row),
+            figures.baseline_search.map_or_else(|| "-".to_owned(), |end| end.describe()),
+            figures.sidecar_search.map_or_else(|| "-".to_owned(), |end| end.describe()),
+            ratio_cell(row.ratio()),
+            percentiles(&row.b1),
+            percentiles(&row.sidecar),
+            cpu_cell(&row.b1),
+            cpu_cell(&row.sidecar),
+            figures.steps.len().to_string(),
+            blaster_cell(row),
+            late_cell(row),
+        ]);
+    }
+    table
+}
+
+/// Every step of the capacity searches, in the order run.
+pub fn capacity_steps(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "step",
+        "system",
+        "offered msg/s",
+        "handled msg/s",
+        "p50/p99",
+        "ns/msg",
+        "blaster",
+        "late",
+        "verdict",
+    ]);
+    let dash = || "-".to_owned();
+    let steps = rows.iter().filter_map(|row| match &row.extra {
+        Some(Extra::Capacity(figures)) => Some(&figures.steps),
+        _ => None,
+    });
+    for (index, step) in steps.flatten().enumerate() {
+        let latency = match (step.p50_us, step.p99_us) {
+            (Some(p50), Some(p99)) => {
+                format!("{} / {}", format_latency(p50 * 1e3), format_latency(p99 * 1e3))
+            }
+            _ => dash(),
+        };
+        table.rows.push(vec![
+            (index + 1).to_string(),
+            step.system.clone(),
+            format_rate(step.offered_msgs_per_s),
+            step.handled_msgs_per_s.map_or_else(dash, format_rate),
+            latency,
+            step.cpu_ns_per_msg.map_or_else(dash, |ns| format!("{ns:.0}")),
+            step.blaster_cpu_share.map_or_else(dash, |share| format!("{:.0}%", share * 100.0)),
+            step.late_share.map_or_else(dash, format_share),
+            step.verdict.describe().to_owned(),
         ]);
     }
     table
