@@ -360,6 +360,8 @@ pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError
         runs: figures.steps.len(),
         invalid_runs: invalid,
         blaster_share_max,
+        // Steps at different rates: validity is the searches' (`invalid`).
+        late_share: None,
         late_share_max,
         extra: Some(Extra::Capacity(figures)),
     }])
