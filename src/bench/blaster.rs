@@ -11,8 +11,20 @@
 //! batches of about [`WRITE_BYTES`], with the send time patched into the
 //! first frame of every batch (see [`frames`](super::frames)), at full speed or at a
 //! fixed rate, and then a close frame. The report says what the blaster's
-//! thread spent on the job, so that a run in which the blaster was itself a
-//! bottleneck can be marked invalid.
+//! thread spent on the job and, at a fixed rate, how well it kept its
+//! schedule, so that a run in which the blaster was itself a bottleneck can
+//! be marked invalid.
+//!
+//! At a fixed rate the blaster's thread paces the job itself, without the
+//! reactor or a timer per connection (tokio's timers fire up to 2 ms late,
+//! and a wake-up per message would cost the blaster more than the writes):
+//! every [`ROUND`] it hands each connection the messages that have fallen
+//! due, and sleeps until the next one is. A message handed over more than
+//! [`LATE_AFTER`] after it was due is *late*; a socket that is full (the
+//! client is not reading) does not make the blaster late: what it does not
+//! take waits in the blaster's queue for that connection, counted as handed
+//! over on time, and its wait shows in the client's latency. The thread
+//! does nothing else meanwhile: the job has all of it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +35,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
 
 use super::cpu;
 use super::frames::{accept_key, frame_len, nanos_since, Frames, CLOSE_FRAME};
@@ -38,14 +49,25 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// How long a finished connection waits for the client to hang up.
 const LINGER: Duration = Duration::from_secs(5);
 
+/// At a fixed rate, a message handed over more than this long after it was
+/// due counts as late.
+pub const LATE_AFTER: Duration = Duration::from_millis(1);
+
+/// At a fixed rate, the shortest time between two rounds of writes: the
+/// messages of a connection that fall due within one round go in one write.
+/// Well under [`LATE_AFTER`], so that a message is late only when the
+/// blaster's thread was held up (it lost its core, or had too much to write).
+pub const ROUND: Duration = Duration::from_micros(250);
+
 /// How fast the blaster sends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
     /// As fast as the client reads (TCP flow control sets the pace).
     Saturate,
     /// Open loop: this many messages per second on each connection, whether
-    /// or not the client keeps up. Timers have millisecond resolution, so
-    /// above 1000 msg/s a connection sends what is due once per millisecond.
+    /// or not the client keeps up. The connections' schedules are spread
+    /// evenly over one period; messages of a connection that fall due within
+    /// one [`ROUND`] go in one write.
     Rate {
         /// Messages per second per connection.
         per_conn: f64,
@@ -74,8 +96,12 @@ pub struct BlastReport {
     pub cpu: Duration,
     /// Wall time from the go to the last close frame written.
     pub wall: Duration,
-    /// At a fixed rate: the most any connection fell behind its schedule.
+    /// At a fixed rate: the longest any message waited past its due time
+    /// before the blaster handed it over.
     pub max_lag: Duration,
+    /// At a fixed rate: messages handed over more than [`LATE_AFTER`] after
+    /// they were due.
+    pub late: u64,
 }
 
 /// A job's request to the blaster thread.
@@ -261,16 +287,30 @@ async fn run_job(
     let cpu_before = cpu::current_thread_cpu();
     let started = Instant::now();
     let mut senders = JoinSet::new();
-    for (index, stream) in streams.into_iter().enumerate() {
-        senders.spawn(send_all(stream, spec, index, started, base));
+    let mut sent = 0;
+    let mut kept = Schedule::default();
+    let mut failure = None;
+    match spec.pace {
+        Pace::Saturate => {
+            for stream in streams {
+                senders.spawn(saturate(stream, spec, base));
+            }
+        }
+        // Blocks this thread until every message is handed over.
+        Pace::Rate { per_conn } => match pace(streams, spec, per_conn, base) {
+            Ok((connections, schedule)) => {
+                kept = schedule;
+                sent = spec.per_conn * connections.len() as u64;
+                for connection in connections {
+                    senders.spawn(connection.finish());
+                }
+            }
+            Err(error) => failure = Some(format!("sending failed: {error}")),
+        },
     }
-    let (mut sent, mut max_lag, mut failure) = (0, Duration::ZERO, None);
     while let Some(joined) = senders.join_next().await {
         match joined {
-            Ok(Ok(outcome)) => {
-                sent += outcome.sent;
-                max_lag = max_lag.max(outcome.max_lag);
-            }
+            Ok(Ok(written)) => sent += written,
             Ok(Err(error)) => failure = failure.or(Some(format!("sending failed: {error}"))),
             Err(error) => failure = failure.or(Some(format!("a sender died: {error}"))),
         }
@@ -278,9 +318,13 @@ async fn run_job(
     let wall = started.elapsed();
     let result = match (failure, cpu_before, cpu::current_thread_cpu()) {
         (Some(failure), _, _) => Err(failure),
-        (None, Ok(before), Ok(after)) => {
-            Ok(BlastReport { sent, cpu: after.saturating_sub(before), wall, max_lag })
-        }
+        (None, Ok(before), Ok(after)) => Ok(BlastReport {
+            sent,
+            cpu: after.saturating_sub(before),
+            wall,
+            max_lag: kept.max_lag,
+            late: kept.late,
+        }),
         (None, Err(error), _) | (None, _, Err(error)) => {
             Err(format!("reading CPU time failed: {error}"))
         }
@@ -336,51 +380,153 @@ async fn handshake(mut stream: TcpStream) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// What one connection sent.
-struct SendOutcome {
-    sent: u64,
-    max_lag: Duration,
-}
-
-/// Sends one connection's messages, then the close frame.
-async fn send_all(
-    stream: TcpStream,
-    spec: JobSpec,
-    index: usize,
-    started: Instant,
-    base: Instant,
-) -> io::Result<SendOutcome> {
+/// Sends one connection's messages as fast as the client reads them, then
+/// the close frame; returns how many it sent.
+async fn saturate(stream: TcpStream, spec: JobSpec, base: Instant) -> io::Result<u64> {
     let mut socket = PatientSocket::new(stream)?;
     let mut frames = Frames::new(spec.size, (WRITE_BYTES / frame_len(spec.size)).max(1));
     let mut sent = 0u64;
-    let mut max_lag = Duration::ZERO;
-    match spec.pace {
-        Pace::Saturate => {
-            while sent < spec.per_conn {
-                sent += write_batch(&mut frames, &mut socket, spec.per_conn - sent, base).await?;
-            }
-        }
-        Pace::Rate { per_conn: rate } => {
-            let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1));
-            // Connections start evenly spread over one period, not all at once.
-            let start = started + period.mul_f64(index as f64 / spec.conns.max(1) as f64);
-            let mut ticker = tokio::time::interval_at(start.into(), period);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            while sent < spec.per_conn {
-                ticker.tick().await;
-                let elapsed = start.elapsed().as_secs_f64();
-                let due = ((elapsed * rate) as u64 + 1).min(spec.per_conn);
-                let scheduled = sent as f64 / rate;
-                max_lag = max_lag.max(Duration::from_secs_f64((elapsed - scheduled).max(0.0)));
-                while sent < due {
-                    sent += write_batch(&mut frames, &mut socket, due - sent, base).await?;
-                }
-            }
-        }
+    while sent < spec.per_conn {
+        sent += write_batch(&mut frames, &mut socket, spec.per_conn - sent, base).await?;
     }
     socket.write_all(&CLOSE_FRAME).await?;
     tokio::spawn(linger(socket.into_stream()?));
-    Ok(SendOutcome { sent, max_lag })
+    Ok(sent)
+}
+
+/// How well a fixed-rate job kept its schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Schedule {
+    /// The longest any message waited past its due time.
+    max_lag: Duration,
+    /// Messages handed over more than [`LATE_AFTER`] after they were due.
+    late: u64,
+}
+
+/// One connection of a fixed-rate job.
+struct Paced {
+    socket: PatientSocket,
+    /// When its first message is due; message `k` is due `k / rate` later.
+    start: Instant,
+    /// Messages handed over so far: written, or queued behind a full socket.
+    handed: u64,
+    /// When the next message (number `handed`) is due.
+    next_due: Instant,
+    /// Bytes the socket did not take yet, oldest first.
+    queued: Vec<u8>,
+}
+
+impl Paced {
+    /// Messages due by `now`, at `rate`, out of `total` (at least those
+    /// handed over: rounding must not take a message back).
+    fn due(&self, now: Instant, rate: f64, total: u64) -> u64 {
+        let elapsed = now.checked_duration_since(self.start);
+        due_after(elapsed.map(|elapsed| elapsed.as_secs_f64()), rate, total).max(self.handed)
+    }
+
+    /// When message `index` is due.
+    fn due_at(&self, index: u64, rate: f64) -> Instant {
+        self.start + Duration::from_secs_f64(index as f64 / rate)
+    }
+
+    /// Stamps and writes `count` more messages, or queues what the socket does not take.
+    fn hand_over(&mut self, frames: &mut Frames, count: u64, base: Instant) -> io::Result<()> {
+        self.flush()?;
+        let mut left = count;
+        while left > 0 {
+            let batch = usize::try_from(left).unwrap_or(usize::MAX).min(frames.count());
+            frames.stamp(nanos_since(base));
+            let bytes = frames.first(batch);
+            let written = if self.queued.is_empty() { self.socket.write_now(bytes)? } else { 0 };
+            self.queued.extend_from_slice(&bytes[written..]);
+            left -= batch as u64;
+        }
+        self.handed += count;
+        Ok(())
+    }
+
+    /// Writes what the socket takes of the queue.
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.queued.is_empty() {
+            let written = self.socket.write_now(&self.queued)?;
+            self.queued.drain(..written);
+        }
+        Ok(())
+    }
+
+    /// Writes the rest of the queue and the close frame, then lingers;
+    /// returns 0, the messages having been counted when handed over.
+    async fn finish(mut self) -> io::Result<u64> {
+        self.socket.write_all(&self.queued).await?;
+        self.socket.write_all(&CLOSE_FRAME).await?;
+        tokio::spawn(linger(self.socket.into_stream()?));
+        Ok(0)
+    }
+}
+
+/// How many of a connection's `total` messages at `rate` are due `elapsed`
+/// seconds after its first one was (none before that, or for `None`).
+fn due_after(elapsed: Option<f64>, rate: f64, total: u64) -> u64 {
+    match elapsed {
+        Some(elapsed) if elapsed >= 0.0 => ((elapsed * rate) as u64 + 1).min(total),
+        _ => 0,
+    }
+}
+
+/// Sends every connection's messages at `rate` from this thread, blocking
+/// it until the last one is handed over; returns the connections (to be
+/// finished) and how well the schedule was kept.
+fn pace(
+    streams: Vec<TcpStream>,
+    spec: JobSpec,
+    rate: f64,
+    base: Instant,
+) -> io::Result<(Vec<Paced>, Schedule)> {
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad rate {rate}")));
+    }
+    let sockets = streams.into_iter().map(PatientSocket::new).collect::<io::Result<Vec<_>>>()?;
+    // The schedule starts once the sockets are out of the reactor (1000 take a few ms).
+    let started = Instant::now();
+    let count = sockets.len().max(1) as f64;
+    let mut connections = Vec::with_capacity(sockets.len());
+    for (index, socket) in sockets.into_iter().enumerate() {
+        // Spread evenly over one period, so that they do not all send at once.
+        let start = started + Duration::from_secs_f64(index as f64 / count / rate);
+        connections.push(Paced { socket, start, handed: 0, next_due: start, queued: Vec::new() });
+    }
+    let mut frames = Frames::new(spec.size, (WRITE_BYTES / frame_len(spec.size)).max(1));
+    let late_after = LATE_AFTER.as_secs_f64();
+    let mut kept = Schedule::default();
+    loop {
+        let round = Instant::now();
+        let mut next: Option<Instant> = None;
+        for connection in &mut connections {
+            if connection.handed < spec.per_conn && connection.next_due <= round {
+                // Read the clock again: the round's writes so far took time.
+                let now = Instant::now();
+                let due = connection.due(now, rate, spec.per_conn);
+                kept.max_lag = kept.max_lag.max(now.saturating_duration_since(connection.next_due));
+                // Those due more than LATE_AFTER ago are late.
+                let elapsed = now.saturating_duration_since(connection.start).as_secs_f64();
+                let overdue = due_after(Some(elapsed - late_after), rate, due);
+                kept.late += overdue.saturating_sub(connection.handed);
+                connection.hand_over(&mut frames, due - connection.handed, base)?;
+                connection.next_due = connection.due_at(connection.handed, rate);
+            }
+            if connection.handed < spec.per_conn {
+                let at = connection.next_due;
+                next = Some(next.map_or(at, |next| next.min(at)));
+            }
+        }
+        let Some(next) = next else { break };
+        let wake = next.max(round + ROUND);
+        let now = Instant::now();
+        if wake > now {
+            std::thread::sleep(wake - now);
+        }
+    }
+    Ok((connections, kept))
 }
 
 /// Stamps `frames` and writes up to `left` of them; returns how many.
@@ -424,6 +570,22 @@ struct PatientSocket {
 impl PatientSocket {
     fn new(stream: TcpStream) -> io::Result<PatientSocket> {
         Ok(PatientSocket { socket: stream.into_std()?, patience: MIN_PATIENCE, written: 0 })
+    }
+
+    /// Writes as much of `bytes` as the socket takes now; returns how much.
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        use std::io::Write as _;
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.socket.write(&bytes[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(count) => written += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(written)
     }
 
     /// Writes all of `bytes`, pausing whenever the socket is full.
@@ -473,4 +635,34 @@ async fn linger(mut stream: TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_fall_due_one_period_apart() {
+        // 100 msg/s: message k is due at k × 10 ms.
+        assert_eq!(due_after(None, 100.0, 50), 0);
+        assert_eq!(due_after(Some(-0.001), 100.0, 50), 0);
+        assert_eq!(due_after(Some(0.0), 100.0, 50), 1);
+        assert_eq!(due_after(Some(0.0095), 100.0, 50), 1);
+        assert_eq!(due_after(Some(0.0105), 100.0, 50), 2);
+        assert_eq!(due_after(Some(10.0), 100.0, 50), 50, "never more than the total");
+    }
+
+    #[test]
+    fn a_message_is_late_only_past_late_after() {
+        // Handed over 0.9 ms after message 3 (due at 30 ms) fell due: not late.
+        let late_after = LATE_AFTER.as_secs_f64();
+        let late = |elapsed: f64, handed: u64| {
+            due_after(Some(elapsed - late_after), 100.0, 50).saturating_sub(handed)
+        };
+        assert_eq!(late(0.0309, 3), 0);
+        // 1.1 ms after: late.
+        assert_eq!(late(0.0311, 3), 1);
+        // Handed over at 55 ms: messages 3, 4 and 5 (due at 30, 40 and 50 ms) are all late.
+        assert_eq!(late(0.055, 3), 3);
+    }
 }

@@ -9,13 +9,19 @@
 //! included) to another. Runs alternate between the systems, so that a
 //! change in the machine's state hits them all alike.
 //!
+//! A run is valid when the client, not the blaster, set the pace: at
+//! saturation, when the blaster used at most [`MAX_BLASTER_SHARE`] of its
+//! core; at a fixed rate, when it kept its schedule, sending at most
+//! [`MAX_LATE_SHARE`] of the messages more than [`blaster::LATE_AFTER`]
+//! after they were due.
+//!
 //! Code map:
 //! - `mod.rs`: options, the scenario list, the entry points; `run.rs`: one run of one
 //!   system ([`Bench::run_once`]);
 //! - `blaster.rs`: the upstream, `frames.rs` its frames and stamps; `baseline.rs`: B1 and B0;
 //!   `sidecar.rs`: the system under test;
-//! - one module per scenario: `throughput.rs`, `latency.rs`, `fanout.rs`, and
-//!   `feeds.rs`, `stream.rs`, `soak.rs` (memory and connects rather than message rates);
+//! - one module per scenario: `throughput.rs`, `latency.rs`, `fanout.rs`, `capacity.rs`,
+//!   and `feeds.rs`, `stream.rs`, `soak.rs` (memory and connects rather than message rates);
 //! - `cpu.rs`: CPU time per thread from `/proc`; `memory.rs`: RSS and limits from `/proc`;
 //!   `stats.rs`: medians and percentiles;
 //! - `report.rs`: rows, `--json`, and the machine they come from; `table.rs`: the text tables.
@@ -26,6 +32,7 @@
 
 pub mod baseline;
 pub mod blaster;
+pub mod capacity;
 pub mod cpu;
 pub mod fanout;
 pub mod feeds;
@@ -52,9 +59,17 @@ use self::report::{Env, Report, Row};
 use self::run::progress;
 pub use self::run::{Bench, Load, RunResult, Tally};
 
-/// A run in which the blaster used more than this share of its core is invalid:
-/// the upstream, not the client, may have set the pace.
+/// A saturation run in which the blaster used more than this share of its
+/// core is invalid: the upstream, not the client, may have set the pace.
 pub const MAX_BLASTER_SHARE: f64 = 0.15;
+
+/// A fixed-rate run in which the blaster handed more than this share of the
+/// messages over later than [`blaster::LATE_AFTER`] after they were due is
+/// invalid: it did not keep its schedule, so the client was not offered the
+/// load the run names. (Its CPU share does not tell: at a fixed rate each
+/// message may be a write of its own, and on loopback the sender's thread
+/// also pays for much of the receiving TCP stack.)
+pub const MAX_LATE_SHARE: f64 = 0.01;
 
 /// The benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +78,8 @@ pub enum Scenario {
     Throughput,
     /// Fixed rates: send-to-handled percentiles and CPU per message, B1 and the sidecar.
     Latency,
+    /// The highest total rate B1 and the sidecar each sustain over many connections, and their ratio.
+    Capacity,
     /// One feed to 1, 10, 100 subscribers.
     Fanout,
     /// Many idle feeds (ws and wss): time to open, RSS per feed, then an upstream restart.
@@ -79,6 +96,7 @@ impl Scenario {
         match self {
             Scenario::Throughput => "throughput",
             Scenario::Latency => "latency",
+            Scenario::Capacity => "capacity",
             Scenario::Fanout => "fanout",
             Scenario::Feeds => "feeds",
             Scenario::Stream => "stream",
@@ -127,8 +145,8 @@ pub struct BenchArgs {
     /// Skips the unrecorded warm-up run of each system (throughput).
     #[arg(long)]
     pub no_warm_up: bool,
-    /// How long each fixed-rate run sends (latency; default 1s), or the whole
-    /// soak (default 30s).
+    /// How long each fixed-rate run sends (latency: default 1s; capacity: each
+    /// step, default 2s), or the whole soak (default 30s).
     #[arg(long = "duration", value_parser = humantime::parse_duration)]
     duration_arg: Option<Duration>,
     /// `--duration`, or the scenario's default (set by [`BenchArgs::resolved`]).
@@ -143,10 +161,15 @@ pub struct BenchArgs {
     /// Subscriber counts (fanout).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100])]
     pub subscribers: Vec<usize>,
-    /// The realistic latency case: this many connections at 100 msg/s each (0 leaves it out).
+    /// Connections of the realistic latency case (at `--many-rate` each; 0
+    /// leaves it out) and of the capacity scenario (at least 1).
     #[arg(long, default_value_t = 1000)]
     pub many_conns: usize,
-    /// The systems to run (throughput and latency; fanout always runs b1 and the sidecar).
+    /// Messages per second on each connection of the realistic latency case.
+    #[arg(long, default_value_t = latency::MANY_RATE)]
+    pub many_rate: f64,
+    /// The systems to run (throughput, latency and capacity, the last two
+    /// without b0; fanout always runs b1 and the sidecar).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["b1", "b0", "sidecar"])]
     pub systems: Vec<SystemKind>,
     /// B1's saturation rate at 1 × 64 B, to skip measuring it again (latency).
@@ -216,10 +239,12 @@ impl BenchArgs {
     }
 
     /// The options with the scenario's defaults filled in where the command
-    /// line left them out (`--duration`: 1s for latency, 30s for the soak).
+    /// line left them out (`--duration`: 1s for latency, 2s for capacity, 30s
+    /// for the soak).
     pub fn resolved(&self) -> BenchArgs {
         let default = match self.scenario {
             Scenario::Soak => soak::DEFAULT_DURATION,
+            Scenario::Capacity => capacity::DEFAULT_STEP,
             _ => Duration::from_secs(1),
         };
         let duration = match self.duration_arg {
@@ -252,6 +277,19 @@ impl BenchArgs {
         }
         if self.duration.is_zero() {
             return invalid("--duration must be more than 0".to_owned());
+        }
+        let positive = |rate: f64| rate > 0.0 && rate.is_finite();
+        if !positive(self.many_rate) || !self.b1_rate.is_none_or(positive) {
+            return invalid("--many-rate and --b1-rate must be more than 0".to_owned());
+        }
+        if self.scenario == Scenario::Capacity && self.many_conns == 0 {
+            return invalid("--many-conns must be at least 1 for capacity".to_owned());
+        }
+        let measured = |system| self.systems.contains(&system);
+        if self.scenario == Scenario::Capacity
+            && !(measured(SystemKind::B1) || measured(SystemKind::Sidecar))
+        {
+            return invalid("--systems: capacity measures b1 and the sidecar".to_owned());
         }
         let resources = &self.resources;
         if resources.feeds.contains(&0)
@@ -379,6 +417,7 @@ async fn run_scenario(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, Bench
     match args.scenario {
         Scenario::Throughput => throughput::run(bench, args).await,
         Scenario::Latency => latency::run(bench, args).await,
+        Scenario::Capacity => capacity::run(bench, args).await,
         Scenario::Fanout => fanout::run(bench, args).await,
         Scenario::Feeds => feeds::run(bench, args).await,
         Scenario::Stream => stream::run(bench, args).await,
@@ -419,12 +458,18 @@ mod tests {
             timeout: Duration::from_secs(30),
             ..BenchArgs::defaults(scenario).expect("defaults")
         };
-        for scenario in [Scenario::Throughput, Scenario::Latency, Scenario::Fanout] {
+        for scenario in
+            [Scenario::Throughput, Scenario::Latency, Scenario::Fanout, Scenario::Capacity]
+        {
             let report =
                 run(&tiny(scenario)).unwrap_or_else(|error| panic!("{scenario:?}: {error}"));
             assert!(!report.rows.is_empty(), "{scenario:?} has rows");
             for row in &report.rows {
                 let json = row.to_json(&report.env);
+                if scenario == Scenario::Capacity {
+                    a_capacity_row_has_its_keys(&json);
+                    continue;
+                }
                 for key in ["baseline_msgs_per_s", "sidecar_msgs_per_s", "ratio"] {
                     let value = json[key].as_f64().unwrap_or(0.0);
                     assert!(value > 0.0, "{scenario:?} {}: {key} = {}", row.case, json[key]);
@@ -433,6 +478,38 @@ mod tests {
             }
             assert!(report.render().contains(scenario.name()));
         }
+    }
+
+    /// The capacity row's contract: `baseline_msgs_per_s`, `sidecar_msgs_per_s`
+    /// and `ratio` (each a number, or null when a search found no rate), and
+    /// the steps they come from. Whether a step was sustained depends on the
+    /// machine, so only the row's consistency with its steps is checked.
+    fn a_capacity_row_has_its_keys(json: &serde_json::Value) {
+        assert_eq!(json["scenario"], "capacity");
+        assert_eq!(json["conns"], 20);
+        for key in ["baseline_msgs_per_s", "sidecar_msgs_per_s", "ratio"] {
+            let value = json.get(key).unwrap_or_else(|| panic!("no {key}: {json}"));
+            assert!(value.is_number() || value.is_null(), "{key}: {json}");
+        }
+        if json["baseline_msgs_per_s"].is_number() && json["sidecar_msgs_per_s"].is_number() {
+            assert!(json["ratio"].as_f64().unwrap_or(0.0) > 0.0, "{json}");
+        }
+        let steps = json["steps"].as_array().map_or(&[][..], Vec::as_slice);
+        assert!(!steps.is_empty(), "{json}");
+        for (system, prefix) in [("b1", "baseline"), ("sidecar", "sidecar")] {
+            let ours = steps.iter().filter(|step| step["system"] == system);
+            assert!(ours.clone().count() >= 1, "{system} ran: {json}");
+            assert!(ours.clone().all(|step| step["offered_msgs_per_s"].as_f64() > Some(0.0)));
+            assert!(ours.clone().all(|step| step["verdict"].is_string()), "{json}");
+            // The figure is the highest offered rate among the steps sustained.
+            let sustained = ours
+                .filter(|step| step["verdict"] == "sustained")
+                .filter_map(|step| step["offered_msgs_per_s"].as_f64())
+                .reduce(f64::max);
+            assert_eq!(json[format!("{prefix}_msgs_per_s")].as_f64(), sustained.map(f64::round));
+            assert!(json[format!("{prefix}_search")]["ended"].is_string(), "{json}");
+        }
+        assert!(json["blaster_late_share_max"].is_number(), "{json}");
     }
 
     /// Tiny versions of the memory scenarios: 20 idle feeds (ws and wss, with
@@ -520,6 +597,10 @@ mod tests {
         assert_eq!(soak.duration, soak::DEFAULT_DURATION);
         let given = BenchArgs { duration_arg: Some(Duration::from_secs(7)), ..soak };
         assert_eq!(given.resolved().duration, Duration::from_secs(7));
+        let capacity = BenchArgs::defaults(Scenario::Capacity).expect("defaults");
+        assert_eq!((capacity.duration, capacity.many_conns), (capacity::DEFAULT_STEP, 1000));
+        let none = BenchArgs { many_conns: 0, ..capacity };
+        assert!(none.check().is_err(), "capacity needs connections");
         let feeds = BenchArgs::defaults(Scenario::Feeds).expect("defaults");
         assert_eq!(feeds.resources.feeds, [1000, 10_000]);
         assert_eq!(feeds.resources.transports, [feeds::Wire::Ws, feeds::Wire::Wss]);

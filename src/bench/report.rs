@@ -5,13 +5,15 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
+use super::capacity::CapacityFigures;
 use super::feeds::FeedsFigures;
 use super::soak::SoakFigures;
 use super::stats::{Percentiles, Summary};
 use super::stream::StreamFigures;
 use super::table;
+use super::{blaster, capacity, Load, RunResult, Scenario, SystemKind};
 use super::{feeds, soak, stream};
-use super::{Load, RunResult, Scenario, SystemKind, MAX_BLASTER_SHARE};
+use super::{MAX_BLASTER_SHARE, MAX_LATE_SHARE};
 
 /// The crates whose versions a report names (from the `Cargo.lock` built in).
 const CRATES: &[&str] = &[
@@ -196,10 +198,16 @@ pub struct Row {
     pub sidecar: Option<Figures>,
     /// Runs, over all systems.
     pub runs: usize,
-    /// Runs in which the blaster used more than [`MAX_BLASTER_SHARE`] of its core.
+    /// Runs in which the blaster, not the client, may have set the pace
+    /// ([`RunResult::is_valid`]).
     pub invalid_runs: usize,
     /// The largest share of its core the blaster used in any run.
     pub blaster_share_max: f64,
+    /// At a fixed rate: the share of late messages over all the runs
+    /// ([`RunResult::late_share`]), which decides whether the row is valid.
+    pub late_share: Option<f64>,
+    /// At a fixed rate: the largest share of late messages in any run.
+    pub late_share_max: Option<f64>,
     /// What the feeds, stream and soak scenarios measure besides (or instead of) rates.
     pub extra: Option<Extra>,
 }
@@ -213,6 +221,8 @@ pub enum Extra {
     Stream(StreamFigures),
     /// RSS over a fixed-rate run.
     Soak(SoakFigures),
+    /// The highest rates sustained, and the steps that found them.
+    Capacity(CapacityFigures),
     /// A case that could not run here, and why.
     Skipped(String),
 }
@@ -224,6 +234,7 @@ impl Extra {
             Extra::Feeds(figures) => serde_json::to_value(figures),
             Extra::Stream(figures) => serde_json::to_value(figures),
             Extra::Soak(figures) => serde_json::to_value(figures),
+            Extra::Capacity(figures) => serde_json::to_value(figures),
             Extra::Skipped(reason) => {
                 return Map::from_iter([("skipped".to_owned(), reason.clone().into())])
             }
@@ -261,6 +272,8 @@ impl Row {
             runs: results.len(),
             invalid_runs: results.iter().filter(|run| !run.is_valid()).count(),
             blaster_share_max: results.iter().map(RunResult::blaster_share).fold(0.0, f64::max),
+            late_share: pooled_late_share(results),
+            late_share_max: results.iter().filter_map(RunResult::late_share).reduce(f64::max),
             extra: None,
         }
     }
@@ -287,6 +300,8 @@ impl Row {
             runs: 1,
             invalid_runs: 0,
             blaster_share_max: 0.0,
+            late_share: None,
+            late_share_max: None,
             extra: Some(extra),
         }
     }
@@ -309,9 +324,16 @@ impl Row {
         Some([minus(sidecar.p50, b1.p50), minus(sidecar.p99, b1.p99), minus(sidecar.p999, b1.p999)])
     }
 
-    /// True when no run was invalid.
+    /// True when the client, not the blaster, set the pace: at a fixed
+    /// rate, when at most [`MAX_LATE_SHARE`] of the messages of all the
+    /// row's runs were late (the latency percentiles are pooled over the
+    /// runs too, and a short stall of the blaster's core can put one short
+    /// run over on its own); otherwise, when no run was invalid.
     pub fn is_valid(&self) -> bool {
-        self.invalid_runs == 0
+        match self.late_share {
+            Some(late) => late <= MAX_LATE_SHARE,
+            None => self.invalid_runs == 0,
+        }
     }
 
     /// The row as one JSON object; `baseline_*` is B1.
@@ -338,7 +360,7 @@ impl Row {
             put(&format!("{prefix}_msgs_per_s"), median(summary(|f| f.msgs_per_s)));
             put(&format!("{prefix}_msgs_per_s_range"), range(summary(|f| f.msgs_per_s)));
             put(&format!("{prefix}_cpu_ns_per_msg"), median(summary(|f| f.cpu_ns_per_msg)));
-            if self.scenario == Scenario::Latency && prefix != "b0" {
+            if matches!(self.scenario, Scenario::Latency | Scenario::Capacity) && prefix != "b0" {
                 let latency = figures.as_ref().and_then(|f| f.latency);
                 put(
                     &format!("{prefix}_p50_us"),
@@ -388,6 +410,8 @@ impl Row {
         }
         put("runs", self.runs.into());
         put("blaster_cpu_share_max", ((self.blaster_share_max * 1000.0).round() / 1000.0).into());
+        put("blaster_late_share", self.late_share.map_or(Value::Null, |s| share(s).into()));
+        put("blaster_late_share_max", self.late_share_max.map_or(Value::Null, |s| share(s).into()));
         put("invalid_runs", self.invalid_runs.into());
         put("valid", self.is_valid().into());
         put("env", env.to_json());
@@ -427,32 +451,77 @@ impl Report {
         let _ = writeln!(text, "pinning: {}", env.pinning);
         let _ = writeln!(text, "command: {}\n", env.command);
         text.push_str(&table::for_scenario(self.scenario, &self.rows).render());
+        if self.scenario == Scenario::Capacity {
+            text.push('\n');
+            text.push_str(&table::capacity_steps(&self.rows).render());
+        }
         let runs: usize = self.rows.iter().map(|row| row.runs).sum();
         let invalid: usize = self.rows.iter().map(|row| row.invalid_runs).sum();
+        let invalid_rows = self.rows.iter().filter(|row| !row.is_valid()).count();
         let note = match self.scenario {
             Scenario::Feeds => feeds::NOTE,
             Scenario::Stream => stream::NOTE,
             Scenario::Soak => soak::NOTE,
-            Scenario::Throughput | Scenario::Latency | Scenario::Fanout => {
+            Scenario::Capacity => capacity::NOTE,
+            Scenario::Latency => {
+                "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
+                 blaster: the most of its core the blaster used in a run; late: the share of the messages \
+                 that the blaster sent more than 1 ms after they were due, over all the runs / in the worst run."
+            }
+            Scenario::Throughput | Scenario::Fanout => {
                 "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
                  blaster: the most of its core the blaster used in a run."
             }
         };
         let _ = writeln!(text, "\n{note}");
-        if invalid > 0 {
-            let _ = writeln!(
+        let late_share = table::format_share(MAX_LATE_SHARE);
+        let late_after = blaster::LATE_AFTER;
+        let _ = match self.scenario {
+            Scenario::Capacity if invalid_rows > 0 => writeln!(
+                text,
+                "INVALID: {invalid} search(es) ended below a rate at which the blaster sent more than {late_share} of the \
+                 messages more than {late_after:?} after they were due (twice): the figure is only a lower bound (rows marked *)."
+            ),
+            Scenario::Latency | Scenario::Soak if invalid_rows > 0 => writeln!(
+                text,
+                "INVALID: over the runs of {invalid_rows} row(s) the blaster sent more than {late_share} of the messages \
+                 more than {late_after:?} after they were due, so the client was not offered the load named (rows marked *)."
+            ),
+            Scenario::Latency | Scenario::Soak if invalid > 0 => writeln!(
+                text,
+                "In {invalid} of {runs} runs the blaster was late for more than {late_share} of the messages, \
+                 but not over all the runs of their rows."
+            ),
+            Scenario::Throughput | Scenario::Fanout if invalid > 0 => writeln!(
                 text,
                 "INVALID: in {invalid} of {runs} runs the blaster used more than {:.0}% of its core, so the upstream may have set the pace (rows marked *).",
                 MAX_BLASTER_SHARE * 100.0
-            );
-        }
+            ),
+            _ => Ok(()),
+        };
         text
     }
+}
+
+/// At a fixed rate: the late messages of all `runs` over all they sent.
+fn pooled_late_share(runs: &[RunResult]) -> Option<f64> {
+    let fixed: Vec<&RunResult> = runs.iter().filter(|run| run.late_share().is_some()).collect();
+    if fixed.is_empty() {
+        return None;
+    }
+    let late: u64 = fixed.iter().map(|run| run.blaster.late).sum();
+    let sent: u64 = fixed.iter().map(|run| run.blaster.sent).sum();
+    Some(late as f64 / sent.max(1) as f64)
 }
 
 /// A whole number for JSON (rates and nanoseconds need no fraction).
 fn round(value: f64) -> i64 {
     value.round() as i64
+}
+
+/// A share with five decimals (0.1% is 0.001).
+fn share(value: f64) -> f64 {
+    (value * 100_000.0).round() / 100_000.0
 }
 
 fn micros(ns: u64) -> f64 {
@@ -475,6 +544,7 @@ mod tests {
             system,
             messages: 1000,
             subscribers: 1,
+            pace: Pace::Saturate,
             elapsed: Duration::from_micros(micros_per_msg * 1000),
             client_cpu: Duration::from_nanos(cpu_ns * 1000),
             blaster: BlastReport {
@@ -482,6 +552,7 @@ mod tests {
                 cpu: Duration::from_millis(blaster_ms),
                 wall: Duration::from_millis(1),
                 max_lag: Duration::ZERO,
+                late: 0,
             },
             latencies: vec![1_000, 2_000, 3_000],
         }
@@ -526,6 +597,43 @@ mod tests {
         // 1 ms of blaster CPU over a 2 ms run: half its core.
         assert_eq!((row.invalid_runs, row.blaster_share_max), (1, 0.5));
         assert!(!row.is_valid());
+    }
+
+    #[test]
+    fn a_fixed_rate_row_is_judged_by_its_late_share_over_all_runs() {
+        let at_rate = |late: u64| RunResult {
+            pace: Pace::Rate { per_conn: 100.0 },
+            blaster: BlastReport { late, ..run(SystemKind::B1, 1, 100, 0).blaster },
+            ..run(SystemKind::B1, 1, 100, 0)
+        };
+        let load = Load {
+            conns: 1,
+            size: 64,
+            per_conn: 1000,
+            pace: Pace::Rate { per_conn: 100.0 },
+            subscribers: 1,
+        };
+        let row = |lates: &[u64]| {
+            let results: Vec<RunResult> = lates.iter().map(|late| at_rate(*late)).collect();
+            Row::from_runs(Scenario::Latency, "1 × 100/s".to_owned(), &load, Some(100.0), &results)
+        };
+        // One run 1.5% late of four: 0.6% over all of them, a valid row.
+        let mostly = row(&[15, 3, 3, 3]);
+        assert_eq!(mostly.invalid_runs, 1);
+        assert_eq!(mostly.late_share, Some(0.006));
+        assert_eq!(mostly.late_share_max, Some(0.015));
+        assert!(mostly.is_valid());
+        let json = mostly.to_json(&env());
+        assert_eq!(
+            (json["blaster_late_share"].as_f64(), json["valid"].as_bool()),
+            (Some(0.006), Some(true))
+        );
+        let late = row(&[15, 15, 15, 3]);
+        assert!(!late.is_valid());
+        let report = Report { env: env(), scenario: Scenario::Latency, rows: vec![mostly, late] };
+        let text = report.render();
+        assert!(text.contains("INVALID: over the runs of 1 row(s)"), "{text}");
+        assert!(text.contains(" 0.60% / 1.5% |"), "{text}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::baseline::BaselineClient;
 use super::blaster::{BlastReport, Blaster, JobSpec, Pace};
 use super::cpu::ProcessCpu;
 use super::sidecar::SidecarClient;
-use super::{frames, table, BenchError, SystemKind, MAX_BLASTER_SHARE};
+use super::{frames, table, BenchError, SystemKind, MAX_BLASTER_SHARE, MAX_LATE_SHARE};
 
 /// What a client has handled in one run: the count, and the latency of
 /// each stamped message.
@@ -63,6 +63,8 @@ pub struct RunResult {
     pub messages: u64,
     /// Subscribers each message went to (1 for the baselines).
     pub subscribers: usize,
+    /// Full speed, or a fixed rate.
+    pub pace: Pace,
     /// From the go to the last message handled.
     pub elapsed: Duration,
     /// CPU time of every thread but the blaster's, over the same span.
@@ -89,9 +91,23 @@ impl RunResult {
         self.blaster.cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
-    /// False when the blaster used more than [`MAX_BLASTER_SHARE`] of its core.
+    /// At a fixed rate: the share of the messages that the blaster handed
+    /// over more than [`LATE_AFTER`](super::blaster::LATE_AFTER) after they were due.
+    pub fn late_share(&self) -> Option<f64> {
+        match self.pace {
+            Pace::Saturate => None,
+            Pace::Rate { .. } => Some(self.blaster.late as f64 / self.blaster.sent.max(1) as f64),
+        }
+    }
+
+    /// Whether the client, not the blaster, set the pace: at a fixed rate,
+    /// the blaster was late for at most [`MAX_LATE_SHARE`] of the messages;
+    /// at saturation, it used at most [`MAX_BLASTER_SHARE`] of its core.
     pub fn is_valid(&self) -> bool {
-        self.blaster_share() <= MAX_BLASTER_SHARE
+        match self.late_share() {
+            Some(late) => late <= MAX_LATE_SHARE,
+            None => self.blaster_share() <= MAX_BLASTER_SHARE,
+        }
     }
 }
 
@@ -169,6 +185,7 @@ impl Bench {
             system,
             messages,
             subscribers,
+            pace: load.pace,
             elapsed: finished.saturating_duration_since(started),
             client_cpu: cpu_after.used_since(&cpu_before, &[self.blaster.thread_id()]),
             blaster,
@@ -206,8 +223,12 @@ impl Client {
 
 /// Prints one run's figures on standard error, as the bench goes.
 pub(super) fn progress(label: &str, run: usize, runs: usize, result: &RunResult) {
+    let late = result.late_share().map_or_else(String::new, |late| {
+        let worst = table::format_latency(result.blaster.max_lag.as_nanos() as f64);
+        format!(", late {} (worst {worst})", table::format_share(late))
+    });
     eprintln!(
-        "{label} run {}/{runs} {:<7} {:>10} msg/s {:>8.0} ns/msg  blaster {:>3.0}%{}",
+        "{label} run {}/{runs} {:<7} {:>10} msg/s {:>8.0} ns/msg  blaster {:>3.0}%{late}{}",
         run + 1,
         result.system.to_string(),
         table::format_rate(result.msgs_per_s()),
@@ -234,5 +255,38 @@ mod tests {
         tally.borrow_mut().handled(1);
         assert!(complete.try_recv().is_ok());
         assert_eq!(tally.borrow().latencies.len(), 1);
+    }
+
+    fn run(pace: Pace, blaster_cpu_ms: u64, late: u64) -> RunResult {
+        RunResult {
+            system: SystemKind::B1,
+            messages: 1000,
+            subscribers: 1,
+            pace,
+            elapsed: Duration::from_millis(100),
+            client_cpu: Duration::from_millis(50),
+            blaster: BlastReport {
+                sent: 1000,
+                cpu: Duration::from_millis(blaster_cpu_ms),
+                wall: Duration::from_millis(100),
+                max_lag: Duration::ZERO,
+                late,
+            },
+            latencies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_fixed_rate_run_is_judged_by_the_blasters_lateness() {
+        let rate = Pace::Rate { per_conn: 100.0 };
+        // Half its core, on schedule: valid.
+        assert!(run(rate, 50, 10).is_valid());
+        assert_eq!(run(rate, 50, 10).late_share(), Some(0.01));
+        // Idle, but 2% late: invalid.
+        assert!(!run(rate, 1, 20).is_valid());
+        // At saturation, the CPU share decides, and there is no lateness.
+        assert!(!run(Pace::Saturate, 50, 0).is_valid());
+        assert!(run(Pace::Saturate, 10, 0).is_valid());
+        assert_eq!(run(Pace::Saturate, 10, 0).late_share(), None);
     }
 }

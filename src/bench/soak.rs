@@ -52,7 +52,8 @@ pub const NOTE: &str = "RSS: VmRSS sampled every second from the go (start: at t
 slope: least-squares line through the samples after a warm-up (a fifth of the run, at most 10 s), ± its standard error \
 (RSS moves in pages and steps, so the error understates the noise); last half: the slope of the second half of the run alone; \
 nobody scrapes /metrics, so only the exporter's upkeep keeps the histograms bounded. \
-msg/s: handled over the run; ns/msg: client CPU per message; blaster: the share of its core the blaster used.";
+msg/s: handled over the run; ns/msg: client CPU per message; blaster: the share of its core the blaster used; \
+late: the share of messages the blaster sent more than 1 ms after they were due.";
 
 /// What the soak measured besides the rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +167,7 @@ pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError
         system: SystemKind::Sidecar,
         messages: expected,
         subscribers: 1,
+        pace,
         elapsed,
         client_cpu,
         blaster,
@@ -286,6 +288,7 @@ pub fn table(rows: &[Row]) -> Table {
         "slope",
         "last half",
         "blaster",
+        "late",
     ]);
     for row in rows {
         let Some(Extra::Soak(f)) = &row.extra else { continue };
@@ -305,6 +308,7 @@ pub fn table(rows: &[Row]) -> Table {
             f.last_half_slope_kib_per_min
                 .map_or_else(|| "-".to_owned(), |slope| format!("{slope:+.1} KiB/min")),
             format!("{:.0}%", row.blaster_share_max * 100.0),
+            table::late_cell(row),
         ]);
     }
     table

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{Figures, Row};
+use super::report::{Extra, Figures, Row};
 use super::{feeds, soak, stream, Scenario};
 
 /// The table of `rows`, with the columns of `scenario`.
@@ -11,6 +11,7 @@ pub fn for_scenario(scenario: Scenario, rows: &[Row]) -> Table {
     match scenario {
         Scenario::Throughput => throughput_table(rows),
         Scenario::Latency => latency_table(rows),
+        Scenario::Capacity => capacity_table(rows),
         Scenario::Fanout => fanout_table(rows),
         Scenario::Feeds => feeds::table(rows),
         Scenario::Stream => stream::table(rows),
@@ -121,6 +122,7 @@ fn latency_table(rows: &[Row]) -> Table {
         "sidecar ns/msg",
         "added ns/msg",
         "blaster",
+        "late (all / worst)",
     ]);
     for row in rows {
         let percentiles = |figures: &Option<Figures>| {
@@ -160,6 +162,86 @@ fn latency_table(rows: &[Row]) -> Table {
             cpu_cell(&row.sidecar),
             signed_ns_cell(row.added_cpu_ns()),
             blaster_cell(row),
+            late_cell(row),
+        ]);
+    }
+    table
+}
+
+fn capacity_table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "conns × size",
+        "B1 sustains",
+        "sidecar sustains",
+        "ratio",
+        "B1 p50/p99",
+        "sidecar p50/p99",
+        "B1 ns/msg",
+        "sidecar ns/msg",
+        "steps",
+        "blaster",
+        "late (worst)",
+    ]);
+    let percentiles = |figures: &Option<Figures>| {
+        figures.as_ref().and_then(|f| f.latency).map_or_else(
+            || "-".to_owned(),
+            |l| format!("{} / {}", format_latency(l.p50 as f64), format_latency(l.p99 as f64)),
+        )
+    };
+    for row in rows {
+        let Some(Extra::Capacity(figures)) = &row.extra else { continue };
+        table.rows.push(vec![
+            case(row),
+            figures.baseline_search.map_or_else(|| "-".to_owned(), |end| end.describe()),
+            figures.sidecar_search.map_or_else(|| "-".to_owned(), |end| end.describe()),
+            ratio_cell(row.ratio()),
+            percentiles(&row.b1),
+            percentiles(&row.sidecar),
+            cpu_cell(&row.b1),
+            cpu_cell(&row.sidecar),
+            figures.steps.len().to_string(),
+            blaster_cell(row),
+            late_cell(row),
+        ]);
+    }
+    table
+}
+
+/// Every step of the capacity searches, in the order run.
+pub fn capacity_steps(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "step",
+        "system",
+        "offered msg/s",
+        "handled msg/s",
+        "p50/p99",
+        "ns/msg",
+        "blaster",
+        "late",
+        "verdict",
+    ]);
+    let dash = || "-".to_owned();
+    let steps = rows.iter().filter_map(|row| match &row.extra {
+        Some(Extra::Capacity(figures)) => Some(&figures.steps),
+        _ => None,
+    });
+    for (index, step) in steps.flatten().enumerate() {
+        let latency = match (step.p50_us, step.p99_us) {
+            (Some(p50), Some(p99)) => {
+                format!("{} / {}", format_latency(p50 * 1e3), format_latency(p99 * 1e3))
+            }
+            _ => dash(),
+        };
+        table.rows.push(vec![
+            (index + 1).to_string(),
+            step.system.clone(),
+            format_rate(step.offered_msgs_per_s),
+            step.handled_msgs_per_s.map_or_else(dash, format_rate),
+            latency,
+            step.cpu_ns_per_msg.map_or_else(dash, |ns| format!("{ns:.0}")),
+            step.blaster_cpu_share.map_or_else(dash, |share| format!("{:.0}%", share * 100.0)),
+            step.late_share.map_or_else(dash, format_share),
+            step.verdict.describe().to_owned(),
         ]);
     }
     table
@@ -232,6 +314,29 @@ fn blaster_cell(row: &Row) -> String {
     format!("{:.0}%", row.blaster_share_max * 100.0)
 }
 
+/// At a fixed rate, the share of late messages over the runs and in the
+/// worst one (`0.40% / 0.89%`), or the worst alone; `-` at saturation.
+pub fn late_cell(row: &Row) -> String {
+    match (row.late_share, row.late_share_max) {
+        (Some(all), Some(worst)) if row.runs > 1 => {
+            format!("{} / {}", format_share(all), format_share(worst))
+        }
+        (_, Some(worst)) => format_share(worst),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A share as a percentage, two significant digits or so (`0%`, `0.03%`, `1.2%`, `35%`).
+pub fn format_share(share: f64) -> String {
+    let percent = share * 100.0;
+    match percent {
+        0.0 => "0%".to_owned(),
+        p if p >= 10.0 => format!("{p:.0}%"),
+        p if p >= 1.0 => format!("{p:.1}%"),
+        p => format!("{p:.2}%"),
+    }
+}
+
 /// A rate with a k or M suffix and three significant digits.
 pub fn format_rate(per_s: f64) -> String {
     let (value, suffix) = match per_s {
@@ -277,6 +382,10 @@ mod tests {
         assert_eq!(format_latency(45_600.0), "45.6 µs");
         assert_eq!(format_latency(1_234_000.0), "1.23 ms");
         assert_eq!(signed_latency(-2_500), "-2.50 µs");
+        assert_eq!(format_share(0.0), "0%");
+        assert_eq!(format_share(0.000_25), "0.03%");
+        assert_eq!(format_share(0.012), "1.2%");
+        assert_eq!(format_share(0.35), "35%");
     }
 
     #[test]
