@@ -71,6 +71,16 @@ pub const MAX_BLASTER_SHARE: f64 = 0.15;
 /// also pays for much of the receiving TCP stack.)
 pub const MAX_LATE_SHARE: f64 = 0.01;
 
+/// What the sidecar's subscribers do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchSink {
+    /// Count it (and read the stamps): the cost of the path alone.
+    Count,
+    /// Also write it as the stdout sink does (one JSON line per message, the
+    /// whole batch in one write), into /dev/null: the cost with a real sink.
+    Stdout,
+}
+
 /// The benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -178,6 +188,9 @@ pub struct BenchArgs {
     /// Leaves the blaster and the client unpinned.
     #[arg(long)]
     pub no_pin: bool,
+    /// What the sidecar's subscribers do with each batch besides counting it.
+    #[arg(long, value_enum, default_value = "count")]
+    pub sink: BenchSink,
     /// Gives up on a run (connecting, or receiving everything) after this long
     /// (the soak: this long after its `--duration`).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -402,7 +415,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         Scenario::Soak => args.timeout + args.duration,
         _ => args.timeout,
     };
-    let bench = Bench { blaster, base, timeout };
+    let bench = Bench { blaster, base, timeout, sink: args.sink };
     let rows = actix::System::new().block_on(run_scenario(&bench, args))?;
     let core_count = if cores.is_empty() {
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -134,6 +134,8 @@ pub struct Bench {
     pub(super) base: Instant,
     /// The longest a run may take to connect, or to finish.
     pub(super) timeout: Duration,
+    /// What the sidecar's subscribers do with each batch.
+    pub(super) sink: super::BenchSink,
 }
 
 impl Bench {
@@ -152,7 +154,7 @@ impl Bench {
         let (tally, complete) = Tally::new(expected, self.base);
         let client = match system {
             SystemKind::Sidecar => Client::Sidecar(
-                SidecarClient::start(job.addr, load.conns, subscribers, &tally).await?,
+                SidecarClient::start(job.addr, load.conns, subscribers, self.sink, &tally).await?,
             ),
             baseline => Client::Baseline(
                 BaselineClient::connect(baseline, job.addr, load.conns, &tally).await?,

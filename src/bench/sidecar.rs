@@ -21,9 +21,10 @@ use std::rc::Rc;
 use actix::prelude::*;
 
 use crate::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
+use crate::sink::JsonLinesSink;
 use crate::{Deliver, Sidecar, SubscriptionSpec};
 
-use super::{BenchError, Tally};
+use super::{BenchError, BenchSink, Tally};
 
 /// The config of a sidecar with `conns` feeds named `bench-0`, `bench-1`, ... on `addr`.
 pub fn config_text(addr: SocketAddr, conns: usize) -> String {
@@ -50,6 +51,7 @@ impl SidecarClient {
         addr: SocketAddr,
         conns: usize,
         subscribers: usize,
+        sink: BenchSink,
         tally: &Rc<RefCell<Tally>>,
     ) -> Result<SidecarClient, BenchError> {
         // Sidecars of earlier runs left their latency samples in the global
@@ -62,7 +64,18 @@ impl SidecarClient {
             .map_err(|error| BenchError::Config(error.to_string()))?;
         let mut builder = Sidecar::builder(config).without_http();
         for index in 0..subscribers.max(1) {
-            let subscriber = BenchSubscriber { tally: tally.clone(), reads_stamps: index == 0 };
+            let writer = match sink {
+                BenchSink::Count => None,
+                BenchSink::Stdout => {
+                    let null = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/null")
+                        .map_err(|source| BenchError::io("open /dev/null", source))?;
+                    Some(JsonLinesSink::new(format!("bench-{index}"), null))
+                }
+            };
+            let subscriber =
+                BenchSubscriber { tally: tally.clone(), reads_stamps: index == 0, writer };
             let spec = SubscriptionSpec::new(format!("bench-{index}"), ["bench-*"])
                 .with_queue(DEFAULT_QUEUE, SubscriberOverflow::Backpressure);
             builder = builder.subscriber(spec, subscriber.start().recipient());
@@ -83,6 +96,8 @@ struct BenchSubscriber {
     tally: Rc<RefCell<Tally>>,
     /// True for the one subscriber whose latencies are recorded.
     reads_stamps: bool,
+    /// With `--sink stdout`: the stdout sink's writer, into /dev/null.
+    writer: Option<JsonLinesSink<std::fs::File>>,
 }
 
 impl Actor for BenchSubscriber {
@@ -99,6 +114,11 @@ impl Handler<Deliver> for BenchSubscriber {
         if self.reads_stamps {
             for message in messages {
                 tally.observe(&message.payload);
+            }
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            if let Err(error) = writer.write_batch(messages) {
+                tracing::warn!(%error, "bench sink write failed");
             }
         }
         tally.handled(messages.len() as u64);

@@ -97,7 +97,8 @@ impl<W: Write + Unpin + 'static> JsonLinesSink<W> {
         JsonLinesSink { name: name.into(), writer }
     }
 
-    fn write_batch(&mut self, messages: &[FeedMessage]) -> std::io::Result<()> {
+    /// Writes a batch as JSON lines in one write.
+    pub fn write_batch(&mut self, messages: &[FeedMessage]) -> std::io::Result<()> {
         let mut buffer = Vec::with_capacity(messages.len() * 128);
         for message in messages {
             write_json_line(&mut buffer, message);
