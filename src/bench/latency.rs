@@ -12,10 +12,10 @@
 //! and on loopback the blaster's thread also pays for most of the receiving
 //! TCP stack and for waking the client: 8 to 13 µs a message on a 2-vCPU
 //! virtual machine. At 25,000 msg/s it then uses about a third of its core
-//! and stays well under 1% late. At 50,000 it uses half, and the stalls of
-//! a few milliseconds that such a machine's cores see now and then, with
-//! the catching up after each, bring it close to 1%; at 100,000 it needs
-//! three quarters and falls behind.
+//! and about 0.5% of the messages are late, from the stalls of a few
+//! milliseconds that such a machine's cores see now and then. At 50,000 it
+//! uses half, and with the catching up after each stall about 1% are; at
+//! 100,000 it needs three quarters and falls behind.
 //! The `capacity` scenario finds how far each client goes.
 
 use super::blaster::Pace;
