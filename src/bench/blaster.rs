@@ -26,6 +26,7 @@
 //! over on time, and its wait shows in the client's latency. The thread
 //! does nothing else meanwhile: the job has all of it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -58,6 +59,10 @@ pub const LATE_AFTER: Duration = Duration::from_millis(1);
 /// Well under [`LATE_AFTER`], so that a message is late only when the
 /// blaster's thread was held up (it lost its core, or had too much to write).
 pub const ROUND: Duration = Duration::from_micros(250);
+
+/// At a fixed rate, the most a connection writes of its queue in one round
+/// (1 GB/s at one round each [`ROUND`], twice what one connection ever took).
+const FLUSH_BYTES: usize = 4 * WRITE_BYTES;
 
 /// How fast the blaster sends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -413,7 +418,58 @@ struct Paced {
     /// When the next message (number `handed`) is due.
     next_due: Instant,
     /// Bytes the socket did not take yet, oldest first.
-    queued: Vec<u8>,
+    queued: Queue,
+}
+
+/// The bytes a full socket did not take, oldest first, in the batches
+/// they were handed over in: a client far behind can leave hundreds of
+/// megabytes queued, and neither writing from the front nor adding at the
+/// back moves them.
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<Vec<u8>>,
+    /// Bytes of the front batch already written.
+    written: usize,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.batches.push_back(bytes.to_vec());
+        }
+    }
+
+    /// Writes what `socket` takes now, up to [`FLUSH_BYTES`]: a client that
+    /// reads as fast as the blaster writes would otherwise keep it here
+    /// while other messages fall due.
+    fn write_now(&mut self, socket: &mut PatientSocket) -> io::Result<()> {
+        let mut budget = FLUSH_BYTES;
+        while let Some(front) = self.batches.front() {
+            let end = front.len().min(self.written + budget);
+            let written = socket.write_now(&front[self.written..end])?;
+            self.written += written;
+            budget -= written;
+            if self.written < front.len() {
+                break;
+            }
+            self.batches.pop_front();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes all of it, waiting whenever the socket is full.
+    async fn write_all(&mut self, socket: &mut PatientSocket) -> io::Result<()> {
+        while let Some(front) = self.batches.pop_front() {
+            socket.write_all(&front[self.written..]).await?;
+            self.written = 0;
+        }
+        Ok(())
+    }
 }
 
 impl Paced {
@@ -438,7 +494,7 @@ impl Paced {
             frames.stamp(nanos_since(base));
             let bytes = frames.first(batch);
             let written = if self.queued.is_empty() { self.socket.write_now(bytes)? } else { 0 };
-            self.queued.extend_from_slice(&bytes[written..]);
+            self.queued.push(&bytes[written..]);
             left -= batch as u64;
         }
         self.handed += count;
@@ -447,17 +503,13 @@ impl Paced {
 
     /// Writes what the socket takes of the queue.
     fn flush(&mut self) -> io::Result<()> {
-        if !self.queued.is_empty() {
-            let written = self.socket.write_now(&self.queued)?;
-            self.queued.drain(..written);
-        }
-        Ok(())
+        self.queued.write_now(&mut self.socket)
     }
 
     /// Writes the rest of the queue and the close frame, then lingers;
     /// returns 0, the messages having been counted when handed over.
     async fn finish(mut self) -> io::Result<u64> {
-        self.socket.write_all(&self.queued).await?;
+        self.queued.write_all(&mut self.socket).await?;
         self.socket.write_all(&CLOSE_FRAME).await?;
         tokio::spawn(linger(self.socket.into_stream()?));
         Ok(0)
@@ -493,7 +545,8 @@ fn pace(
     for (index, socket) in sockets.into_iter().enumerate() {
         // Spread evenly over one period, so that they do not all send at once.
         let start = started + Duration::from_secs_f64(index as f64 / count / rate);
-        connections.push(Paced { socket, start, handed: 0, next_due: start, queued: Vec::new() });
+        let queued = Queue::default();
+        connections.push(Paced { socket, start, handed: 0, next_due: start, queued });
     }
     let mut frames = Frames::new(spec.size, (WRITE_BYTES / frame_len(spec.size)).max(1));
     let late_after = LATE_AFTER.as_secs_f64();

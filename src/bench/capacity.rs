@@ -61,7 +61,7 @@ pub const RESOLUTION: f64 = 0.05;
 pub const NOTE: &str = "sustains: the highest total rate offered (open loop, one step of --duration each) at which the client \
 handled at least 99% of it, from the go to the last message, with p99 send-to-handled under 10 ms; \
 found by doubling from 25 msg/s per connection, then bisecting (\"not X\": X was not sustained). \
-A step in which the blaster sent more than 1% of the messages more than 1 ms late is invalid: it is run once more, \
+A step in which the blaster sent more than 2% of the messages more than 1 ms late is invalid: it is run once more, \
 and if late again bounds the search from above like a rate not sustained; a search that ends below such a rate \
 gives only a lower bound (\"≥\", \"blaster late at X\"). p50/p99 and ns/msg (client CPU per message) are those of the step sustained; \
 blaster: the most of its core the blaster used in a step; late: the largest share of a step's messages the blaster sent late.";

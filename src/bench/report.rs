@@ -617,23 +617,23 @@ mod tests {
             let results: Vec<RunResult> = lates.iter().map(|late| at_rate(*late)).collect();
             Row::from_runs(Scenario::Latency, "1 × 100/s".to_owned(), &load, Some(100.0), &results)
         };
-        // One run 1.5% late of four: 0.6% over all of them, a valid row.
-        let mostly = row(&[15, 3, 3, 3]);
+        // One run 3% late of four: 1.2% over all of them, a valid row.
+        let mostly = row(&[30, 6, 6, 6]);
         assert_eq!(mostly.invalid_runs, 1);
-        assert_eq!(mostly.late_share, Some(0.006));
-        assert_eq!(mostly.late_share_max, Some(0.015));
+        assert_eq!(mostly.late_share, Some(0.012));
+        assert_eq!(mostly.late_share_max, Some(0.03));
         assert!(mostly.is_valid());
         let json = mostly.to_json(&env());
         assert_eq!(
             (json["blaster_late_share"].as_f64(), json["valid"].as_bool()),
-            (Some(0.006), Some(true))
+            (Some(0.012), Some(true))
         );
-        let late = row(&[15, 15, 15, 3]);
+        let late = row(&[30, 30, 30, 6]);
         assert!(!late.is_valid());
         let report = Report { env: env(), scenario: Scenario::Latency, rows: vec![mostly, late] };
         let text = report.render();
         assert!(text.contains("INVALID: over the runs of 1 row(s)"), "{text}");
-        assert!(text.contains(" 0.60% / 1.5% |"), "{text}");
+        assert!(text.contains(" 1.2% / 3.0% |"), "{text}");
     }
 
     #[test]

@@ -284,8 +284,8 @@ mod tests {
         // Half its core, on schedule: valid.
         assert!(run(rate, 50, 10).is_valid());
         assert_eq!(run(rate, 50, 10).late_share(), Some(0.01));
-        // Idle, but 2% late: invalid.
-        assert!(!run(rate, 1, 20).is_valid());
+        // Idle, but 3% late: invalid.
+        assert!(!run(rate, 1, 30).is_valid());
         // At saturation, the CPU share decides, and there is no lateness.
         assert!(!run(Pace::Saturate, 50, 0).is_valid());
         assert!(run(Pace::Saturate, 10, 0).is_valid());
