@@ -18,10 +18,10 @@
 //! never reached subscribers are counted as a gap.
 //!
 //! Subscribers see each number at most once and in order only if the
-//! owner's batches reach the router in the order their numbers were
-//! checked: the supervisor runs every actor of a feed on one worker thread,
-//! and an actor hands a batch to the router in the same handler call that
-//! checked its numbers.
+//! owner's batches reach the subscribers' inboxes in the order their
+//! numbers were checked: the supervisor runs every actor of a feed on one
+//! worker thread, and an actor pushes a batch into the inboxes in the same
+//! handler call that checked its numbers.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
