@@ -728,6 +728,38 @@ mod tests {
         assert_eq!(texts(&next(&mut received).await), ["seen"]);
     }
 
+    /// A subscriber that never looks at what it is handed.
+    struct Ignorer(mpsc::UnboundedSender<()>);
+
+    impl Actor for Ignorer {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Ignorer {
+        type Result = ();
+        fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {
+            let _ = self.0.send(());
+        }
+    }
+
+    #[actix::test]
+    async fn a_batch_the_subscriber_never_reads_is_delivered_all_the_same() {
+        let mut router = Table::start();
+        let gate = FlowGate::new();
+        let (rung, mut rings) = mpsc::unbounded_channel();
+        let ignorer = Ignorer(rung).start();
+        router.subscribe(SubscriptionSpec::new("ignorer", ["i"]), ignorer.recipient()).await;
+        for round in 0..3 {
+            router.route("i", vec![message("i", None, &round.to_string())], &gate);
+            next(&mut rings).await;
+        }
+        settle(&router).await;
+        assert!(rings.try_recv().is_err(), "one ring per batch, no spinning on unread ones");
+        let labels = r#"subscriber="ignorer""#;
+        assert_eq!(sample(metrics::SUBSCRIBER_DELIVERED, labels), Some(3.0));
+        assert_eq!(router.in_flight().await, [("ignorer".to_owned(), 0)]);
+    }
+
     /// Blocks the router's thread until the test lets go.
     #[derive(Message)]
     #[rtype(result = "()")]
