@@ -93,6 +93,8 @@ struct InboxState {
     /// Set once the subscription ended (unsubscribed, or its actor gone):
     /// nothing is queued any more.
     closed: bool,
+    /// Set with `closed` when the subscriber's actor was found gone (not unsubscribed).
+    gone: bool,
     /// Where `Deliver`s go; let go of when the inbox closes, so that a feed
     /// still holding the inbox (until it next reads the table) does not
     /// keep the subscriber's actor alive.
@@ -199,7 +201,12 @@ impl Inbox {
             let mut state = lock(&self.state);
             if state.closed {
                 // A table published before the subscription ended: its loss is counted.
-                self.metrics.dropped_unsubscribed.increment(batch.len() as u64);
+                let counter = if state.gone {
+                    &self.metrics.dropped_gone
+                } else {
+                    &self.metrics.dropped_unsubscribed
+                };
+                counter.increment(batch.len() as u64);
                 return;
             }
             self.make_room(&mut state, &mut batch, gate);
@@ -341,7 +348,7 @@ impl Inbox {
     /// The subscriber's actor is gone: what waits is lost and counted, the
     /// gates it held open, and the router is told to forget the inbox.
     pub(crate) fn subscriber_gone(&self) {
-        let lost = self.close(|metrics| &metrics.dropped_gone);
+        let lost = self.close(true);
         if let Some(lost) = lost {
             tracing::warn!(subscriber = %self.name, lost, "subscriber stopped; removed");
             if let Some(router) = &self.router {
@@ -352,20 +359,23 @@ impl Inbox {
 
     /// The subscriber asked to go: what waits is dropped and counted, the gates it held open.
     pub(crate) fn unsubscribed(&self) {
-        self.close(|metrics| &metrics.dropped_unsubscribed);
+        self.close(false);
     }
 
     /// Ends the inbox once; returns how many waiting messages were lost (None if it had ended).
-    fn close(&self, counter: impl Fn(&InboxMetrics) -> &Counter) -> Option<usize> {
+    fn close(&self, gone: bool) -> Option<usize> {
         let mut state = lock(&self.state);
         if state.closed {
             return None;
         }
         state.closed = true;
+        state.gone = gone;
+        let counter =
+            if gone { &self.metrics.dropped_gone } else { &self.metrics.dropped_unsubscribed };
         state.recipient = None;
         // The batch the subscriber holds is its own: counted when it lets go.
         let lost = state.queued;
-        counter(&self.metrics).increment(lost as u64);
+        counter.increment(lost as u64);
         state.queue.clear();
         state.queued = 0;
         state.ringing = false;
