@@ -213,7 +213,11 @@ impl FeedRoutes {
             } else {
                 let all = messages.as_deref().unwrap_or_default();
                 let mut copy = batch_vec(all.len());
-                copy.extend(all.iter().filter(|m| target.wants(m)).cloned());
+                if target.topics.is_none() {
+                    copy.extend_from_slice(all);
+                } else {
+                    copy.extend(all.iter().filter(|m| target.wants(m)).cloned());
+                }
                 copy
             };
             target.inbox.push(batch, &target.latency, gate);
