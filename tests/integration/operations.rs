@@ -18,7 +18,7 @@ use feedvisor_transport_memory::{MemoryHub, MemoryTransport};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::support::{sample, wait_for_line, ChildGuard, Collector, DEADLINE};
+use crate::support::{answer_control, sample, wait_for_line, ChildGuard, Collector, DEADLINE};
 
 /// An upstream session that streams `{"conn": K, "seq": n}` every few milliseconds.
 struct StreamSession {
@@ -39,15 +39,7 @@ impl Actor for StreamSession {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for StreamSession {
     fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        match message {
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(_) => {}
-            Err(_) => ctx.stop(),
-        }
+        answer_control(message, ctx);
     }
 }
 

@@ -58,6 +58,25 @@ impl Actor for SequenceSession {
     }
 }
 
+/// What a test upstream that only sends does with a client's frame: answers
+/// pings, echoes a close and stops, stops on a protocol error.
+pub fn answer_control<A>(
+    message: Result<ws::Message, ws::ProtocolError>,
+    ctx: &mut ws::WebsocketContext<A>,
+) where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    match message {
+        Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+        Ok(ws::Message::Close(reason)) => {
+            ctx.close(reason);
+            ctx.stop();
+        }
+        Ok(_) => {}
+        Err(_) => ctx.stop(),
+    }
+}
+
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SequenceSession {
     fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         match message {

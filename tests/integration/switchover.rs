@@ -19,7 +19,7 @@ use feedvisor_transport_memory::{MemoryHub, MemoryListener, MemoryPeer, MemoryTr
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::support::{eventually, metric, Collector, DEADLINE};
+use crate::support::{answer_control, eventually, metric, Collector, DEADLINE};
 
 /// The paths of the sessions open now, one entry per session.
 type OpenPaths = Arc<Mutex<Vec<String>>>;
@@ -69,15 +69,7 @@ impl StreamHandler<u64> for BroadcastSession {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for BroadcastSession {
     fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        match message {
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(_) => {}
-            Err(_) => ctx.stop(),
-        }
+        answer_control(message, ctx);
     }
 }
 
