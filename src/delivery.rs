@@ -9,7 +9,7 @@ use ::metrics::Histogram;
 use actix::Message as ActixMessage;
 use bytes::Bytes;
 
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Timing};
 
 pub use feedvisor_transport_api::DataKind;
 
@@ -82,7 +82,7 @@ pub struct Deliver {
     /// The messages, once taken from the inbox.
     messages: Vec<FeedMessage>,
     /// Each feed segment's latency sampler and oldest arrival.
-    timings: Vec<(Arc<LatencySampler>, Instant)>,
+    timings: Vec<Timing>,
     /// Where the batch stands.
     stage: Stage,
     /// Sink tests: told when the batch is settled.
@@ -192,7 +192,7 @@ impl Drop for Deliver {
                 }
             }
         }
-        self.inbox.finished();
+        self.inbox.finished(std::mem::take(&mut self.timings));
         recycle(std::mem::take(&mut self.messages));
         #[cfg(test)]
         if let Some(settled) = self.settled.take() {

@@ -65,6 +65,9 @@ impl InboxMetrics {
     }
 }
 
+/// A feed segment's latency sampler and its oldest message's arrival.
+pub(crate) type Timing = (Arc<LatencySampler>, std::time::Instant);
+
 /// Messages that one push of one feed left waiting, and how to time them.
 pub(crate) struct Segment {
     /// The delivery latency of this feed to this subscriber.
@@ -95,6 +98,9 @@ struct InboxState {
     closed: bool,
     /// Set with `closed` when the subscriber's actor was found gone (not unsubscribed).
     gone: bool,
+    /// The emptied timings vector of the last `Deliver`, for the next one
+    /// (only one `Deliver` is out at a time, so one spare is enough).
+    spare_timings: Vec<Timing>,
     /// Where `Deliver`s go; let go of when the inbox closes, so that a feed
     /// still holding the inbox (until it next reads the table) does not
     /// keep the subscriber's actor alive.
@@ -288,12 +294,11 @@ impl Inbox {
     /// Takes the next batch for a `Deliver`: the oldest waiting segments, from
     /// any feeds, as long as they fit whole in [`MAX_BATCH`] messages (a
     /// larger first one is cut), with each segment's sampler and oldest arrival.
-    pub(crate) fn take_batch(
-        &self,
-        messages: &mut Vec<FeedMessage>,
-        timings: &mut Vec<(Arc<LatencySampler>, std::time::Instant)>,
-    ) {
+    pub(crate) fn take_batch(&self, messages: &mut Vec<FeedMessage>, timings: &mut Vec<Timing>) {
         let mut state = lock(&self.state);
+        if timings.capacity() == 0 {
+            *timings = std::mem::take(&mut state.spare_timings);
+        }
         while messages.len() < MAX_BATCH {
             let room = MAX_BATCH - messages.len();
             let Some(front) = state.queue.front() else { break };
@@ -302,21 +307,21 @@ impl Inbox {
                 // for every batch that follows); this one starts the next batch.
                 break;
             }
-            let Some(mut segment) = state.queue.pop_front() else { break };
-            if segment.messages.len() > room {
-                let rest = segment.messages.split_off(room);
-                state
-                    .queue
-                    .push_front(Segment { latency: segment.latency.clone(), messages: rest });
+            let Some(Segment { latency, messages: mut taken }) = state.queue.pop_front() else {
+                break;
+            };
+            if taken.len() > room {
+                let rest = taken.split_off(room);
+                state.queue.push_front(Segment { latency: latency.clone(), messages: rest });
             }
-            if let Some(first) = segment.messages.first() {
-                timings.push((segment.latency.clone(), first.received));
+            if let Some(first) = taken.first() {
+                timings.push((latency, first.received));
             }
             if messages.is_empty() {
-                *messages = std::mem::take(&mut segment.messages);
+                *messages = taken;
             } else {
-                messages.append(&mut segment.messages);
-                crate::delivery::recycle(std::mem::take(&mut segment.messages));
+                messages.append(&mut taken);
+                crate::delivery::recycle(taken);
             }
         }
         state.queued -= messages.len();
@@ -329,11 +334,13 @@ impl Inbox {
         self.report_depth(&mut state);
     }
 
-    /// The subscriber is done with the batch it held: counts it, and rings
-    /// again if more is waiting.
-    pub(crate) fn finished(self: &Arc<Self>) {
+    /// The subscriber is done with the batch it held: counts it, keeps the
+    /// emptied `timings` for the next batch, and rings again if more is waiting.
+    pub(crate) fn finished(self: &Arc<Self>, mut timings: Vec<Timing>) {
         let ring = {
             let mut state = lock(&self.state);
+            timings.clear();
+            state.spare_timings = timings;
             self.metrics.delivered.increment(state.outstanding as u64);
             state.outstanding = 0;
             let ring = !state.closed && state.queued > 0;
