@@ -49,9 +49,10 @@ impl Utf8Validator {
                 return false;
             }
         }
-        // The common cases: short ASCII text, and a whole valid fragment
+        // The common cases: short ASCII text (below the SIMD path's setup
+        // cost; a long text is not scanned twice), and a whole valid fragment
         // (the SIMD path).
-        if bytes.is_ascii() || simdutf8::basic::from_utf8(bytes).is_ok() {
+        if (bytes.len() <= SHORT && bytes.is_ascii()) || simdutf8::basic::from_utf8(bytes).is_ok() {
             return true;
         }
         match std::str::from_utf8(bytes) {
@@ -73,6 +74,9 @@ impl Utf8Validator {
 
 /// The length of the character that starts with `first`, or 1 for a byte
 /// that cannot start one (the check that follows then fails).
+/// Fragments up to this long are checked for plain ASCII first.
+const SHORT: usize = 256;
+
 fn utf8_char_width(first: u8) -> usize {
     match first {
         0xC2..=0xDF => 2,
