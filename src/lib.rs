@@ -4,9 +4,10 @@
 //! The pieces, outermost first: [`Sidecar`] starts everything from a
 //! [`config::Config`]; the [`supervisor`] owns one [`connection`] actor per
 //! feed; each connection speaks to a transport plugin through
-//! [`feedvisor_transport_api`] and hands whole messages to the [`router`],
-//! which delivers [`Deliver`] batches to subscriber actors such as the
-//! built-in [`sink`]s. See `ARCHITECTURE.md` for the map.
+//! [`feedvisor_transport_api`] and pushes whole messages, routed by the
+//! table the [`router`] publishes, into the [`inbox`] of each subscriber,
+//! which hands them over as [`Deliver`] batches to subscriber actors such as
+//! the built-in [`sink`]s. See `ARCHITECTURE.md` for the map.
 
 pub mod backoff;
 pub mod bench;

@@ -9,8 +9,8 @@
 //! registered with the router under a unique name, sending each message as
 //! one text frame holding the JSON object the sinks write. A session writes
 //! to its client only up to [`MAX_BACKLOG`] bytes ahead of the socket (see
-//! `backlog.rs`); past that it keeps the batch it is writing, so the router
-//! holds the rest in the client's bounded queue and counts what its overflow
+//! `backlog.rs`); past that it keeps the batch it is writing, so the rest
+//! waits in the client's bounded inbox, which counts what its overflow
 //! policy drops. A client that takes nothing for `slow_client_timeout`
 //! while data waits for it (the HTTP layer holds a chunk its socket will not
 //! take) is closed with 1008 and counted; one that reads nothing at all
@@ -281,8 +281,8 @@ pub struct SubscribeSession {
     /// Bytes written to the client and not yet taken by its connection.
     backlog: Rc<Backlog>,
     /// Batches being written, oldest first, each with the index of its next
-    /// message. Keeping a `Deliver` (not dropping it) is what holds the
-    /// router back while the client is behind.
+    /// message. Keeping a `Deliver` (not dropping it) is what keeps the next
+    /// batch in the client's inbox while the client is behind.
     held: VecDeque<(Deliver, usize)>,
     /// True once a close frame is written: nothing may follow it.
     closing: bool,
@@ -295,7 +295,7 @@ pub struct SubscribeSession {
 
 impl SubscribeSession {
     /// Writes held messages while the client keeps up; drops each batch
-    /// once written, which lets the router send the next one.
+    /// once written, which lets the inbox ring with the next one.
     fn write_held(&mut self, ctx: &mut WebsocketContext<Self>) {
         loop {
             let Some((deliver, next)) = self.held.front_mut() else { return };
@@ -406,7 +406,8 @@ impl Actor for SubscribeSession {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         self.shared.router.do_send(Unsubscribe { name: self.name.clone() });
-        // After the unsubscribe, so that the router ignores their done notices.
+        // Dropping them settles them with the inbox; what still waits there
+        // is counted when the subscription ends.
         self.held.clear();
         Running::Stop
     }

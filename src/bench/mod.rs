@@ -129,7 +129,7 @@ pub enum SystemKind {
     B1,
     /// tokio-tungstenite with an 8 KiB read buffer, for context.
     B0,
-    /// The whole sidecar path: transport, connection actor, router, subscriber actor.
+    /// The whole sidecar path: transport, connection actor, inbox, subscriber actor.
     Sidecar,
 }
 

@@ -7,7 +7,7 @@
 //! feeds quiet, where the `none` policy would log each one as failed). Metrics are on, with the exporter's upkeep, and
 //! there is no admin server. Frames go through the WebSocket transport, the
 //! connection actors (on the sidecar's worker arbiters: one per core the
-//! client may use, so one when the bench is pinned), the router, and
+//! client may use, so one when the bench is pinned), their routes, and
 //! subscriber actors on the bench's own arbiter that count the messages and
 //! read their stamps. The subscribers ask for backpressure so that a full
 //! queue slows the feed instead of dropping messages that a run waits for.

@@ -5,8 +5,8 @@
 //! exporter's upkeep folds them in: if it did not run, RSS would climb for
 //! as long as the sidecar does.
 //!
-//! The blaster sends on schedule; the sidecar's feeds, connection actors and
-//! router deliver to one subscriber that only counts (it keeps nothing per
+//! The blaster sends on schedule; the sidecar's feeds and connection actors
+//! deliver to one subscriber that only counts (it keeps nothing per
 //! message, unlike the other scenarios' subscribers, which keep latencies).
 //! VmRSS is sampled every second from the go. The slope is a least-squares
 //! line through the samples after a warm-up (a fifth of the run, at most

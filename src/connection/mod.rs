@@ -3,7 +3,7 @@
 //! Life cycle: `connecting` (transport connect and handshake, bounded by
 //! `handshake_timeout`) → `open` (on_open messages sent, then the outbound
 //! queue flushed in order; inbound batches assembled into messages and
-//! handed to the router; heartbeat and idle timers running) → on any loss,
+//! pushed to the subscribers that want them; heartbeat and idle timers running) → on any loss,
 //! `backing_off` for the delay the reconnect policy gives → `connecting`
 //! again, or `failed` when the policy gives up. [`Disconnect`] sends a close
 //! frame and stops the actor (`closed`).

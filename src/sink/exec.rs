@@ -9,8 +9,8 @@
 //!
 //! The child lives in a task of its own ([`ChildRunner`]), which the actor
 //! hands each [`Deliver`] to; the task keeps it until its bytes are in the
-//! pipe, so the router sends nothing more meanwhile. A child that reads
-//! slowly therefore fills the subscriber's queue, where its overflow policy
+//! pipe, so no next batch comes meanwhile. A child that reads
+//! slowly therefore fills the subscriber's inbox, where its overflow policy
 //! applies; the sink itself never holds more than one batch.
 //!
 //! When the child exits, or its standard input breaks, the sink logs the exit
@@ -18,7 +18,7 @@
 //! exit up to 30 s, back to 500 ms once a child has stayed up for 60 s
 //! (`feedvisor_sink_restarts_total` counts the starts after the first).
 //! Meanwhile the batch being written waits for the new child, and what
-//! arrives after it waits in the router's queue: nothing is lost to a short
+//! arrives after it waits in the subscriber's inbox: nothing is lost to a short
 //! outage. The batch is written again from its first line the old child did
 //! not take whole, so the new child never sees a torn line; lines already
 //! in the old child's pipe but not yet read by it are lost with it. Only when
@@ -76,7 +76,7 @@ pub struct ExecSink {
     command: Vec<String>,
     /// Resolved at construction; moved into the runner when the actor starts.
     metrics: Option<SinkMetrics>,
-    /// Batches for the runner. Room for one: the router sends one at a time.
+    /// Batches for the runner. Room for one: a subscriber holds one at a time.
     batches: Option<mpsc::Sender<Deliver>>,
     /// Dropped when the actor stops, which tells the runner to stop the child.
     _stop: Option<oneshot::Sender<()>>,

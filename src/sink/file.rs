@@ -5,8 +5,8 @@
 //! directory). Each batch becomes one buffer, written with one `write_all`
 //! and flushed to the operating system (not `fsync`ed), on tokio's blocking
 //! pool: a slow disk never stalls the actor's arbiter. The sink holds the
-//! [`Deliver`] until the write has finished, so the router sends nothing more
-//! meanwhile and a slow disk fills the subscriber's queue, where its overflow
+//! [`Deliver`] until the write has finished, so no next batch comes
+//! meanwhile and a slow disk fills the subscriber's inbox, where its overflow
 //! policy applies; the sink itself never holds more than one batch.
 //!
 //! When the file cannot be opened or written, the batch is lost and counted
@@ -239,7 +239,7 @@ impl Handler<Deliver> for FileSink {
         ctx.wait(writing.into_actor(self).map(move |(file, result, deliver), sink, _| {
             sink.file = file;
             sink.finished(count, result);
-            // Only now may the router send the next batch.
+            // Only now may the inbox ring with the next batch.
             drop(deliver);
         }));
     }

@@ -3,7 +3,7 @@
 //! With `batch = 1` each request's body is one message's JSON object; with
 //! `batch > 1` it is a JSON array of up to `batch` objects, cut from one
 //! delivered batch (a request never waits for more messages to fill up: the
-//! router's batches grow by themselves when the endpoint is slower than the
+//! batches grow by themselves when the endpoint is slower than the
 //! feed, since what arrives meanwhile is delivered as one batch). Every
 //! request has `Content-Type: application/json` and the configured headers,
 //! whose values are secrets: they are marked sensitive and never logged.
@@ -18,8 +18,8 @@
 //! and logged. Every failed try counts in `feedvisor_sink_errors_total`.
 //!
 //! The sink holds each [`Deliver`] until all of its requests are done, with
-//! its mailbox closed (`ctx.wait`), so the router sends nothing more
-//! meanwhile and a slow endpoint fills the subscriber's queue, where its
+//! its mailbox closed (`ctx.wait`), so no next batch comes
+//! meanwhile and a slow endpoint fills the subscriber's inbox, where its
 //! overflow policy applies. A stopping sink finishes the requests of the
 //! batch it holds first.
 //!
@@ -215,7 +215,7 @@ impl Handler<Deliver> for WebhookSink {
                     send_with_retries(&client, &target, &metrics, &name, body, chunk.len())
                 })
                 .await;
-            // Only now may the router send the next batch.
+            // Only now may the inbox ring with the next batch.
             drop(deliver);
         };
         ctx.wait(sending.into_actor(self));

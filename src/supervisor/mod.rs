@@ -11,7 +11,7 @@
 //! Every actor of a feed (replacements and restarts included) runs on the
 //! worker its feed was given, and on a sequenced feed they share one
 //! [`FeedSequence`]: one thread, so the batches of two actors reach the
-//! router in the order their numbers were checked.
+//! subscribers' inboxes in the order their numbers were checked.
 
 mod changes;
 

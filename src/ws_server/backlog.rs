@@ -12,8 +12,8 @@
 //! 32 KiB write buffer, went to the socket).
 //!
 //! A session thus holds at most the bound plus one message ahead of its
-//! socket (plus the HTTP layer's buffer); what the router sends meanwhile
-//! waits, bounded, in the client's queue.
+//! socket (plus the HTTP layer's buffer); what arrives meanwhile waits,
+//! bounded, in the client's inbox.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -26,8 +26,8 @@ use bytes::Bytes;
 use futures_util::stream::Stream;
 
 /// Bytes one client may have written for it and not yet taken by its socket;
-/// past this its session holds the batch it is writing, and the router keeps
-/// the rest in the client's bounded queue.
+/// past this its session holds the batch it is writing, and the rest waits
+/// in the client's bounded inbox.
 pub const MAX_BACKLOG: usize = 1024 * 1024;
 
 /// The size of a server (unmasked) WebSocket frame with `payload` bytes.
