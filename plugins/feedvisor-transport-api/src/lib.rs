@@ -26,7 +26,7 @@ pub use driver::session_inbound;
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{
-    outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, Framing, Inbound,
-    OutboundReceiver, OutboundSender, TlsOptions, Transport,
+    outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
+    Framing, Inbound, OptionProblem, OutboundReceiver, OutboundSender, TlsOptions, Transport,
 };
 pub use utf8::Utf8Validator;
