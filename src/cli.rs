@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::demo;
 use crate::sidecar::Sidecar;
 use crate::tail::{self, TailOptions};
+use crate::transports::TransportRegistry;
 
 /// Keeps outbound real-time feeds alive and routes what they deliver.
 #[derive(Debug, Parser)]
@@ -112,13 +113,15 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 }
 
 fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut config = Config::load(path)?;
+    let transports = TransportRegistry::with_defaults();
+    let mut config = Config::load(path, &transports)?;
     if let Some(listen) = listen {
         config.http.listen = listen;
     }
     let path = path.to_path_buf();
     actix::System::new().block_on(async move {
-        let sidecar = Sidecar::builder(config).config_path(path).start().await?;
+        let builder = Sidecar::builder(config).transports(transports).config_path(path);
+        let sidecar = builder.start().await?;
         serve_until_signalled(sidecar).await;
         Ok(())
     })
@@ -201,8 +204,9 @@ impl Signals {
     }
 }
 
+/// Validates with the transports `run` serves, so that `check` accepts exactly what `run` does.
 fn check(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load(path, &TransportRegistry::with_defaults())?;
     println!("{}: ok", path.display());
     println!("http.listen = {}", config.http.listen);
     println!("feeds ({}):", config.feeds.len());

@@ -134,5 +134,9 @@ feeds = ["*"]
 sink = "stdout"
 "#
     );
-    Config::from_toml_str(&text, Path::new("<demo>"))
+    Config::from_toml_str(
+        &text,
+        Path::new("<demo>"),
+        &crate::transports::TransportRegistry::with_defaults(),
+    )
 }

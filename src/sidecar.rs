@@ -23,7 +23,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use feedvisor_transport_api::{Outbound, Transport};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::connection::{send_in_pieces, SendError, SendOutcome};
 use crate::delivery::Deliver;
 use crate::http::{self, AdminServer};
@@ -39,6 +39,12 @@ use crate::transports::TransportRegistry;
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A feed's scheme is not served by the builder's transports, or its
+    /// transport refuses its settings (the config was checked with other
+    /// transports than the ones it runs with: register the same ones with
+    /// [`SidecarBuilder::transport`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The metrics recorder could not be installed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -62,9 +68,18 @@ pub struct SidecarBuilder {
 }
 
 impl SidecarBuilder {
-    /// Adds (or replaces, by scheme) a transport plugin.
+    /// Adds (or replaces, by scheme) a transport plugin. A config naming its
+    /// scheme must have been checked with a registry that has it too (see
+    /// [`Config::load`]); `start` checks the config's feeds again with these transports.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transports.register(transport);
+        self
+    }
+
+    /// Runs with exactly these transports, replacing the built-in ones: such
+    /// as the registry the config was checked with.
+    pub fn transports(mut self, transports: TransportRegistry) -> Self {
+        self.transports = transports;
         self
     }
 
@@ -92,10 +107,15 @@ impl SidecarBuilder {
         self
     }
 
-    /// Starts the router, the supervisor with the config's sinks and feeds,
+    /// Checks the config's feeds against the builder's transports, then
+    /// starts the router, the supervisor with the config's sinks and feeds,
     /// and the admin server. Must run inside an actix system.
     pub async fn start(self) -> Result<Sidecar, StartError> {
         let SidecarBuilder { config, config_path, transports, subscribers, serve_http } = self;
+        let origin = config_path
+            .as_ref()
+            .map_or_else(|| "config".to_owned(), |path| path.display().to_string());
+        config.check_transports(&origin, &transports)?;
         let metrics = metrics::install()?;
         let router = Router::new();
         let routes = router.routes();

@@ -385,8 +385,12 @@ async fn measure(
     let rss_before = rss()?;
     let ca_path = ca.as_ref().map(|ca| &*ca.path);
     let text = config_text(upstream.addr, case.feeds, case.wire, ca_path, reconnect_initial);
-    let config = Config::from_toml_str(&text, Path::new("bench-feeds.toml"))
-        .map_err(|error| BenchError::Config(error.to_string()))?;
+    let config = Config::from_toml_str(
+        &text,
+        Path::new("bench-feeds.toml"),
+        &crate::transports::TransportRegistry::with_defaults(),
+    )
+    .map_err(|error| BenchError::Config(error.to_string()))?;
     drop(text);
     let started = Instant::now();
     let sidecar = Sidecar::builder(config).without_http().start().await?;
@@ -902,7 +906,12 @@ mod tests {
         let addr = SocketAddr::from(([127, 0, 0, 1], 4242));
         let ca = CaFile::write().expect("CA file");
         let text = config_text(addr, 3, Wire::Wss, Some(&ca.path), Duration::from_secs(1));
-        let config = Config::from_toml_str(&text, Path::new("bench-feeds.toml")).expect("valid");
+        let config = Config::from_toml_str(
+            &text,
+            Path::new("bench-feeds.toml"),
+            &crate::transports::TransportRegistry::with_defaults(),
+        )
+        .expect("valid");
         assert_eq!(config.feeds.len(), 3);
         let feed = &config.feeds[0];
         assert_eq!(feed.url.as_str(), "wss://127.0.0.1:4242/");

@@ -60,8 +60,12 @@ impl SidecarClient {
         if let Ok(metrics) = crate::metrics::install() {
             metrics.run_upkeep();
         }
-        let config = Config::from_toml_str(&config_text(addr, conns), Path::new("bench.toml"))
-            .map_err(|error| BenchError::Config(error.to_string()))?;
+        let config = Config::from_toml_str(
+            &config_text(addr, conns),
+            Path::new("bench.toml"),
+            &crate::transports::TransportRegistry::with_defaults(),
+        )
+        .map_err(|error| BenchError::Config(error.to_string()))?;
         let mut builder = Sidecar::builder(config).without_http();
         for index in 0..subscribers.max(1) {
             let writer = match sink {
@@ -138,8 +142,12 @@ mod tests {
         if let Ok(metrics) = crate::metrics::install() {
             metrics.run_upkeep();
         }
-        let config = Config::from_toml_str(&config_text(addr, 3), Path::new("bench.toml"))
-            .expect("valid config");
+        let config = Config::from_toml_str(
+            &config_text(addr, 3),
+            Path::new("bench.toml"),
+            &crate::transports::TransportRegistry::with_defaults(),
+        )
+        .expect("valid config");
         let names: Vec<&str> = config.feeds.iter().map(|feed| &*feed.name).collect();
         assert_eq!(names, ["bench-0", "bench-1", "bench-2"]);
         assert!(config.feeds.iter().all(|feed| feed.url.as_str() == "ws://127.0.0.1:4242/"));

@@ -245,9 +245,12 @@ async fn start_sidecar(
     if let Ok(metrics) = crate::metrics::install() {
         metrics.run_upkeep();
     }
-    let config =
-        Config::from_toml_str(&sidecar::config_text(job.addr, conns), Path::new("bench.toml"))
-            .map_err(|error| BenchError::Config(error.to_string()))?;
+    let config = Config::from_toml_str(
+        &sidecar::config_text(job.addr, conns),
+        Path::new("bench.toml"),
+        &crate::transports::TransportRegistry::with_defaults(),
+    )
+    .map_err(|error| BenchError::Config(error.to_string()))?;
     let subscriber = CountingSubscriber { tally: tally.clone() }.start();
     let spec = SubscriptionSpec::new("bench-soak", ["bench-*"])
         .with_queue(DEFAULT_QUEUE, SubscriberOverflow::Backpressure);

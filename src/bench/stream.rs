@@ -145,8 +145,12 @@ async fn measure(bench: &Bench, size: u64) -> Result<StreamFigures, BenchError> 
     if let Ok(metrics) = crate::metrics::install() {
         metrics.run_upkeep();
     }
-    let config = Config::from_toml_str(&config_text(upstream.addr), Path::new("bench-stream.toml"))
-        .map_err(|error| BenchError::Config(error.to_string()))?;
+    let config = Config::from_toml_str(
+        &config_text(upstream.addr),
+        Path::new("bench-stream.toml"),
+        &crate::transports::TransportRegistry::with_defaults(),
+    )
+    .map_err(|error| BenchError::Config(error.to_string()))?;
     let (done, received) = oneshot::channel();
     let subscriber = StreamSubscriber {
         hash: StreamHash::new(),
@@ -674,8 +678,12 @@ mod tests {
     #[test]
     fn the_config_is_a_stream_mode_feed() {
         let addr = SocketAddr::from(([127, 0, 0, 1], 4242));
-        let config = Config::from_toml_str(&config_text(addr), Path::new("bench-stream.toml"))
-            .expect("valid");
+        let config = Config::from_toml_str(
+            &config_text(addr),
+            Path::new("bench-stream.toml"),
+            &crate::transports::TransportRegistry::with_defaults(),
+        )
+        .expect("valid");
         assert_eq!(config.feeds.len(), 1);
         assert_eq!(&*config.feeds[0].name, FEED);
     }

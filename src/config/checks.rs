@@ -6,17 +6,6 @@ use std::time::Duration;
 
 use url::Url;
 
-/// Headers the WebSocket handshake sets itself; a feed may not override them.
-const HANDSHAKE_HEADERS: [&str; 7] = [
-    "host",
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-accept",
-];
-
 /// Parses a size such as `"64KiB"`, `"1MiB"`, `"1.5 MB"` (decimal) or
 /// `"1024"` (bytes) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -38,27 +27,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// Parses a feed URL: `ws://`, `wss://`, or `memory://` for the in-memory
-/// test transport. Messages never quote the URL, which may hold a token.
+/// Parses a feed URL. Which schemes are served and what their URLs need is
+/// the business of the transports (see `Transport::check`); this checks only
+/// what holds for every feed. Messages never quote the URL, which may hold a token.
 pub(super) fn parse_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("invalid URL: {error}"))?;
-    match url.scheme() {
-        "ws" | "wss" | "memory" => {}
-        "tcp" | "tls" => {
-            if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
-                return Err(format!(
-                    "a {}:// URL needs a host and a port, such as \"{}://127.0.0.1:7000\"",
-                    url.scheme(),
-                    url.scheme()
-                ));
-            }
-        }
-        other => {
-            return Err(format!(
-                "unsupported scheme {other:?}: use ws://, wss://, tcp:// or tls://"
-            ))
-        }
-    }
     if url.fragment().is_some() {
         return Err("a feed URL cannot have a #fragment".to_owned());
     }
@@ -97,16 +70,13 @@ pub(super) fn check_pointer(pointer: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A header name must be an HTTP token; which headers a transport sets
+/// itself is its own rule (see `Transport::check`).
 pub(super) fn check_header_name(name: &str) -> Result<(), String> {
-    let lower = name.to_ascii_lowercase();
-    if !is_token(name) {
-        Err(format!("{name:?} is not a valid header name"))
-    } else if lower == "sec-websocket-protocol" {
-        Err("set subprotocols with `subprotocols`, not as a header".to_owned())
-    } else if HANDSHAKE_HEADERS.contains(&lower.as_str()) {
-        Err(format!("{name} is set by the WebSocket handshake itself"))
-    } else {
+    if is_token(name) {
         Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid header name"))
     }
 }
 

@@ -13,6 +13,14 @@
 //! A feed added at run time goes through the same raw struct and the same
 //! checks: see [`parse_feed_json`].
 //!
+//! What a feed's URL may look like and which options it may use is the
+//! business of the transport serving its scheme: validation asks the
+//! [`TransportRegistry`] it is given (`Transport::check`), so that a scheme
+//! is accepted exactly where a transport serves it. The resolved feed holds
+//! the transport API's own types (`DeliveryMode`, `Framing`, `TlsOptions`);
+//! the TOML names (`mode = "stream"`, `chunk_size`, `framing = "lines"`) are
+//! mapped in `raw.rs`/`validate.rs` and back in `show.rs`.
+//!
 //! Secrets: header values are never printed (`Debug` and `Serialize` show
 //! `***`, see `show.rs`), and a URL, `on_open` message or heartbeat message
 //! that uses `${VAR}` is shown as written, with the reference unexpanded; a
@@ -38,16 +46,17 @@ mod validate;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
+use serde::Serialize;
 use url::Url;
 
 pub use checks::{parse_duration, parse_size};
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
-pub use show::{format_duration, format_size};
+pub use show::{format_duration, format_size, framing_name, mode_name};
 pub use subscriber::{
     SinkConfig, SinkKind, SubscribeEndpointConfig, SubscriberConfig, SubscriberOverflow,
     DEFAULT_QUEUE,
@@ -55,6 +64,7 @@ pub use subscriber::{
 pub use validate::MAX_MESSAGE_SIZE_LIMIT;
 
 use crate::backoff::ReconnectPolicy;
+use crate::transports::TransportRegistry;
 use show::{mask_password, mask_query, REDACTED};
 
 /// A whole, valid, resolved config.
@@ -144,11 +154,12 @@ impl Default for HttpConfig {
 /// `Debug` and `Serialize` (in `show.rs`) show the heartbeat message as written.
 #[derive(Clone, PartialEq)]
 pub struct FeedDefaults {
-    /// Default [`FeedConfig::mode`].
-    pub mode: FeedMode,
+    /// Default [`FeedConfig::mode`]: stream mode (`mode = "stream"`) or message mode.
+    pub stream: bool,
     /// Default [`FeedConfig::max_message_size`], in bytes.
     pub max_message_size: u64,
-    /// Default [`FeedConfig::chunk_size`], in bytes.
+    /// Default chunk size of a feed in stream mode, in bytes (kept whatever
+    /// the default mode, for feeds that choose stream mode themselves).
     pub chunk_size: u64,
     /// Default [`FeedConfig::handshake_timeout`].
     pub handshake_timeout: Duration,
@@ -169,10 +180,23 @@ pub struct FeedDefaults {
     pub unexpanded_heartbeat_message: Option<String>,
 }
 
+impl FeedDefaults {
+    /// The default [`FeedConfig::mode`], with the default chunk size in stream mode.
+    pub fn mode(&self) -> DeliveryMode {
+        if self.stream {
+            DeliveryMode::Stream {
+                chunk_size: usize::try_from(self.chunk_size).unwrap_or(usize::MAX),
+            }
+        } else {
+            DeliveryMode::Message
+        }
+    }
+}
+
 impl Default for FeedDefaults {
     fn default() -> Self {
         Self {
-            mode: FeedMode::Message,
+            stream: false,
             max_message_size: 1 << 20,
             chunk_size: 64 << 10,
             handshake_timeout: Duration::from_secs(10),
@@ -194,10 +218,11 @@ impl Default for FeedDefaults {
 pub struct FeedConfig {
     /// Unique; used in metric labels and subscriber patterns.
     pub name: String,
-    /// Upstream address; the scheme (`ws`, `wss`, `memory`) picks the transport.
+    /// Upstream address; its scheme picks the transport (see [`TransportRegistry`]).
     pub url: Url,
-    /// Whole messages, or chunks of a byte stream.
-    pub mode: FeedMode,
+    /// Whole messages (`mode = "message"`), or chunks of at most `chunk_size`
+    /// bytes (`mode = "stream"`).
+    pub mode: DeliveryMode,
     /// JSON pointer to each message's topic (`/symbol`); `None`: no topic.
     pub topic: Option<String>,
     /// Extra handshake headers; the values may be secrets.
@@ -208,14 +233,18 @@ pub struct FeedConfig {
     pub on_open: Vec<String>,
     /// Largest message accepted in message mode, in bytes; larger closes with 1009.
     pub max_message_size: u64,
-    /// Largest chunk delivered in stream mode, in bytes.
-    pub chunk_size: u64,
-    /// `tcp://` and `tls://` feeds in message mode: how messages are delimited (default lines).
+    /// How a byte-stream transport (`tcp://`, `tls://`) delimits messages in
+    /// message mode (default lines); other transports have no use for it.
     pub framing: Framing,
+    /// Whether the feed's transport uses `framing` in its mode (asked of the
+    /// transport when the feed was checked): then `framing` is shown even at
+    /// its default, as `feedvisor check` has always shown it.
+    pub framing_used: bool,
     /// How long the opening handshake may take.
     pub handshake_timeout: Duration,
-    /// TLS settings for `wss://`.
-    pub tls: TlsConfig,
+    /// TLS settings for secure schemes; `ca_file` resolved against the config
+    /// file's directory.
+    pub tls: TlsOptions,
     /// When and how fast to reconnect after a failure.
     pub reconnect: ReconnectPolicy,
     /// Pings that detect a dead connection; `None`: off (`interval = "0s"`).
@@ -252,16 +281,16 @@ impl FeedConfig {
         Self {
             name: name.into(),
             url,
-            mode: defaults.mode,
+            mode: defaults.mode(),
             topic: None,
             headers: Vec::new(),
             subprotocols: Vec::new(),
             on_open: Vec::new(),
             max_message_size: defaults.max_message_size,
-            chunk_size: defaults.chunk_size,
             framing: Framing::default(),
+            framing_used: false,
             handshake_timeout: defaults.handshake_timeout,
-            tls: TlsConfig::default(),
+            tls: TlsOptions::default(),
             reconnect: defaults.reconnect,
             heartbeat: defaults.heartbeat,
             idle_timeout: defaults.idle_timeout,
@@ -290,67 +319,22 @@ impl FeedConfig {
         }
     }
 
+    /// The framing as a config file would write it: when the feed's transport
+    /// uses it, or when it is not the default; else `None`.
+    pub fn written_framing(&self) -> Option<Framing> {
+        (self.framing_used || self.framing != Framing::default()).then_some(self.framing)
+    }
+
     /// The heartbeat safe to show: an application message as written if it used `${VAR}`.
     pub fn display_heartbeat(&self) -> Option<HeartbeatConfig> {
         heartbeat::as_written(self.heartbeat.as_ref(), self.unexpanded.heartbeat_message.as_deref())
     }
 }
 
-/// How a byte-stream feed (`tcp://`, `tls://`) delimits messages in message mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Framing {
-    /// One message per line.
-    #[default]
-    Lines,
-    /// Each message preceded by its length, a big-endian u32.
-    LengthPrefixed,
-}
-
-impl Framing {
-    /// The name used in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lines => "lines",
-            Self::LengthPrefixed => "length_prefixed",
-        }
-    }
-}
-
-/// How a feed delivers data, after the WinRT MessageWebSocket / StreamWebSocket pair.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FeedMode {
-    /// Whole messages, bounded by `max_message_size`.
-    #[default]
-    Message,
-    /// Ordered chunks of at most `chunk_size`, message boundaries marked.
-    Stream,
-}
-
-impl FeedMode {
-    /// The name used in the config and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Message => "message",
-            Self::Stream => "stream",
-        }
-    }
-}
-
-/// `tls = { ... }` of a feed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TlsConfig {
-    /// Extra CA certificates (PEM) to trust, besides the built-in roots;
-    /// already resolved against the config file's directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Every problem found in one config file (or one feed definition).
 ///
 /// Displays one line per error, such as
-/// `config/bad.toml: feeds[1] (weather).url: unsupported scheme "htp": use ws:// or wss://`.
+/// `config/bad.toml: feeds[1] (weather).url: unsupported scheme "htp": use ws://, wss://, tcp:// or tls://`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file (as given), or `feed` for a feed defined on its own.
@@ -438,7 +422,9 @@ impl Location {
 impl Config {
     /// Reads and validates a config file; `${VAR}` comes from the process
     /// environment, relative paths are resolved against the file's directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// A feed's scheme must be served by one of `transports`, whose rules its
+    /// settings must pass.
+    pub fn load(path: &Path, transports: &TransportRegistry) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
             origin: origin.clone(),
@@ -446,13 +432,19 @@ impl Config {
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base_dir = absolute.parent().unwrap_or(Path::new(""));
-        parse_toml(&text, origin, base_dir, &|name: &str| std::env::var(name).ok())
+        let env = |name: &str| std::env::var(name).ok();
+        parse_toml(&text, origin, base_dir, &env, transports)
     }
 
     /// Validates config text as if read from `origin` (which names it in
     /// errors and anchors relative paths); `${VAR}` from the process environment.
-    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        Self::from_toml_str_with_env(text, origin, &|name: &str| std::env::var(name).ok())
+    pub fn from_toml_str(
+        text: &str,
+        origin: &Path,
+        transports: &TransportRegistry,
+    ) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        Self::from_toml_str_with_env(text, origin, &env, transports)
     }
 
     /// Like [`Config::from_toml_str`], with `${VAR}` looked up in `env`.
@@ -460,9 +452,26 @@ impl Config {
         text: &str,
         origin: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        transports: &TransportRegistry,
     ) -> Result<Config, ConfigError> {
         let base_dir = origin.parent().unwrap_or(Path::new(""));
-        parse_toml(text, origin.display().to_string(), base_dir, env)
+        parse_toml(text, origin.display().to_string(), base_dir, env, transports)
+    }
+
+    /// Checks every feed against `transports` again: for a config resolved
+    /// with another registry than the one it will run with. Problems are
+    /// reported under `origin`, at each feed's path.
+    pub fn check_transports(
+        &self,
+        origin: &str,
+        transports: &TransportRegistry,
+    ) -> Result<(), ConfigError> {
+        let errors = validate::resolved_feeds(&self.feeds, transports);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { origin: origin.to_owned(), errors })
+        }
     }
 }
 
@@ -471,16 +480,18 @@ fn parse_toml(
     origin: String,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    transports: &TransportRegistry,
 ) -> Result<Config, ConfigError> {
     let raw = raw::from_toml(text)
         .map_err(|error| ConfigError { origin: origin.clone(), errors: vec![error] })?;
-    let context = validate::Context { base_dir, env, file_exists: &Path::is_file };
+    let context = validate::Context { base_dir, env, file_exists: &Path::is_file, transports };
     validate::config(&raw, &context).map_err(|errors| ConfigError { origin, errors })
 }
 
 /// Validates one feed given as JSON in the config's `[[feeds]]` shape (the
 /// body of `POST /feeds`), with the same checks as a file. Unset fields take
-/// `defaults`; relative paths are resolved against `base_dir`.
+/// `defaults`; relative paths are resolved against `base_dir`; the scheme
+/// must be served by one of `transports`.
 ///
 /// `env` resolves `${VAR}`. A caller taking feeds from the network should
 /// pass `&|_| None` unless it trusts the sender: a client could otherwise
@@ -491,11 +502,12 @@ pub fn parse_feed_json(
     defaults: &FeedDefaults,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    transports: &TransportRegistry,
 ) -> Result<FeedConfig, ConfigError> {
     let origin = "feed".to_owned();
     let raw = raw::from_json(value)
         .map_err(|error| ConfigError { origin: origin.clone(), errors: vec![error] })?;
-    let context = validate::Context { base_dir, env, file_exists: &Path::is_file };
+    let context = validate::Context { base_dir, env, file_exists: &Path::is_file, transports };
     let mut errors = Vec::new();
     match validate::feed(&raw, defaults, "", &context, &mut errors) {
         Some(feed) if errors.is_empty() => Ok(feed),

@@ -13,7 +13,9 @@ use serde::de::{self, Deserializer, Unexpected};
 use serde::Deserialize;
 
 use super::validate::label;
-use super::{FeedMode, FieldError, Framing, Location, Overflow, SinkKind, SubscriberOverflow};
+use feedvisor_transport_api::Framing;
+
+use super::{FieldError, Location, Overflow, SinkKind, SubscriberOverflow};
 use crate::backoff::{Jitter, PolicyKind};
 
 /// A whole config file.
@@ -55,7 +57,7 @@ pub(crate) struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDefaults {
     /// Default `mode`.
-    pub mode: Option<FeedMode>,
+    pub mode: Option<RawMode>,
     /// Default `max_message_size`.
     pub max_message_size: Option<RawSize>,
     /// Default `chunk_size`.
@@ -83,7 +85,7 @@ pub(crate) struct RawFeed {
     /// Required; `${VAR}` expanded.
     pub url: Option<String>,
     /// Falls back to `[defaults]`.
-    pub mode: Option<FeedMode>,
+    pub mode: Option<RawMode>,
     /// JSON pointer to the topic.
     pub topic: Option<String>,
     /// Handshake headers; values `${VAR}` expanded.
@@ -99,8 +101,8 @@ pub(crate) struct RawFeed {
     pub max_message_size: Option<RawSize>,
     /// Falls back to `[defaults]`; stream mode only.
     pub chunk_size: Option<RawSize>,
-    /// `tcp://` and `tls://` feeds in message mode: how messages are delimited.
-    pub framing: Option<Framing>,
+    /// Byte-stream feeds in message mode: how messages are delimited.
+    pub framing: Option<RawFraming>,
     /// Falls back to `[defaults]`.
     pub handshake_timeout: Option<RawDuration>,
     /// TLS settings.
@@ -117,6 +119,36 @@ pub(crate) struct RawFeed {
     pub sequence: Option<String>,
     /// Falls back to `[defaults]`.
     pub required: Option<bool>,
+}
+
+/// `mode = "message" | "stream"`, mapped onto the transport API's
+/// `DeliveryMode` by the validation step (stream mode takes `chunk_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawMode {
+    /// Whole messages, bounded by `max_message_size`.
+    Message,
+    /// Ordered chunks of at most `chunk_size`, message boundaries marked.
+    Stream,
+}
+
+/// `framing = "lines" | "length_prefixed"`: the names of the transport API's `Framing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawFraming {
+    /// One message per line.
+    Lines,
+    /// Each message preceded by its length, a big-endian u32.
+    LengthPrefixed,
+}
+
+impl From<RawFraming> for Framing {
+    fn from(raw: RawFraming) -> Framing {
+        match raw {
+            RawFraming::Lines => Framing::Lines,
+            RawFraming::LengthPrefixed => Framing::LengthPrefixed,
+        }
+    }
 }
 
 /// `reconnect = { ... }`: every field optional, so that a feed's table

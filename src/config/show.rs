@@ -10,13 +10,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::heartbeat::as_written;
 use super::{
-    FeedConfig, FeedDefaults, FeedMode, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig,
-    ReplyMatch,
+    FeedConfig, FeedDefaults, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig, ReplyMatch,
 };
 use crate::backoff::ReconnectPolicy;
 
@@ -36,7 +36,7 @@ impl fmt::Debug for FeedConfig {
             .field("subprotocols", &self.subprotocols)
             .field("on_open", &self.display_on_open())
             .field("max_message_size", &self.max_message_size)
-            .field("chunk_size", &self.chunk_size)
+            .field("framing", &self.written_framing())
             .field("handshake_timeout", &self.handshake_timeout)
             .field("tls", &self.tls)
             .field("reconnect", &self.reconnect)
@@ -66,7 +66,7 @@ impl Serialize for FeedConfig {
         let mut out = serializer.serialize_struct("FeedConfig", 17)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("url", &self.display_url())?;
-        out.serialize_field("mode", &self.mode)?;
+        out.serialize_field("mode", mode_name(self.mode))?;
         match &self.topic {
             Some(topic) => out.serialize_field("topic", topic)?,
             None => out.skip_field("topic")?,
@@ -76,16 +76,18 @@ impl Serialize for FeedConfig {
         out.serialize_field("on_open", self.display_on_open())?;
         out.serialize_field("max_message_size", &format_size(self.max_message_size))?;
         match self.mode {
-            FeedMode::Stream => out.serialize_field("chunk_size", &format_size(self.chunk_size))?,
-            FeedMode::Message => out.skip_field("chunk_size")?,
+            DeliveryMode::Stream { chunk_size } => {
+                let chunk_size = u64::try_from(chunk_size).unwrap_or(u64::MAX);
+                out.serialize_field("chunk_size", &format_size(chunk_size))?;
+            }
+            DeliveryMode::Message => out.skip_field("chunk_size")?,
         }
-        if matches!(self.url.scheme(), "tcp" | "tls") && self.mode == FeedMode::Message {
-            out.serialize_field("framing", &self.framing)?;
-        } else {
-            out.skip_field("framing")?;
+        match self.written_framing() {
+            Some(framing) => out.serialize_field("framing", framing_name(framing))?,
+            None => out.skip_field("framing")?,
         }
         out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
-        out.serialize_field("tls", &self.tls)?;
+        out.serialize_field("tls", &ShowTls(&self.tls))?;
         out.serialize_field("reconnect", &ShowReconnect(&self.reconnect))?;
         out.serialize_field("heartbeat", &ShowHeartbeat(self.display_heartbeat().as_ref()))?;
         out.serialize_field("idle_timeout", &format_off(self.idle_timeout))?;
@@ -109,7 +111,7 @@ impl FeedDefaults {
 impl fmt::Debug for FeedDefaults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FeedDefaults")
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .field("max_message_size", &self.max_message_size)
             .field("chunk_size", &self.chunk_size)
             .field("handshake_timeout", &self.handshake_timeout)
@@ -126,7 +128,7 @@ impl fmt::Debug for FeedDefaults {
 impl Serialize for FeedDefaults {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut out = serializer.serialize_struct("FeedDefaults", 9)?;
-        out.serialize_field("mode", &self.mode)?;
+        out.serialize_field("mode", mode_name(self.mode()))?;
         out.serialize_field("max_message_size", &format_size(self.max_message_size))?;
         out.serialize_field("chunk_size", &format_size(self.chunk_size))?;
         out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
@@ -135,6 +137,35 @@ impl Serialize for FeedDefaults {
         out.serialize_field("idle_timeout", &format_off(self.idle_timeout))?;
         out.serialize_field("outbound_queue", &ShowQueue(&self.outbound_queue))?;
         out.serialize_field("required", &self.required)?;
+        out.end()
+    }
+}
+
+/// The name of a delivery mode in the config (`mode = "stream"`) and in the status API.
+pub fn mode_name(mode: DeliveryMode) -> &'static str {
+    match mode {
+        DeliveryMode::Message => "message",
+        DeliveryMode::Stream { .. } => "stream",
+    }
+}
+
+/// The name of a framing in the config (`framing = "length_prefixed"`).
+pub fn framing_name(framing: Framing) -> &'static str {
+    match framing {
+        Framing::Lines => "lines",
+        Framing::LengthPrefixed => "length_prefixed",
+    }
+}
+
+/// `tls = { ... }` of a feed; an unset `ca_file` is left out.
+struct ShowTls<'a>(&'a TlsOptions);
+
+impl Serialize for ShowTls<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(None)?;
+        if let Some(ca_file) = &self.0.ca_file {
+            out.serialize_entry("ca_file", ca_file)?;
+        }
         out.end()
     }
 }

@@ -4,8 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use feedvisor_transport_api::{DeliveryMode, Framing};
+
 use super::*;
 use crate::backoff::{Jitter, PolicyKind};
+use crate::transports::TransportRegistry;
 
 /// A valid feed that error tests append one bad line to.
 const STOCKS: &str = "[[feeds]]\nname = \"stocks\"\nurl = \"ws://127.0.0.1:8080/ticks\"\n";
@@ -19,8 +22,22 @@ fn test_env(name: &str) -> Option<String> {
     }
 }
 
+/// The built-in transports and the in-memory one, as tests run with.
+fn transports() -> TransportRegistry {
+    TransportRegistry::with_memory()
+}
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml_str_with_env(text, Path::new("config/test.toml"), &test_env)
+    Config::from_toml_str_with_env(text, Path::new("config/test.toml"), &test_env, &transports())
+}
+
+/// [`parse_feed_json`] with the test transports.
+fn feed_json(
+    json: serde_json::Value,
+    defaults: &FeedDefaults,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FeedConfig, ConfigError> {
+    parse_feed_json(json, defaults, Path::new("."), env, &transports())
 }
 
 fn parse_ok(text: &str) -> Config {
@@ -76,13 +93,14 @@ fn full_config_parses_every_field() {
         sink = "stdout"
     "#;
     let origin = manifest_dir().join("feedvisor.toml");
-    let config = Config::from_toml_str_with_env(text, &origin, &test_env).expect("valid config");
+    let config = Config::from_toml_str_with_env(text, &origin, &test_env, &transports())
+        .expect("valid config");
 
     assert_eq!(config.http.listen, "127.0.0.1:9901".parse().expect("address"));
     let feed = &config.feeds[0];
     assert_eq!(feed.name, "stocks");
     assert_eq!(feed.url.as_str(), "wss://127.0.0.1:8443/ticks");
-    assert_eq!(feed.mode, FeedMode::Message);
+    assert_eq!(feed.mode, DeliveryMode::Message);
     assert_eq!(feed.topic.as_deref(), Some("/symbol"));
     assert_eq!(
         feed.headers,
@@ -94,7 +112,7 @@ fn full_config_parses_every_field() {
     assert_eq!(feed.subprotocols, ["v1", "v2"]);
     assert_eq!(feed.on_open, [r#"{"op":"subscribe","symbols":["AAPL"]}"#]);
     assert_eq!(feed.max_message_size, 4 << 20);
-    assert_eq!(feed.chunk_size, 32 << 10);
+    assert_eq!(config.defaults.chunk_size, 32 << 10);
     assert_eq!(feed.handshake_timeout, Duration::from_secs(90));
     assert_eq!(feed.tls.ca_file, Some(manifest_dir().join("Cargo.toml")));
 
@@ -117,9 +135,10 @@ fn empty_file_is_the_default_config() {
 fn built_in_defaults_apply_to_a_bare_feed() {
     let feed = parse_ok(STOCKS).feeds.remove(0);
     assert_eq!(feed, FeedConfig::new("stocks", feed.url.clone()));
-    assert_eq!(feed.mode, FeedMode::Message);
+    assert_eq!(feed.mode, DeliveryMode::Message);
     assert_eq!(feed.max_message_size, 1 << 20);
-    assert_eq!(feed.chunk_size, 64 << 10);
+    let stream = parse_ok(&format!("{STOCKS}mode = \"stream\"\n")).feeds.remove(0);
+    assert_eq!(stream.mode, DeliveryMode::Stream { chunk_size: 64 << 10 });
     assert_eq!(feed.handshake_timeout, Duration::from_secs(10));
 }
 
@@ -141,12 +160,17 @@ fn defaults_section_applies_and_feed_fields_win() {
         url = "ws://127.0.0.1:1/b"
         max_message_size = "512KiB"
         handshake_timeout = "250ms"
+
+        [[feeds]]
+        name = "streams"
+        url = "ws://127.0.0.1:1/c"
+        mode = "stream"
     "#;
     let config = parse_ok(text);
     let (inherits, overrides) = (&config.feeds[0], &config.feeds[1]);
-    assert_eq!(inherits.mode, FeedMode::Message);
+    assert_eq!(inherits.mode, DeliveryMode::Message);
     assert_eq!(inherits.max_message_size, 2 << 20);
-    assert_eq!(inherits.chunk_size, 4096);
+    assert_eq!(config.feeds[2].mode, DeliveryMode::Stream { chunk_size: 4096 });
     assert_eq!(inherits.handshake_timeout, Duration::from_secs(3));
     assert_eq!(overrides.max_message_size, 512 << 10);
     assert_eq!(overrides.handshake_timeout, Duration::from_millis(250));
@@ -237,7 +261,10 @@ fn bad_mode_is_a_bad_variant() {
 #[test]
 fn bad_url_scheme_renders_as_one_line() {
     let text = "[[feeds]]\nname = \"weather\"\nurl = \"htp://127.0.0.1/\"\n";
-    let error = parse(text).expect_err("bad scheme");
+    let origin = Path::new("config/test.toml");
+    let production = TransportRegistry::with_defaults();
+    let error = Config::from_toml_str_with_env(text, origin, &test_env, &production)
+        .expect_err("bad scheme");
     assert_eq!(
         error.to_string(),
         "config/test.toml: feeds[0] (weather).url: unsupported scheme \"htp\": use ws://, wss://, tcp:// or tls://"
@@ -251,9 +278,35 @@ fn bad_url_scheme_renders_as_one_line() {
 }
 
 #[test]
-fn memory_scheme_is_accepted_for_tests() {
-    let feed = parse_ok("[[feeds]]\nname = \"m\"\nurl = \"memory://ticks\"\n").feeds.remove(0);
+fn memory_scheme_is_accepted_only_where_that_transport_is_registered() {
+    let text = "[[feeds]]\nname = \"m\"\nurl = \"memory://ticks\"\n";
+    let feed = parse_ok(text).feeds.remove(0);
     assert_eq!(feed.url.scheme(), "memory");
+    let production = TransportRegistry::with_defaults();
+    let error = Config::from_toml_str(text, Path::new("prod.toml"), &production)
+        .expect_err("no memory transport in production");
+    assert_eq!(
+        error.to_string(),
+        "prod.toml: feeds[0] (m).url: unsupported scheme \"memory\": use ws://, wss://, tcp:// or tls://"
+    );
+    assert_error(
+        "[[feeds]]\nname = \"m\"\nurl = \"memory:///\"\n",
+        "feeds[0] (m).url",
+        "memory://",
+    );
+}
+
+#[test]
+fn a_config_checked_with_other_transports_is_checked_again_with_those_it_runs_with() {
+    let config = parse_ok("[[feeds]]\nname = \"m\"\nurl = \"memory://ticks\"\n");
+    assert_eq!(config.check_transports("test", &transports()), Ok(()));
+    let error = config
+        .check_transports("test", &TransportRegistry::with_defaults())
+        .expect_err("memory is not served");
+    assert_eq!(error.errors[0].path, "feeds[0] (m).url");
+    assert!(error.errors[0].message.contains("unsupported scheme \"memory\""), "{error}");
+    let tcp = parse_ok("[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1:7000\"\n");
+    assert_eq!(tcp.check_transports("test", &TransportRegistry::with_defaults()), Ok(()));
 }
 
 #[test]
@@ -321,7 +374,7 @@ fn bad_duration_and_sizes_name_the_field() {
 fn stream_mode_takes_a_bounded_chunk_size() {
     let feed =
         parse_ok(&format!("{STOCKS}mode = \"stream\"\nchunk_size = \"8KiB\"\n")).feeds.remove(0);
-    assert_eq!((feed.mode, feed.chunk_size), (FeedMode::Stream, 8 << 10));
+    assert_eq!(feed.mode, DeliveryMode::Stream { chunk_size: 8 << 10 });
     assert_error(
         &format!("{STOCKS}mode = \"stream\"\nchunk_size = \"1GiB\"\n"),
         "feeds[0] (stocks).chunk_size",
@@ -337,11 +390,23 @@ fn byte_stream_feeds_need_a_port_and_take_a_framing() {
     assert_eq!(feed.framing, Framing::LengthPrefixed);
     let text = "[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1\"\n";
     assert_error(text, "feeds[0] (t).url", "needs a host and a port");
-    assert_error(&format!("{STOCKS}framing = \"lines\"\n"), "feeds[0] (stocks).framing", "tcp://");
+    assert_error(&format!("{STOCKS}framing = \"lines\"\n"), "feeds[0] (stocks).framing", "ws://");
     let stream = "[[feeds]]\nname = \"t\"\nurl = \"tls://h.example:7000\"\nmode = \"stream\"\nframing = \"lines\"\n";
     assert_error(stream, "feeds[0] (t).framing", "message mode");
     let tcp = "[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1:7000\"\n";
     assert_eq!(parse_ok(tcp).feeds[0].heartbeat, None, "no protocol pings on TCP by default");
+    let defaults = format!("[defaults]\nheartbeat = {{ interval = \"20s\" }}\n{tcp}");
+    assert_eq!(parse_ok(&defaults).feeds[0].heartbeat, None, "nor from [defaults]");
+    assert_error(
+        &format!("{tcp}subprotocols = [\"v1\"]\n"),
+        "feeds[0] (t).subprotocols",
+        "handshake",
+    );
+    assert_error(
+        &format!("{tcp}tls = {{ ca_file = \"Cargo.toml\" }}\n"),
+        "feeds[0] (t).tls.ca_file",
+        "tls://",
+    );
     let pinged = format!("{tcp}heartbeat = {{ interval = \"15s\" }}\n");
     assert_error(&pinged, "feeds[0] (t).heartbeat", "no protocol pings");
     let app = format!(
@@ -519,13 +584,15 @@ fn feed_json_shares_the_file_checks() {
         "url": "ws://127.0.0.1:1/",
         "headers": { "X-Key": "${STOCKS_KEY}" },
     });
-    let feed = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect("valid feed");
+    let feed = feed_json(json, &defaults, &test_env).expect("valid feed");
     assert_eq!(feed.max_message_size, 4096);
     assert_eq!(feed.headers[0].1, "k3y-value");
 
     let json =
         serde_json::json!({ "name": "live", "url": "htp://x/", "handshake_timeout": "5 parsecs" });
-    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad feed");
+    let production = TransportRegistry::with_defaults();
+    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env, &production)
+        .expect_err("bad feed");
     assert_eq!(
         error.to_string(),
         "feed: url: unsupported scheme \"htp\": use ws://, wss://, tcp:// or tls://\n\
@@ -533,8 +600,22 @@ fn feed_json_shares_the_file_checks() {
          use a number with a unit, such as \"10s\" or \"500ms\""
     );
     let json = serde_json::json!({ "name": "live", "url": "ws://x/", "mode": "fast" });
-    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad mode");
+    let error = feed_json(json, &defaults, &test_env).expect_err("bad mode");
     assert_eq!(error.errors[0].path, "mode");
+}
+
+#[test]
+fn framing_is_shown_where_the_transport_uses_it() {
+    let shown =
+        |text: &str| serde_json::to_value(feed_of(text)).expect("serialize")["framing"].clone();
+    let tcp = "[[feeds]]\nname = \"t\"\nurl = \"tcp://127.0.0.1:7000\"\n";
+    assert_eq!(shown(tcp), "lines", "message mode on tcp:// uses the default framing");
+    assert_eq!(shown(&format!("{tcp}framing = \"length_prefixed\"\n")), "length_prefixed");
+    assert_eq!(shown(&format!("{tcp}mode = \"stream\"\n")), serde_json::Value::Null);
+    assert_eq!(shown(STOCKS), serde_json::Value::Null, "WebSocket has no framing");
+    let feed = feed_of(&format!("{tcp}framing = \"length_prefixed\"\n"));
+    let json = serde_json::to_value(&feed).expect("serialize");
+    assert_eq!(feed_json(json, &FeedDefaults::default(), &|_: &str| None), Ok(feed));
 }
 
 #[test]
@@ -549,8 +630,7 @@ fn serialized_feed_reads_back_as_the_same_feed() {
     let text = format!("{STOCKS}{fields}");
     let feed = parse_ok(&text).feeds.remove(0);
     let json = serde_json::to_value(&feed).expect("serialize");
-    let back = parse_feed_json(json, &FeedDefaults::default(), Path::new("."), &|_: &str| None)
-        .expect("reads back");
+    let back = feed_json(json, &FeedDefaults::default(), &|_: &str| None).expect("reads back");
     assert_eq!(back, feed);
 }
 
@@ -572,8 +652,9 @@ fn sizes_and_durations_have_human_forms() {
 
 #[test]
 fn mode_and_sink_names() {
-    assert_eq!(FeedMode::Stream.as_str(), "stream");
-    assert_eq!(FeedMode::Message.as_str(), "message");
+    assert_eq!(mode_name(DeliveryMode::Stream { chunk_size: 1 }), "stream");
+    assert_eq!(mode_name(DeliveryMode::Message), "message");
+    assert_eq!(framing_name(Framing::LengthPrefixed), "length_prefixed");
     assert_eq!(SinkKind::Stdout.as_str(), "stdout");
 }
 
@@ -581,7 +662,7 @@ fn mode_and_sink_names() {
 fn a_literal_query_string_is_hidden_when_shown() {
     let text =
         "[[feeds]]\nname = \"q\"\nurl = \"wss://user:pw@example.com/feed?apikey=literal-secret\"\n";
-    let config = Config::from_toml_str(text, Path::new("q.toml")).expect("valid");
+    let config = Config::from_toml_str(text, Path::new("q.toml"), &transports()).expect("valid");
     let shown = config.feeds[0].display_url();
     assert_eq!(shown, "wss://user:***@example.com/feed?***");
     assert!(!format!("{:?}", config.feeds[0]).contains("literal-secret"));
@@ -1041,7 +1122,7 @@ fn feed_json_inherits_session_defaults() {
         "url": "ws://127.0.0.1:1/",
         "reconnect": { "initial": "1s" },
     });
-    let feed = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect("valid feed");
+    let feed = feed_json(json, &defaults, &test_env).expect("valid feed");
     assert_eq!(feed.reconnect, ReconnectPolicy { initial: secs(1), ..defaults.reconnect });
     assert_eq!(feed.heartbeat, None);
     assert!(!feed.required);
@@ -1051,7 +1132,7 @@ fn feed_json_inherits_session_defaults() {
         "url": "ws://127.0.0.1:1/",
         "outbound_queue": { "max_messages": 0 },
     });
-    let error = parse_feed_json(json, &defaults, Path::new("."), &test_env).expect_err("bad");
+    let error = feed_json(json, &defaults, &test_env).expect_err("bad");
     assert_eq!(error.to_string(), "feed: outbound_queue.max_messages: must be greater than 0");
 }
 
@@ -1077,8 +1158,7 @@ fn serialized_session_settings_read_back() {
     );
     assert_eq!(json["outbound_queue"]["max_bytes"], "1500B");
     assert_eq!(json["heartbeat"]["reply_pointer"], "/op");
-    let back = parse_feed_json(json, &FeedDefaults::default(), Path::new("."), &|_: &str| None)
-        .expect("reads back");
+    let back = feed_json(json, &FeedDefaults::default(), &|_: &str| None).expect("reads back");
     assert_eq!(back, feed);
 
     // Settings that are off read back as off, whatever the defaults say.
@@ -1087,8 +1167,7 @@ fn serialized_session_settings_read_back() {
     assert_eq!(json["heartbeat"], serde_json::json!({ "interval": "0s" }));
     assert_eq!(json["idle_timeout"], "0s");
     let defaults = FeedDefaults { idle_timeout: Some(secs(5)), ..FeedDefaults::default() };
-    let back =
-        parse_feed_json(json, &defaults, Path::new("."), &|_: &str| None).expect("reads back");
+    let back = feed_json(json, &defaults, &|_: &str| None).expect("reads back");
     assert_eq!(back, off);
 }
 

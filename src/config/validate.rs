@@ -2,7 +2,8 @@
 //! defaults applied and `${VAR}` expanded, and every error is collected with
 //! its path (`feeds[1] (weather).url`) instead of stopping at the first.
 //!
-//! Pure: the environment and the file system are reached only through the
+//! Pure: the environment, the file system and the transports (which judge
+//! the URL and options of the feeds they serve) are reached only through the
 //! [`Context`] the caller passes in.
 
 use std::collections::HashMap;
@@ -10,18 +11,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
+
 use super::checks::{
     check_header_name, check_name, check_pointer, is_token, parse_duration, parse_size, parse_url,
 };
 use super::env::{expand, has_reference};
-use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawSize};
+use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawMode, RawSize};
 use super::session::{self, Heartbeat};
 use super::subscriber;
 use super::HeartbeatKind;
 use super::{
-    format_size, Config, FeedConfig, FeedDefaults, FeedMode, FieldError, HttpConfig, Secret,
-    TlsConfig, Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
+    format_size, Config, FeedConfig, FeedDefaults, FieldError, HeartbeatConfig, HttpConfig, Secret,
+    Unexpanded, DEFAULT_SHUTDOWN_TIMEOUT,
 };
+use crate::transports::TransportRegistry;
 
 /// Largest accepted `chunk_size`: room for one chunk is made per read.
 const MAX_CHUNK_SIZE: u64 = 16 << 20;
@@ -40,6 +44,9 @@ pub(crate) struct Context<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Whether a referenced file exists.
     pub file_exists: &'a dyn Fn(&Path) -> bool,
+    /// The transports feeds may use: a feed's scheme must be served, and its
+    /// transport judges the feed's URL and options.
+    pub transports: &'a TransportRegistry,
 }
 
 /// Errors of one feed or subscriber, with the path prefix they are under.
@@ -259,7 +266,7 @@ fn defaults(
         session::outbound_queue(raw.outbound_queue.as_ref(), &builtin.outbound_queue, &mut scope)
             .unwrap_or(builtin.outbound_queue);
     FeedDefaults {
-        mode: raw.mode.unwrap_or(builtin.mode),
+        stream: raw.mode.map_or(builtin.stream, |mode| mode == RawMode::Stream),
         max_message_size,
         chunk_size,
         handshake_timeout,
@@ -296,7 +303,11 @@ pub(crate) fn feed(
             parse_url(&expanded).map_err(|message| scope.error("url", message)).ok()
         }),
     };
-    let mode = raw.mode.unwrap_or(defaults.mode);
+    let transport = url.as_ref().and_then(|url| {
+        let served = context.transports.get(url.scheme());
+        served.map_err(|unknown| scope.error("url", unknown.to_string())).ok()
+    });
+    let stream = raw.mode.map_or(defaults.stream, |mode| mode == RawMode::Stream);
     if let Some(Err(message)) = raw.topic.as_deref().map(check_pointer) {
         scope.error("topic", message);
     }
@@ -364,31 +375,30 @@ pub(crate) fn feed(
         defaults.max_message_size,
         limit,
     );
-    let byte_stream = url.as_ref().is_some_and(|url| matches!(url.scheme(), "tcp" | "tls"));
-    if raw.framing.is_some() && !byte_stream {
-        scope.error("framing", "only used by tcp:// and tls:// feeds");
-    }
-    if raw.framing.is_some() && mode == FeedMode::Stream {
-        scope.error("framing", "only used in message mode: stream mode passes bytes through");
-    }
-    if raw.chunk_size.is_some() && mode != FeedMode::Stream {
+    if raw.chunk_size.is_some() && !stream {
         scope.error("chunk_size", "only used when mode = \"stream\"");
     }
     let chunk_size =
         scope.size("chunk_size", raw.chunk_size.as_ref(), defaults.chunk_size, MAX_CHUNK_SIZE);
+    let mode = if stream {
+        let chunk_size = chunk_size.unwrap_or(defaults.chunk_size);
+        DeliveryMode::Stream { chunk_size: usize::try_from(chunk_size).unwrap_or(usize::MAX) }
+    } else {
+        DeliveryMode::Message
+    };
+    let framing: Option<Framing> = raw.framing.map(Framing::from);
     let handshake_timeout = scope.duration(
         "handshake_timeout",
         raw.handshake_timeout.as_ref(),
         defaults.handshake_timeout,
     );
 
-    let mut tls = TlsConfig::default();
+    // Which schemes take a CA file is the transport's rule; the path is ours.
+    let mut tls = TlsOptions::default();
     if let Some(ca_file) = raw.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()) {
         let path = context.base_dir.join(ca_file);
         if ca_file.is_empty() {
             scope.error("tls.ca_file", "must not be empty");
-        } else if url.as_ref().is_some_and(|url| !matches!(url.scheme(), "wss" | "tls")) {
-            scope.error("tls.ca_file", "only used by wss:// and tls:// feeds");
         } else if !(context.file_exists)(&path) {
             scope.error("tls.ca_file", format!("no such file: {}", path.display()));
         }
@@ -400,29 +410,47 @@ pub(crate) fn feed(
         config: defaults.heartbeat.clone(),
         message_as_written: defaults.unexpanded_heartbeat_message.clone(),
     };
-    let heartbeat =
-        session::heartbeat(raw.heartbeat.as_ref(), &inherited_heartbeat, context.env, &mut scope)
-            .map(|mut heartbeat| {
-                // TCP has no protocol pings: such feeds watch liveness with an
-                // application ping or idle_timeout; the default heartbeat is off there.
-                let protocol =
-                    matches!(&heartbeat.config, Some(h) if h.kind == HeartbeatKind::Protocol);
-                if byte_stream && protocol {
-                    if raw.heartbeat.as_ref().is_some_and(|h| h.interval.is_some()) {
-                        scope.error(
-                            "heartbeat",
-                            "tcp:// and tls:// have no protocol pings: set heartbeat.message \
-                             and heartbeat.reply, or use idle_timeout",
-                        );
-                    }
-                    heartbeat.config = None;
-                }
-                heartbeat
-            });
+    let mut heartbeat =
+        session::heartbeat(raw.heartbeat.as_ref(), &inherited_heartbeat, context.env, &mut scope);
     let idle_timeout =
         session::idle_timeout(raw.idle_timeout.as_ref(), defaults.idle_timeout, &mut scope);
     let outbound_queue =
         session::outbound_queue(raw.outbound_queue.as_ref(), &defaults.outbound_queue, &mut scope);
+
+    let mut framing_used = false;
+    if let (Some(url), Some(transport)) = (&url, &transport) {
+        let header_names: Vec<&str> = raw.headers.keys().map(String::as_str).collect();
+        let options = FeedOptions {
+            url,
+            header_names: &header_names,
+            subprotocols: &raw.subprotocols,
+            mode,
+            framing,
+            tls: &tls,
+            protocol_pings: heartbeat
+                .as_ref()
+                .is_some_and(|heartbeat| asks_protocol_pings(heartbeat.config.as_ref())),
+        };
+        // A heartbeat the feed did not ask for itself (the built-in default or
+        // [defaults]) that its transport cannot do, such as protocol pings on
+        // TCP, is off for this feed rather than an error: such feeds watch
+        // liveness with an application ping or idle_timeout.
+        let chose_heartbeat = raw.heartbeat.as_ref().is_some_and(|h| h.interval.is_some());
+        for problem in transport.check(&options) {
+            if is_heartbeat(&problem) && !chose_heartbeat {
+                if let Some(heartbeat) = heartbeat.as_mut() {
+                    heartbeat.config = None;
+                }
+            } else {
+                scope.error(&problem.field, problem.message);
+            }
+        }
+        framing_used = uses_framing(transport.check(&FeedOptions {
+            framing: Some(framing.unwrap_or_default()),
+            protocol_pings: false,
+            ..options
+        }));
+    }
 
     if errors.len() != before {
         return None;
@@ -444,10 +472,10 @@ pub(crate) fn feed(
         topic: raw.topic.clone(),
         headers,
         subprotocols: raw.subprotocols.clone(),
-        framing: raw.framing.unwrap_or_default(),
+        framing: framing.unwrap_or_default(),
+        framing_used,
         on_open,
         max_message_size: max_message_size?,
-        chunk_size: chunk_size?,
         handshake_timeout: handshake_timeout?,
         tls,
         reconnect: reconnect?,
@@ -458,6 +486,55 @@ pub(crate) fn feed(
         required: raw.required.unwrap_or(defaults.required),
         unexpanded,
     })
+}
+
+/// Whether a heartbeat is protocol pings (rather than an application message).
+fn asks_protocol_pings(heartbeat: Option<&HeartbeatConfig>) -> bool {
+    heartbeat.is_some_and(|heartbeat| heartbeat.kind == HeartbeatKind::Protocol)
+}
+
+/// A transport's problem with the heartbeat (`heartbeat`, `heartbeat.interval`, ...).
+fn is_heartbeat(problem: &OptionProblem) -> bool {
+    problem.field == "heartbeat" || problem.field.starts_with("heartbeat.")
+}
+
+/// Whether a transport that found `problems` with a feed that sets a framing
+/// has a use for it: it refuses a framing it does not use.
+fn uses_framing(problems: Vec<OptionProblem>) -> bool {
+    !problems.iter().any(|problem| problem.field == "framing")
+}
+
+/// Checks feeds that were resolved already (with whatever registry) against
+/// `transports`, the registry they will run with: each scheme must be served
+/// and each feed must pass its transport's rules.
+pub(crate) fn resolved_feeds(
+    feeds: &[FeedConfig],
+    transports: &TransportRegistry,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (index, feed) in feeds.iter().enumerate() {
+        let prefix = label("feeds", index, Some(&feed.name));
+        let mut scope = Scope { prefix: &prefix, errors: &mut errors };
+        let header_names: Vec<&str> = feed.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let options = FeedOptions {
+            url: &feed.url,
+            header_names: &header_names,
+            subprotocols: &feed.subprotocols,
+            mode: feed.mode,
+            framing: feed.written_framing(),
+            tls: &feed.tls,
+            protocol_pings: asks_protocol_pings(feed.heartbeat.as_ref()),
+        };
+        match transports.check(&options) {
+            Ok(problems) => {
+                for problem in problems {
+                    scope.error(&problem.field, problem.message);
+                }
+            }
+            Err(unknown) => scope.error("url", unknown.to_string()),
+        }
+    }
+    errors
 }
 
 /// `feeds[1] (weather)`: the entry's index, and its name when it is valid.

@@ -9,14 +9,13 @@ use actix::prelude::*;
 
 use bytes::Bytes;
 use feedvisor_transport_api::{
-    close_code, AssembleError, CloseFrame, DataFrame, DataKind, ErrorKind, Event, Opcode,
-    TransportError,
+    close_code, AssembleError, CloseFrame, DataFrame, DataKind, DeliveryMode, ErrorKind, Event,
+    Opcode, TransportError,
 };
 
 use super::pointer::{lookup_pair, Scalar};
 use super::sequence::SequenceCheck;
 use super::FeedConnection;
-use crate::config::FeedMode;
 use crate::delivery::{Chunk, FeedMessage};
 use crate::metrics::RejectReason;
 use crate::status::CloseRecord;
@@ -96,7 +95,7 @@ impl FeedConnection {
         let mut messages = crate::delivery::batch_vec(events.len());
         for event in events {
             match event {
-                Event::Data(frame) if self.feed.mode == FeedMode::Stream => {
+                Event::Data(frame) if matches!(self.feed.mode, DeliveryMode::Stream { .. }) => {
                     if let Err(reason) =
                         self.stream_piece(frame, &mut messages, received, received_at)
                     {
@@ -185,7 +184,10 @@ impl FeedConnection {
             }
             (Opcode::Continuation, Some(_)) => {}
         }
-        let chunk_size = usize::try_from(self.feed.chunk_size).unwrap_or(usize::MAX).max(1);
+        let chunk_size = match self.feed.mode {
+            DeliveryMode::Stream { chunk_size } => chunk_size.max(1),
+            DeliveryMode::Message => usize::MAX,
+        };
         loop {
             let piece = payload.split_to(payload.len().min(chunk_size));
             let last = fin && payload.is_empty();

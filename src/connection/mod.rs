@@ -33,12 +33,12 @@ use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 
 use feedvisor_transport_api::{
-    CloseFrame, ConnectRequest, Connection, DeliveryMode, Framing, MessageAssembler, Outbound,
-    OutboundSender, TlsOptions, Transport, TransportError,
+    CloseFrame, ConnectRequest, Connection, MessageAssembler, Outbound, OutboundSender, Transport,
+    TransportError,
 };
 
 use crate::backoff::Backoff;
-use crate::config::{FeedConfig, FeedMode};
+use crate::config::FeedConfig;
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
@@ -177,17 +177,9 @@ impl FeedConnection {
             // A frame larger than the largest message can never be accepted.
             max_frame_size: self.assembler.max_message_size(),
             handshake_timeout: self.feed.handshake_timeout,
-            tls: TlsOptions { ca_file: self.feed.tls.ca_file.clone() },
-            mode: match self.feed.mode {
-                FeedMode::Message => DeliveryMode::Message,
-                FeedMode::Stream => DeliveryMode::Stream {
-                    chunk_size: usize::try_from(self.feed.chunk_size).unwrap_or(usize::MAX),
-                },
-            },
-            framing: match self.feed.framing {
-                crate::config::Framing::Lines => Framing::Lines,
-                crate::config::Framing::LengthPrefixed => Framing::LengthPrefixed,
-            },
+            tls: self.feed.tls.clone(),
+            mode: self.feed.mode,
+            framing: self.feed.framing,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::config::{Config, SubscriberOverflow};
 use crate::delivery::{Deliver, FeedMessage};
 use crate::router::{Router, Subscribe, SubscriptionSpec};
 use crate::status::{FeedShared, FeedState};
+use crate::transports::TransportRegistry;
 
 /// One batch as the subscriber received it.
 struct Route {
@@ -70,7 +71,9 @@ async fn start(name: &str, extra: &str) -> Harness {
         if extra.contains("heartbeat") { "" } else { "heartbeat = { interval = \"0s\" }\n" };
     let text =
         format!("[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\n{heartbeat}{extra}\n");
-    let config = Config::from_toml_str(&text, Path::new("test.toml")).expect("valid config");
+    let config =
+        Config::from_toml_str(&text, Path::new("test.toml"), &TransportRegistry::with_memory())
+            .expect("valid config");
     let feed = config.feeds.into_iter().next().expect("one feed");
     let hub = MemoryHub::new();
     let listener = hub.listen(name);
@@ -958,7 +961,9 @@ fn sequenced_actor(
         "[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\nsequence = \"/seq\"\n\
          heartbeat = {{ interval = \"0s\" }}\n"
     );
-    let config = Config::from_toml_str(&text, Path::new("test.toml")).expect("valid config");
+    let config =
+        Config::from_toml_str(&text, Path::new("test.toml"), &TransportRegistry::with_memory())
+            .expect("valid config");
     let shared = FeedShared::new();
     let seat = sequence.join(incarnation, Some(shared.clone()));
     let setup = ConnectionSetup {

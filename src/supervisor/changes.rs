@@ -50,15 +50,17 @@ impl Supervisor {
         }
     }
 
-    /// Validates a feed given as JSON, with the config's defaults and no `${VAR}` expansion
-    /// (a client must not be able to make the sidecar send it a secret).
+    /// Validates a feed given as JSON, with the config's defaults, the
+    /// supervisor's transports and no `${VAR}` expansion (a client must not be
+    /// able to make the sidecar send it a secret).
     fn feed_from_json(&self, json: serde_json::Value) -> Result<FeedConfig, ChangeError> {
         let base_dir = self
             .config_path
             .as_deref()
             .and_then(Path::parent)
             .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
-        Ok(config::parse_feed_json(json, &self.config.defaults, &base_dir, &|_| None)?)
+        let defaults = &self.config.defaults;
+        Ok(config::parse_feed_json(json, defaults, &base_dir, &|_| None, &self.transports)?)
     }
 
     fn status_of(&self, name: &str) -> Result<FeedStatus, ChangeError> {
@@ -228,7 +230,7 @@ impl Supervisor {
     fn reload(&mut self, ctx: &mut Context<Self>) -> Result<ReloadReport, ChangeError> {
         self.check_accepting()?;
         let path = self.config_path.clone().ok_or(ChangeError::NoConfigFile)?;
-        let new = Config::load(&path)?;
+        let new = Config::load(&path, &self.transports)?;
         Ok(self.apply(new, ctx))
     }
 

@@ -21,12 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use feedvisor_transport_api::DeliveryMode;
 
 pub use changes::{
     AddFeed, ChangeError, ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed,
 };
 
-use crate::config::{Config, FeedConfig, FeedMode, SubscriberConfig};
+use crate::config::{self, Config, FeedConfig, SubscriberConfig};
 use crate::connection::sequence::FeedSequence;
 use crate::connection::{
     ConnectionEvent, ConnectionSetup, DeathNotice, Disconnect, FeedConnection, SendError,
@@ -63,7 +64,7 @@ impl FeedEntry {
         FeedStatus {
             name: self.config.name.clone(),
             url: self.config.display_url(),
-            mode: self.config.mode.as_str(),
+            mode: config::mode_name(self.config.mode),
             state: self.shared.state(),
             messages_in: self.shared.messages_in(),
             bytes_in: self.shared.bytes_in(),
@@ -90,7 +91,7 @@ struct Retiring {
 
 /// A fresh sequence state for a feed that reads sequence numbers (message mode only).
 fn new_sequence(config: &FeedConfig, ctx: &mut Context<Supervisor>) -> Option<Arc<FeedSequence>> {
-    let sequenced = config.sequence.is_some() && config.mode == FeedMode::Message;
+    let sequenced = config.sequence.is_some() && config.mode == DeliveryMode::Message;
     sequenced.then(|| FeedSequence::new(&config.name, Some(ctx.address().recipient())))
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use feedvisor::config::{Config, FeedDefaults, HeartbeatKind, ReplyMatch};
+use feedvisor::transports::TransportRegistry;
 
 /// The `*.toml` files in `config/`, sorted.
 fn example_files() -> Vec<PathBuf> {
@@ -37,9 +38,9 @@ fn every_example_config_is_valid() {
         let loaded = if uses_env(&text) {
             // Examples must not depend on the environment of whoever runs the tests.
             let env = |name: &str| Some(format!("test-value-for-{name}"));
-            Config::from_toml_str_with_env(&text, path, &env)
+            Config::from_toml_str_with_env(&text, path, &env, &TransportRegistry::with_defaults())
         } else {
-            Config::load(path)
+            Config::load(path, &TransportRegistry::with_defaults())
         };
         if let Err(error) = loaded {
             panic!("{} does not validate:\n{error}", path.display());
@@ -50,7 +51,8 @@ fn every_example_config_is_valid() {
 #[test]
 fn example_sets_every_feed_field() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
-    let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let config = Config::load(&path, &TransportRegistry::with_defaults())
+        .unwrap_or_else(|error| panic!("{error}"));
     let stocks = config.feeds.iter().find(|feed| feed.name == "stocks").expect("stocks feed");
     assert!(stocks.topic.is_some());
     assert!(
@@ -77,6 +79,7 @@ fn example_sets_every_feed_field() {
 #[test]
 fn example_defaults_are_the_built_in_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
-    let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let config = Config::load(&path, &TransportRegistry::with_defaults())
+        .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.defaults, FeedDefaults::default());
 }

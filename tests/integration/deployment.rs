@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use feedvisor::config::{parse_duration, Config};
+use feedvisor::transports::TransportRegistry;
 use url::Url;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -188,7 +189,7 @@ fn kubernetes() -> Kubernetes {
             .ok()
     };
     let origin = format!("{KUBERNETES} (ConfigMap {config_map_name}, key {config_key})");
-    let config = Config::from_toml_str_with_env(toml, Path::new(&origin), &env)
+    let config = Config::from_toml_str_with_env(toml, Path::new(&origin), &env, &TransportRegistry::with_defaults())
         .unwrap_or_else(|error| {
             let why = env_problems.borrow().iter().map(|problem| format!("\n  because {problem}")).collect::<String>();
             panic!("the feedvisor config in {KUBERNETES} does not load with the feedvisor container's environment:\n{error}{why}")

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedMessage, FeedState, Sidecar, SubscriptionSpec};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -30,8 +31,9 @@ use crate::support::{
 /// server on a free port; every `faults-*` message goes to the receiver.
 async fn start(feeds: &str) -> (Sidecar, mpsc::UnboundedReceiver<FeedMessage>) {
     let text = format!("[http]\nlisten = \"127.0.0.1:0\"\n{feeds}");
-    let config = Config::from_toml_str(&text, Path::new("faults.toml"))
-        .unwrap_or_else(|error| panic!("invalid test config: {error}\n{text}"));
+    let config =
+        Config::from_toml_str(&text, Path::new("faults.toml"), &TransportRegistry::with_defaults())
+            .unwrap_or_else(|error| panic!("invalid test config: {error}\n{text}"));
     let (sender, receiver) = mpsc::unbounded_channel();
     let sidecar = Sidecar::builder(config)
         .subscriber(

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use actix::prelude::*;
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedState, Sidecar, SubscriptionSpec};
 use tokio::sync::mpsc;
 
@@ -26,6 +27,7 @@ async fn subscriber_receives_every_message_in_order_and_metrics_count_them() {
             upstream.addr
         ),
         Path::new("library-test.toml"),
+        &TransportRegistry::with_defaults(),
     )
     .expect("valid config");
     let (sender, mut receiver) = mpsc::unbounded_channel();
@@ -95,7 +97,7 @@ async fn feed_comes_back_when_the_upstream_restarts_on_the_same_port() {
         &format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[[feeds]]\nname = \"restart\"\nurl = \"ws://{addr}/sequence\"\n"
         ),
-        Path::new("restart-test.toml"),
+        Path::new("restart-test.toml"), &TransportRegistry::with_defaults(),
     )
     .expect("valid config");
     let (sender, mut receiver) = mpsc::unbounded_channel();

@@ -14,3 +14,4 @@ mod subscribe;
 mod support;
 mod switchover;
 mod tcp;
+mod transports;

@@ -12,13 +12,16 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use actix_web_actors::ws;
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedMessage, FeedState, Sidecar, SubscriptionSpec};
 use feedvisor_transport_api::{ConnectFuture, ConnectRequest, Transport};
 use feedvisor_transport_memory::{MemoryHub, MemoryTransport};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::support::{answer_control, sample, wait_for_line, ChildGuard, Collector, DEADLINE};
+use crate::support::{
+    answer_control, sample, wait_for_line, with_memory, ChildGuard, Collector, DEADLINE,
+};
 
 /// An upstream session that streams `{"conn": K, "seq": n}` every few milliseconds.
 struct StreamSession {
@@ -139,7 +142,9 @@ async fn every_admin_endpoint_answers_with_the_right_status() {
          [[feeds]]\nname = \"first\"\nurl = \"{}\"\nheartbeat = {{ interval = \"0s\" }}\n",
         upstream.url("first")
     );
-    let config = Config::from_toml_str(&text, Path::new("admin.toml")).expect("valid");
+    let config =
+        Config::from_toml_str(&text, Path::new("admin.toml"), &TransportRegistry::with_defaults())
+            .expect("valid");
     let sidecar = Sidecar::builder(config).start().await.expect("started");
     let addr = sidecar.http_addr().expect("http");
     let token = Some("let-me-in");
@@ -239,7 +244,7 @@ fn three_feeds(upstream: &StreamingUpstream, changed: bool) -> String {
 async fn reload_applies_the_difference_and_leaves_untouched_feeds_alone() {
     let upstream = StreamingUpstream::start();
     let path = temp_file("reload.toml", &three_feeds(&upstream, false));
-    let config = Config::load(&path).expect("valid");
+    let config = Config::load(&path, &TransportRegistry::with_defaults()).expect("valid");
     let (sender, mut receiver) = mpsc::unbounded_channel::<FeedMessage>();
     let sidecar = Sidecar::builder(config)
         .config_path(&path)
@@ -334,7 +339,8 @@ async fn a_panicking_connection_is_restarted_and_other_feeds_keep_flowing() {
          [[feeds]]\nname = \"fragile\"\nurl = \"memory://fragile\"\nheartbeat = {{ interval = \"0s\" }}\n",
         upstream.url("steady")
     );
-    let config = Config::from_toml_str(&text, Path::new("panic.toml")).expect("valid");
+    let config =
+        Config::from_toml_str(&text, Path::new("panic.toml"), &with_memory(&hub)).expect("valid");
     let (sender, mut receiver) = mpsc::unbounded_channel::<FeedMessage>();
     let transport =
         PanicsFirst { panics_left: AtomicU32::new(2), inner: MemoryTransport::new(hub.clone()) };

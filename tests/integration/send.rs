@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use feedvisor::config::Config;
 use feedvisor::connection::SendError;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedState, Sidecar};
 use feedvisor_transport_api::Outbound;
 use serde_json::Value;
@@ -78,7 +79,9 @@ async fn sidecar_for(feed: &str, upstream: SocketAddr, extra: &str) -> (Sidecar,
     let config = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[[feeds]]\nname = \"{feed}\"\nurl = \"ws://{upstream}/\"\nheartbeat = {{ interval = \"0s\" }}\nreconnect = {{ policy = \"fixed\", initial = \"50ms\", jitter = \"none\" }}\n{extra}\n"
     );
-    let config = Config::from_toml_str(&config, Path::new("send.toml")).expect("valid config");
+    let config =
+        Config::from_toml_str(&config, Path::new("send.toml"), &TransportRegistry::with_defaults())
+            .expect("valid config");
     let sidecar = Sidecar::builder(config).start().await.expect("started");
     let http = sidecar.http_addr().expect("admin server");
     wait_for_feed(&sidecar, feed, "open", |feed| feed.state == FeedState::Open).await;

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::Sidecar;
 use tokio::sync::mpsc;
 
@@ -129,7 +130,12 @@ fn exited(pid: u32) -> bool {
 }
 
 async fn start_sidecar(toml: &str) -> Sidecar {
-    let config = Config::from_toml_str(toml, Path::new("sinks-test.toml")).expect("valid config");
+    let config = Config::from_toml_str(
+        toml,
+        Path::new("sinks-test.toml"),
+        &TransportRegistry::with_defaults(),
+    )
+    .expect("valid config");
     Sidecar::builder(config).without_http().start().await.expect("sidecar started")
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::Sidecar;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -80,7 +81,12 @@ overflow = "backpressure"
         addr = upstream.addr,
         dir = dir.display()
     );
-    let config = Config::from_toml_str(&config, Path::new("stream.toml")).expect("valid config");
+    let config = Config::from_toml_str(
+        &config,
+        Path::new("stream.toml"),
+        &TransportRegistry::with_defaults(),
+    )
+    .expect("valid config");
     let sidecar = Sidecar::builder(config).without_http().start().await.expect("started");
 
     let finished = eventually(Duration::from_secs(300), "the message file", || {
@@ -149,7 +155,9 @@ async fn a_large_binary_body_goes_upstream_in_fragments_as_it_arrives() {
         "[http]\nlisten = \"127.0.0.1:0\"\n[[feeds]]\nname = \"out\"\nurl = \"ws://{}/\"\nheartbeat = {{ interval = \"0s\" }}\n",
         upstream.addr
     );
-    let config = Config::from_toml_str(&config, Path::new("send.toml")).expect("valid config");
+    let config =
+        Config::from_toml_str(&config, Path::new("send.toml"), &TransportRegistry::with_defaults())
+            .expect("valid config");
     let sidecar = Sidecar::builder(config).start().await.expect("started");
     let addr = sidecar.http_addr().expect("http");
     eventually(Duration::from_secs(30), "the feed to open", || async {

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::Sidecar;
 
 use crate::support::{
@@ -38,7 +39,12 @@ const MATCHING: usize = COUNT / 3 + 1;
 /// `[http.subscribe]` as given.
 async fn start_sidecar(subscribe: &str) -> (Sidecar, SocketAddr) {
     let text = format!("[http]\nlisten = \"127.0.0.1:0\"\n[http.subscribe]\n{subscribe}\n");
-    let config = Config::from_toml_str(&text, Path::new("subscribe.toml")).expect("valid config");
+    let config = Config::from_toml_str(
+        &text,
+        Path::new("subscribe.toml"),
+        &TransportRegistry::with_defaults(),
+    )
+    .expect("valid config");
     let sidecar = Sidecar::builder(config).start().await.expect("sidecar started");
     let addr = sidecar.http_addr().expect("admin server");
     (sidecar, addr)

@@ -16,11 +16,22 @@ use actix_web::http::header::{self, CONTENT_TYPE};
 use actix_web::{web, App, HttpRequest, HttpServer};
 use actix_web_actors::ws;
 use bytes::Bytes;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{Deliver, FeedMessage, FeedStatus, Sidecar};
+use feedvisor_transport_memory::{MemoryHub, MemoryTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+
+/// The built-in transports plus the in-memory one on `hub`: what a config
+/// naming `memory://` feeds must be checked with (production has no memory
+/// transport).
+pub fn with_memory(hub: &MemoryHub) -> TransportRegistry {
+    let mut transports = TransportRegistry::with_defaults();
+    transports.register(Arc::new(MemoryTransport::new(hub.clone())));
+    transports
+}
 
 /// How long any single wait in these tests may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);

@@ -13,13 +13,14 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use actix_web_actors::ws;
 use feedvisor::config::Config;
 use feedvisor::supervisor::ReplaceFeed;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedMessage, Sidecar, SubscriptionSpec};
 use feedvisor_transport_api::{DataFrame, Event, Outbound};
 use feedvisor_transport_memory::{MemoryHub, MemoryListener, MemoryPeer, MemoryTransport};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::support::{answer_control, eventually, metric, Collector, DEADLINE};
+use crate::support::{answer_control, eventually, metric, with_memory, Collector, DEADLINE};
 
 /// The paths of the sessions open now, one entry per session.
 type OpenPaths = Arc<Mutex<Vec<String>>>;
@@ -200,7 +201,7 @@ async fn put_feed(addr: std::net::SocketAddr, name: &str, body: &Value) -> u16 {
 async fn replacing_a_sequenced_feed_repeatedly_neither_repeats_nor_hides_a_number() {
     let upstream = BroadcastUpstream::start(Duration::from_millis(2));
     let path = temp_file("switch.toml", &switch_config(&upstream, "v0"));
-    let config = Config::load(&path).expect("valid");
+    let config = Config::load(&path, &TransportRegistry::with_defaults()).expect("valid");
     let (sender, mut receiver) = mpsc::unbounded_channel::<FeedMessage>();
     let sidecar = Sidecar::builder(config)
         .config_path(&path)
@@ -309,7 +310,8 @@ async fn a_replacement_takes_over_a_sequenced_feed_once_it_proves_continuity() {
     let mut listener = hub.listen("handover");
     let text = "[[feeds]]\nname = \"handover\"\nurl = \"memory://handover\"\nsequence = \"/seq\"\n\
                 handshake_timeout = \"200ms\"\nheartbeat = { interval = \"0s\" }\n";
-    let config = Config::from_toml_str(text, Path::new("handover.toml")).expect("valid");
+    let config =
+        Config::from_toml_str(text, Path::new("handover.toml"), &with_memory(&hub)).expect("valid");
     let (sender, mut receiver) = mpsc::unbounded_channel::<FeedMessage>();
     let sidecar = Sidecar::builder(config)
         .without_http()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
 use feedvisor::{DataKind, Sidecar, SubscriptionSpec};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -13,7 +14,9 @@ use tokio::sync::mpsc;
 use crate::support::{collect, Collector, RawServer};
 
 async fn start(feed: &str) -> (Sidecar, mpsc::UnboundedReceiver<feedvisor::FeedMessage>) {
-    let config = Config::from_toml_str(feed, Path::new("tcp.toml")).expect("valid config");
+    let config =
+        Config::from_toml_str(feed, Path::new("tcp.toml"), &TransportRegistry::with_defaults())
+            .expect("valid config");
     let (sender, receiver) = mpsc::unbounded_channel();
     let sidecar = Sidecar::builder(config)
         .without_http()

@@ -6,6 +6,10 @@
 //! this crate; plugins depend on it and nothing here depends back on them.
 //!
 //! Duties split as follows:
+//! - a transport states what its feeds' settings may be in
+//!   [`Transport::check`] (URL shape, options it uses or has no use for),
+//!   pure, so that a config naming its scheme is judged before anything
+//!   connects; the caller resolves paths and checks that files exist;
 //! - a transport answers the peer's pings and close frames itself, validates
 //!   UTF-8 in text data (incrementally, across fragments, see [`Utf8Validator`]),
 //!   and refuses a frame whose announced length exceeds
@@ -26,7 +30,7 @@ pub use driver::session_inbound;
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{
-    outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, Framing, Inbound,
-    OutboundReceiver, OutboundSender, TlsOptions, Transport,
+    outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
+    Framing, Inbound, OptionProblem, OutboundReceiver, OutboundSender, TlsOptions, Transport,
 };
 pub use utf8::Utf8Validator;

@@ -89,6 +89,50 @@ impl std::fmt::Debug for ConnectRequest {
     }
 }
 
+/// A feed's settings as a transport sees them before anything connects: what
+/// [`Transport::check`] may have rules about.
+///
+/// Header values are left out on purpose: they are secrets, and no rule of a
+/// transport needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedOptions<'a> {
+    /// Where to connect, `${VAR}` already expanded: it may hold a token, so a
+    /// problem never quotes it.
+    pub url: &'a url::Url,
+    /// The names of the extra request headers, as written.
+    pub header_names: &'a [&'a str],
+    /// Subprotocols to offer, in order of preference.
+    pub subprotocols: &'a [String],
+    /// Whole frames or pieces.
+    pub mode: DeliveryMode,
+    /// The framing, when the feed sets one (`None`: left to the default).
+    pub framing: Option<Framing>,
+    /// TLS settings (`ca_file` already resolved to a path).
+    pub tls: &'a TlsOptions,
+    /// Whether the feed's heartbeat asks for protocol pings (such as WebSocket
+    /// ping frames) rather than an application message and reply.
+    pub protocol_pings: bool,
+}
+
+/// Something a transport refuses in a feed's settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct OptionProblem {
+    /// The setting, named as the config names it: `url`, `headers.Upgrade`,
+    /// `subprotocols`, `framing`, `tls.ca_file`, `heartbeat`.
+    pub field: String,
+    /// What is wrong and what to do instead, lower case; never quotes the
+    /// URL or a header value.
+    pub message: String,
+}
+
+impl OptionProblem {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
 /// A batch of events read from the peer in one go, or the error that ended the connection.
 ///
 /// A transport yields every event it can decode from what it has read, so
@@ -121,6 +165,18 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The URL schemes this transport serves ("ws", "wss").
     fn schemes(&self) -> &'static [&'static str];
+
+    /// Checks a feed's settings before anything connects: the shape of the URL
+    /// for this transport's schemes, and the options it uses or has no use
+    /// for. Returns every problem found; an empty list accepts the feed.
+    ///
+    /// Pure: no I/O, so that a config can be checked anywhere (a CA file's
+    /// existence is checked by whoever resolves its path). The default
+    /// accepts everything.
+    fn check(&self, feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
+        let _ = feed;
+        Vec::new()
+    }
 
     /// Opens a connection; must be called from within an actix/tokio local context.
     fn connect(&self, request: ConnectRequest) -> ConnectFuture;

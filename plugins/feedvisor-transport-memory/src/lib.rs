@@ -19,7 +19,8 @@ use futures_util::FutureExt;
 
 use feedvisor_transport_api::{
     close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection, DataFrame,
-    Event, Opcode, Outbound, OutboundReceiver, Transport, TransportError, Utf8Validator,
+    Event, FeedOptions, Opcode, OptionProblem, Outbound, OutboundReceiver, Transport,
+    TransportError, Utf8Validator,
 };
 
 /// The scheme this transport serves.
@@ -303,10 +304,64 @@ impl Transport for MemoryTransport {
         &[SCHEME]
     }
 
+    /// `memory://NAME` names a listener; there is no byte stream to frame and no TLS.
+    fn check(&self, feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
+        let mut problems = Vec::new();
+        if feed.url.host_str().is_none_or(str::is_empty) {
+            problems.push(OptionProblem::new(
+                "url",
+                "a memory:// URL names a listener, such as \"memory://ticks\"",
+            ));
+        }
+        if feed.framing.is_some() {
+            problems.push(OptionProblem::new("framing", "not used by memory:// feeds"));
+        }
+        if feed.tls.ca_file.is_some() {
+            problems.push(OptionProblem::new("tls.ca_file", "not used by memory:// feeds"));
+        }
+        problems
+    }
+
     fn connect(&self, request: ConnectRequest) -> ConnectFuture {
         match self.hub.connect(&request) {
             Some(result) => async move { result }.boxed_local(),
             None => futures_util::future::pending().boxed_local(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
+
+    use super::*;
+
+    /// The fields `check` refuses for a feed at `url`, with or without framing and a CA file.
+    fn refused(url: &str, framing: Option<Framing>, ca_file: Option<&str>) -> Vec<String> {
+        let url = url::Url::parse(url).expect("test url");
+        let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from) };
+        let feed = FeedOptions {
+            url: &url,
+            header_names: &["X-Test"],
+            subprotocols: &[],
+            mode: DeliveryMode::Message,
+            framing,
+            tls: &tls,
+            protocol_pings: true,
+        };
+        let transport = MemoryTransport::new(MemoryHub::new());
+        transport.check(&feed).into_iter().map(|problem| problem.field).collect()
+    }
+
+    #[test]
+    fn a_named_listener_passes_and_framing_or_tls_are_refused() {
+        assert_eq!(refused("memory://ticks", None, None), Vec::<String>::new());
+        assert_eq!(refused("memory://", None, None), ["url"]);
+        assert_eq!(
+            refused("memory://ticks", Some(Framing::Lines), Some("ca.pem")),
+            ["framing", "tls.ca_file"]
+        );
     }
 }

@@ -34,15 +34,16 @@
 //! Outbound messages are framed the same way (stream mode: raw bytes); see
 //! `encoder.rs` for messages sent in pieces and what cannot be framed.
 //!
-//! What WebSocket has and TCP has not: headers and subprotocols are ignored
-//! (there is no handshake to carry them) and `protocol` is always `None`;
+//! What WebSocket has and TCP has not: headers and subprotocols are refused
+//! by [`Transport::check`] and ignored at connect (there is no handshake to
+//! carry them), protocol pings are refused too, and `protocol` is always `None`;
 //! outbound pings and pongs are dropped (TCP has none: a dead peer is noticed
 //! by the feed's idle timeout only); our close sends no code or reason: it
 //! writes what is queued, shuts our write half down, and ends once the peer
 //! closes its side or the close timeout passes.
 //!
 //! Code map:
-//! - `lib.rs`: [`TcpTransport`] and the URL checks;
+//! - `lib.rs`: [`TcpTransport`], the URL checks and the rules of `check`;
 //! - `dial.rs`: name resolution, the TCP connect and the TLS handshake, with
 //!   their errors classified into [`TransportError`] kinds;
 //! - `tls.rs`: rustls configs (ring provider, webpki roots, CA files);
@@ -59,8 +60,8 @@ mod tls;
 use std::time::Duration;
 
 use feedvisor_transport_api::{
-    outbound_channel, session_inbound, ConnectFuture, ConnectRequest, Connection, Outbound,
-    Transport, TransportError,
+    outbound_channel, session_inbound, ConnectFuture, ConnectRequest, Connection, DeliveryMode,
+    FeedOptions, OptionProblem, Outbound, Transport, TransportError,
 };
 use url::Url;
 
@@ -114,10 +115,57 @@ impl Transport for TcpTransport {
         &["tcp", "tls"]
     }
 
+    fn check(&self, feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
+        check(feed)
+    }
+
     fn connect(&self, request: ConnectRequest) -> ConnectFuture {
         let close_timeout = self.close_timeout;
         Box::pin(async move { connect(request, close_timeout).await })
     }
+}
+
+/// The rules of a byte-stream feed: the URL is a host and a port (the same
+/// check as at connect), framing only in message mode, nothing that needs a
+/// handshake (headers, subprotocols) or protocol pings, a CA file only for `tls`.
+fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
+    let mut problems = Vec::new();
+    let scheme = feed.url.scheme();
+    if let Err(error) = Target::from_url(feed.url) {
+        let reason = match error {
+            TransportError::InvalidUrl { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        let message = format!(
+            "{reason}: a {scheme}:// URL needs a host and a port and nothing else, \
+             such as \"{scheme}://127.0.0.1:7000\""
+        );
+        problems.push(OptionProblem::new("url", message));
+    }
+    let no_handshake = "not used by tcp:// and tls:// feeds: there is no handshake to carry them";
+    for name in feed.header_names {
+        problems.push(OptionProblem::new(format!("headers.{name}"), no_handshake));
+    }
+    if !feed.subprotocols.is_empty() {
+        problems.push(OptionProblem::new("subprotocols", no_handshake));
+    }
+    if feed.framing.is_some() && matches!(feed.mode, DeliveryMode::Stream { .. }) {
+        problems.push(OptionProblem::new(
+            "framing",
+            "only used in message mode: stream mode passes bytes through",
+        ));
+    }
+    if feed.protocol_pings {
+        problems.push(OptionProblem::new(
+            "heartbeat",
+            "tcp:// and tls:// have no protocol pings: set heartbeat.message and \
+             heartbeat.reply, or use idle_timeout",
+        ));
+    }
+    if feed.tls.ca_file.is_some() && scheme != "tls" {
+        problems.push(OptionProblem::new("tls.ca_file", "only used by tls:// feeds"));
+    }
+    problems
 }
 
 /// Where to connect, as checked from the request's URL.

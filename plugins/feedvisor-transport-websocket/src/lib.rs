@@ -31,7 +31,7 @@ use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AG
 use awc::ClientResponse;
 use feedvisor_transport_api::{
     close_code, outbound_channel, session_inbound, CloseFrame, ConnectFuture, ConnectRequest,
-    Connection, Outbound, Transport, TransportError,
+    Connection, FeedOptions, OptionProblem, Outbound, Transport, TransportError,
 };
 use url::Url;
 
@@ -87,10 +87,53 @@ impl Transport for WebSocketTransport {
         &["ws", "wss"]
     }
 
+    fn check(&self, feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
+        check(feed)
+    }
+
     fn connect(&self, request: ConnectRequest) -> ConnectFuture {
         let close_timeout = self.close_timeout;
         Box::pin(async move { connect(request, close_timeout).await })
     }
+}
+
+/// Headers the handshake sets itself; a feed may not override them.
+const HANDSHAKE_HEADERS: [&str; 7] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
+
+/// The rules of a WebSocket feed: no handshake header set by hand, no
+/// framing (frames are the messages), a CA file only for `wss`.
+fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
+    let mut problems = Vec::new();
+    for name in feed.header_names {
+        let field = format!("headers.{name}");
+        if name.eq_ignore_ascii_case(SEC_WEBSOCKET_PROTOCOL.as_str()) {
+            problems.push(OptionProblem::new(
+                field,
+                "set subprotocols with `subprotocols`, not as a header",
+            ));
+        } else if HANDSHAKE_HEADERS.iter().any(|header| name.eq_ignore_ascii_case(header)) {
+            let message = format!("{name} is set by the WebSocket handshake itself");
+            problems.push(OptionProblem::new(field, message));
+        }
+    }
+    if feed.framing.is_some() {
+        problems.push(OptionProblem::new(
+            "framing",
+            "not used by ws:// and wss:// feeds: each WebSocket message is one message",
+        ));
+    }
+    if feed.tls.ca_file.is_some() && feed.url.scheme() != "wss" {
+        problems.push(OptionProblem::new("tls.ca_file", "only used by wss:// feeds"));
+    }
+    problems
 }
 
 /// Where to connect, as checked from the request's URL.

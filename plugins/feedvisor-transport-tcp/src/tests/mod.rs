@@ -6,6 +6,7 @@
 //! runs the peer and the client side by side in one future (nothing is
 //! spawned but the session itself) under a deadline.
 
+mod check;
 mod connect;
 mod messages;
 mod outbound;

@@ -5,6 +5,7 @@
 //! misbehave in ways no WebSocket library allows. Each test runs the peer and
 //! the client side by side in one future (nothing is spawned) under a deadline.
 
+mod check;
 mod echo;
 mod handshake;
 mod session;
