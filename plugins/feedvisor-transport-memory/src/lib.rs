@@ -310,3 +310,6 @@ impl Transport for MemoryTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
