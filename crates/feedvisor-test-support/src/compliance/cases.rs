@@ -18,12 +18,8 @@ use crate::wait::within;
 /// The `max_frame_size` of every case.
 pub const LIMIT: usize = 64 * 1024;
 
-/// Text messages, in message mode, limited to [`LIMIT`].
-const TEXT: Setup =
-    Setup { kind: DataKind::Text, mode: DeliveryMode::Message, max_frame_size: LIMIT };
-
-/// Binary messages, in message mode, limited to [`LIMIT`].
-const BINARY: Setup = Setup { kind: DataKind::Binary, ..TEXT };
+const TEXT: Setup = Setup::TEXT;
+const BINARY: Setup = Setup::BINARY;
 
 /// The close code the cases send both ways (application range, RFC 6455 section 7.4.2).
 const CODE: u16 = 4000;
@@ -63,7 +59,7 @@ fn numbered(count: usize) -> Vec<Bytes> {
 }
 
 /// Bytes that are not all alike (xorshift), so that a reordering shows.
-fn pseudo_random(len: usize) -> Vec<u8> {
+pub fn pseudo_random(len: usize) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..len)
         .map(|_| {

@@ -29,6 +29,7 @@
 //! checks nothing else, rather than being left out in silence.
 
 mod cases;
+pub mod network;
 
 use std::future::Future;
 
@@ -60,6 +61,15 @@ pub struct Setup {
     pub mode: DeliveryMode,
     /// The request's `max_frame_size`.
     pub max_frame_size: usize,
+}
+
+impl Setup {
+    /// Text messages, in message mode, limited to [`LIMIT`].
+    pub const TEXT: Setup =
+        Setup { kind: DataKind::Text, mode: DeliveryMode::Message, max_frame_size: LIMIT };
+
+    /// Binary messages, in message mode, limited to [`LIMIT`].
+    pub const BINARY: Setup = Setup { kind: DataKind::Binary, ..Setup::TEXT };
 }
 
 /// How a case reaches one transport: listeners, requests and its limits.

@@ -4,12 +4,12 @@
 //! in stream mode.
 
 use bytes::Bytes;
+use feedvisor_test_support::compliance::network::{varied_slices, LoopbackListener};
 use feedvisor_test_support::compliance::{Expressible, Harness, Listener, Peer, PeerEnd, Setup};
-use feedvisor_test_support::net::{accept_stream, listen_loopback, refused_addr, ByteStream};
+use feedvisor_test_support::net::{listen_loopback, refused_addr, ByteStream};
 use feedvisor_test_support::TestCertificates;
-use feedvisor_transport_api::{DataKind, DeliveryMode};
+use feedvisor_transport_api::DataKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsAcceptor;
 
 use super::*;
 
@@ -64,15 +64,12 @@ impl Harness for TcpHarness {
     }
 
     async fn listen(&self, setup: Setup) -> (TcpPeerListener, ConnectRequest) {
-        let (listener, addr) = listen_loopback().await;
-        let acceptor = self.tls.as_ref().map(|certificates| certificates.acceptor(&[]));
-        (TcpPeerListener { listener, acceptor, setup }, self.request(addr, setup))
+        let (listener, addr) = LoopbackListener::bind(self.tls.as_ref(), setup).await;
+        (TcpPeerListener(listener), self.request(addr, setup))
     }
 
     fn refused(&self) -> ConnectRequest {
-        let setup =
-            Setup { kind: DataKind::Text, mode: DeliveryMode::Message, max_frame_size: LIMIT };
-        self.request(refused_addr(), setup)
+        self.request(refused_addr(), Setup::TEXT)
     }
 
     async fn silent(&self) -> Result<(ConnectRequest, TcpListener), &'static str> {
@@ -81,9 +78,7 @@ impl Harness for TcpHarness {
                         stays silent is connected");
         }
         let (listener, addr) = listen_loopback().await;
-        let setup =
-            Setup { kind: DataKind::Text, mode: DeliveryMode::Message, max_frame_size: LIMIT };
-        Ok((self.request(addr, setup), listener))
+        Ok((self.request(addr, Setup::TEXT), listener))
     }
 
     fn close_codes(&self) -> Expressible {
@@ -102,18 +97,14 @@ impl Harness for TcpHarness {
 }
 
 /// A loopback listener, with TLS for `tls://`.
-struct TcpPeerListener {
-    listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
-    setup: Setup,
-}
+struct TcpPeerListener(LoopbackListener);
 
 impl Listener for TcpPeerListener {
     type Peer = TcpPeer;
 
     async fn accept(self) -> TcpPeer {
-        let stream = accept_stream(&self.listener, self.acceptor.as_ref()).await;
-        TcpPeer { stream, kind: self.setup.kind }
+        let (stream, setup) = self.0.accept().await;
+        TcpPeer { stream, kind: setup.kind }
     }
 }
 
@@ -164,13 +155,8 @@ impl Peer for TcpPeer {
     }
 
     async fn send_stream(&mut self, data: &[u8]) {
-        // Writes of many sizes, so that pieces and writes do not line up.
-        let (mut rest, mut size) = (data, 1);
-        while !rest.is_empty() {
-            let (now, later) = rest.split_at(size.min(rest.len()));
-            self.write(now).await;
-            rest = later;
-            size = size * 7 % 4099 + 1;
+        for slice in varied_slices(data) {
+            self.write(slice).await;
         }
         // The connection is the message: its end is the end of the stream.
         self.stream.shutdown().await.expect("shut down our side");

@@ -3,13 +3,13 @@
 //! upgrades by hand and writes frames byte by byte as a case asks.
 
 use bytes::Bytes;
+use feedvisor_test_support::compliance::network::{varied_slices, LoopbackListener};
 use feedvisor_test_support::compliance::{Expressible, Harness, Listener, Peer, PeerEnd, Setup};
-use feedvisor_test_support::net::{accept_stream, listen_loopback, refused_addr, ByteStream};
+use feedvisor_test_support::net::{listen_loopback, refused_addr, ByteStream};
 use feedvisor_test_support::websocket::{frame_header, FIN};
 use feedvisor_test_support::TestCertificates;
-use feedvisor_transport_api::{DataKind, DeliveryMode, Transport};
+use feedvisor_transport_api::{DataKind, Transport};
 use tokio::io::AsyncWriteExt;
-use tokio_rustls::TlsAcceptor;
 
 use super::*;
 use crate::WebSocketTransport;
@@ -64,22 +64,17 @@ impl Harness for WebSocketHarness {
     }
 
     async fn listen(&self, setup: Setup) -> (WebSocketListener, ConnectRequest) {
-        let (listener, addr) = listen_loopback().await;
-        let acceptor = self.tls.as_ref().map(|certificates| certificates.acceptor(&[]));
-        (WebSocketListener { listener, acceptor, kind: setup.kind }, self.request(addr, setup))
+        let (listener, addr) = LoopbackListener::bind(self.tls.as_ref(), setup).await;
+        (WebSocketListener(listener), self.request(addr, setup))
     }
 
     fn refused(&self) -> ConnectRequest {
-        let setup =
-            Setup { kind: DataKind::Text, mode: DeliveryMode::Message, max_frame_size: 1024 };
-        self.request(refused_addr(), setup)
+        self.request(refused_addr(), Setup::TEXT)
     }
 
     async fn silent(&self) -> Result<(ConnectRequest, TcpListener), &'static str> {
         let (listener, addr) = listen_loopback().await;
-        let setup =
-            Setup { kind: DataKind::Text, mode: DeliveryMode::Message, max_frame_size: 1024 };
-        Ok((self.request(addr, setup), listener))
+        Ok((self.request(addr, Setup::TEXT), listener))
     }
 
     fn close_codes(&self) -> Expressible {
@@ -96,19 +91,15 @@ impl Harness for WebSocketHarness {
 }
 
 /// A loopback listener, with TLS for `wss://`, that upgrades what it accepts.
-struct WebSocketListener {
-    listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
-    kind: DataKind,
-}
+struct WebSocketListener(LoopbackListener);
 
 impl Listener for WebSocketListener {
     type Peer = WebSocketPeer;
 
     async fn accept(self) -> WebSocketPeer {
-        let stream = accept_stream(&self.listener, self.acceptor.as_ref()).await;
+        let (stream, setup) = self.0.accept().await;
         let ws = RawWs::accept(stream).await.expect("upgrade");
-        let opcode = match self.kind {
+        let opcode = match setup.kind {
             DataKind::Text => opcode::TEXT,
             DataKind::Binary => opcode::BINARY,
         };
@@ -153,13 +144,8 @@ impl Peer for WebSocketPeer {
 
     async fn send_stream(&mut self, data: &[u8]) {
         self.write(&frame_header(FIN | self.opcode, data.len() as u64)).await;
-        // Writes of many sizes, so that pieces and writes do not line up.
-        let (mut rest, mut size) = (data, 1);
-        while !rest.is_empty() {
-            let (now, later) = rest.split_at(size.min(rest.len()));
-            self.write(now).await;
-            rest = later;
-            size = size * 7 % 4099 + 1;
+        for slice in varied_slices(data) {
+            self.write(slice).await;
         }
     }
 
