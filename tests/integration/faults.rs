@@ -22,9 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::support::{
-    answer_status, collect, eventually, feed_status, http_get, http_post, metric, opcode,
-    read_request_head, refused_addr, sample, wait_for_feed, wait_for_metric, websocket_accept,
-    Collector, RawServer, RawWs, Upstream, DEADLINE,
+    answer_status, collect, encode_frame, eventually, feed_status, http_get, http_post, metric,
+    opcode, read_request_head, refused_addr, sample, wait_for_feed, wait_for_metric, Collector,
+    RawServer, RawWs, Upstream, DEADLINE, FIN,
 };
 
 /// Starts a sidecar with `feeds` (TOML `[[feeds]]` tables) and an admin
@@ -60,12 +60,6 @@ async fn next<T>(receiver: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
         .await
         .unwrap_or_else(|_| panic!("no {what} in time"))
         .unwrap_or_else(|| panic!("the peer that sends {what} is gone"))
-}
-
-#[test]
-fn raw_peer_computes_the_rfc_6455_accept_key() {
-    // The example of RFC 6455 section 1.3.
-    assert_eq!(websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
 #[actix::test]
@@ -232,7 +226,7 @@ async fn a_peer_that_freezes_mid_stream_is_found_out_by_the_heartbeat_and_replac
                 opcodes.push(frame.opcode);
                 if frame.opcode == opcode::CLOSE {
                     close_code = frame.close_code();
-                    let echo = RawWs::encode(true, opcode::CLOSE, &frame.payload);
+                    let echo = encode_frame(FIN | opcode::CLOSE, &frame.payload);
                     let _ = peer.write_raw(&echo).await;
                 }
             }
@@ -522,8 +516,8 @@ async fn a_text_frame_that_is_not_utf8_is_refused_with_1007_and_the_feed_reconne
                 return;
             }
             // A good message and a bad one in one write.
-            let mut bytes = RawWs::encode(true, opcode::TEXT, br#"{"n":0}"#);
-            bytes.extend(RawWs::encode(true, opcode::TEXT, b"{\"n\":\"\xC3\x28\"}"));
+            let mut bytes = encode_frame(FIN | opcode::TEXT, br#"{"n":0}"#);
+            bytes.extend(encode_frame(FIN | opcode::TEXT, b"{\"n\":\"\xC3\x28\"}"));
             if peer.write_raw(&bytes).await.is_err() {
                 return;
             }

@@ -88,11 +88,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let probe = || {
+        let check = check();
+        async move { check.await.then_some(()) }
+    };
+    crate::support::eventually(DEADLINE, what, probe).await
 }
 
 async fn state_of(sidecar: &Sidecar, feed: &str) -> Option<FeedState> {

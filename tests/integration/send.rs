@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::support::{
-    eventually, header_value, http_post, metric, opcode, wait_for_feed, RawFrame, RawServer, RawWs,
-    DEADLINE,
+    encode_frame, eventually, header_value, http_post, metric, opcode, wait_for_feed, RawFrame,
+    RawServer, RawWs, DEADLINE, FIN,
 };
 
 /// What the recording upstream saw: a frame on connection `conn`, or its end.
@@ -47,11 +47,11 @@ async fn upstream_reading_from(first_read: usize) -> (RawServer, mpsc::Unbounded
                 match frame.opcode {
                     opcode::PING => {
                         let _ =
-                            ws.write_raw(&RawWs::encode(true, opcode::PONG, &frame.payload)).await;
+                            ws.write_raw(&encode_frame(FIN | opcode::PONG, &frame.payload)).await;
                     }
                     opcode::CLOSE => {
                         let _ =
-                            ws.write_raw(&RawWs::encode(true, opcode::CLOSE, &frame.payload)).await;
+                            ws.write_raw(&encode_frame(FIN | opcode::CLOSE, &frame.payload)).await;
                         let _ = seen.send(Seen::Frame { conn, frame });
                         let _ = ws.socket.shutdown().await;
                         break;

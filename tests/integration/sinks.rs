@@ -11,7 +11,9 @@ use feedvisor::transports::TransportRegistry;
 use feedvisor::Sidecar;
 use tokio::sync::mpsc;
 
-use crate::support::{eventually, metric, opcode, wait_for_metric, RawServer, RawWs, DEADLINE};
+use crate::support::{
+    encode_frame, eventually, metric, opcode, wait_for_metric, RawServer, RawWs, DEADLINE, FIN,
+};
 
 /// A directory under the system temp dir, removed (with its contents) on drop.
 struct ScratchDir(PathBuf);
@@ -62,7 +64,7 @@ async fn scripted_upstream() -> (RawServer, mpsc::UnboundedSender<String>) {
                     },
                     frame = ws.read_frame() => match frame {
                         Ok(Some(frame)) if frame.opcode == opcode::PING => {
-                            let pong = RawWs::encode(true, opcode::PONG, &frame.payload);
+                            let pong = encode_frame(FIN | opcode::PONG, &frame.payload);
                             if ws.write_raw(&pong).await.is_err() {
                                 return;
                             }

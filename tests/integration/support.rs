@@ -1,28 +1,33 @@
 //! Helpers shared by the integration tests: a real upstream, a collecting
-//! subscriber, HTTP requests and child processes that are always cleaned up;
-//! for the fault tests, a hand-made TCP/WebSocket server ([`RawServer`],
-//! [`RawWs`]) and waits that poll a condition under a deadline ([`eventually`]).
+//! subscriber, HTTP requests and child processes that are always cleaned up.
+//! The hand-made TCP/WebSocket server ([`RawServer`], [`RawWs`]) of the
+//! fault tests and waits that poll a condition under a deadline
+//! ([`eventually`]) come from `feedvisor-test-support`, re-exported here.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
-use actix_web::http::header::{self, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use actix_web_actors::ws;
 use bytes::Bytes;
 use feedvisor::transports::TransportRegistry;
 use feedvisor::{Deliver, FeedMessage, FeedStatus, Sidecar};
 use feedvisor_transport_memory::{MemoryHub, MemoryTransport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+
+pub use feedvisor_test_support::eventually;
+pub use feedvisor_test_support::net::{refused_addr, RawServer};
+pub use feedvisor_test_support::websocket::{
+    encode_frame, header_value, opcode, read_request_head, RawFrame, RawWs, FIN,
+};
 
 /// The built-in transports plus the in-memory one on `hub`: what a config
 /// naming `memory://` feeds must be checked with (production has no memory
@@ -282,25 +287,6 @@ pub fn wait_for_line(
     }
 }
 
-/// How often [`eventually`] probes its condition.
-const POLL: Duration = Duration::from_millis(20);
-
-/// Probes until `probe` gives a value, failing the test after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = Instant::now() + deadline;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < give_up, "gave up after {deadline:?} waiting for {what}");
-        actix_rt::time::sleep(POLL).await;
-    }
-}
-
 /// POSTs `body` to the admin server, with `content_type` when given; returns status and body.
 pub async fn http_post(
     addr: SocketAddr,
@@ -364,124 +350,6 @@ pub async fn wait_for_metric(
     .await
 }
 
-/// A loopback address nothing listens on: bound to learn a free port, then released.
-pub fn refused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address")
-}
-
-/// A hand-made TCP server on 127.0.0.1 for the faults a real WebSocket server
-/// never commits: it records when each connection was accepted and runs
-/// `handler(index, socket)` for it (index 0 for the first connection).
-/// Stopping it (or dropping it) closes the listener and every connection.
-pub struct RawServer {
-    pub addr: SocketAddr,
-    accepted: Arc<Mutex<Vec<Instant>>>,
-    task: actix_rt::task::JoinHandle<()>,
-}
-
-impl RawServer {
-    /// Listens on a free loopback port.
-    pub async fn start<H, F>(handler: H) -> RawServer
-    where
-        H: Fn(usize, TcpStream) -> F + 'static,
-        F: Future<Output = ()> + 'static,
-    {
-        RawServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), handler).await
-    }
-
-    /// Listens on `addr` (to come back on the port a stopped server had).
-    pub async fn start_on<H, F>(addr: SocketAddr, handler: H) -> RawServer
-    where
-        H: Fn(usize, TcpStream) -> F + 'static,
-        F: Future<Output = ()> + 'static,
-    {
-        let listener = TcpListener::bind(addr).await.expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let log = accepted.clone();
-        let task = actix_rt::spawn(async move {
-            // Dropping the set (when this task is aborted) aborts every connection task.
-            let mut connections = JoinSet::new();
-            loop {
-                tokio::select! {
-                    next = listener.accept() => {
-                        let Ok((socket, _)) = next else { continue };
-                        let index = {
-                            let mut log = log.lock().expect("accept log");
-                            log.push(Instant::now());
-                            log.len() - 1
-                        };
-                        connections.spawn_local(handler(index, socket));
-                    }
-                    Some(_) = connections.join_next() => {}
-                }
-            }
-        });
-        RawServer { addr, accepted, task }
-    }
-
-    /// When each connection so far was accepted, in order.
-    pub fn accept_times(&self) -> Vec<Instant> {
-        self.accepted.lock().expect("accept log").clone()
-    }
-
-    /// How many connections were accepted.
-    pub fn accepted(&self) -> usize {
-        self.accepted.lock().expect("accept log").len()
-    }
-
-    /// Closes the listener and every connection.
-    pub async fn stop(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads an HTTP request head (up to the blank line); returns it and any bytes read past it.
-pub async fn read_request_head(socket: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let rest = buffer.split_off(end + 4);
-            return Ok((String::from_utf8_lossy(&buffer).into_owned(), rest));
-        }
-        let read = socket.read(&mut chunk).await?;
-        if read == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-}
-
-/// The value of header `name` in a request head.
-pub fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-    })
-}
-
-/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`, computed by actix-web-actors' handshake.
-pub fn websocket_accept(key: &str) -> String {
-    let request = actix_web::test::TestRequest::get()
-        .insert_header((header::UPGRADE, "websocket"))
-        .insert_header((header::CONNECTION, "Upgrade"))
-        .insert_header((header::SEC_WEBSOCKET_VERSION, "13"))
-        .insert_header((header::SEC_WEBSOCKET_KEY, key))
-        .to_http_request();
-    let response = ws::handshake(&request).expect("a valid upgrade request").finish();
-    let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT).expect("accept header");
-    accept.to_str().expect("ASCII").to_owned()
-}
-
 /// Answers the HTTP request on `socket` with `status_line` (e.g. "429 Too Many Requests")
 /// and `headers`, then closes.
 pub async fn answer_status(socket: &mut TcpStream, status_line: &str, headers: &[(&str, &str)]) {
@@ -492,157 +360,4 @@ pub async fn answer_status(socket: &mut TcpStream, status_line: &str, headers: &
     answer.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
     let _ = socket.write_all(answer.as_bytes()).await;
     let _ = socket.shutdown().await;
-}
-
-/// WebSocket opcodes.
-pub mod opcode {
-    pub const CONTINUATION: u8 = 0x0;
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
-}
-
-/// One frame as a [`RawWs`] read it (unmasked).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawFrame {
-    pub fin: bool,
-    pub opcode: u8,
-    pub payload: Vec<u8>,
-}
-
-impl RawFrame {
-    /// The close code of a close frame, if it has one.
-    pub fn close_code(&self) -> Option<u16> {
-        let code = self.payload.get(..2)?;
-        (self.opcode == opcode::CLOSE).then(|| u16::from_be_bytes([code[0], code[1]]))
-    }
-}
-
-/// The server side of a WebSocket connection, framed by hand, so a test can
-/// send what a real server library never would.
-pub struct RawWs {
-    pub socket: TcpStream,
-    /// Bytes read but not yet parsed.
-    buffer: Vec<u8>,
-}
-
-impl RawWs {
-    /// Reads the upgrade request and answers 101 with the right accept key.
-    pub async fn accept(mut socket: TcpStream) -> std::io::Result<RawWs> {
-        let (head, rest) = read_request_head(&mut socket).await?;
-        let key = header_value(&head, "sec-websocket-key").ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "no Sec-WebSocket-Key")
-        })?;
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            websocket_accept(key)
-        );
-        socket.write_all(answer.as_bytes()).await?;
-        Ok(RawWs { socket, buffer: rest })
-    }
-
-    /// A whole unmasked server frame: header and payload, as sent on the wire.
-    pub fn encode(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            len @ 0..=125 => frame.push(len as u8),
-            len @ 126..=0xFFFF => {
-                frame.push(126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                frame.push(127);
-                frame.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(payload);
-        frame
-    }
-
-    /// Writes bytes as they are (one or several encoded frames).
-    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.socket.write_all(bytes).await
-    }
-
-    /// Sends one final text frame.
-    pub async fn send_text(&mut self, text: &str) -> std::io::Result<()> {
-        self.write_raw(&RawWs::encode(true, opcode::TEXT, text.as_bytes())).await
-    }
-
-    /// Reads the next frame (unmasking it); `None` at the end of the stream.
-    pub async fn read_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
-        loop {
-            if let Some(frame) = self.parse_frame()? {
-                return Ok(Some(frame));
-            }
-            let mut chunk = [0u8; 4096];
-            let read = self.socket.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(None);
-            }
-            self.buffer.extend_from_slice(&chunk[..read]);
-        }
-    }
-
-    fn parse_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
-        let buffer = &self.buffer;
-        if buffer.len() < 2 {
-            return Ok(None);
-        }
-        let (fin, opcode, masked) =
-            (buffer[0] & 0x80 != 0, buffer[0] & 0x0F, buffer[1] & 0x80 != 0);
-        let (len, mut at) = match buffer[1] & 0x7F {
-            126 if buffer.len() >= 4 => (u64::from(u16::from_be_bytes([buffer[2], buffer[3]])), 4),
-            127 if buffer.len() >= 10 => {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(&buffer[2..10]);
-                (u64::from_be_bytes(bytes), 10)
-            }
-            126 | 127 => return Ok(None),
-            len => (u64::from(len), 2),
-        };
-        if !masked {
-            let error = "a client frame without a mask";
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, error));
-        }
-        let len = usize::try_from(len).expect("frame length fits");
-        if buffer.len() < at + 4 + len {
-            return Ok(None);
-        }
-        let mask = [buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]];
-        at += 4;
-        let payload =
-            buffer[at..at + len].iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]).collect();
-        self.buffer.drain(..at + len);
-        Ok(Some(RawFrame { fin, opcode, payload }))
-    }
-
-    /// Serves like a healthy peer until the connection ends: answers pings
-    /// with pongs and a close with a close, and hands text messages to `inbound`.
-    pub async fn serve(&mut self, inbound: Option<&mpsc::UnboundedSender<String>>) {
-        while let Ok(Some(frame)) = self.read_frame().await {
-            match frame.opcode {
-                opcode::PING => {
-                    let pong = RawWs::encode(true, opcode::PONG, &frame.payload);
-                    if self.write_raw(&pong).await.is_err() {
-                        return;
-                    }
-                }
-                opcode::CLOSE => {
-                    let code = frame.payload.get(..2).unwrap_or_default().to_vec();
-                    let _ = self.write_raw(&RawWs::encode(true, opcode::CLOSE, &code)).await;
-                    let _ = self.socket.shutdown().await;
-                    return;
-                }
-                opcode::TEXT => {
-                    if let Some(inbound) = inbound {
-                        let _ = inbound.send(String::from_utf8_lossy(&frame.payload).into_owned());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }

@@ -62,8 +62,8 @@ mod tests {
 
     #[test]
     fn the_test_ca_file_loads() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tests/data/ca.pem"));
-        config_with_ca_file(path).expect("config with the test CA");
+        let certificates = feedvisor_test_support::TestCertificates::generate();
+        config_with_ca_file(&certificates.ca_file()).expect("config with the test CA");
     }
 
     #[test]

@@ -27,12 +27,8 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 /// Probes until `probe` is true, failing the test after [`DEADLINE`].
-pub async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
-    let give_up = Instant::now() + DEADLINE;
-    while !probe() {
-        assert!(Instant::now() < give_up, "gave up after {DEADLINE:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+pub async fn eventually(what: &str, probe: impl FnMut() -> bool) {
+    feedvisor_test_support::wait_until(DEADLINE, what, probe).await
 }
 
 /// A text message of feed `feed`.

@@ -7,15 +7,18 @@
 //! spawned but the session itself) under a deadline.
 
 mod check;
+mod compliance;
 mod connect;
 mod messages;
 mod outbound;
 mod stream;
 mod tls;
 
-use std::future::Future;
 use std::time::Duration;
 
+use feedvisor_test_support::connection::{read_events, read_to_end};
+use feedvisor_test_support::net::listen_loopback;
+use feedvisor_test_support::within;
 use feedvisor_transport_api::{
     ConnectRequest, Connection, DeliveryMode, Event, Framing, TlsOptions, Transport, TransportError,
 };
@@ -25,22 +28,13 @@ use url::Url;
 
 use crate::{Target, TcpTransport};
 
-/// The longest any network test may take.
-const TEST_DEADLINE: Duration = Duration::from_secs(10);
-
 /// The frame size limit of [`request`].
 const LIMIT: usize = 64 * 1024;
 
-/// Runs `future` to completion or fails the test after [`TEST_DEADLINE`].
-async fn within<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(TEST_DEADLINE, future).await.expect("test deadline passed")
-}
-
 /// A listener on 127.0.0.1 port 0 and its `tcp://` URL.
 async fn listen() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let port = listener.local_addr().expect("local addr").port();
-    (listener, format!("tcp://127.0.0.1:{port}"))
+    let (listener, addr) = listen_loopback().await;
+    (listener, format!("tcp://{addr}"))
 }
 
 /// A connect request with test defaults: lines, message mode, 64 KiB frames, 2 s handshake.
@@ -74,36 +68,6 @@ async fn open_with(
     let (stream, connection) = tokio::join!(server, transport.connect(request));
     stream.set_nodelay(true).expect("nodelay");
     (stream, connection.expect("connected"))
-}
-
-/// Reads batches until `count` events arrived; returns them and the number of batches.
-async fn read_events(connection: &mut Connection, count: usize) -> (Vec<Event>, usize) {
-    let mut events = Vec::new();
-    let mut batches = 0;
-    while events.len() < count {
-        let batch = connection.inbound.next().await.expect("stream open").expect("no error");
-        batches += 1;
-        events.extend(batch);
-    }
-    (events, batches)
-}
-
-/// Reads until the stream ends; returns the events and the error it ended with, if any.
-async fn read_to_end(connection: &mut Connection) -> (Vec<Event>, Option<TransportError>) {
-    let mut events = Vec::new();
-    while let Some(item) = connection.inbound.next().await {
-        match item {
-            Ok(batch) => events.extend(batch),
-            Err(error) => {
-                assert!(
-                    connection.inbound.next().await.is_none(),
-                    "the stream ends after an error"
-                );
-                return (events, Some(error));
-            }
-        }
-    }
-    (events, None)
 }
 
 fn target(url: &str) -> Result<Target, TransportError> {

@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::pin::pin;
 
 use bytes::Bytes;
+use feedvisor_test_support::compliance::pseudo_random;
 use feedvisor_transport_api::{DataFrame, Opcode, Outbound};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,19 +17,6 @@ fn stream_mode(chunk_size: usize) -> impl FnOnce(&mut ConnectRequest) {
         request.max_frame_size = 16;
         request.framing = Framing::LengthPrefixed;
     }
-}
-
-/// Bytes that are not all alike (xorshift), so that a reordering shows.
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[3]
-        })
-        .collect()
 }
 
 #[actix_rt::test]

@@ -1,39 +1,14 @@
-//! `tls://` against a rustls server whose certificate a test CA signed (`data/`).
+//! `tls://` against a rustls server whose certificate a CA made for the test signed.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
+use feedvisor_test_support::TestCertificates;
 use feedvisor_transport_api::{DataFrame, Outbound};
-use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use super::*;
-
-/// The test CA's certificate, as a feed would configure it.
-fn ca_file() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tests/data/ca.pem"))
-}
-
-/// A TLS acceptor with the test server certificate (for localhost and 127.0.0.1).
-fn acceptor() -> TlsAcceptor {
-    let certificates = CertificateDer::pem_slice_iter(include_bytes!("data/server.pem"))
-        .collect::<Result<Vec<_>, _>>()
-        .expect("server certificate");
-    let key = PrivateKeyDer::from_pem_slice(include_bytes!("data/server.key")).expect("server key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(certificates, key)
-        .expect("server config");
-    TlsAcceptor::from(Arc::new(config))
-}
 
 /// A listener on `ip` port 0 and its `tls://` URL for `host`.
 async fn listen_tls(ip: &str, host: &str) -> (TcpListener, String) {
@@ -42,15 +17,17 @@ async fn listen_tls(ip: &str, host: &str) -> (TcpListener, String) {
     (listener, format!("tls://{host}:{port}"))
 }
 
-/// Connects with `request` to a TLS server on `listener`; returns the server's
-/// end (if its handshake succeeded) and the client's result.
+/// Connects with `request` to a TLS server on `listener` presenting the
+/// server certificate of `certificates`; returns the server's end (if its
+/// handshake succeeded) and the client's result.
 async fn connect_tls(
     listener: &TcpListener,
+    certificates: &TestCertificates,
     request: ConnectRequest,
 ) -> (Option<TlsStream<TcpStream>>, Result<Connection, TransportError>) {
     let server = async {
         let (stream, _) = listener.accept().await.expect("accept");
-        acceptor().accept(stream).await.ok()
+        certificates.acceptor(&[]).accept(stream).await.ok()
     };
     within(async { tokio::join!(server, TcpTransport::new().connect(request)) }).await
 }
@@ -65,11 +42,12 @@ fn tls_message(result: Result<Connection, TransportError>) -> String {
 
 #[actix_rt::test]
 async fn tls_with_the_ca_file_carries_lines_both_ways() {
+    let certificates = TestCertificates::generate();
     for host in ["127.0.0.1", "localhost"] {
         let (listener, url) = listen_tls("127.0.0.1", host).await;
         let mut request = request(&url);
-        request.tls.ca_file = Some(ca_file());
-        let (stream, connection) = connect_tls(&listener, request).await;
+        request.tls.ca_file = Some(certificates.ca_file());
+        let (stream, connection) = connect_tls(&listener, &certificates, request).await;
         let mut stream = stream.expect("server handshake");
         let mut connection = connection.expect("connected");
         assert_eq!(connection.protocol, None);
@@ -95,19 +73,21 @@ async fn tls_with_the_ca_file_carries_lines_both_ways() {
 
 #[actix_rt::test]
 async fn tls_without_the_ca_file_fails_with_a_tls_error() {
+    let certificates = TestCertificates::generate();
     let (listener, url) = listen_tls("127.0.0.1", "127.0.0.1").await;
-    let (_, result) = connect_tls(&listener, request(&url)).await;
+    let (_, result) = connect_tls(&listener, &certificates, request(&url)).await;
     let message = tls_message(result);
     assert!(message.to_lowercase().contains("certificate"), "{message}");
 }
 
 #[actix_rt::test]
 async fn tls_to_a_name_the_certificate_does_not_carry_fails_with_a_tls_error() {
+    let certificates = TestCertificates::generate();
     // The certificate is for localhost and 127.0.0.1; 127.0.0.2 is loopback too (Linux).
     let (listener, url) = listen_tls("127.0.0.2", "127.0.0.2").await;
     let mut request = request(&url);
-    request.tls.ca_file = Some(ca_file());
-    let (_, result) = connect_tls(&listener, request).await;
+    request.tls.ca_file = Some(certificates.ca_file());
+    let (_, result) = connect_tls(&listener, &certificates, request).await;
     let message = tls_message(result);
     assert!(message.contains("not valid for name"), "{message}");
 }
@@ -123,12 +103,13 @@ async fn a_missing_ca_file_fails_before_connecting() {
 
 #[actix_rt::test]
 async fn in_stream_mode_only_a_close_notify_is_a_clean_end() {
+    let certificates = TestCertificates::generate();
     for clean in [true, false] {
         let (listener, url) = listen_tls("127.0.0.1", "localhost").await;
         let mut request = request(&url);
-        request.tls.ca_file = Some(ca_file());
+        request.tls.ca_file = Some(certificates.ca_file());
         request.mode = DeliveryMode::Stream { chunk_size: 1024 };
-        let (stream, connection) = connect_tls(&listener, request).await;
+        let (stream, connection) = connect_tls(&listener, &certificates, request).await;
         let mut stream = stream.expect("server handshake");
         let mut connection = connection.expect("connected");
         within(async {

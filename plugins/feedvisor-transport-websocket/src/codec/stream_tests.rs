@@ -1,31 +1,9 @@
 //! Stream-mode decoding against raw frame bytes: pieces, bounded buffering,
 //! UTF-8 across pieces and control frames between frames; no network.
 
+use feedvisor_test_support::websocket::{encode_frame, frame_header};
+
 use super::*;
-
-/// The header of an unmasked server frame announcing `len` payload bytes.
-fn server_header(first_byte: u8, len: u64) -> Vec<u8> {
-    let mut header = vec![first_byte];
-    match len {
-        0..=125 => header.push(len as u8),
-        126..=0xFFFF => {
-            header.push(126);
-            header.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            header.push(127);
-            header.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    header
-}
-
-/// An unmasked frame as a server sends it.
-fn server_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = server_header(first_byte, payload.len() as u64);
-    frame.extend_from_slice(payload);
-    frame
-}
 
 /// A data piece as `(opcode, fin, payload)`, for comparisons.
 fn piece(opcode: Opcode, fin: bool, payload: &[u8]) -> Event {
@@ -66,7 +44,7 @@ fn decode_in_slices(
 #[test]
 fn a_buffered_frame_is_cut_into_pieces_of_chunk_size_and_a_smaller_last_one() {
     let payload: Vec<u8> = (0..10u8).collect();
-    let events = decode_all(&mut FrameCodec::streaming(4), &server_frame(0x82, &payload));
+    let events = decode_all(&mut FrameCodec::streaming(4), &encode_frame(0x82, &payload));
     assert_eq!(
         events.expect("valid"),
         vec![
@@ -79,14 +57,14 @@ fn a_buffered_frame_is_cut_into_pieces_of_chunk_size_and_a_smaller_last_one() {
 
 #[test]
 fn a_frame_of_exactly_chunk_size_is_one_final_piece() {
-    let events = decode_all(&mut FrameCodec::streaming(5), &server_frame(0x81, b"hello"));
+    let events = decode_all(&mut FrameCodec::streaming(5), &encode_frame(0x81, b"hello"));
     assert_eq!(events.expect("valid"), vec![Event::Data(DataFrame::text("hello"))]);
 }
 
 #[test]
 fn a_non_final_frame_keeps_fin_false_on_its_last_piece() {
-    let mut bytes = server_frame(0x02, b"abcde"); // binary, not fin
-    bytes.extend(server_frame(0x80, b"fgh")); // final continuation
+    let mut bytes = encode_frame(0x02, b"abcde"); // binary, not fin
+    bytes.extend(encode_frame(0x80, b"fgh")); // final continuation
     let events = decode_all(&mut FrameCodec::streaming(3), &bytes).expect("valid");
     assert_eq!(
         events,
@@ -100,9 +78,9 @@ fn a_non_final_frame_keeps_fin_false_on_its_last_piece() {
 
 #[test]
 fn empty_frames_are_one_empty_piece_each() {
-    let mut bytes = server_frame(0x01, b""); // text, not fin
-    bytes.extend(server_frame(0x80, b"")); // final continuation
-    bytes.extend(server_frame(0x82, b""));
+    let mut bytes = encode_frame(0x01, b""); // text, not fin
+    bytes.extend(encode_frame(0x80, b"")); // final continuation
+    bytes.extend(encode_frame(0x82, b""));
     let events = decode_all(&mut FrameCodec::streaming(8), &bytes).expect("valid");
     assert_eq!(
         events,
@@ -117,7 +95,7 @@ fn empty_frames_are_one_empty_piece_each() {
 #[test]
 fn a_frame_arriving_byte_by_byte_yields_each_byte_as_it_arrives() {
     let payload = b"streamed";
-    let bytes = server_frame(0x82, payload);
+    let bytes = encode_frame(0x82, payload);
     let per_byte = decode_in_slices(&mut FrameCodec::streaming(4), &bytes, 1).expect("valid");
     let header_len = bytes.len() - payload.len();
     for (i, events) in per_byte.iter().enumerate() {
@@ -135,8 +113,8 @@ fn a_frame_arriving_byte_by_byte_yields_each_byte_as_it_arrives() {
 #[test]
 fn each_read_is_handed_over_at_once_in_pieces_of_at_most_chunk_size() {
     let payload: Vec<u8> = (0..20u8).collect();
-    let mut bytes = server_frame(0x82, &payload);
-    bytes.extend(server_frame(0x81, b"next"));
+    let mut bytes = encode_frame(0x82, &payload);
+    bytes.extend(encode_frame(0x81, b"next"));
     // Reads of 7 bytes, pieces of at most 3: first the header (2 bytes) and 5 payload bytes.
     let per_read = decode_in_slices(&mut FrameCodec::streaming(3), &bytes, 7).expect("valid");
     let sizes: Vec<Vec<usize>> = per_read
@@ -171,7 +149,7 @@ fn a_256_mib_frame_streams_through_a_small_buffer() {
     let announced: u64 = 256 << 20;
     let mut codec = FrameCodec::streaming(CHUNK);
     let mut src = BytesMut::new();
-    src.extend_from_slice(&server_header(0x82, announced));
+    src.extend_from_slice(&frame_header(0x82, announced));
     assert_eq!(codec.decode(&mut src).expect("accepted, no FrameTooLarge"), None);
     assert!(src.capacity() <= 2 * CHUNK, "room for one piece: {}", src.capacity());
 
@@ -199,7 +177,7 @@ fn a_256_mib_frame_streams_through_a_small_buffer() {
 
 #[test]
 fn lengths_with_the_top_bit_set_are_still_refused() {
-    let mut src = BytesMut::from(&server_header(0x82, 1 << 63)[..]);
+    let mut src = BytesMut::from(&frame_header(0x82, 1 << 63)[..]);
     let error = FrameCodec::streaming(1024).decode(&mut src).expect_err("refused");
     assert_eq!(error.close_code(), Some(1002));
 }
@@ -208,7 +186,7 @@ fn lengths_with_the_top_bit_set_are_still_refused() {
 fn text_split_inside_multi_byte_characters_validates() {
     let text = "a€😀é€x".repeat(5);
     for chunk_size in 1..=5 {
-        let bytes = server_frame(0x81, text.as_bytes());
+        let bytes = encode_frame(0x81, text.as_bytes());
         let events = decode_all(&mut FrameCodec::streaming(chunk_size), &bytes).expect("valid");
         let joined: Vec<u8> = events
             .iter()
@@ -226,7 +204,7 @@ fn text_split_inside_multi_byte_characters_validates() {
 fn invalid_utf8_in_a_later_piece_fails_with_1007() {
     let mut payload = b"fine text, then ".to_vec();
     payload.extend_from_slice(&[0xE2, 0x82, 0x28]); // a broken "€"
-    let mut src = BytesMut::from(&server_frame(0x81, &payload)[..]);
+    let mut src = BytesMut::from(&encode_frame(0x81, &payload)[..]);
     let mut codec = FrameCodec::streaming(8);
     assert_eq!(
         codec.decode(&mut src).expect("valid"),
@@ -241,7 +219,7 @@ fn invalid_utf8_in_a_later_piece_fails_with_1007() {
 #[test]
 fn a_character_cut_off_at_the_end_of_a_streamed_message_fails_with_1007() {
     let euro = "€".as_bytes();
-    let bytes = server_frame(0x81, &[b'a', b'b', euro[0], euro[1]]);
+    let bytes = encode_frame(0x81, &[b'a', b'b', euro[0], euro[1]]);
     let error = decode_all(&mut FrameCodec::streaming(2), &bytes).expect_err("cut off");
     assert_eq!(error.close_code(), Some(1007));
 }
@@ -250,9 +228,9 @@ fn a_character_cut_off_at_the_end_of_a_streamed_message_fails_with_1007() {
 fn a_ping_between_two_fragmented_frames_is_decoded_and_the_message_continues() {
     let text = "héllo wörld";
     let (first, second) = text.as_bytes().split_at(2); // inside "é"
-    let mut bytes = server_frame(0x01, first); // text, not fin
-    bytes.extend(server_frame(0x89, b"ping"));
-    bytes.extend(server_frame(0x80, second)); // final continuation
+    let mut bytes = encode_frame(0x01, first); // text, not fin
+    bytes.extend(encode_frame(0x89, b"ping"));
+    bytes.extend(encode_frame(0x80, second)); // final continuation
     let events = decode_all(&mut FrameCodec::streaming(4), &bytes).expect("valid");
     assert_eq!(events[0], piece(Opcode::Text, false, first));
     assert_eq!(events[1], Event::Ping(Bytes::from("ping")));
@@ -268,27 +246,27 @@ fn a_ping_between_two_fragmented_frames_is_decoded_and_the_message_continues() {
 
 #[test]
 fn frame_rules_still_hold_in_stream_mode() {
-    let continuation_first = server_frame(0x80, b"x");
+    let continuation_first = encode_frame(0x80, b"x");
     let codes = |bytes: &[u8]| {
         let error = decode_all(&mut FrameCodec::streaming(4), bytes).expect_err("refused");
         error.close_code()
     };
     assert_eq!(codes(&continuation_first), Some(1002));
-    let mut interrupted = server_frame(0x01, b"abcdef");
-    interrupted.extend(server_frame(0x82, b"b"));
+    let mut interrupted = encode_frame(0x01, b"abcdef");
+    interrupted.extend(encode_frame(0x82, b"b"));
     assert_eq!(codes(&interrupted), Some(1002));
-    assert_eq!(codes(&server_frame(0xC1, b"x")), Some(1002), "reserved bit");
+    assert_eq!(codes(&encode_frame(0xC1, b"x")), Some(1002), "reserved bit");
     assert_eq!(codes(&[0x82, 0x81, 1, 2, 3, 4, 5]), Some(1002), "masked");
-    assert_eq!(codes(&server_frame(0x83, b"")), Some(1002), "unknown opcode");
-    assert_eq!(codes(&server_frame(0x09, b"")), Some(1002), "fragmented ping");
-    assert_eq!(codes(&server_frame(0x89, &[0; 126])), Some(1002), "long ping");
+    assert_eq!(codes(&encode_frame(0x83, b"")), Some(1002), "unknown opcode");
+    assert_eq!(codes(&encode_frame(0x09, b"")), Some(1002), "fragmented ping");
+    assert_eq!(codes(&encode_frame(0x89, &[0; 126])), Some(1002), "long ping");
 }
 
 #[test]
 fn a_close_frame_is_decoded_whole_in_stream_mode() {
     let mut payload = 1000u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"a reason longer than the chunk size");
-    let events = decode_all(&mut FrameCodec::streaming(2), &server_frame(0x88, &payload));
+    let events = decode_all(&mut FrameCodec::streaming(2), &encode_frame(0x88, &payload));
     let close = CloseFrame::new(1000, "a reason longer than the chunk size");
     assert_eq!(events.expect("valid"), vec![Event::Close(Some(close))]);
 }
@@ -296,7 +274,7 @@ fn a_close_frame_is_decoded_whole_in_stream_mode() {
 #[test]
 fn eof_inside_a_streamed_frame_is_an_io_error() {
     let mut codec = FrameCodec::streaming(4);
-    let mut src = BytesMut::from(&server_frame(0x82, b"abcdef")[..5]);
+    let mut src = BytesMut::from(&encode_frame(0x82, b"abcdef")[..5]);
     assert_eq!(codec.decode(&mut src).expect("valid"), Some(piece(Opcode::Binary, false, b"abc")));
     assert_eq!(codec.decode(&mut src).expect("valid"), None);
     assert!(src.is_empty(), "every byte that came was handed over");
@@ -308,6 +286,6 @@ fn for_mode_picks_the_codec_and_chunk_size_zero_is_one() {
     assert_eq!(FrameCodec::for_mode(DeliveryMode::Message, 10).chunk_size(), None);
     let stream = FrameCodec::for_mode(DeliveryMode::Stream { chunk_size: 7 }, 10);
     assert_eq!(stream.chunk_size(), Some(7));
-    let events = decode_all(&mut FrameCodec::streaming(0), &server_frame(0x82, b"ab"));
+    let events = decode_all(&mut FrameCodec::streaming(0), &encode_frame(0x82, b"ab"));
     assert_eq!(events.expect("valid").len(), 2, "pieces of one byte");
 }

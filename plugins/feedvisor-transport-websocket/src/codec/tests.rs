@@ -1,24 +1,8 @@
 //! Codec tests against raw frame bytes; no network.
 
-use super::*;
+use feedvisor_test_support::websocket::encode_frame;
 
-/// An unmasked frame as a server sends it.
-fn server_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![first_byte];
-    match payload.len() {
-        len @ 0..=125 => frame.push(len as u8),
-        len @ 126..=0xFFFF => {
-            frame.push(126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload);
-    frame
-}
+use super::*;
 
 /// A frame as the client encoded it, unmasked on the test side.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,10 +96,10 @@ fn control_frames_are_encoded_with_their_opcodes_and_limits() {
 
 #[test]
 fn server_frames_decode_one_by_one_and_several_per_buffer() {
-    let mut bytes = server_frame(0x81, b"hello");
-    bytes.extend(server_frame(0x82, &[1, 2, 3]));
-    bytes.extend(server_frame(0x89, b"are you there"));
-    bytes.extend(server_frame(0x8A, b""));
+    let mut bytes = encode_frame(0x81, b"hello");
+    bytes.extend(encode_frame(0x82, &[1, 2, 3]));
+    bytes.extend(encode_frame(0x89, b"are you there"));
+    bytes.extend(encode_frame(0x8A, b""));
     let events = decode_all(&mut FrameCodec::new(1024), &bytes).expect("valid");
     assert_eq!(
         events,
@@ -131,7 +115,7 @@ fn server_frames_decode_one_by_one_and_several_per_buffer() {
 #[test]
 fn a_frame_fed_byte_by_byte_decodes_once_complete() {
     let payload = vec![b'a'; 300];
-    let bytes = server_frame(0x81, &payload);
+    let bytes = encode_frame(0x81, &payload);
     let mut codec = FrameCodec::new(1024);
     let mut src = BytesMut::new();
     for (i, byte) in bytes.iter().enumerate() {
@@ -147,7 +131,7 @@ fn a_frame_fed_byte_by_byte_decodes_once_complete() {
 
 #[test]
 fn payload_is_split_off_the_read_buffer_without_a_copy() {
-    let mut src = BytesMut::from(&server_frame(0x82, &[9u8; 64])[..]);
+    let mut src = BytesMut::from(&encode_frame(0x82, &[9u8; 64])[..]);
     let buffer = src.as_ptr_range();
     let Some(Event::Data(frame)) = FrameCodec::new(1024).decode(&mut src).expect("valid") else {
         panic!("expected a data frame");
@@ -158,10 +142,10 @@ fn payload_is_split_off_the_read_buffer_without_a_copy() {
 #[test]
 fn fragments_are_yielded_unassembled_and_utf8_is_checked_across_them() {
     let euro = "€".as_bytes();
-    let mut bytes = server_frame(0x01, &[b'a', euro[0]]); // text, not fin
-    bytes.extend(server_frame(0x89, b"p")); // a ping between fragments is allowed
-    bytes.extend(server_frame(0x00, &euro[1..2])); // continuation
-    bytes.extend(server_frame(0x80, &euro[2..])); // final continuation
+    let mut bytes = encode_frame(0x01, &[b'a', euro[0]]); // text, not fin
+    bytes.extend(encode_frame(0x89, b"p")); // a ping between fragments is allowed
+    bytes.extend(encode_frame(0x00, &euro[1..2])); // continuation
+    bytes.extend(encode_frame(0x80, &euro[2..])); // final continuation
     let events = decode_all(&mut FrameCodec::new(1024), &bytes).expect("valid");
     let fragments: Vec<(Opcode, bool, usize)> = events
         .iter()
@@ -183,35 +167,35 @@ fn fragments_are_yielded_unassembled_and_utf8_is_checked_across_them() {
 
 #[test]
 fn binary_fragments_are_not_utf8_checked() {
-    let mut bytes = server_frame(0x02, &[0xFF]);
-    bytes.extend(server_frame(0x80, &[0xFE]));
+    let mut bytes = encode_frame(0x02, &[0xFF]);
+    bytes.extend(encode_frame(0x80, &[0xFE]));
     assert_eq!(decode_all(&mut FrameCodec::new(1024), &bytes).expect("valid").len(), 2);
 }
 
 #[test]
 fn invalid_utf8_is_refused_with_1007() {
-    let bytes = server_frame(0x81, &[b'o', b'k', 0xFF]);
+    let bytes = encode_frame(0x81, &[b'o', b'k', 0xFF]);
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(1024), &bytes)), 1007);
 
-    let mut bytes = server_frame(0x01, &[0xE2, 0x82]); // first two bytes of "€"
-    bytes.extend(server_frame(0x80, b"x")); // ... not continued correctly
+    let mut bytes = encode_frame(0x01, &[0xE2, 0x82]); // first two bytes of "€"
+    bytes.extend(encode_frame(0x80, b"x")); // ... not continued correctly
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(1024), &bytes)), 1007);
 }
 
 #[test]
 fn bad_fragment_sequences_are_refused_with_1002() {
-    let continuation_first = server_frame(0x80, b"x");
+    let continuation_first = encode_frame(0x80, b"x");
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &continuation_first)), 1002);
 
-    let mut interrupted = server_frame(0x01, b"a");
-    interrupted.extend(server_frame(0x81, b"b"));
+    let mut interrupted = encode_frame(0x01, b"a");
+    interrupted.extend(encode_frame(0x81, b"b"));
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &interrupted)), 1002);
 }
 
 #[test]
 fn reserved_bits_are_refused_with_1002() {
     for rsv in [0x40, 0x20, 0x10] {
-        let bytes = server_frame(0x81 | rsv, b"x");
+        let bytes = encode_frame(0x81 | rsv, b"x");
         assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &bytes)), 1002, "{rsv:#x}");
     }
 }
@@ -221,16 +205,16 @@ fn masked_server_frames_and_unknown_opcodes_are_refused_with_1002() {
     let masked = [0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1];
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &masked)), 1002);
     for opcode in [0x3, 0x7, 0xB, 0xF] {
-        let bytes = server_frame(0x80 | opcode, b"");
+        let bytes = encode_frame(0x80 | opcode, b"");
         assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &bytes)), 1002, "{opcode}");
     }
 }
 
 #[test]
 fn bad_control_frames_are_refused_with_1002() {
-    let fragmented_ping = server_frame(0x09, b"x");
+    let fragmented_ping = encode_frame(0x09, b"x");
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(1024), &fragmented_ping)), 1002);
-    let long_ping = server_frame(0x89, &[0u8; 126]);
+    let long_ping = encode_frame(0x89, &[0u8; 126]);
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(1024), &long_ping)), 1002);
 }
 
@@ -238,29 +222,29 @@ fn bad_control_frames_are_refused_with_1002() {
 fn close_frames_are_parsed_and_checked() {
     let mut payload = 1001u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"bye");
-    let events = decode_all(&mut FrameCodec::new(64), &server_frame(0x88, &payload)).expect("ok");
+    let events = decode_all(&mut FrameCodec::new(64), &encode_frame(0x88, &payload)).expect("ok");
     assert_eq!(events, vec![Event::Close(Some(CloseFrame::new(1001, "bye")))]);
 
-    let events = decode_all(&mut FrameCodec::new(64), &server_frame(0x88, b"")).expect("ok");
+    let events = decode_all(&mut FrameCodec::new(64), &encode_frame(0x88, b"")).expect("ok");
     assert_eq!(events, vec![Event::Close(None)]);
 
-    let one_byte = server_frame(0x88, &[3]);
+    let one_byte = encode_frame(0x88, &[3]);
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &one_byte)), 1002);
     for code in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
-        let bytes = server_frame(0x88, &code.to_be_bytes());
+        let bytes = encode_frame(0x88, &code.to_be_bytes());
         assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &bytes)), 1002, "{code}");
     }
     let mut bad_reason = 1000u16.to_be_bytes().to_vec();
     bad_reason.push(0xFF);
-    let bytes = server_frame(0x88, &bad_reason);
+    let bytes = encode_frame(0x88, &bad_reason);
     assert_eq!(close_code_of(decode_all(&mut FrameCodec::new(64), &bytes)), 1007);
 }
 
 #[test]
 fn a_frame_at_the_limit_is_accepted_and_one_byte_more_refused() {
-    let at_limit = server_frame(0x82, &[0u8; 100]);
+    let at_limit = encode_frame(0x82, &[0u8; 100]);
     assert_eq!(decode_all(&mut FrameCodec::new(100), &at_limit).expect("fits").len(), 1);
-    let over = server_frame(0x82, &[0u8; 101]);
+    let over = encode_frame(0x82, &[0u8; 101]);
     let error = decode_all(&mut FrameCodec::new(100), &over).expect_err("too large");
     assert_eq!(error, TransportError::FrameTooLarge { announced: 101, limit: 100 });
 }
@@ -293,7 +277,7 @@ fn an_incomplete_frame_reserves_only_what_it_needs() {
 #[test]
 fn eof_inside_a_frame_is_an_io_error_and_clean_eof_ends() {
     let mut codec = FrameCodec::new(64);
-    let mut partial = BytesMut::from(&server_frame(0x81, b"hello")[..4]);
+    let mut partial = BytesMut::from(&encode_frame(0x81, b"hello")[..4]);
     assert!(matches!(codec.decode_eof(&mut partial), Err(TransportError::Io(_))));
     assert_eq!(codec.decode_eof(&mut BytesMut::new()).expect("clean"), None);
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use feedvisor_transport_api::{Transport, TransportError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::WebSocketTransport;
@@ -19,7 +19,7 @@ async fn connect_error(request: ConnectRequest) -> TransportError {
 /// Accepts one connection, reads the upgrade request and answers `answer`.
 async fn answer_with(listener: &TcpListener, answer: &str) {
     let (mut stream, _) = listener.accept().await.expect("accept");
-    read_request_head(&mut stream).await;
+    read_request_head(&mut stream).await.expect("read the request");
     stream.write_all(answer.as_bytes()).await.expect("write answer");
 }
 
@@ -35,9 +35,9 @@ async fn upgrade_sends_headers_and_subprotocols_and_returns_the_picked_one() {
     let connection = connection.expect("connected");
     assert_eq!(connection.protocol.as_deref(), Some("v2.feed"));
     assert!(head.starts_with("GET /feed HTTP/1.1\r\n"), "{head}");
-    assert_eq!(header(&head, "x-api-key"), Some("hunter2"));
-    assert_eq!(header(&head, "sec-websocket-protocol"), Some("v1.feed,v2.feed"));
-    assert!(header(&head, "user-agent").is_some_and(|agent| agent.starts_with("feedvisor/")));
+    assert_eq!(header_value(&head, "x-api-key"), Some("hunter2"));
+    assert_eq!(header_value(&head, "sec-websocket-protocol"), Some("v1.feed,v2.feed"));
+    assert!(header_value(&head, "user-agent").is_some_and(|agent| agent.starts_with("feedvisor/")));
 }
 
 #[actix_rt::test]
@@ -95,7 +95,7 @@ async fn a_server_that_never_answers_times_out_within_the_handshake_timeout() {
     let started = Instant::now();
     let server = async {
         let (mut stream, _) = listener.accept().await.expect("accept");
-        read_request_head(&mut stream).await;
+        read_request_head(&mut stream).await.expect("read the request");
         stream // held open, never answered, until the client gave up
     };
     let (_stream, error) = within(async { tokio::join!(server, connect_error(request)) }).await;

@@ -8,8 +8,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use feedvisor_test_support::websocket::{frame_header, FIN};
 use feedvisor_transport_api::{Connection, DataFrame, DeliveryMode, Event, Opcode, Transport};
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use super::*;
 use crate::codec::probe;
@@ -49,26 +51,19 @@ fn pattern(offset: u64, len: usize) -> Vec<u8> {
     words
 }
 
-/// The header of the frame: final, binary, 64-bit length.
-fn frame_header() -> Vec<u8> {
-    let mut header = vec![0x82, 127];
-    header.extend_from_slice(&FRAME_LEN.to_be_bytes());
-    header
-}
-
 /// Writes the frame's payload from `offset` to its end, a slice at a time,
 /// then a close frame.
-async fn write_rest(stream: &mut TcpStream, mut offset: u64) {
+async fn write_rest(stream: &mut RawWs, mut offset: u64) {
     while offset < FRAME_LEN {
         let len = SLICE.min((FRAME_LEN - offset) as usize);
-        stream.write_all(&pattern(offset, len)).await.expect("write payload");
+        stream.write_raw(&pattern(offset, len)).await.expect("write payload");
         offset += len as u64;
     }
-    stream.write_all(&server_frame(0x88, &close_payload(1000, ""))).await.expect("write close");
+    stream.write_raw(&encode_frame(0x88, &close_payload(1000, ""))).await.expect("write close");
 }
 
 /// Connects in stream mode with pieces of [`CHUNK`] bytes to a raw peer.
-async fn open_streaming() -> (TcpStream, Connection) {
+async fn open_streaming() -> (RawWs, Connection) {
     let (listener, url) = listen().await;
     let mut request = request(&url);
     request.mode = DeliveryMode::Stream { chunk_size: CHUNK };
@@ -159,7 +154,10 @@ async fn a_64_mib_frame_streams_through_in_pieces_of_at_most_chunk_size() {
         let (mut stream, mut connection) = open_streaming().await;
         let mut received = Received::default();
         let peer = async {
-            stream.write_all(&frame_header()).await.expect("write header");
+            stream
+                .write_raw(&frame_header(FIN | opcode::BINARY, FRAME_LEN))
+                .await
+                .expect("write header");
             write_rest(&mut stream, 0).await;
         };
         tokio::join!(peer, received.read_to_close(&mut connection));
@@ -175,7 +173,10 @@ async fn a_consumer_that_stops_reading_stalls_the_peer_and_then_gets_everything(
     probe::reset();
     within(async {
         let (mut stream, mut connection) = open_streaming().await;
-        stream.write_all(&frame_header()).await.expect("write header");
+        stream
+            .write_raw(&frame_header(FIN | opcode::BINARY, FRAME_LEN))
+            .await
+            .expect("write header");
         // The consumer does not read: the session fills the inbound queue,
         // stops reading the socket, and the socket buffers fill up until a
         // write of the peer waits. A dropped `write` future wrote nothing.
@@ -183,7 +184,7 @@ async fn a_consumer_that_stops_reading_stalls_the_peer_and_then_gets_everything(
         let mut slice = pattern(0, SLICE);
         let mut written_of_slice = 0;
         loop {
-            let write = stream.write(&slice[written_of_slice..]);
+            let write = stream.socket.write(&slice[written_of_slice..]);
             let Ok(written) = tokio::time::timeout(STALL, write).await else {
                 break;
             };
@@ -200,7 +201,7 @@ async fn a_consumer_that_stops_reading_stalls_the_peer_and_then_gets_everything(
         // The consumer resumes: the rest goes through, and all of it is intact.
         let mut received = Received::default();
         let peer = async {
-            stream.write_all(&slice[written_of_slice..]).await.expect("write the slice's rest");
+            stream.write_raw(&slice[written_of_slice..]).await.expect("write the slice's rest");
             write_rest(&mut stream, slice_start + SLICE as u64).await;
         };
         tokio::join!(peer, received.read_to_close(&mut connection));
@@ -213,14 +214,14 @@ async fn a_consumer_that_stops_reading_stalls_the_peer_and_then_gets_everything(
 async fn a_ping_between_fragments_is_answered_and_the_message_continues() {
     let (first, second) = "héllo".as_bytes().split_at(2); // inside "é"
     let frames = [
-        server_frame(0x01, first), // text, not fin
-        server_frame(0x89, b"still there?"),
-        server_frame(0x80, second), // final continuation
+        encode_frame(0x01, first), // text, not fin
+        encode_frame(0x89, b"still there?"),
+        encode_frame(0x80, second), // final continuation
     ]
     .concat();
     within(async {
         let (mut stream, mut connection) = open_streaming().await;
-        stream.write_all(&frames).await.expect("write frames");
+        stream.write_raw(&frames).await.expect("write frames");
         let mut events = Vec::new();
         while events.len() < 3 {
             events.extend(connection.inbound.next().await.expect("open").expect("no error"));

@@ -1,41 +1,16 @@
-//! `wss` against a rustls server whose certificate a test CA signed (`data/`).
-
-use std::path::PathBuf;
-use std::sync::Arc;
+//! `wss` against a rustls server whose certificate a CA made for the test signed.
 
 use bytes::Bytes;
+use feedvisor_test_support::TestCertificates;
 use feedvisor_transport_api::{DataFrame, Event, Outbound, Transport, TransportError};
 use futures_util::StreamExt;
-use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use super::*;
 use crate::WebSocketTransport;
 
-/// The test CA's certificate, as a feed would configure it.
-fn ca_file() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tests/data/ca.pem"))
-}
-
-/// A TLS acceptor with the test server certificate; it offers h2 before
-/// http/1.1, so that an h2 offer from the client would be picked.
-fn acceptor() -> TlsAcceptor {
-    let certificates = CertificateDer::pem_slice_iter(include_bytes!("data/server.pem"))
-        .collect::<Result<Vec<_>, _>>()
-        .expect("server certificate");
-    let key = PrivateKeyDer::from_pem_slice(include_bytes!("data/server.key")).expect("server key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(certificates, key)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
-}
+/// What the test server offers over ALPN: h2 before http/1.1, so that an h2
+/// offer from the client would be picked.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// A loopback listener and its `wss://` URL for `host`.
 async fn listen_tls(host: &str) -> (TcpListener, String) {
@@ -46,16 +21,18 @@ async fn listen_tls(host: &str) -> (TcpListener, String) {
 
 #[actix_rt::test]
 async fn wss_with_the_ca_file_connects_over_http_1_1_and_carries_frames() {
+    let certificates = TestCertificates::generate();
     for host in ["127.0.0.1", "localhost"] {
         let (listener, url) = listen_tls(host).await;
         let mut request = request(&url);
-        request.tls.ca_file = Some(ca_file());
+        request.tls.ca_file = Some(certificates.ca_file());
         let server = async {
             let (stream, _) = listener.accept().await.expect("accept");
-            let mut stream = acceptor().accept(stream).await.expect("tls handshake");
+            let stream = certificates.acceptor(&ALPN).accept(stream).await.expect("tls handshake");
             let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-            upgrade(&mut stream, "", &server_frame(0x81, b"over tls")).await;
-            (stream, alpn)
+            let then = encode_frame(0x81, b"over tls");
+            let (ws, _) = RawWs::accept_with(stream, "", &then).await.expect("upgrade");
+            (ws, alpn)
         };
         let client = WebSocketTransport::new().connect(request);
         within(async {
@@ -81,11 +58,12 @@ async fn wss_with_the_ca_file_connects_over_http_1_1_and_carries_frames() {
 
 #[actix_rt::test]
 async fn wss_without_the_ca_file_fails_with_a_tls_error() {
+    let certificates = TestCertificates::generate();
     let (listener, url) = listen_tls("127.0.0.1").await;
     let server = async {
         let (stream, _) = listener.accept().await.expect("accept");
         // The client refuses the certificate; the server's side of it is not checked.
-        let _ = acceptor().accept(stream).await;
+        let _ = certificates.acceptor(&ALPN).accept(stream).await;
     };
     let client = WebSocketTransport::new().connect(request(&url));
     let (_, result) = within(async { tokio::join!(server, client) }).await;

@@ -1,0 +1,206 @@
+//! TLS material made at test time: a CA and a server certificate it signed
+//! for `localhost` and `127.0.0.1`, as PEM files (what a feed's `ca_file`
+//! names) and as rustls types (what a test server needs).
+//!
+//! Nothing here is committed: every [`TestCertificates::generate`] makes new
+//! keys, so no private key lives in the repository and no certificate expires.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::TlsAcceptor;
+
+/// The names the server certificate is valid for.
+pub const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// A CA and a server certificate it signed, with the files they were written to.
+pub struct TestCertificates {
+    /// Holds the PEM files; removed when the certificates are dropped.
+    dir: TempDir,
+    /// The CA's certificate.
+    ca: CertificateDer<'static>,
+    /// The server's certificate (the chain a server presents; the CA is not in it).
+    server: CertificateDer<'static>,
+    /// The server certificate's private key, PKCS#8.
+    server_key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl TestCertificates {
+    /// Makes a new CA ("feedvisor test CA", P-256) and a server certificate
+    /// for [`SERVER_NAMES`] signed by it, and writes both as PEM files.
+    ///
+    /// # Panics
+    /// When key generation, signing or writing the files fails: a test
+    /// cannot go on without them.
+    pub fn generate() -> TestCertificates {
+        let ca_key = KeyPair::generate().expect("generate the test CA's key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+        ca_params.distinguished_name.push(DnType::CommonName, "feedvisor test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).expect("self-sign the test CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().expect("generate the test server's key");
+        let names: Vec<String> = SERVER_NAMES.iter().map(|name| (*name).to_owned()).collect();
+        let mut server_params = CertificateParams::new(names).expect("valid server names");
+        server_params.distinguished_name.push(DnType::CommonName, "localhost");
+        server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        server_params.use_authority_key_identifier_extension = true;
+        let server = server_params.signed_by(&server_key, &issuer).expect("sign the server cert");
+
+        let dir =
+            TempDir::new("feedvisor-test-certificates").expect("create a temporary directory");
+        for (name, pem) in [
+            (CA_FILE, ca.pem()),
+            (SERVER_CERT_FILE, server.pem()),
+            (SERVER_KEY_FILE, server_key.serialize_pem()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem)
+                .unwrap_or_else(|error| panic!("write {}: {error}", path.display()));
+        }
+        TestCertificates {
+            dir,
+            ca: ca.der().clone(),
+            server: server.der().clone(),
+            server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+        }
+    }
+
+    /// The CA certificate's PEM file, as a feed's `ca_file` names it.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join(CA_FILE)
+    }
+
+    /// The server certificate's PEM file.
+    pub fn server_cert_file(&self) -> PathBuf {
+        self.dir.path().join(SERVER_CERT_FILE)
+    }
+
+    /// The server key's PEM file (PKCS#8).
+    pub fn server_key_file(&self) -> PathBuf {
+        self.dir.path().join(SERVER_KEY_FILE)
+    }
+
+    /// The CA certificate, for a client's root store.
+    pub fn ca_certificate(&self) -> CertificateDer<'static> {
+        self.ca.clone()
+    }
+
+    /// The chain a server presents: its certificate alone.
+    pub fn server_chain(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.server.clone()]
+    }
+
+    /// The server certificate's private key.
+    pub fn server_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.server_key.clone_key())
+    }
+
+    /// A rustls server config with the server certificate (ring, safe
+    /// defaults, no client auth), offering `alpn` in that order.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(self.server_chain(), self.server_key())
+            .expect("the generated key matches its certificate");
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// A TLS acceptor (tokio-rustls) for [`TestCertificates::server_config`].
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> TlsAcceptor {
+        TlsAcceptor::from(self.server_config(alpn))
+    }
+}
+
+const CA_FILE: &str = "ca.pem";
+const SERVER_CERT_FILE: &str = "server.pem";
+const SERVER_KEY_FILE: &str = "server.key";
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new(prefix: &str) -> std::io::Result<TempDir> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let unique =
+            format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(unique);
+        // A directory left by an earlier process with the same id is stale.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path)?;
+        Ok(TempDir { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::ServerName;
+
+    use super::*;
+
+    #[test]
+    fn the_files_hold_what_the_rustls_types_hold_and_go_away_on_drop() {
+        let certificates = TestCertificates::generate();
+        let ca = CertificateDer::from_pem_file(certificates.ca_file()).expect("ca.pem");
+        assert_eq!(ca, certificates.ca_certificate());
+        let server = CertificateDer::from_pem_file(certificates.server_cert_file()).expect("pem");
+        assert_eq!(vec![server], certificates.server_chain());
+        let key = PrivateKeyDer::from_pem_file(certificates.server_key_file()).expect("key");
+        assert_eq!(key.secret_der(), certificates.server_key().secret_der());
+        let dir = certificates.ca_file().parent().expect("a directory").to_owned();
+        drop(certificates);
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+
+    #[test]
+    fn the_server_certificate_verifies_against_the_ca_for_both_names() {
+        let certificates = TestCertificates::generate();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certificates.ca_certificate()).expect("a valid CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("a verifier");
+        let now = rustls_pki_types::UnixTime::now();
+        for name in SERVER_NAMES.into_iter().chain(["127.0.0.2"]) {
+            let server_name = ServerName::try_from(name).expect("a server name");
+            let verified = verifier.verify_server_cert(
+                &certificates.server_chain()[0],
+                &[],
+                &server_name,
+                &[],
+                now,
+            );
+            assert_eq!(verified.is_ok(), name != "127.0.0.2", "{name}: {verified:?}");
+        }
+    }
+}

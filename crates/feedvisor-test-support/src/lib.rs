@@ -1,0 +1,18 @@
+//! What feedvisor's tests share, so that no test copies it: TLS material
+//! made at test time ([`certificates`]), raw WebSocket and TCP peers
+//! ([`websocket`], [`net`]), reading a connection ([`connection`]), bounded
+//! waits ([`wait`]), and the transport compliance suite every transport
+//! runs ([`compliance`]).
+//!
+//! A dev-dependency only: nothing here is built into feedvisor. Helpers
+//! panic with what failed, which fails the test that called them.
+
+pub mod certificates;
+pub mod compliance;
+pub mod connection;
+pub mod net;
+pub mod wait;
+pub mod websocket;
+
+pub use certificates::TestCertificates;
+pub use wait::{eventually, wait_until, within, TEST_DEADLINE};

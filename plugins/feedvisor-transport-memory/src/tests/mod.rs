@@ -1,0 +1,4 @@
+//! The memory transport's tests: its rules for a feed, and the compliance suite.
+
+mod check;
+mod compliance;
