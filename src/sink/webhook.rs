@@ -316,9 +316,9 @@ async fn post(client: &Client, target: &Target, body: Bytes) -> Result<(), Failu
 /// A client with rustls, at most `max_in_flight` connections, and no
 /// timeouts or redirects of its own (each try is bounded by `timeout`).
 fn build_client(target: &Target) -> Result<Client, TransportError> {
-    feedvisor_transport_api::tls::install_default_provider();
+    feedvisor_transport_kit::tls::install_default_provider();
     let connector = awc::Connector::new()
-        .rustls_0_23(feedvisor_transport_api::tls::client_config(None, &[b"http/1.1"])?)
+        .rustls_0_23(feedvisor_transport_kit::tls::client_config(None, &[b"http/1.1"])?)
         .limit(target.max_in_flight)
         .timeout(target.timeout)
         .handshake_timeout(target.timeout);

@@ -11,26 +11,27 @@
 //!   pure, so that a config naming its scheme is judged before anything
 //!   connects; the caller resolves paths and checks that files exist;
 //! - a transport answers the peer's pings and close frames itself, validates
-//!   UTF-8 in text data (incrementally, across fragments, see [`Utf8Validator`]),
-//!   and refuses a frame whose announced length exceeds
-//!   [`ConnectRequest::max_frame_size`] before buffering any of it;
+//!   UTF-8 in text data (incrementally, across fragments), and refuses a
+//!   frame whose announced length exceeds [`ConnectRequest::max_frame_size`]
+//!   before buffering any of it;
 //! - the connection actor turns frames into whole messages with a
 //!   [`MessageAssembler`] (message mode) and enforces the message size limit.
+//!
+//! This crate is the contract only: it has no runtime, TLS or actix
+//! dependency. What plugins share to fulfil it (the session's close and
+//! drain, TLS client setup, URL redaction, the UTF-8 validator) lives in
+//! `feedvisor-transport-kit`. The [`MessageAssembler`] stays here because the
+//! connection actor, not a plugin, uses it.
 
 mod assemble;
-mod driver;
 mod error;
 mod frame;
-pub mod tls;
 mod transport;
-mod utf8;
 
 pub use assemble::{AssembleError, MessageAssembler};
-pub use driver::session_inbound;
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{
     outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
     Framing, Inbound, OptionProblem, OutboundReceiver, OutboundSender, TlsOptions, Transport,
 };
-pub use utf8::Utf8Validator;

@@ -20,8 +20,9 @@ use futures_util::FutureExt;
 use feedvisor_transport_api::{
     close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection, DataFrame,
     Event, FeedOptions, Opcode, OptionProblem, Outbound, OutboundReceiver, Transport,
-    TransportError, Utf8Validator,
+    TransportError,
 };
+use feedvisor_transport_kit::Utf8Validator;
 
 /// The scheme this transport serves.
 pub const SCHEME: &str = "memory";

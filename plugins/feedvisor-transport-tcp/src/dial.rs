@@ -13,11 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use feedvisor_transport_api::TransportError;
+use feedvisor_transport_kit::tls::ClientTls;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+/// TLS client settings (ring provider, webpki roots plus the feed's CA
+/// file): no ALPN, since the bytes inside are the feed's own protocol, which
+/// has no registered name. A CA file is read at every connect, so a replaced
+/// file takes effect at the next reconnect.
+pub(crate) static TLS: ClientTls = ClientTls::new(&[]);
 
 /// What a session reads and writes: a TCP stream, or a TLS stream over one.
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin {}
@@ -162,6 +169,18 @@ mod tests {
             port: 7000,
             timeout: Duration::from_secs(3),
         }
+    }
+
+    #[test]
+    fn the_tls_config_offers_no_application_protocol() {
+        let config = TLS.config(None).expect("default config");
+        assert!(config.alpn_protocols.is_empty());
+    }
+
+    #[test]
+    fn the_test_ca_file_loads() {
+        let certificates = feedvisor_test_support::TestCertificates::generate();
+        TLS.config(Some(&certificates.ca_file())).expect("config with the test CA");
     }
 
     #[test]

@@ -45,32 +45,32 @@
 //! Code map:
 //! - `lib.rs`: [`TcpTransport`], the URL checks and the rules of `check`;
 //! - `dial.rs`: name resolution, the TCP connect and the TLS handshake, with
-//!   their errors classified into [`TransportError`] kinds;
-//! - `tls.rs`: rustls configs (ring provider, webpki roots, CA files);
+//!   their errors classified into [`TransportError`] kinds, and the TLS
+//!   client settings (the kit's, with no ALPN);
 //! - `framing.rs`: inbound bytes to events, bounded by the frame size limit;
 //! - `encoder.rs`: outbound messages (and messages sent in pieces) to bytes;
-//! - `session.rs`: the inbound stream that also writes outbound messages.
+//! - `session.rs`: what a session does with the socket (buffers, framing,
+//!   half-close); its life (close, drain, close timeout) is the kit's `Session`.
 
 mod dial;
 mod encoder;
 mod framing;
 mod session;
-mod tls;
 
 use std::time::Duration;
 
 use feedvisor_transport_api::{
-    outbound_channel, session_inbound, ConnectFuture, ConnectRequest, Connection, DeliveryMode,
-    FeedOptions, OptionProblem, Outbound, Transport, TransportError,
+    outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
+    OptionProblem, Outbound, Transport, TransportError,
 };
+use feedvisor_transport_kit::{redacted_url, session_inbound};
 use url::Url;
 
-use crate::dial::Attempt;
+use crate::dial::{Attempt, TLS};
 use crate::encoder::Encoder;
 use crate::framing::{Decoder, Wire};
-use crate::session::Session;
 
-pub use crate::session::MAX_BATCH;
+pub use feedvisor_transport_kit::MAX_BATCH;
 
 /// Opens TCP and TLS connections for the `tcp` and `tls` schemes.
 ///
@@ -189,7 +189,7 @@ impl Target {
     /// on a byte stream, and nothing here would use them; they are refused
     /// rather than silently ignored.
     fn from_url(url: &Url) -> Result<Target, TransportError> {
-        let shown = shown_url(url);
+        let shown = redacted_url(url);
         let invalid = |reason: &str| TransportError::InvalidUrl {
             url: shown.clone(),
             reason: reason.to_owned(),
@@ -223,17 +223,6 @@ impl Target {
     }
 }
 
-/// The URL without credentials, query or fragment, which may hold secrets.
-fn shown_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    // Only cannot-be-a-base URLs refuse these, and those have no host anyway.
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.into()
-}
-
 /// Connects (and, for `tls`, shakes hands) within the handshake timeout, then
 /// starts the session.
 async fn connect(
@@ -242,11 +231,7 @@ async fn connect(
 ) -> Result<Connection, TransportError> {
     let target = Target::from_url(&request.url)?;
     // Build the TLS config first: a bad CA file fails before any connect.
-    let tls = match (target.secure, &request.tls.ca_file) {
-        (false, _) => None,
-        (true, None) => Some(tls::default_config()?),
-        (true, Some(path)) => Some(tls::config_with_ca_file(path)?),
-    };
+    let tls = if target.secure { Some(TLS.config(request.tls.ca_file.as_deref())?) } else { None };
     let attempt = Attempt {
         url: &target.shown,
         host: &target.host,
@@ -260,7 +245,7 @@ async fn connect(
     let wire = Wire::new(request.mode, request.framing);
     let decoder = Decoder::new(wire, request.max_frame_size);
     let (outbound, receiver) = outbound_channel();
-    let session = Session::new(socket, Encoder::new(wire), decoder, receiver, close_timeout);
+    let session = session::session(socket, Encoder::new(wire), decoder, receiver, close_timeout);
     tracing::debug!(url = %target.shown, ?wire, "tcp connected");
     let inbound = session_inbound(session, outbound.clone(), Outbound::Close(None));
     Ok(Connection { inbound, outbound, protocol: None })

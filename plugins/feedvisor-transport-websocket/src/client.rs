@@ -6,6 +6,10 @@
 //! connect reads it again, so fixing the file needs no restart (a file that
 //! loaded once is not re-read).
 //!
+//! TLS: rustls with the ring provider, the webpki roots plus an optional
+//! per-feed CA file (the kit's [`tls`](feedvisor_transport_kit::tls)), and
+//! ALPN `http/1.1` only.
+//!
 //! Every client has no connection limit (awc's default of 100 makes the
 //! 101st WebSocket connect wait and time out), no request timeout and no
 //! redirects (the transport bounds the whole handshake itself), and the
@@ -24,11 +28,14 @@ use awc::http::header::RETRY_AFTER;
 use awc::middleware::Transform;
 use awc::{Client, ConnectRequest as AwcRequest, ConnectResponse};
 use feedvisor_transport_api::{TlsOptions, TransportError};
+use feedvisor_transport_kit::tls::{self, ClientTls};
 use futures_util::future::LocalBoxFuture;
 use rustls::ClientConfig;
 
 use crate::error::{parse_retry_after, UpgradeRejected};
-use crate::tls;
+
+/// The only application protocol offered: a WebSocket upgrade needs HTTP/1.1.
+static TLS: ClientTls = ClientTls::new(&[b"http/1.1"]);
 
 /// awc's own connect and TLS timeouts; long, because every connect is bounded
 /// by the request's `handshake_timeout`, which must be the one that fires.
@@ -57,7 +64,7 @@ pub(crate) fn client_for(options: &TlsOptions) -> Result<Client, TransportError>
                 if let Some(client) = &clients.default {
                     return Ok(client.clone());
                 }
-                let client = build_client(tls::default_config()?);
+                let client = build_client(TLS.config(None)?);
                 clients.default = Some(client.clone());
                 Ok(client)
             }
@@ -65,7 +72,7 @@ pub(crate) fn client_for(options: &TlsOptions) -> Result<Client, TransportError>
                 if let Some(client) = clients.by_ca_file.get(path) {
                     return Ok(client.clone());
                 }
-                let client = build_client(tls::config_with_ca_file(path)?);
+                let client = build_client(TLS.config(Some(path))?);
                 clients.by_ca_file.insert(path.clone(), client.clone());
                 Ok(client)
             }
@@ -152,6 +159,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tls_config_offers_only_http_1_1() {
+        let config = TLS.config(None).expect("default config");
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
 
     #[actix_rt::test]
     async fn clients_are_cached_per_thread_and_broken_ca_files_are_not() {

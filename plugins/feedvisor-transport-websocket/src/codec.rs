@@ -29,8 +29,8 @@ use actix_codec::{Decoder, Encoder};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use feedvisor_transport_api::{
     close_code, CloseFrame, DataFrame, DeliveryMode, Event, Opcode, Outbound, TransportError,
-    Utf8Validator,
 };
+use feedvisor_transport_kit::Utf8Validator;
 
 /// Wire opcodes (RFC 6455 section 5.2).
 mod wire {

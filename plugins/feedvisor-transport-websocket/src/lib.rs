@@ -7,10 +7,10 @@
 //! Code map:
 //! - `lib.rs`: [`WebSocketTransport`], request checks, the handshake;
 //! - `client.rs`: per-thread awc clients and the middleware that keeps `Retry-After`;
-//! - `tls.rs`: rustls configs (ring provider, webpki roots, CA files);
 //! - `error.rs`: awc errors to [`TransportError`] kinds;
 //! - [`codec`]: the frame codec;
-//! - `session.rs`: the inbound stream that also writes outbound messages and replies.
+//! - `session.rs`: what a session does with the socket (framing, pongs, close
+//!   replies); its life (close, drain, close timeout) is the kit's `Session`.
 //!
 //! Invariants: header values never reach a log or an error message; URLs in
 //! messages are shown without credentials or query; in message mode a frame
@@ -23,23 +23,22 @@ mod client;
 pub mod codec;
 mod error;
 mod session;
-mod tls;
 
 use std::time::Duration;
 
 use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
 use awc::ClientResponse;
 use feedvisor_transport_api::{
-    close_code, outbound_channel, session_inbound, CloseFrame, ConnectFuture, ConnectRequest,
-    Connection, FeedOptions, OptionProblem, Outbound, Transport, TransportError,
+    close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection,
+    FeedOptions, OptionProblem, Outbound, Transport, TransportError,
 };
+use feedvisor_transport_kit::{redacted_url, session_inbound};
 use url::Url;
 
 use crate::codec::FrameCodec;
 use crate::error::Attempt;
-use crate::session::Session;
 
-pub use crate::session::MAX_BATCH;
+pub use feedvisor_transport_kit::MAX_BATCH;
 
 /// The `User-Agent` sent unless the request sets one.
 const USER_AGENT_VALUE: &str = concat!("feedvisor/", env!("CARGO_PKG_VERSION"));
@@ -152,7 +151,7 @@ struct Target {
 
 impl Target {
     fn from_url(url: &Url) -> Result<Target, TransportError> {
-        let shown = shown_url(url);
+        let shown = redacted_url(url);
         let invalid = |reason: &str| TransportError::InvalidUrl {
             url: shown.clone(),
             reason: reason.to_owned(),
@@ -177,17 +176,6 @@ impl Target {
             secure,
         })
     }
-}
-
-/// The URL without credentials, query or fragment, which may hold secrets.
-fn shown_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    // Only cannot-be-a-base URLs refuse these, and those are refused anyway.
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.into()
 }
 
 /// Connects, upgrades, checks the subprotocol and starts the session.
@@ -223,7 +211,7 @@ async fn connect(
     let (mode, max_frame_size) = (request.mode, request.max_frame_size);
     let framed = framed.into_map_codec(|_| FrameCodec::for_mode(mode, max_frame_size));
     let (outbound, receiver) = outbound_channel();
-    let session = Session::new(framed, receiver, close_timeout);
+    let session = session::session(framed, receiver, close_timeout);
     tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
     let inbound = session_inbound(
         session,

@@ -1,4 +1,4 @@
-//! A transport session as the connection's inbound stream, shared by the plugins.
+//! A transport session as the connection's inbound stream.
 //!
 //! The consumer (the connection actor) polls the session itself: a read of
 //! the socket reaches it with no task, channel or extra wake-up in between.
@@ -8,11 +8,8 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use feedvisor_transport_api::{Event, Inbound, Outbound, OutboundSender, TransportError};
 use futures_util::stream::{Stream, StreamExt};
-
-use crate::error::TransportError;
-use crate::frame::{Event, Outbound};
-use crate::transport::{Inbound, OutboundSender};
 
 /// Turns `session` (a transport's reader and writer in one stream) into a
 /// connection's [`Inbound`].
@@ -81,10 +78,10 @@ where
 mod tests {
     use std::time::Duration;
 
+    use feedvisor_transport_api::outbound_channel;
     use futures_util::stream;
 
     use super::*;
-    use crate::transport::outbound_channel;
 
     #[actix_rt::test]
     async fn a_dropped_stream_still_runs_the_session_to_its_end() {

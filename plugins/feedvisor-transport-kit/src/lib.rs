@@ -1,0 +1,27 @@
+//! What feedvisor's transport plugins share, so that each keeps only what is
+//! its own (its wire format, its handshake, its URL rules).
+//!
+//! The contract itself (the `Transport` trait and the types a plugin speaks)
+//! is `feedvisor-transport-api`, which has no runtime or TLS dependency; this
+//! crate is the runtime side a network plugin builds on:
+//! - [`Session`]: one open connection as a stream of event batches, with the
+//!   close, drain and close-timeout logic every network session shares; a
+//!   plugin supplies its socket and framing as a [`SessionIo`];
+//! - [`session_inbound`]: hands a session to the connection actor to poll in
+//!   place, and finishes its close on a task of its own once the actor lets go;
+//! - [`tls`]: rustls client configs (ring, webpki roots, an optional CA
+//!   file), also used by the webhook sink;
+//! - [`redacted_url`]: a feed's URL as errors and logs may show it;
+//! - [`Utf8Validator`]: incremental UTF-8 validation of text split into
+//!   fragments, which every transport owes the connection actor.
+
+mod inbound;
+mod redact;
+mod session;
+pub mod tls;
+mod utf8;
+
+pub use inbound::session_inbound;
+pub use redact::redacted_url;
+pub use session::{ReadEnd, Session, SessionIo, MAX_BATCH};
+pub use utf8::Utf8Validator;
