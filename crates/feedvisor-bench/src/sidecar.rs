@@ -20,11 +20,12 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 
-use crate::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
-use crate::sink::JsonLinesSink;
-use crate::{Deliver, Sidecar, SubscriptionSpec};
+use feedvisor::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
+use feedvisor::sink::JsonLinesSink;
+use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
-use super::{BenchError, BenchSink, Tally};
+use crate::scenario::{BenchError, BenchSink};
+use crate::tally::Tally;
 
 /// The config of a sidecar with `conns` feeds named `bench-0`, `bench-1`, ... on `addr`.
 pub fn config_text(addr: SocketAddr, conns: usize) -> String {
@@ -57,7 +58,7 @@ impl SidecarClient {
         // Sidecars of earlier runs left their latency samples in the global
         // recorder; a new sidecar's upkeep would fold them in at its start,
         // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = crate::metrics::install() {
+        if let Ok(metrics) = feedvisor::metrics::install() {
             metrics.run_upkeep();
         }
         let config = Config::from_toml_str(&config_text(addr, conns), Path::new("bench.toml"))
@@ -135,7 +136,7 @@ mod tests {
         // Sidecars of earlier runs left their latency samples in the global
         // recorder; a new sidecar's upkeep would fold them in at its start,
         // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = crate::metrics::install() {
+        if let Ok(metrics) = feedvisor::metrics::install() {
             metrics.run_upkeep();
         }
         let config = Config::from_toml_str(&config_text(addr, 3), Path::new("bench.toml"))

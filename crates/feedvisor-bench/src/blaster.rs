@@ -9,7 +9,7 @@
 //! waits for the word ([`BlastJob::go`]) before it sends anything. Then each
 //! connection gets its fixed count of text frames, pre-encoded and written in
 //! batches of about [`WRITE_BYTES`], with the send time patched into the
-//! first frame of every batch (see [`frames`](super::frames)), at full speed or at a
+//! first frame of every batch (see [`frames`](crate::frames)), at full speed or at a
 //! fixed rate, and then a close frame. The report says what the blaster's
 //! thread spent on the job and, at a fixed rate, how well it kept its
 //! schedule, so that a run in which the blaster was itself a bottleneck can
@@ -37,9 +37,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::cpu;
-use super::frames::{accept_key, frame_len, nanos_since, Frames, CLOSE_FRAME};
-use super::BenchError;
+use crate::cpu;
+use crate::frames::{accept_key, frame_len, nanos_since, Frames, CLOSE_FRAME};
+use crate::scenario::BenchError;
 
 /// About how many bytes the blaster writes at once.
 pub const WRITE_BYTES: usize = 64 * 1024;
@@ -84,7 +84,7 @@ pub enum Pace {
 pub struct JobSpec {
     /// Connections to accept before sending.
     pub conns: usize,
-    /// Payload bytes of every message (at least [`MIN_SIZE`](super::frames::MIN_SIZE)).
+    /// Payload bytes of every message (at least [`MIN_SIZE`](crate::frames::MIN_SIZE)).
     pub size: usize,
     /// Messages on each connection.
     pub per_conn: u64,
