@@ -9,7 +9,7 @@ use feedvisor_bench::BenchArgs;
 
 /// Measures what the feedvisor sidecar costs over a bare client (build with --release).
 #[derive(Debug, Parser)]
-#[command(name = "feedvisor-bench", version, about)]
+#[command(name = "feedvisor-bench", version)]
 struct Cli {
     /// Log format on standard error (filter with RUST_LOG, default warn).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
