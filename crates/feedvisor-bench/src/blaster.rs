@@ -38,14 +38,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::cpu;
-use crate::frames::{accept_key, frame_len, nanos_since, Frames, CLOSE_FRAME};
+use crate::frames::{frame_len, nanos_since, upgrade, Frames, CLOSE_FRAME};
 use crate::scenario::BenchError;
 
 /// About how many bytes the blaster writes at once.
 pub const WRITE_BYTES: usize = 64 * 1024;
-
-/// The longest handshake request the blaster reads.
-const MAX_REQUEST: usize = 16 * 1024;
 
 /// How long a finished connection waits for the client to hang up.
 const LINGER: Duration = Duration::from_secs(5);
@@ -355,33 +352,7 @@ async fn accept_all(listener: &TcpListener, conns: usize) -> io::Result<Vec<TcpS
 
 /// Reads the upgrade request and answers it with the accept key and nothing else.
 async fn handshake(mut stream: TcpStream) -> io::Result<TcpStream> {
-    let mut request = Vec::with_capacity(1024);
-    let mut buffer = [0u8; 2048];
-    let end = loop {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed during the handshake",
-            ));
-        }
-        request.extend_from_slice(&buffer[..read]);
-        if let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end;
-        }
-        if request.len() > MAX_REQUEST {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake request too long"));
-        }
-    };
-    if end + 4 != request.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the handshake request"));
-    }
-    let accept = accept_key(&request[..end])
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Sec-WebSocket-Key"))?;
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
+    upgrade(&mut stream).await?;
     Ok(stream)
 }
 

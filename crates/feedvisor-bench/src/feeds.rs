@@ -41,7 +41,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -83,9 +82,6 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// The upstream's listen backlog (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: u32 = 4096;
-
-/// The longest handshake request the upstream reads.
-const MAX_REQUEST: usize = 16 * 1024;
 
 /// What the report says under the table.
 pub const NOTE: &str = "all open: from the sidecar's start until every feed is open (polled every 20 ms); \
@@ -715,49 +711,17 @@ async fn answer(
     match acceptor {
         None => {
             let mut stream = stream;
-            upgrade(&mut stream).await?;
+            frames::upgrade(&mut stream).await?;
             stream.into_std()
         }
         Some(acceptor) => {
             let mut tls = acceptor.accept(stream).await?;
-            upgrade(&mut tls).await?;
+            frames::upgrade(&mut tls).await?;
             // The session goes; the socket stays open, and an idle feed is sent nothing.
             let (stream, _session) = tls.into_inner();
             stream.into_std()
         }
     }
-}
-
-/// Reads a WebSocket upgrade request and answers it with the accept key and nothing else.
-pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
-    let mut request = Vec::with_capacity(1024);
-    let mut buffer = [0u8; 2048];
-    let end = loop {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed during the handshake",
-            ));
-        }
-        request.extend_from_slice(&buffer[..read]);
-        if let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end;
-        }
-        if request.len() > MAX_REQUEST {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake request too long"));
-        }
-    };
-    if end + 4 != request.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the handshake request"));
-    }
-    let accept = frames::accept_key(&request[..end])
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Sec-WebSocket-Key"))?;
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.flush().await
 }
 
 /// A TLS acceptor with the case's server certificate.

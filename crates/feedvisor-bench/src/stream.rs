@@ -36,9 +36,10 @@ use feedvisor::config::{Config, SubscriberOverflow};
 use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
 use crate::cpu;
-use crate::feeds::{upgrade, POLL};
+use crate::feeds::POLL;
 use crate::figures::StreamFigures;
 use crate::format::Table;
+use crate::frames::upgrade;
 use crate::memory::{self, format_kib};
 use crate::options::BenchArgs;
 use crate::result::{Extra, Row};
