@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`, `tail` and `bench`.
+//! The command line: `run`, `check`, `demo` and `tail`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,23 +71,17 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9900")]
         url: String,
     },
-    /// Measures what the sidecar costs over a bare client (build with --release).
-    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The bench's progress and tables are its output: only warnings and errors besides.
-    let default_filter =
-        if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info,actix_server=warn" };
-    init_logging(cli.log_format, default_filter);
+    init_logging(cli.log_format, "info,actix_server=warn");
     let result = match cli.command {
         Command::Run { config, listen } => run(&config, listen),
         Command::Check { file } => check(&file),
         Command::Demo { listen, interval } => run_demo(listen, interval),
         Command::Tail { feed, topics, url } => run_tail(TailOptions { feed, topics, url }),
-        Command::Bench(args) => crate::bench::main(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,6 @@
 //! the built-in [`sink`]s. See `ARCHITECTURE.md` for the map.
 
 pub mod backoff;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connection;

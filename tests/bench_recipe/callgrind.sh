@@ -3,7 +3,7 @@
 #
 #   tests/bench_recipe/callgrind.sh [N]        (N defaults to 100000)
 #
-# Runs `feedvisor bench throughput` (1 connection, 64-byte messages, one run,
+# Runs `feedvisor-bench throughput` (1 connection, 64-byte messages, one run,
 # no warm-up) under `valgrind --tool=callgrind` for each system with N and
 # with 2N messages, adds up the instructions of every thread but the
 # blaster's (told apart by its `blaster_thread` frame), and divides the
@@ -12,7 +12,8 @@
 # catching regressions: unlike time, it does not move with the machine's load.
 # Kernel time (system calls, TCP) is not counted: callgrind sees user space only.
 #
-# Needs valgrind. Builds the release binary first (CARGO_TARGET_DIR is honoured).
+# Needs valgrind. Builds the release `feedvisor-bench` binary first (package
+# `feedvisor-bench`, crates/feedvisor-bench; CARGO_TARGET_DIR is honoured).
 # Set KEEP=1 to keep the callgrind files (for callgrind_annotate) and print their
 # folder; REPEAT=N to change how many pairs of runs each system gets.
 set -euo pipefail
@@ -20,8 +21,8 @@ set -euo pipefail
 n=${1:-100000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin feedvisor
-bin="${CARGO_TARGET_DIR:-$root/target}/release/feedvisor"
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p feedvisor-bench --bin feedvisor-bench
+bin="${CARGO_TARGET_DIR:-$root/target}/release/feedvisor-bench"
 out=$(mktemp -d)
 if [ "${KEEP:-0}" != 1 ]; then trap 'rm -rf "$out"' EXIT; fi
 
@@ -45,7 +46,7 @@ measure() {
     RUST_LOG=error valgrind --tool=callgrind --separate-threads=yes \
         --toggle-collect='quanta::Clock::new' --collect-atstart=yes \
         --callgrind-out-file="$prefix.%p" \
-        "$bin" bench throughput --systems "$system" --runs 1 --conns 1 --sizes 64 \
+        "$bin" throughput --systems "$system" --runs 1 --conns 1 --sizes 64 \
         --messages "$count" --no-warm-up --no-pin --timeout 900s \
         >"$prefix.out" 2>"$prefix.log" || { cat "$prefix.log" >&2; exit 1; }
     client_instructions "$prefix"

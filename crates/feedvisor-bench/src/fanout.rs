@@ -4,9 +4,16 @@
 //! `--messages` divided by the number of subscribers, so that every run
 //! makes about the same number of deliveries; B1's runs send `--messages`.
 
-use super::blaster::Pace;
-use super::report::Row;
-use super::{progress, Bench, BenchArgs, BenchError, Load, Scenario, SystemKind};
+use crate::blaster::Pace;
+use crate::format::{format_rate, Table};
+use crate::options::BenchArgs;
+use crate::result::{Load, Row};
+use crate::run::{progress, Bench};
+use crate::scenario::{BenchError, Scenario, SystemKind};
+use crate::table::{blaster_cell, case, cpu_cell, rate_cell, ratio_cell};
+
+/// What the report says under the table (as for throughput).
+pub const NOTE: &str = crate::throughput::NOTE;
 
 /// The message size.
 const SIZE: usize = 64;
@@ -38,4 +45,37 @@ pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError
         ));
     }
     Ok(rows)
+}
+
+/// The fanout table.
+pub fn table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "subscribers",
+        "B1 msg/s",
+        "sidecar msg/s",
+        "ratio",
+        "deliveries/s",
+        "sidecar ns/msg",
+        "ns/delivery",
+        "blaster",
+    ]);
+    for row in rows {
+        let sidecar = row.sidecar.as_ref();
+        let subscribers = row.subscribers as f64;
+        table.rows.push(vec![
+            case(row),
+            rate_cell(&row.b1),
+            rate_cell(&row.sidecar),
+            ratio_cell(row.ratio()),
+            sidecar
+                .map_or_else(|| "-".to_owned(), |f| format_rate(f.msgs_per_s.median * subscribers)),
+            cpu_cell(&row.sidecar),
+            sidecar.map_or_else(
+                || "-".to_owned(),
+                |f| format!("{:.0}", f.cpu_ns_per_msg.median / subscribers),
+            ),
+            blaster_cell(row),
+        ]);
+    }
+    table
 }

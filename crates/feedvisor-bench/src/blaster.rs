@@ -9,7 +9,7 @@
 //! waits for the word ([`BlastJob::go`]) before it sends anything. Then each
 //! connection gets its fixed count of text frames, pre-encoded and written in
 //! batches of about [`WRITE_BYTES`], with the send time patched into the
-//! first frame of every batch (see [`frames`](super::frames)), at full speed or at a
+//! first frame of every batch (see [`frames`](crate::frames)), at full speed or at a
 //! fixed rate, and then a close frame. The report says what the blaster's
 //! thread spent on the job and, at a fixed rate, how well it kept its
 //! schedule, so that a run in which the blaster was itself a bottleneck can
@@ -37,15 +37,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::cpu;
-use super::frames::{accept_key, frame_len, nanos_since, Frames, CLOSE_FRAME};
-use super::BenchError;
+use crate::cpu;
+use crate::frames::{frame_len, nanos_since, upgrade, Frames, CLOSE_FRAME};
+use crate::scenario::BenchError;
 
 /// About how many bytes the blaster writes at once.
 pub const WRITE_BYTES: usize = 64 * 1024;
-
-/// The longest handshake request the blaster reads.
-const MAX_REQUEST: usize = 16 * 1024;
 
 /// How long a finished connection waits for the client to hang up.
 const LINGER: Duration = Duration::from_secs(5);
@@ -84,7 +81,7 @@ pub enum Pace {
 pub struct JobSpec {
     /// Connections to accept before sending.
     pub conns: usize,
-    /// Payload bytes of every message (at least [`MIN_SIZE`](super::frames::MIN_SIZE)).
+    /// Payload bytes of every message (at least [`MIN_SIZE`](crate::frames::MIN_SIZE)).
     pub size: usize,
     /// Messages on each connection.
     pub per_conn: u64,
@@ -355,33 +352,7 @@ async fn accept_all(listener: &TcpListener, conns: usize) -> io::Result<Vec<TcpS
 
 /// Reads the upgrade request and answers it with the accept key and nothing else.
 async fn handshake(mut stream: TcpStream) -> io::Result<TcpStream> {
-    let mut request = Vec::with_capacity(1024);
-    let mut buffer = [0u8; 2048];
-    let end = loop {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed during the handshake",
-            ));
-        }
-        request.extend_from_slice(&buffer[..read]);
-        if let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end;
-        }
-        if request.len() > MAX_REQUEST {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake request too long"));
-        }
-    };
-    if end + 4 != request.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the handshake request"));
-    }
-    let accept = accept_key(&request[..end])
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Sec-WebSocket-Key"))?;
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
+    upgrade(&mut stream).await?;
     Ok(stream)
 }
 

@@ -6,7 +6,7 @@
 //! more than the messages). For B1 and the sidecar: send-to-handled p50, p99
 //! and p99.9 over the stamped messages (the first of every write), CPU per
 //! message, and the differences. A run in which the blaster did not keep its
-//! schedule is invalid ([`MAX_LATE_SHARE`](super::MAX_LATE_SHARE)).
+//! schedule is invalid ([`MAX_LATE_SHARE`](crate::scenario::MAX_LATE_SHARE)).
 //!
 //! Why 25 msg/s: at 1000 connections every message is a write of its own,
 //! and on loopback the blaster's thread also pays for most of the receiving
@@ -18,21 +18,26 @@
 //! 100,000 it needs three quarters and falls behind.
 //! The `capacity` scenario finds how far each client goes.
 
-use super::blaster::Pace;
-use super::report::Row;
-use super::stats::Summary;
-use super::throughput::runs;
-use super::{Bench, BenchArgs, BenchError, Load, Scenario, SystemKind};
+use crate::blaster::Pace;
+use crate::format::{format_latency, format_rate, signed_latency, Table};
+use crate::options::BenchArgs;
+use crate::result::{Figures, Load, Row, RunResult};
+use crate::run::Bench;
+use crate::scenario::{BenchError, Scenario, SystemKind};
+use crate::stats::Summary;
+use crate::table::{blaster_cell, case, cpu_cell, late_cell, signed_ns_cell};
+use crate::throughput::runs;
+
+/// What the report says under the table.
+pub const NOTE: &str = "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
+blaster: the most of its core the blaster used in a run; late: the share of the messages \
+that the blaster sent more than 1 ms after they were due, over all the runs / in the worst run.";
 
 /// The message size of every latency case.
 const SIZE: usize = 64;
 
 /// The loads, as percentages of B1's saturation rate.
 const LOADS: [u32; 3] = [25, 50, 80];
-
-/// Messages per second on each connection of the many-connections case,
-/// unless `--many-rate` says otherwise (see the module's note).
-pub const MANY_RATE: f64 = 25.0;
 
 /// Runs of B1 at saturation, at most, to find its rate.
 const SATURATION_RUNS: usize = 3;
@@ -83,8 +88,79 @@ async fn b1_saturation(bench: &Bench, args: &BenchArgs) -> Result<f64, BenchErro
     let results =
         runs(bench, "B1 saturation", args.runs.min(SATURATION_RUNS), &[SystemKind::B1], load)
             .await?;
-    let rates: Vec<f64> = results.iter().map(super::RunResult::msgs_per_s).collect();
+    let rates: Vec<f64> = results.iter().map(RunResult::msgs_per_s).collect();
     Summary::of(&rates)
         .map(|summary| summary.median)
         .ok_or_else(|| BenchError::Options("no saturation run".to_owned()))
+}
+
+/// The latency table.
+pub fn table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "load",
+        "offered msg/s",
+        "sidecar msg/s",
+        "B1 p50/p99/p99.9",
+        "sidecar p50/p99/p99.9",
+        "added p50/p99/p99.9",
+        "B1 ns/msg",
+        "sidecar ns/msg",
+        "added ns/msg",
+        "blaster",
+        "late (all / worst)",
+    ]);
+    for row in rows {
+        let percentiles = |figures: &Option<Figures>| {
+            figures.as_ref().and_then(|f| f.latency).map_or_else(
+                || "-".to_owned(),
+                |l| {
+                    format!(
+                        "{} / {} / {}",
+                        format_latency(l.p50 as f64),
+                        format_latency(l.p99 as f64),
+                        format_latency(l.p999 as f64)
+                    )
+                },
+            )
+        };
+        let added = row.added_latency().map_or_else(
+            || "-".to_owned(),
+            |[p50, p99, p999]| {
+                format!(
+                    "{} / {} / {}",
+                    signed_latency(p50),
+                    signed_latency(p99),
+                    signed_latency(p999)
+                )
+            },
+        );
+        table.rows.push(vec![
+            case(row),
+            row.offered_msgs_per_s.map_or_else(|| "-".to_owned(), format_rate),
+            row.sidecar
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |f| format_rate(f.msgs_per_s.median)),
+            percentiles(&row.b1),
+            percentiles(&row.sidecar),
+            added,
+            cpu_cell(&row.b1),
+            cpu_cell(&row.sidecar),
+            signed_ns_cell(row.added_cpu_ns()),
+            blaster_cell(row),
+            late_cell(row),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::fixtures::fixed_rate_row;
+
+    #[test]
+    fn the_table_shows_the_late_share_over_all_runs_and_in_the_worst() {
+        let text = table(&[fixed_rate_row(&[30, 6, 6, 6])]).render();
+        assert!(text.contains(" 1.2% / 3.0% |"), "{text}");
+    }
 }

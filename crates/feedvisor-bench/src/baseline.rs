@@ -20,7 +20,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BenchError, SystemKind, Tally};
+use crate::scenario::{BenchError, SystemKind};
+use crate::tally::Tally;
 
 /// The sidecar's default largest message, used by B1 as its frame limit.
 const MAX_FRAME_SIZE: usize = 1024 * 1024;

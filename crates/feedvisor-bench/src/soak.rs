@@ -19,21 +19,23 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
-use crate::{Deliver, Sidecar, SubscriptionSpec};
+use feedvisor::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
+use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
-use super::blaster::{BlastJob, JobSpec, Pace};
-use super::cpu::ProcessCpu;
-use super::memory::{self, format_kib};
-use super::report::{Extra, Row};
-use super::table::{self, format_rate, Table};
-use super::{sidecar, Bench, BenchArgs, BenchError, Load, RunResult, Scenario, SystemKind, Tally};
-
-/// `--duration` when the soak is not given one.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(30);
+use crate::blaster::{BlastJob, JobSpec, Pace};
+use crate::cpu::ProcessCpu;
+use crate::figures::SoakFigures;
+use crate::format::{format_rate, Table};
+use crate::memory::{self, format_kib};
+use crate::options::BenchArgs;
+use crate::result::{Extra, Load, Row, RunResult};
+use crate::run::Bench;
+use crate::scenario::{BenchError, Scenario, SystemKind};
+use crate::sidecar;
+use crate::table;
+use crate::tally::Tally;
 
 /// Payload bytes per message.
 const SIZE: usize = 64;
@@ -54,30 +56,6 @@ slope: least-squares line through the samples after a warm-up (a fifth of the ru
 nobody scrapes /metrics, so only the exporter's upkeep keeps the histograms bounded. \
 msg/s: handled over the run; ns/msg: client CPU per message; blaster: the share of its core the blaster used; \
 late: the share of messages the blaster sent more than 1 ms after they were due.";
-
-/// What the soak measured besides the rate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SoakFigures {
-    /// Seconds from the go to the last message handled.
-    pub duration_s: f64,
-    /// RSS samples taken.
-    pub rss_samples: usize,
-    /// VmRSS at the go, KiB.
-    pub rss_start_kib: u64,
-    /// VmRSS at the last sample, KiB.
-    pub rss_end_kib: u64,
-    /// The highest sample, KiB.
-    pub rss_max_kib: u64,
-    /// Seconds left out of the fit at the start.
-    pub warm_up_s: f64,
-    /// The fitted slope, KiB per minute.
-    pub slope_kib_per_min: f64,
-    /// Its standard error (none with fewer than 3 samples fitted).
-    pub slope_stderr_kib_per_min: Option<f64>,
-    /// The slope over the second half of the run alone, KiB per minute: a
-    /// leak keeps its slope, growth that levels off does not.
-    pub last_half_slope_kib_per_min: Option<f64>,
-}
 
 /// A least-squares line `y = intercept + slope × x`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -242,13 +220,13 @@ async fn start_sidecar(
     conns: usize,
     tally: &Rc<RefCell<Tally>>,
 ) -> Result<Sidecar, BenchError> {
-    if let Ok(metrics) = crate::metrics::install() {
+    if let Ok(metrics) = feedvisor::metrics::install() {
         metrics.run_upkeep();
     }
     let config = Config::from_toml_str(
         &sidecar::config_text(job.addr, conns),
         Path::new("bench.toml"),
-        &crate::transports::TransportRegistry::with_defaults(),
+        &feedvisor::transports::TransportRegistry::with_defaults(),
     )
     .map_err(|error| BenchError::Config(error.to_string()))?;
     let subscriber = CountingSubscriber { tally: tally.clone() }.start();

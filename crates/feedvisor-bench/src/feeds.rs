@@ -3,8 +3,9 @@
 //!
 //! The upstream runs in this process, on a thread of its own (the
 //! blaster's core when pinned): it answers the WebSocket handshake (after a
-//! TLS handshake with the test certificate of the WebSocket plugin's tests,
-//! which the feeds trust through `tls = { ca_file = ... }`), then keeps only
+//! TLS handshake with a server certificate made for the case by a CA made
+//! with it ([`TestPki`]), which the feeds trust through
+//! `tls = { ca_file = ... }`), then keeps only
 //! the bare socket of each connection (the TLS session is dropped: an idle
 //! feed is sent nothing), so that what the process gains per feed is the
 //! client's. It answers at most [`HANDSHAKES_IN_FLIGHT`] handshakes at once.
@@ -39,24 +40,27 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
-use crate::Sidecar;
+use feedvisor::config::Config;
+use feedvisor::Sidecar;
 
-use super::cpu::{self, ProcessCpu};
-use super::memory::{self, format_kib};
-use super::report::{Env, Extra, Report, Row};
-use super::table::{self, Table};
-use super::{frames, Bench, BenchArgs, BenchError, Scenario};
+use crate::cpu::{self, ProcessCpu};
+use crate::figures::FeedsFigures;
+use crate::format::Table;
+use crate::frames;
+use crate::memory::{self, format_kib};
+use crate::options::BenchArgs;
+use crate::pki::TestPki;
+use crate::report::{Env, Report};
+use crate::result::{Extra, Row};
+use crate::run::Bench;
+use crate::scenario::{BenchError, Scenario, Wire};
+use crate::table;
 
 /// The window in which connects are counted, and CPU is sampled.
 pub const WINDOW: Duration = Duration::from_millis(100);
@@ -79,18 +83,6 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// The upstream's listen backlog (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: u32 = 4096;
 
-/// The longest handshake request the upstream reads.
-const MAX_REQUEST: usize = 16 * 1024;
-
-/// The test CA the feeds trust, and the server certificate it signed (for
-/// `localhost` and `127.0.0.1`), from the WebSocket plugin's tests.
-const CA_PEM: &str =
-    include_str!("../../plugins/feedvisor-transport-websocket/src/tests/data/ca.pem");
-const SERVER_PEM: &str =
-    include_str!("../../plugins/feedvisor-transport-websocket/src/tests/data/server.pem");
-const SERVER_KEY: &str =
-    include_str!("../../plugins/feedvisor-transport-websocket/src/tests/data/server.key");
-
 /// What the report says under the table.
 pub const NOTE: &str = "all open: from the sidecar's start until every feed is open (polled every 20 ms); \
 RSS/feed: VmRSS once they are open minus VmRSS before the config was written, per feed (the in-process upstream keeps a bare socket per connection); \
@@ -98,25 +90,6 @@ restart: the upstream drops every connection and listens again on the same port;
 busiest 100 ms: the most connections accepted in any 100 ms, as a share of all accepted after the restart (target: at most 5%); \
 peak CPU: the most of one core the client used in any 100 ms of the reconnects; CPU/reconnect: all the client's CPU from the drop until all were back, per reconnect. \
 Each case runs in a fresh process; a case needs ulimit -n of twice its feeds and 200 more (both ends of every connection are in the process).";
-
-/// Plaintext or TLS feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Wire {
-    /// `ws://`.
-    Ws,
-    /// `wss://`, with the test CA.
-    Wss,
-}
-
-impl Wire {
-    /// The URL scheme.
-    pub fn name(self) -> &'static str {
-        match self {
-            Wire::Ws => "ws",
-            Wire::Wss => "wss",
-        }
-    }
-}
 
 /// One case: how many feeds, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,41 +102,6 @@ impl Case {
     fn label(self) -> String {
         format!("{} × {}", self.feeds, self.wire.name())
     }
-}
-
-/// What one case measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeedsFigures {
-    /// `ws` or `wss`.
-    pub transport: String,
-    /// The ceiling of the first reconnect delay, seconds.
-    pub reconnect_initial_s: f64,
-    /// Feeds.
-    pub feeds: usize,
-    /// Seconds from the sidecar's start until every feed was open.
-    pub open_s: f64,
-    /// VmRSS before the sidecar started, KiB.
-    pub rss_before_kib: u64,
-    /// VmRSS once every feed was open, KiB.
-    pub rss_open_kib: u64,
-    /// The difference per feed, KiB.
-    pub rss_per_feed_kib: f64,
-    /// Seconds from the upstream's drop until every feed was open again.
-    pub back_s: f64,
-    /// Connections the upstream accepted after the restart.
-    pub reconnects: usize,
-    /// Seconds from the first of them to the last.
-    pub reconnect_spread_s: f64,
-    /// The most of them in any 100 ms.
-    pub busiest_100ms_connects: usize,
-    /// That as a share of all of them.
-    pub busiest_100ms_share: f64,
-    /// The most of one core the client used in any 100 ms of the reconnects.
-    pub peak_cpu_share: f64,
-    /// The client's CPU from the drop until all were back, per reconnect, µs.
-    pub cpu_us_per_reconnect: f64,
-    /// True when the case had a process of its own.
-    pub fresh_process: bool,
 }
 
 /// The cases of `args`, in order: each count with each transport.
@@ -236,7 +174,7 @@ pub fn run_isolated(args: &BenchArgs) -> Result<Report, BenchError> {
         }
         let mut command = Command::new(&exe);
         command
-            .args(["bench", "feeds", "--in-process", "--json"])
+            .args(["feeds", "--in-process", "--json"])
             .args(["--feeds", &case.feeds.to_string(), "--transports", case.wire.name()])
             .args(["--timeout", &format!("{}ms", args.timeout.as_millis())])
             .args([
@@ -343,14 +281,14 @@ struct CaFile {
 }
 
 impl CaFile {
-    fn write() -> Result<CaFile, BenchError> {
+    fn write(ca_pem: &str) -> Result<CaFile, BenchError> {
         static WRITTEN: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "feedvisor-bench-{}-{}-ca.pem",
             std::process::id(),
             WRITTEN.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&path, CA_PEM)
+        std::fs::write(&path, ca_pem)
             .map_err(|source| BenchError::io("write the test CA file", source))?;
         Ok(CaFile { path })
     }
@@ -371,14 +309,15 @@ async fn measure(
     case: Case,
     reconnect_initial: Duration,
 ) -> Result<FeedsFigures, BenchError> {
-    let upstream = Upstream::start(case.wire, bench.blaster.core())?;
-    let ca = match case.wire {
-        Wire::Wss => Some(CaFile::write()?),
+    let pki = match case.wire {
+        Wire::Wss => Some(TestPki::generate().map_err(|error| BenchError::Tls(error.to_string()))?),
         Wire::Ws => None,
     };
+    let upstream = Upstream::start(pki.as_ref(), bench.blaster.core())?;
+    let ca = pki.as_ref().map(|pki| CaFile::write(&pki.ca_pem)).transpose()?;
     // The recorder is installed once per process, by the first sidecar:
     // install it now, so that it is in the figure before.
-    if let Ok(metrics) = crate::metrics::install() {
+    if let Ok(metrics) = feedvisor::metrics::install() {
         metrics.run_upkeep();
     }
     actix_rt::time::sleep(SETTLE).await;
@@ -388,7 +327,7 @@ async fn measure(
     let config = Config::from_toml_str(
         &text,
         Path::new("bench-feeds.toml"),
-        &crate::transports::TransportRegistry::with_defaults(),
+        &feedvisor::transports::TransportRegistry::with_defaults(),
     )
     .map_err(|error| BenchError::Config(error.to_string()))?;
     drop(text);
@@ -593,12 +532,10 @@ struct Upstream {
 }
 
 impl Upstream {
-    /// Listens on a free loopback port, on a thread pinned to `core` if given.
-    fn start(wire: Wire, core: Option<usize>) -> Result<Upstream, BenchError> {
-        let acceptor = match wire {
-            Wire::Wss => Some(tls_acceptor()?),
-            Wire::Ws => None,
-        };
+    /// Listens on a free loopback port, on a thread pinned to `core` if
+    /// given; with `pki`, speaks TLS with its server certificate.
+    fn start(pki: Option<&TestPki>, core: Option<usize>) -> Result<Upstream, BenchError> {
+        let acceptor = pki.map(tls_acceptor).transpose()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -778,12 +715,12 @@ async fn answer(
     match acceptor {
         None => {
             let mut stream = stream;
-            upgrade(&mut stream).await?;
+            frames::upgrade(&mut stream).await?;
             stream.into_std()
         }
         Some(acceptor) => {
             let mut tls = acceptor.accept(stream).await?;
-            upgrade(&mut tls).await?;
+            frames::upgrade(&mut tls).await?;
             // The session goes; the socket stays open, and an idle feed is sent nothing.
             let (stream, _session) = tls.into_inner();
             stream.into_std()
@@ -791,51 +728,9 @@ async fn answer(
     }
 }
 
-/// Reads a WebSocket upgrade request and answers it with the accept key and nothing else.
-pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
-    let mut request = Vec::with_capacity(1024);
-    let mut buffer = [0u8; 2048];
-    let end = loop {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed during the handshake",
-            ));
-        }
-        request.extend_from_slice(&buffer[..read]);
-        if let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end;
-        }
-        if request.len() > MAX_REQUEST {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake request too long"));
-        }
-    };
-    if end + 4 != request.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the handshake request"));
-    }
-    let accept = frames::accept_key(&request[..end])
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Sec-WebSocket-Key"))?;
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.flush().await
-}
-
-/// A TLS acceptor with the test server certificate (ring, like the client).
-fn tls_acceptor() -> Result<TlsAcceptor, BenchError> {
-    let invalid = |what: &str, error: String| BenchError::Config(format!("{what}: {error}"));
-    let certificates = CertificateDer::pem_slice_iter(SERVER_PEM.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| invalid("the test server certificate", error.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes())
-        .map_err(|error| invalid("the test server key", error.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certificates, key))
-        .map_err(|error| invalid("the upstream's TLS config", error.to_string()))?;
+/// A TLS acceptor with the case's server certificate.
+fn tls_acceptor(pki: &TestPki) -> Result<TlsAcceptor, BenchError> {
+    let config = pki.server_config().map_err(|error| BenchError::Tls(error.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -904,24 +799,26 @@ mod tests {
     #[test]
     fn the_config_has_full_jitter_and_trusts_the_ca_for_wss() {
         let addr = SocketAddr::from(([127, 0, 0, 1], 4242));
-        let ca = CaFile::write().expect("CA file");
+        let pki = TestPki::generate().expect("certificates");
+        let ca = CaFile::write(&pki.ca_pem).expect("CA file");
         let text = config_text(addr, 3, Wire::Wss, Some(&ca.path), Duration::from_secs(1));
         let config = Config::from_toml_str(
             &text,
             Path::new("bench-feeds.toml"),
-            &crate::transports::TransportRegistry::with_defaults(),
+            &feedvisor::transports::TransportRegistry::with_defaults(),
         )
         .expect("valid");
         assert_eq!(config.feeds.len(), 3);
         let feed = &config.feeds[0];
         assert_eq!(feed.url.as_str(), "wss://127.0.0.1:4242/");
-        assert_eq!(feed.reconnect.jitter, crate::backoff::Jitter::Full);
+        assert_eq!(feed.reconnect.jitter, feedvisor::backoff::Jitter::Full);
         assert_eq!(feed.reconnect.initial, Duration::from_secs(1));
         assert!(text.contains("ca_file"));
         let plain = config_text(addr, 2, Wire::Ws, None, Duration::from_millis(2500));
         assert!(plain.contains("initial = \"2500ms\""));
         assert!(!plain.contains("tls") && plain.contains("ws://127.0.0.1:4242/"));
-        assert!(tls_acceptor().is_ok());
+        assert!(tls_acceptor(&pki).is_ok());
+        assert_eq!(std::fs::read_to_string(&ca.path).ok().as_deref(), Some(&*pki.ca_pem));
     }
 
     #[test]

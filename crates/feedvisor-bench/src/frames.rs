@@ -1,5 +1,6 @@
 //! The blaster's side of the wire: pre-encoded server frames, the send
-//! stamp in the first frame of each batch, and the handshake's key.
+//! stamp in the first frame of each batch, and the WebSocket handshake the
+//! in-process upstreams (the blaster, and those of feeds and stream) answer.
 //!
 //! A stamp is `T` and 16 lower-case hex digits at the start of a payload:
 //! the send time in nanoseconds since an instant that the blaster and the
@@ -7,7 +8,10 @@
 //! valid text whatever their size, and a payload that does not start with
 //! `T` carries no stamp; a client reads one byte to know.
 
+use std::io;
 use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes of a payload that a stamp takes: `T` and 16 hex digits.
 pub const STAMP_LEN: usize = 17;
@@ -99,6 +103,41 @@ pub fn parse_stamp(payload: &[u8]) -> Option<u64> {
         let digit = (*byte as char).to_digit(16)?;
         Some(stamp << 4 | u64::from(digit))
     })
+}
+
+/// The longest handshake request the in-process upstreams read.
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// Reads a WebSocket upgrade request and answers it with the accept key and nothing else.
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    let mut request = Vec::with_capacity(1024);
+    let mut buffer = [0u8; 2048];
+    let end = loop {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            ));
+        }
+        request.extend_from_slice(&buffer[..read]);
+        if let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end;
+        }
+        if request.len() > MAX_REQUEST {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake request too long"));
+        }
+    };
+    if end + 4 != request.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the handshake request"));
+    }
+    let accept = accept_key(&request[..end])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Sec-WebSocket-Key"))?;
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.flush().await
 }
 
 /// The `Sec-WebSocket-Accept` answer to a request head, from its

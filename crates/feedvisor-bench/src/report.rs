@@ -1,21 +1,22 @@
-//! What a benchmark prints: one row per case, as a table or as JSON lines,
-//! with the machine, kernel, compiler and crate versions they come from.
+//! What a benchmark prints: its rows as JSON lines, or as text (a header
+//! naming the machine, kernel, compiler and crate versions they come from,
+//! the scenario's tables and the note that explains them).
+//!
+//! The report knows no scenario module: the tables and the note of a
+//! scenario are handed to [`Report::render`] by the crate's root.
 
 use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::capacity::CapacityFigures;
-use super::feeds::FeedsFigures;
-use super::soak::SoakFigures;
-use super::stats::{Percentiles, Summary};
-use super::stream::StreamFigures;
-use super::table;
-use super::{blaster, capacity, Load, RunResult, Scenario, SystemKind};
-use super::{feeds, soak, stream};
-use super::{MAX_BLASTER_SHARE, MAX_LATE_SHARE};
+use crate::blaster;
+use crate::format::{format_share, Table};
+use crate::result::{Extra, Figures, Row};
+use crate::scenario::{Scenario, MAX_BLASTER_SHARE, MAX_LATE_SHARE};
+use crate::stats::Summary;
 
-/// The crates whose versions a report names (from the `Cargo.lock` built in).
+/// The crates whose versions a report names (from the workspace's
+/// `Cargo.lock`, which `build.rs` copies into `OUT_DIR`).
 const CRATES: &[&str] = &[
     "actix",
     "actix-rt",
@@ -28,7 +29,7 @@ const CRATES: &[&str] = &[
 ];
 
 /// The lock file this binary was built with.
-const CARGO_LOCK: &str = include_str!("../../Cargo.lock");
+const CARGO_LOCK: &str = include_str!(concat!(env!("OUT_DIR"), "/Cargo.lock"));
 
 /// Where the figures come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,8 @@ pub struct Env {
     pub kernel: String,
     /// The compiler that built this binary.
     pub rustc: String,
-    /// feedvisor's version and those of the crates it is built on (actix, awc, tokio, ...).
+    /// feedvisor's version (the bench's, the same workspace version) and those
+    /// of the crates it is built on (actix, awc, tokio, ...).
     pub crates: Vec<(String, String)>,
     /// Which thread ran on which core.
     pub pinning: String,
@@ -81,7 +83,7 @@ impl Env {
         let mut crates = vec![("feedvisor".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
         crates.extend(locked_versions(CARGO_LOCK, CRATES));
         let mut args = std::env::args().skip(1).collect::<Vec<_>>();
-        args.insert(0, "feedvisor".to_owned());
+        args.insert(0, "feedvisor-bench".to_owned());
         Env {
             machine,
             cores,
@@ -149,84 +151,6 @@ pub fn find_rustc_version(binary: &[u8]) -> Option<String> {
     std::str::from_utf8(&found[MARK.len()..]).ok().map(str::to_owned)
 }
 
-/// One system's figures over the runs of a case.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figures {
-    /// Messages per second received.
-    pub msgs_per_s: Summary,
-    /// Client CPU nanoseconds per message.
-    pub cpu_ns_per_msg: Summary,
-    /// Send-to-handled latency over the stamped messages of every run.
-    pub latency: Option<Percentiles>,
-}
-
-impl Figures {
-    /// The figures of `runs`; `None` when there are none.
-    pub fn of(runs: &[&RunResult]) -> Option<Figures> {
-        let rates: Vec<f64> = runs.iter().map(|run| run.msgs_per_s()).collect();
-        let cpu: Vec<f64> = runs.iter().map(|run| run.cpu_ns_per_msg()).collect();
-        let mut latencies: Vec<u64> =
-            runs.iter().flat_map(|run| run.latencies.iter().copied()).collect();
-        Some(Figures {
-            msgs_per_s: Summary::of(&rates)?,
-            cpu_ns_per_msg: Summary::of(&cpu)?,
-            latency: Percentiles::of(&mut latencies),
-        })
-    }
-}
-
-/// One case of a scenario: what was sent, and each system's figures.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// The scenario it belongs to.
-    pub scenario: Scenario,
-    /// The case, in the scenario's terms ("100 × 64 B", "50% of B1", "10 subscribers").
-    pub case: String,
-    /// Connections.
-    pub conns: usize,
-    /// Payload bytes per message.
-    pub size: usize,
-    /// Sidecar subscribers per message.
-    pub subscribers: usize,
-    /// At a fixed rate: the messages per second offered, over all connections.
-    pub offered_msgs_per_s: Option<f64>,
-    /// B1, the yardstick.
-    pub b1: Option<Figures>,
-    /// B0, for context.
-    pub b0: Option<Figures>,
-    /// The sidecar.
-    pub sidecar: Option<Figures>,
-    /// Runs, over all systems.
-    pub runs: usize,
-    /// Runs in which the blaster, not the client, may have set the pace
-    /// ([`RunResult::is_valid`]).
-    pub invalid_runs: usize,
-    /// The largest share of its core the blaster used in any run.
-    pub blaster_share_max: f64,
-    /// At a fixed rate: the share of late messages over all the runs
-    /// ([`RunResult::late_share`]), which decides whether the row is valid.
-    pub late_share: Option<f64>,
-    /// At a fixed rate: the largest share of late messages in any run.
-    pub late_share_max: Option<f64>,
-    /// What the feeds, stream and soak scenarios measure besides (or instead of) rates.
-    pub extra: Option<Extra>,
-}
-
-/// The figures of a scenario about memory and connects rather than message rates.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Extra {
-    /// Idle feeds and an upstream restart.
-    Feeds(FeedsFigures),
-    /// One large message through stream mode.
-    Stream(StreamFigures),
-    /// RSS over a fixed-rate run.
-    Soak(SoakFigures),
-    /// The highest rates sustained, and the steps that found them.
-    Capacity(CapacityFigures),
-    /// A case that could not run here, and why.
-    Skipped(String),
-}
-
 impl Extra {
     /// The figures as JSON keys of the row.
     fn to_json(&self) -> Map<String, Value> {
@@ -247,95 +171,6 @@ impl Extra {
 }
 
 impl Row {
-    /// The row of `results`, the runs of one case.
-    pub fn from_runs(
-        scenario: Scenario,
-        case: String,
-        load: &Load,
-        offered_msgs_per_s: Option<f64>,
-        results: &[RunResult],
-    ) -> Row {
-        let of = |system: SystemKind| {
-            let runs: Vec<&RunResult> = results.iter().filter(|run| run.system == system).collect();
-            Figures::of(&runs)
-        };
-        Row {
-            scenario,
-            case,
-            conns: load.conns,
-            size: load.size,
-            subscribers: load.subscribers.max(1),
-            offered_msgs_per_s,
-            b1: of(SystemKind::B1),
-            b0: of(SystemKind::B0),
-            sidecar: of(SystemKind::Sidecar),
-            runs: results.len(),
-            invalid_runs: results.iter().filter(|run| !run.is_valid()).count(),
-            blaster_share_max: results.iter().map(RunResult::blaster_share).fold(0.0, f64::max),
-            late_share: pooled_late_share(results),
-            late_share_max: results.iter().filter_map(RunResult::late_share).reduce(f64::max),
-            extra: None,
-        }
-    }
-
-    /// A row with no message rates: only `extra`'s figures.
-    pub fn measured(
-        scenario: Scenario,
-        case: String,
-        conns: usize,
-        size: usize,
-        subscribers: usize,
-        extra: Extra,
-    ) -> Row {
-        Row {
-            scenario,
-            case,
-            conns,
-            size,
-            subscribers,
-            offered_msgs_per_s: None,
-            b1: None,
-            b0: None,
-            sidecar: None,
-            runs: 1,
-            invalid_runs: 0,
-            blaster_share_max: 0.0,
-            late_share: None,
-            late_share_max: None,
-            extra: Some(extra),
-        }
-    }
-
-    /// Sidecar msg/s over B1 msg/s (medians).
-    pub fn ratio(&self) -> Option<f64> {
-        Some(self.sidecar.as_ref()?.msgs_per_s.median / self.b1.as_ref()?.msgs_per_s.median)
-    }
-
-    /// Sidecar CPU per message minus B1's (medians).
-    pub fn added_cpu_ns(&self) -> Option<f64> {
-        Some(self.sidecar.as_ref()?.cpu_ns_per_msg.median - self.b1.as_ref()?.cpu_ns_per_msg.median)
-    }
-
-    /// Sidecar latency percentiles minus B1's, in nanoseconds.
-    pub fn added_latency(&self) -> Option<[i128; 3]> {
-        let sidecar = self.sidecar.as_ref()?.latency?;
-        let b1 = self.b1.as_ref()?.latency?;
-        let minus = |a: u64, b: u64| i128::from(a) - i128::from(b);
-        Some([minus(sidecar.p50, b1.p50), minus(sidecar.p99, b1.p99), minus(sidecar.p999, b1.p999)])
-    }
-
-    /// True when the client, not the blaster, set the pace: at a fixed
-    /// rate, when at most [`MAX_LATE_SHARE`] of the messages of all the
-    /// row's runs were late (the latency percentiles are pooled over the
-    /// runs too, and a short stall of the blaster's core can put one short
-    /// run over on its own); otherwise, when no run was invalid.
-    pub fn is_valid(&self) -> bool {
-        match self.late_share {
-            Some(late) => late <= MAX_LATE_SHARE,
-            None => self.invalid_runs == 0,
-        }
-    }
-
     /// The row as one JSON object; `baseline_*` is B1.
     pub fn to_json(&self, env: &Env) -> Value {
         let mut object = Map::new();
@@ -436,12 +271,13 @@ impl Report {
         self.rows.iter().map(|row| row.to_json(&self.env).to_string()).collect()
     }
 
-    /// The header and the scenario's table, as Markdown.
-    pub fn render(&self) -> String {
+    /// The header, the scenario's `tables` (Markdown, one after the other)
+    /// and the `note` that explains them, and what makes rows invalid.
+    pub fn render(&self, tables: &[Table], note: &str) -> String {
         let env = &self.env;
         let crates: Vec<String> =
             env.crates.iter().map(|(name, version)| format!("{name} {version}")).collect();
-        let mut text = format!("feedvisor bench {}\n", self.scenario.name());
+        let mut text = format!("feedvisor-bench {}\n", self.scenario.name());
         let _ = writeln!(
             text,
             "machine: {}, {} cores, {}; kernel {}; rustc {}",
@@ -450,31 +286,13 @@ impl Report {
         let _ = writeln!(text, "crates: {}", crates.join(", "));
         let _ = writeln!(text, "pinning: {}", env.pinning);
         let _ = writeln!(text, "command: {}\n", env.command);
-        text.push_str(&table::for_scenario(self.scenario, &self.rows).render());
-        if self.scenario == Scenario::Capacity {
-            text.push('\n');
-            text.push_str(&table::capacity_steps(&self.rows).render());
-        }
+        let rendered: Vec<String> = tables.iter().map(Table::render).collect();
+        text.push_str(&rendered.join("\n"));
         let runs: usize = self.rows.iter().map(|row| row.runs).sum();
         let invalid: usize = self.rows.iter().map(|row| row.invalid_runs).sum();
         let invalid_rows = self.rows.iter().filter(|row| !row.is_valid()).count();
-        let note = match self.scenario {
-            Scenario::Feeds => feeds::NOTE,
-            Scenario::Stream => stream::NOTE,
-            Scenario::Soak => soak::NOTE,
-            Scenario::Capacity => capacity::NOTE,
-            Scenario::Latency => {
-                "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
-                 blaster: the most of its core the blaster used in a run; late: the share of the messages \
-                 that the blaster sent more than 1 ms after they were due, over all the runs / in the worst run."
-            }
-            Scenario::Throughput | Scenario::Fanout => {
-                "msg/s: median (min-max) over the runs; ns/msg: client CPU (every thread but the blaster's) per message; \
-                 blaster: the most of its core the blaster used in a run."
-            }
-        };
         let _ = writeln!(text, "\n{note}");
-        let late_share = table::format_share(MAX_LATE_SHARE);
+        let late_share = format_share(MAX_LATE_SHARE);
         let late_after = blaster::LATE_AFTER;
         let _ = match self.scenario {
             Scenario::Capacity if invalid_rows > 0 => writeln!(
@@ -503,17 +321,6 @@ impl Report {
     }
 }
 
-/// At a fixed rate: the late messages of all `runs` over all they sent.
-fn pooled_late_share(runs: &[RunResult]) -> Option<f64> {
-    let fixed: Vec<&RunResult> = runs.iter().filter(|run| run.late_share().is_some()).collect();
-    if fixed.is_empty() {
-        return None;
-    }
-    let late: u64 = fixed.iter().map(|run| run.blaster.late).sum();
-    let sent: u64 = fixed.iter().map(|run| run.blaster.sent).sum();
-    Some(late as f64 / sent.max(1) as f64)
-}
-
 /// A whole number for JSON (rates and nanoseconds need no fraction).
 fn round(value: f64) -> i64 {
     value.round() as i64
@@ -532,113 +339,46 @@ fn signed_micros(ns: i128) -> f64 {
     (ns as f64 / 100.0).round() / 10.0
 }
 
+/// A machine description for tests: fixed, so that rendered text is too.
+#[cfg(test)]
+pub(crate) fn test_env() -> Env {
+    Env {
+        machine: "test CPU".to_owned(),
+        cores: 2,
+        memory: "1.0 GiB".to_owned(),
+        kernel: "6.0".to_owned(),
+        rustc: "1.95.0".to_owned(),
+        crates: vec![("feedvisor".to_owned(), "0.1.0".to_owned())],
+        pinning: "not pinned".to_owned(),
+        command: "feedvisor-bench throughput".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::bench::blaster::{BlastReport, Pace};
-
-    fn run(system: SystemKind, micros_per_msg: u64, cpu_ns: u64, blaster_ms: u64) -> RunResult {
-        RunResult {
-            system,
-            messages: 1000,
-            subscribers: 1,
-            pace: Pace::Saturate,
-            elapsed: Duration::from_micros(micros_per_msg * 1000),
-            client_cpu: Duration::from_nanos(cpu_ns * 1000),
-            blaster: BlastReport {
-                sent: 1000,
-                cpu: Duration::from_millis(blaster_ms),
-                wall: Duration::from_millis(1),
-                max_lag: Duration::ZERO,
-                late: 0,
-            },
-            latencies: vec![1_000, 2_000, 3_000],
-        }
-    }
-
-    fn env() -> Env {
-        Env {
-            machine: "test CPU".to_owned(),
-            cores: 2,
-            memory: "1.0 GiB".to_owned(),
-            kernel: "6.0".to_owned(),
-            rustc: "1.95.0".to_owned(),
-            crates: vec![("feedvisor".to_owned(), "0.1.0".to_owned())],
-            pinning: "not pinned".to_owned(),
-            command: "feedvisor bench throughput".to_owned(),
-        }
-    }
-
-    fn row(scenario: Scenario) -> Row {
-        let load =
-            Load { conns: 1, size: 64, per_conn: 1000, pace: Pace::Saturate, subscribers: 1 };
-        let results = [
-            run(SystemKind::B1, 1, 100, 0),
-            run(SystemKind::Sidecar, 4, 400, 0),
-            run(SystemKind::B1, 1, 120, 0),
-            run(SystemKind::Sidecar, 2, 300, 1),
-        ];
-        Row::from_runs(scenario, "1 × 64 B".to_owned(), &load, None, &results)
-    }
+    use crate::result::fixtures::{fixed_rate_row, row};
 
     #[test]
-    fn rows_summarise_each_system_and_flag_invalid_runs() {
-        let row = row(Scenario::Throughput);
-        let b1 = row.b1.as_ref().expect("b1");
-        assert_eq!(b1.msgs_per_s.median, 1e6);
-        assert_eq!(b1.cpu_ns_per_msg.median, 110.0);
-        let sidecar = row.sidecar.as_ref().expect("sidecar");
-        assert_eq!((sidecar.msgs_per_s.min, sidecar.msgs_per_s.max), (250e3, 500e3));
-        assert!(row.b0.is_none());
-        assert_eq!(row.ratio(), Some(0.375));
-        assert_eq!(row.added_cpu_ns(), Some(240.0));
-        // 1 ms of blaster CPU over a 2 ms run: half its core.
-        assert_eq!((row.invalid_runs, row.blaster_share_max), (1, 0.5));
-        assert!(!row.is_valid());
-    }
-
-    #[test]
-    fn a_fixed_rate_row_is_judged_by_its_late_share_over_all_runs() {
-        let at_rate = |late: u64| RunResult {
-            pace: Pace::Rate { per_conn: 100.0 },
-            blaster: BlastReport { late, ..run(SystemKind::B1, 1, 100, 0).blaster },
-            ..run(SystemKind::B1, 1, 100, 0)
-        };
-        let load = Load {
-            conns: 1,
-            size: 64,
-            per_conn: 1000,
-            pace: Pace::Rate { per_conn: 100.0 },
-            subscribers: 1,
-        };
-        let row = |lates: &[u64]| {
-            let results: Vec<RunResult> = lates.iter().map(|late| at_rate(*late)).collect();
-            Row::from_runs(Scenario::Latency, "1 × 100/s".to_owned(), &load, Some(100.0), &results)
-        };
+    fn a_fixed_rate_row_is_judged_in_json_and_text_by_its_late_share_over_all_runs() {
         // One run 3% late of four: 1.2% over all of them, a valid row.
-        let mostly = row(&[30, 6, 6, 6]);
-        assert_eq!(mostly.invalid_runs, 1);
-        assert_eq!(mostly.late_share, Some(0.012));
-        assert_eq!(mostly.late_share_max, Some(0.03));
-        assert!(mostly.is_valid());
-        let json = mostly.to_json(&env());
+        let mostly = fixed_rate_row(&[30, 6, 6, 6]);
+        let json = mostly.to_json(&test_env());
         assert_eq!(
             (json["blaster_late_share"].as_f64(), json["valid"].as_bool()),
             (Some(0.012), Some(true))
         );
-        let late = row(&[30, 30, 30, 6]);
-        assert!(!late.is_valid());
-        let report = Report { env: env(), scenario: Scenario::Latency, rows: vec![mostly, late] };
-        let text = report.render();
+        let late = fixed_rate_row(&[30, 30, 30, 6]);
+        let report =
+            Report { env: test_env(), scenario: Scenario::Latency, rows: vec![mostly, late] };
+        let text = report.render(&[], "the note");
+        assert!(text.contains("\nthe note\n"), "{text}");
         assert!(text.contains("INVALID: over the runs of 1 row(s)"), "{text}");
-        assert!(text.contains(" 1.2% / 3.0% |"), "{text}");
     }
 
     #[test]
     fn json_rows_have_the_documented_keys() {
-        let json = row(Scenario::Throughput).to_json(&env());
+        let json = row(Scenario::Throughput).to_json(&test_env());
         assert_eq!(json["scenario"], "throughput");
         assert_eq!(json["conns"], 1);
         assert_eq!(json["size"], 64);
@@ -649,27 +389,28 @@ mod tests {
         assert_eq!(json["valid"], false);
         assert_eq!(json["env"]["rustc"], "1.95.0");
         assert!(json.get("sidecar_p99_us").is_none(), "latency only in the latency scenario");
-        let latency = row(Scenario::Latency).to_json(&env());
+        let latency = row(Scenario::Latency).to_json(&test_env());
         assert_eq!(latency["sidecar_p50_us"], 2.0);
         assert_eq!(latency["added_p99_us"], 0.0);
     }
 
     #[test]
-    fn tables_align_and_mark_invalid_rows() {
+    fn the_header_names_the_machine_and_the_tables_follow_it() {
         let report = Report {
-            env: env(),
+            env: test_env(),
             scenario: Scenario::Throughput,
             rows: vec![row(Scenario::Throughput)],
         };
-        let text = report.render();
-        assert!(text.starts_with("feedvisor bench throughput\nmachine: test CPU, 2 cores"));
-        assert!(text.contains("| 1 × 64 B * "), "{text}");
-        assert!(text.contains("1.00M (1.00M-1.00M)"), "{text}");
+        let mut first = Table::new(&["a"]);
+        first.rows.push(vec!["1".to_owned()]);
+        let second = Table::new(&["b"]);
+        let text = report.render(&[first, second], "the note");
+        assert!(text.starts_with("feedvisor-bench throughput\nmachine: test CPU, 2 cores"));
+        assert!(
+            text.contains("command: feedvisor-bench throughput\n\n| a |\n| - |\n| 1 |\n\n| b |\n"),
+            "{text}"
+        );
         assert!(text.contains("INVALID: in 1 of 4 runs"), "{text}");
-        let table_lines: Vec<&str> = text.lines().filter(|line| line.starts_with('|')).collect();
-        assert_eq!(table_lines.len(), 3);
-        let width = table_lines[0].chars().count();
-        assert!(table_lines.iter().all(|line| line.chars().count() == width), "{text}");
     }
 
     #[test]

@@ -28,20 +28,24 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::{Config, SubscriberOverflow};
-use crate::{Deliver, Sidecar, SubscriptionSpec};
+use feedvisor::config::{Config, SubscriberOverflow};
+use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
-use super::cpu;
-use super::feeds::{upgrade, POLL};
-use super::memory::{self, format_kib};
-use super::report::{Extra, Row};
-use super::table::{self, Table};
-use super::{Bench, BenchArgs, BenchError, Scenario};
+use crate::cpu;
+use crate::feeds::POLL;
+use crate::figures::StreamFigures;
+use crate::format::Table;
+use crate::frames::upgrade;
+use crate::memory::{self, format_kib};
+use crate::options::BenchArgs;
+use crate::result::{Extra, Row};
+use crate::run::Bench;
+use crate::scenario::{BenchError, Scenario};
+use crate::table;
 
 /// The feed's `chunk_size`.
 pub const CHUNK_SIZE: u64 = 64 * 1024;
@@ -71,44 +75,6 @@ chunk × queue: what the subscriber's queue alone may hold; \
 MB/s: 10^6 bytes a second from the go to the last chunk handled (the subscriber hashes every chunk); \
 upstream: the share of its core the upstream used while sending (near 100%, it set the pace and MB/s is a lower bound); \
 intact: the subscriber's hash and length equal the upstream's. Target: peak RSS under 64 MiB.";
-
-/// What the run measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamFigures {
-    /// The message's length.
-    pub bytes: u64,
-    /// The feed's `chunk_size`.
-    pub chunk_size: u64,
-    /// The subscriber's queue, in batches.
-    pub queue: usize,
-    /// `chunk_size` × `queue`, KiB.
-    pub chunk_queue_kib: u64,
-    /// VmRSS with the feed open and idle, KiB.
-    pub idle_rss_kib: u64,
-    /// The most resident while the message passed, KiB.
-    pub peak_rss_kib: u64,
-    /// The peak minus the idle figure, KiB.
-    pub peak_minus_idle_kib: u64,
-    /// Megabytes (10^6) a second, from the go to the last chunk handled.
-    pub mb_per_s: f64,
-    /// Chunks the subscriber handled.
-    pub chunks: u64,
-    /// The upstream's hash of what it sent (hex).
-    pub sent_hash: String,
-    /// The subscriber's hash of what arrived (hex).
-    pub received_hash: String,
-    /// True when the hashes and lengths are equal and the chunks came in order.
-    pub intact: bool,
-    /// False when VmHWM could not be reset (the peak is then sampled only).
-    pub hwm_reset: bool,
-    /// The share of its core the upstream used while sending.
-    pub upstream_cpu_share: f64,
-}
-
-/// A size such as `1GiB` or `4MiB`, in bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>().map(|size| size.as_u64())
-}
 
 /// Bytes as whole GiB, MiB or KiB where they are, else bytes.
 pub fn format_size(bytes: u64) -> String {
@@ -142,13 +108,13 @@ pub fn config_text(addr: SocketAddr) -> String {
 
 async fn measure(bench: &Bench, size: u64) -> Result<StreamFigures, BenchError> {
     let mut upstream = StreamUpstream::start(size, bench.blaster.core())?;
-    if let Ok(metrics) = crate::metrics::install() {
+    if let Ok(metrics) = feedvisor::metrics::install() {
         metrics.run_upkeep();
     }
     let config = Config::from_toml_str(
         &config_text(upstream.addr),
         Path::new("bench-stream.toml"),
-        &crate::transports::TransportRegistry::with_defaults(),
+        &feedvisor::transports::TransportRegistry::with_defaults(),
     )
     .map_err(|error| BenchError::Config(error.to_string()))?;
     let (done, received) = oneshot::channel();
@@ -666,10 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse_and_print() {
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
-        assert!(parse_size("lots").is_err());
+    fn sizes_print_in_whole_units() {
         assert_eq!(format_size(1 << 30), "1 GiB");
         assert_eq!(format_size(64 << 10), "64 KiB");
         assert_eq!(format_size(1000), "1000 B");
@@ -681,7 +644,7 @@ mod tests {
         let config = Config::from_toml_str(
             &config_text(addr),
             Path::new("bench-stream.toml"),
-            &crate::transports::TransportRegistry::with_defaults(),
+            &feedvisor::transports::TransportRegistry::with_defaults(),
         )
         .expect("valid");
         assert_eq!(config.feeds.len(), 1);

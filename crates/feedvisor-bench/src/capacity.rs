@@ -7,7 +7,7 @@
 //! at least [`MIN_HANDLED_SHARE`] of the offered rate (messages over the time
 //! from the go to the last one handled) with a p99 send-to-handled latency
 //! under [`MAX_P99`]. A step in which the blaster sent more than
-//! [`MAX_LATE_SHARE`](super::MAX_LATE_SHARE) of the messages late says
+//! [`MAX_LATE_SHARE`](crate::scenario::MAX_LATE_SHARE) of the messages late says
 //! nothing about the client: it is run once more (the blaster's core may
 //! have been busy for a moment) and, late again, takes the place of a rate
 //! not sustained as the top of the search's bracket. If the search ends
@@ -24,16 +24,15 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::blaster::Pace;
-use super::report::{Extra, Figures, Row};
-use super::stats::{Percentiles, Summary};
-use super::table::{format_latency, format_rate, format_share};
-use super::{Bench, BenchArgs, BenchError, Load, RunResult, Scenario, SystemKind};
-
-/// `--duration` when the capacity scenario is not given one: the length of a step.
-pub const DEFAULT_STEP: Duration = Duration::from_secs(2);
+use crate::blaster::Pace;
+use crate::figures::{CapacityFigures, Ending, SearchEnd, Step, Verdict};
+use crate::format::{format_latency, format_rate, format_share, Table};
+use crate::options::BenchArgs;
+use crate::result::{Extra, Figures, Load, Row, RunResult};
+use crate::run::Bench;
+use crate::scenario::{BenchError, Scenario, SystemKind};
+use crate::stats::{Percentiles, Summary};
+use crate::table::{blaster_cell, case, cpu_cell, late_cell, ratio_cell};
 
 /// Payload bytes per message.
 const SIZE: usize = 64;
@@ -66,130 +65,17 @@ and if late again bounds the search from above like a rate not sustained; a sear
 gives only a lower bound (\"≥\", \"blaster late at X\"). p50/p99 and ns/msg (client CPU per message) are those of the step sustained; \
 blaster: the most of its core the blaster used in a step; late: the largest share of a step's messages the blaster sent late.";
 
-/// How one step went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Handled in time.
-    Sustained,
-    /// The client handled less than [`MIN_HANDLED_SHARE`] of the offered rate.
-    Behind,
-    /// The p99 latency was [`MAX_P99`] or more.
-    SlowP99,
-    /// The run did not finish within `--timeout`.
-    TimedOut,
-    /// The blaster was late for more than [`MAX_LATE_SHARE`](super::MAX_LATE_SHARE)
-    /// of the messages: no verdict on the client.
-    BlasterLate,
-}
-
-impl Verdict {
-    /// The verdict of a finished step at `offered` messages per second.
-    fn of(result: &RunResult, offered: f64, p99: Option<u64>) -> Verdict {
-        if !result.is_valid() {
-            Verdict::BlasterLate
-        } else if result.msgs_per_s() < MIN_HANDLED_SHARE * offered {
-            Verdict::Behind
-        } else if p99.is_none_or(|p99| p99 >= MAX_P99.as_nanos() as u64) {
-            Verdict::SlowP99
-        } else {
-            Verdict::Sustained
-        }
+/// The verdict of a finished step at `offered` messages per second.
+fn verdict(result: &RunResult, offered: f64, p99: Option<u64>) -> Verdict {
+    if !result.is_valid() {
+        Verdict::BlasterLate
+    } else if result.msgs_per_s() < MIN_HANDLED_SHARE * offered {
+        Verdict::Behind
+    } else if p99.is_none_or(|p99| p99 >= MAX_P99.as_nanos() as u64) {
+        Verdict::SlowP99
+    } else {
+        Verdict::Sustained
     }
-
-    /// For the steps table.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Verdict::Sustained => "sustained",
-            Verdict::Behind => "behind (< 99% handled)",
-            Verdict::SlowP99 => "p99 ≥ 10 ms",
-            Verdict::TimedOut => "timed out",
-            Verdict::BlasterLate => "invalid: blaster late",
-        }
-    }
-}
-
-/// Why a search ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ending {
-    /// Between a rate sustained and one not sustained, within the search's resolution.
-    Bracketed,
-    /// The highest rate tried was sustained: the figure is a lower bound.
-    Ceiling,
-    /// Above the highest rate sustained, the lowest rate tried was one the
-    /// blaster could not keep to: the figure is a lower bound.
-    BlasterLate,
-    /// The first step was not sustained: no figure.
-    BelowStart,
-}
-
-/// One step of a search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    /// `b1` or `sidecar`.
-    pub system: String,
-    /// Messages per second offered, over all connections.
-    pub offered_msgs_per_s: f64,
-    /// Messages per second handled, from the go to the last one (none if timed out).
-    pub handled_msgs_per_s: Option<f64>,
-    /// Send-to-handled p50, µs.
-    pub p50_us: Option<f64>,
-    /// Send-to-handled p99, µs.
-    pub p99_us: Option<f64>,
-    /// Client CPU per message, ns.
-    pub cpu_ns_per_msg: Option<f64>,
-    /// The share of its core the blaster used.
-    pub blaster_cpu_share: Option<f64>,
-    /// The share of messages the blaster sent late.
-    pub late_share: Option<f64>,
-    /// The longest any message waited past its due time in the blaster, ms.
-    pub blaster_max_lag_ms: Option<f64>,
-    /// How it went.
-    pub verdict: Verdict,
-}
-
-/// Where one system's search ended.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SearchEnd {
-    /// The highest total rate sustained.
-    pub sustained_msgs_per_s: Option<f64>,
-    /// The lowest total rate tried and not sustained (the blaster on time).
-    pub not_sustained_msgs_per_s: Option<f64>,
-    /// The lowest total rate at which the blaster was late, twice: no verdict.
-    pub blaster_late_msgs_per_s: Option<f64>,
-    /// Why the search ended.
-    pub ended: Ending,
-}
-
-impl SearchEnd {
-    /// `180k (not 200k)`, `≥ 200k (blaster late at 250k)`, `≥ 1.00M (highest tried)`, `< 25.0k`.
-    pub fn describe(&self) -> String {
-        let rate = |rate: Option<f64>| rate.map_or_else(|| "-".to_owned(), format_rate);
-        let sustained = rate(self.sustained_msgs_per_s);
-        let failed = rate(self.not_sustained_msgs_per_s);
-        let late = rate(self.blaster_late_msgs_per_s);
-        match (self.ended, self.sustained_msgs_per_s) {
-            (Ending::Bracketed, _) => format!("{sustained} (not {failed})"),
-            (Ending::Ceiling, _) => format!("≥ {sustained} (highest tried)"),
-            (Ending::BlasterLate, None) => format!("- (blaster late at {late})"),
-            (Ending::BlasterLate, Some(_)) => format!("≥ {sustained} (blaster late at {late})"),
-            (Ending::BelowStart, _) => format!("< {failed}"),
-        }
-    }
-}
-
-/// What the capacity scenario found, besides the row's rates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CapacityFigures {
-    /// Seconds each step sends for.
-    pub step_s: f64,
-    /// B1's search (none when `--systems` leaves B1 out).
-    pub baseline_search: Option<SearchEnd>,
-    /// The sidecar's search (none when `--systems` leaves it out).
-    pub sidecar_search: Option<SearchEnd>,
-    /// Every step, in the order run.
-    pub steps: Vec<Step>,
 }
 
 /// One system's search, as it goes.
@@ -397,7 +283,7 @@ async fn step(
         Err(error) => return Err(error),
     };
     let percentiles = Percentiles::of(&mut result.latencies);
-    let verdict = Verdict::of(&result, offered, percentiles.map(|p| p.p99));
+    let verdict = verdict(&result, offered, percentiles.map(|p| p.p99));
     let micros = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
     step.handled_msgs_per_s = Some(result.msgs_per_s().round());
     step.p50_us = percentiles.map(|p| micros(p.p50));
@@ -409,6 +295,86 @@ async fn step(
     step.blaster_max_lag_ms = Some((max_lag_ms * 100.0).round() / 100.0);
     step.verdict = verdict;
     Ok((verdict, step, Some(result)))
+}
+
+/// The capacity table: each system's highest rate sustained.
+pub fn table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "conns × size",
+        "B1 sustains",
+        "sidecar sustains",
+        "ratio",
+        "B1 p50/p99",
+        "sidecar p50/p99",
+        "B1 ns/msg",
+        "sidecar ns/msg",
+        "steps",
+        "blaster",
+        "late (worst)",
+    ]);
+    let percentiles = |figures: &Option<Figures>| {
+        figures.as_ref().and_then(|f| f.latency).map_or_else(
+            || "-".to_owned(),
+            |l| format!("{} / {}", format_latency(l.p50 as f64), format_latency(l.p99 as f64)),
+        )
+    };
+    for row in rows {
+        let Some(Extra::Capacity(figures)) = &row.extra else { continue };
+        table.rows.push(vec![
+            case(row),
+            figures.baseline_search.map_or_else(|| "-".to_owned(), |end| end.describe()),
+            figures.sidecar_search.map_or_else(|| "-".to_owned(), |end| end.describe()),
+            ratio_cell(row.ratio()),
+            percentiles(&row.b1),
+            percentiles(&row.sidecar),
+            cpu_cell(&row.b1),
+            cpu_cell(&row.sidecar),
+            figures.steps.len().to_string(),
+            blaster_cell(row),
+            late_cell(row),
+        ]);
+    }
+    table
+}
+
+/// Every step of the capacity searches, in the order run.
+pub fn steps_table(rows: &[Row]) -> Table {
+    let mut table = Table::new(&[
+        "step",
+        "system",
+        "offered msg/s",
+        "handled msg/s",
+        "p50/p99",
+        "ns/msg",
+        "blaster",
+        "late",
+        "verdict",
+    ]);
+    let dash = || "-".to_owned();
+    let steps = rows.iter().filter_map(|row| match &row.extra {
+        Some(Extra::Capacity(figures)) => Some(&figures.steps),
+        _ => None,
+    });
+    for (index, step) in steps.flatten().enumerate() {
+        let latency = match (step.p50_us, step.p99_us) {
+            (Some(p50), Some(p99)) => {
+                format!("{} / {}", format_latency(p50 * 1e3), format_latency(p99 * 1e3))
+            }
+            _ => dash(),
+        };
+        table.rows.push(vec![
+            (index + 1).to_string(),
+            step.system.clone(),
+            format_rate(step.offered_msgs_per_s),
+            step.handled_msgs_per_s.map_or_else(dash, format_rate),
+            latency,
+            step.cpu_ns_per_msg.map_or_else(dash, |ns| format!("{ns:.0}")),
+            step.blaster_cpu_share.map_or_else(dash, |share| format!("{:.0}%", share * 100.0)),
+            step.late_share.map_or_else(dash, format_share),
+            step.verdict.describe().to_owned(),
+        ]);
+    }
+    table
 }
 
 #[cfg(test)]

@@ -20,11 +20,12 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 
-use crate::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
-use crate::sink::JsonLinesSink;
-use crate::{Deliver, Sidecar, SubscriptionSpec};
+use feedvisor::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
+use feedvisor::sink::JsonLinesSink;
+use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
-use super::{BenchError, BenchSink, Tally};
+use crate::scenario::{BenchError, BenchSink};
+use crate::tally::Tally;
 
 /// The config of a sidecar with `conns` feeds named `bench-0`, `bench-1`, ... on `addr`.
 pub fn config_text(addr: SocketAddr, conns: usize) -> String {
@@ -57,13 +58,13 @@ impl SidecarClient {
         // Sidecars of earlier runs left their latency samples in the global
         // recorder; a new sidecar's upkeep would fold them in at its start,
         // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = crate::metrics::install() {
+        if let Ok(metrics) = feedvisor::metrics::install() {
             metrics.run_upkeep();
         }
         let config = Config::from_toml_str(
             &config_text(addr, conns),
             Path::new("bench.toml"),
-            &crate::transports::TransportRegistry::with_defaults(),
+            &feedvisor::transports::TransportRegistry::with_defaults(),
         )
         .map_err(|error| BenchError::Config(error.to_string()))?;
         let mut builder = Sidecar::builder(config).without_http();
@@ -139,13 +140,13 @@ mod tests {
         // Sidecars of earlier runs left their latency samples in the global
         // recorder; a new sidecar's upkeep would fold them in at its start,
         // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = crate::metrics::install() {
+        if let Ok(metrics) = feedvisor::metrics::install() {
             metrics.run_upkeep();
         }
         let config = Config::from_toml_str(
             &config_text(addr, 3),
             Path::new("bench.toml"),
-            &crate::transports::TransportRegistry::with_defaults(),
+            &feedvisor::transports::TransportRegistry::with_defaults(),
         )
         .expect("valid config");
         let names: Vec<&str> = config.feeds.iter().map(|feed| &*feed.name).collect();
