@@ -27,7 +27,6 @@ pub mod status;
 pub mod supervisor;
 pub mod tail;
 pub mod transports;
-pub mod ws_server;
 
 pub use delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use router::SubscriptionSpec;

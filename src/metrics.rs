@@ -424,7 +424,7 @@ impl SinkMetrics {
     }
 }
 
-// The local WebSocket endpoint `/subscribe` (src/ws_server.rs). Its clients
+// The local WebSocket endpoint `/subscribe` (src/sink/subscribe.rs). Its clients
 // also report as subscriber `websocket` in the subscriber metrics above.
 
 /// WebSocket clients connected to `/subscribe`.

@@ -14,6 +14,7 @@ use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 mod exec;
 mod file;
 mod files;
+pub mod subscribe;
 mod webhook;
 
 /// One message as a JSON line.
