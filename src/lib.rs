@@ -21,6 +21,7 @@ pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod router;
+pub mod secret;
 pub mod sidecar;
 pub mod sink;
 pub mod status;
