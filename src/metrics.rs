@@ -61,6 +61,8 @@ pub const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
 /// Messages a subscriber never got, by `subscriber` and `reason`
 /// (drop_oldest, drop_newest, subscriber_gone, unsubscribed).
 pub const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
+/// Config sinks started again after their actor stopped unasked, by `subscriber`.
+pub const SUBSCRIBER_RESTARTS: &str = "feedvisor_subscriber_restarts_total";
 /// Messages of a sequenced feed with no readable sequence number.
 pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
 
@@ -127,6 +129,7 @@ fn describe() {
     describe_gauge!(SUBSCRIBER_QUEUE_DEPTH, "Messages waiting in a subscriber's queue.");
     describe_counter!(SUBSCRIBER_DELIVERED, "Messages a subscriber finished handling.");
     describe_counter!(SUBSCRIBER_DROPPED, "Messages a subscriber never got, by reason.");
+    describe_counter!(SUBSCRIBER_RESTARTS, "Config sinks restarted after stopping unasked.");
     // Present from the start, so that dashboards and alerts see zeros, not gaps.
     for result in ["ok", "invalid"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
@@ -320,6 +323,11 @@ pub fn subscriber_delivered(subscriber: &str) -> Counter {
 /// The dropped counter of one subscriber for one reason (a fixed set).
 pub fn subscriber_dropped(subscriber: &str, reason: &'static str) -> Counter {
     counter!(SUBSCRIBER_DROPPED, "subscriber" => subscriber.to_owned(), "reason" => reason)
+}
+
+/// The restart counter of one config sink.
+pub fn subscriber_restarts(subscriber: &str) -> Counter {
+    counter!(SUBSCRIBER_RESTARTS, "subscriber" => subscriber.to_owned())
 }
 
 // ---- Sinks (file, exec, webhook): names, help texts and per-subscriber handles. ----

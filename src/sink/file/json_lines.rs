@@ -1,4 +1,4 @@
-//! The file sink (`sink = "file"`): JSON lines appended to a file.
+//! The file sink's `lines` layout: JSON lines appended to a file.
 //!
 //! The file is opened in append mode when the sink starts; its directory must
 //! exist (it is not created: a typo in `path` should be an error, not a new
@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
-use crate::config::SinkKind;
 use crate::delivery::Deliver;
 use crate::metrics::SinkMetrics;
+use crate::sink::watch::SinkWatch;
 use crate::sink::write_json_line;
 
 /// What failed: the label value of the error and drop metrics.
@@ -33,7 +33,7 @@ const WRITE: &str = "write";
 
 /// Why a batch could not be appended.
 #[derive(Debug, thiserror::Error)]
-enum FileSinkError {
+enum JsonLinesFileError {
     /// The file could not be opened (or created).
     #[error("cannot open {} for appending: {source}{hint}", path.display())]
     Open {
@@ -54,18 +54,18 @@ enum FileSinkError {
     },
 }
 
-impl FileSinkError {
+impl JsonLinesFileError {
     /// The metric label.
     fn kind(&self) -> &'static str {
         match self {
-            FileSinkError::Open { .. } => OPEN,
-            FileSinkError::Write { .. } => WRITE,
+            JsonLinesFileError::Open { .. } => OPEN,
+            JsonLinesFileError::Write { .. } => WRITE,
         }
     }
 }
 
 /// Appends one JSON line per message to a file.
-pub struct FileSink {
+pub struct JsonLinesFileSink {
     /// The subscriber's name, for logs and metric labels.
     name: String,
     /// The file, as configured (already resolved against the config's directory).
@@ -81,28 +81,32 @@ pub struct FileSink {
     lost_while_failing: usize,
     /// Written, error and drop counters.
     metrics: SinkMetrics,
+    /// Tells the supervisor when this actor stops.
+    watch: Option<SinkWatch>,
 }
 
-impl FileSink {
+impl JsonLinesFileSink {
     /// A sink named `name` appending to `path`.
     pub fn new(name: &str, path: PathBuf) -> Self {
-        FileSink {
+        JsonLinesFileSink {
             name: name.to_owned(),
-            metrics: SinkMetrics::new(
-                name,
-                SinkKind::File.as_str(),
-                &[OPEN, WRITE],
-                &[OPEN, WRITE],
-            ),
+            metrics: SinkMetrics::new(name, super::SINK, &[OPEN, WRITE], &[OPEN, WRITE]),
             path,
             file: None,
             failing: None,
             lost_while_failing: 0,
+            watch: None,
         }
     }
 
+    /// Reports the actor's stop to the supervisor through `watch`.
+    pub fn watched(mut self, watch: SinkWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
     /// Records the outcome of a write (or of the first open, `messages` = 0).
-    fn finished(&mut self, messages: usize, result: Result<(), FileSinkError>) {
+    fn finished(&mut self, messages: usize, result: Result<(), JsonLinesFileError>) {
         match result {
             Ok(()) => {
                 self.metrics.written(messages);
@@ -145,7 +149,7 @@ impl FileSink {
 }
 
 /// Opens `path` for appending, creating the file but not its directory.
-fn open(path: &Path) -> Result<File, FileSinkError> {
+fn open(path: &Path) -> Result<File, JsonLinesFileError> {
     OpenOptions::new().append(true).create(true).open(path).map_err(|source| {
         let hint = match path.parent() {
             Some(dir)
@@ -158,9 +162,14 @@ fn open(path: &Path) -> Result<File, FileSinkError> {
                     dir.display()
                 )
             }
+            _ if path.is_dir() => {
+                " (it is a directory: name a file, or set layout = \"per_message\" \
+                 to write one file per message into it)"
+                    .to_owned()
+            }
             _ => String::new(),
         };
-        FileSinkError::Open { path: path.to_owned(), source, hint }
+        JsonLinesFileError::Open { path: path.to_owned(), source, hint }
     })
 }
 
@@ -170,7 +179,7 @@ fn append(
     file: Option<File>,
     path: &Path,
     buffer: &[u8],
-) -> (Option<File>, Result<(), FileSinkError>) {
+) -> (Option<File>, Result<(), JsonLinesFileError>) {
     let mut file = match file {
         Some(file) => file,
         None => match open(path) {
@@ -181,17 +190,17 @@ fn append(
     match file.write_all(buffer).and_then(|()| file.flush()) {
         Ok(()) => (Some(file), Ok(())),
         // Closed here; the next batch opens the file again.
-        Err(source) => (None, Err(FileSinkError::Write { path: path.to_owned(), source })),
+        Err(source) => (None, Err(JsonLinesFileError::Write { path: path.to_owned(), source })),
     }
 }
 
 /// A blocking task that died (it panicked, or the runtime is shutting down).
-fn lost_task(path: &Path, error: tokio::task::JoinError) -> FileSinkError {
+fn lost_task(path: &Path, error: tokio::task::JoinError) -> JsonLinesFileError {
     let source = std::io::Error::other(format!("the write task failed: {error}"));
-    FileSinkError::Write { path: path.to_owned(), source }
+    JsonLinesFileError::Write { path: path.to_owned(), source }
 }
 
-impl Actor for FileSink {
+impl Actor for JsonLinesFileSink {
     type Context = Context<Self>;
 
     /// Opens the file off the arbiter thread; batches wait until it is done.
@@ -214,7 +223,7 @@ impl Actor for FileSink {
     }
 }
 
-impl Handler<Deliver> for FileSink {
+impl Handler<Deliver> for JsonLinesFileSink {
     type Result = ();
 
     /// Serializes the batch here, writes it on the blocking pool, and keeps
@@ -245,11 +254,5 @@ impl Handler<Deliver> for FileSink {
     }
 }
 
-/// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
 #[cfg(test)]
-#[path = "tests/support.rs"]
-pub(super) mod test_support;
-
-#[cfg(test)]
-#[path = "tests/file.rs"]
 mod tests;
