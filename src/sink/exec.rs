@@ -14,8 +14,8 @@
 //! applies; the sink itself never holds more than one batch.
 //!
 //! When the child exits, or its standard input breaks, the sink logs the exit
-//! status and starts it again after a delay from [`RESTART_POLICY`] (a
-//! `backoff.rs` policy): 500 ms, doubling on each quick exit up to 30 s,
+//! status and starts it again after a delay from [`RESTART_POLICY`], the
+//! policy sink actors are restarted by: 500 ms, doubling on each quick exit up to 30 s,
 //! without jitter, back to 500 ms once a child has stayed up for 60 s
 //! (`feedvisor_sink_restarts_total` counts the starts after the first).
 //! Meanwhile the batch being written waits for the new child, and what
@@ -44,8 +44,8 @@ use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::watch::SinkWatch;
-use super::SinkConfigError;
-use crate::backoff::{Backoff, Jitter, PolicyKind, ReconnectPolicy};
+use super::{SinkConfigError, RESTART_POLICY};
+use crate::backoff::Backoff;
 use crate::delivery::Deliver;
 use crate::metrics::SinkMetrics;
 use crate::sink::write_json_line;
@@ -53,19 +53,6 @@ use crate::sink::write_json_line;
 /// The `sink` label of the exec sink's metrics.
 const SINK: &str = "exec";
 
-/// When a child that exited (or could not start) is started again: 500 ms,
-/// doubling on each quick exit up to 30 s, never giving up; a child that
-/// stayed up for `reset_after` (60 s) was healthy, and the next delay is the
-/// first again. No jitter: one child per sink, nothing to spread.
-pub const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
-    kind: PolicyKind::Exponential,
-    initial: Duration::from_millis(500),
-    max: Duration::from_secs(30),
-    multiplier: 2.0,
-    jitter: Jitter::None,
-    max_attempts: 0,
-    reset_after: Duration::from_secs(60),
-};
 /// How long a batch may wait for a child, counted from the child's failure.
 const HOLD_LIMIT: Duration = Duration::from_secs(30);
 /// How long a child has to exit once its standard input is closed.

@@ -23,6 +23,7 @@ use actix::prelude::*;
 use base64::Engine;
 use serde::Serialize;
 
+use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 use crate::config::SinkConfig;
 use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
@@ -41,6 +42,21 @@ pub use webhook::WebhookSinkConfig;
 #[cfg(test)]
 #[path = "tests/support.rs"]
 mod test_support;
+
+/// When something local that stopped is started again: a sink actor (by
+/// the supervisor) or an exec sink's child (by the sink). 500 ms, doubling
+/// on each quick stop up to 30 s, never giving up; one that ran for
+/// `reset_after` (a minute) was healthy, and the next delay is the first
+/// again. No jitter: nothing remote to spare from a crowd of retries.
+pub const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
+    kind: PolicyKind::Exponential,
+    initial: std::time::Duration::from_millis(500),
+    max: std::time::Duration::from_secs(30),
+    multiplier: 2.0,
+    jitter: Jitter::None,
+    max_attempts: 0,
+    reset_after: std::time::Duration::from_secs(60),
+};
 
 /// A sink setting that is not valid: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

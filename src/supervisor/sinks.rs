@@ -13,32 +13,20 @@
 //! counted there as dropped (`subscriber_gone`), until the new actor
 //! subscribes and takes the inbox's place.
 
-use std::time::Duration;
-
 use actix::prelude::*;
 use actix_rt::time::Instant;
 
 use super::Supervisor;
-use crate::backoff::{Backoff, Jitter, PolicyKind, ReconnectPolicy};
+use crate::backoff::Backoff;
 use crate::config::{SinkConfig, SubscriberConfig};
 use crate::delivery::Deliver;
 use crate::metrics;
 use crate::router::{Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::sink::{SinkStopped, SinkWatch};
 
-/// When a sink that stopped unasked is started again: 500 ms, doubling on
-/// each quick stop up to 30 s, never giving up; one that ran for a minute
-/// was healthy, and the next delay is the first again. No jitter: sinks are
-/// local, there is no upstream to spare from a crowd.
-pub const SINK_RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
-    kind: PolicyKind::Exponential,
-    initial: Duration::from_millis(500),
-    max: Duration::from_secs(30),
-    multiplier: 2.0,
-    jitter: Jitter::None,
-    max_attempts: 0,
-    reset_after: Duration::from_secs(60),
-};
+/// When a sink that stopped unasked is started again: the sinks' restart
+/// policy, which exec sinks also restart their children by.
+pub use crate::sink::RESTART_POLICY as SINK_RESTART_POLICY;
 
 /// Starts a sink actor: its subscriber name, its settings, the watch it must hold.
 pub(super) type SinkStarter = Box<dyn Fn(&str, &SinkConfig, SinkWatch) -> Recipient<Deliver>>;

@@ -395,4 +395,19 @@ mod tests {
         assert_eq!(std::fs::read(dir.join(&files[1])).expect("b"), b"b1b2");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[actix::test]
+    async fn a_file_given_to_the_per_message_layout_is_reported_when_the_sink_starts() {
+        use crate::sink::test_support::{eventually, Logs, ScratchDir};
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let dir = ScratchDir::new("per-message-file");
+        let file = dir.join("out.jsonl");
+        std::fs::write(&file, b"").expect("create the file");
+        let _sink = PerMessageFileSink::new("files-on-a-file", file).start();
+        eventually("the error to be logged", || logs.text().contains("ERROR")).await;
+        let logged = logs.text();
+        assert!(logged.contains("is not a directory"), "{logged}");
+        assert!(logged.contains(r#"set layout = "lines""#), "{logged}");
+    }
 }
