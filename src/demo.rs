@@ -1,7 +1,7 @@
 //! The offline demo: a built-in upstream that emits stock ticks and weather
 //! readings over WebSocket, and the config that points the sidecar at it.
 //!
-//! Each upstream WebSocket session is a [`TickSession`] actor: with the
+//! Each upstream WebSocket session is a `TickSession` actor: with the
 //! `/subscribe` sink (`sink/subscribe.rs`), the only users of actix-web-actors.
 
 use std::net::SocketAddr;

@@ -2,18 +2,18 @@
 //! writes, each an actor of its own.
 //!
 //! - `layout = "lines"` (the default): JSON lines appended to the file
-//!   `path` ([`json_lines`]).
+//!   `path` (`file/json_lines.rs`).
 //! - `layout = "per_message"`: one file per message in the directory
 //!   `path`, written as its chunks arrive, so a stream-mode message of any
-//!   size reaches the disk in bounded memory ([`per_message`]).
+//!   size reaches the disk in bounded memory (`file/per_message.rs`).
 //!
 //! The layout is what the config says, never what is found on disk. The
 //! check is pure: it knows only the path as written, so a path that ends
 //! with `/` cannot take JSON lines; whether the path really is a file or a
 //! directory is found out when the sink starts, and reported then.
 
-pub mod json_lines;
-pub mod per_message;
+mod json_lines;
+mod per_message;
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +24,8 @@ use super::watch::SinkWatch;
 use super::SinkConfigError;
 use crate::delivery::Deliver;
 
-pub use json_lines::JsonLinesFileSink;
-pub use per_message::PerMessageFileSink;
+use json_lines::JsonLinesFileSink;
+use per_message::PerMessageFileSink;
 
 /// The `sink` label of the file sink's metrics.
 const SINK: &str = "file";

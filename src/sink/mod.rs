@@ -27,11 +27,11 @@ use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 use crate::config::SinkConfig;
 use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
-pub mod exec;
-pub mod file;
+mod exec;
+mod file;
 pub mod subscribe;
-pub mod watch;
-pub mod webhook;
+mod watch;
+mod webhook;
 
 pub use exec::ExecSinkConfig;
 pub use file::{FileLayout, FileSinkConfig};
