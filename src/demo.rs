@@ -1,20 +1,21 @@
 //! The offline demo: a built-in upstream that emits stock ticks and weather
 //! readings over WebSocket, and the config that points the sidecar at it.
 //!
-//! The upstream's WebSocket sessions are actors in `ws_server` (the one
-//! module that uses actix-web-actors); this module makes the ticks.
+//! Each upstream WebSocket session is a `TickSession` actor: with the
+//! `/subscribe` sink (`sink/subscribe.rs`), the only users of actix-web-actors.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws::{self, WebsocketContext};
 use rand::Rng;
 use serde_json::json;
 
 use crate::config::{Config, ConfigError};
-use crate::ws_server;
 
 /// Which ticks a session emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +81,38 @@ async fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     let (kind, interval) = **settings;
     let mut ticker = Ticker::new(kind);
-    ws_server::start_tick_session(&request, stream, interval, move || {
-        ticker.next_tick().to_string()
-    })
+    let next_tick = Box::new(move || ticker.next_tick().to_string());
+    ws::start(TickSession { interval, next_tick }, &request, stream)
+}
+
+/// A demo upstream session: sends the text `next_tick` makes every `interval`.
+struct TickSession {
+    /// Time between ticks.
+    interval: Duration,
+    /// Makes the next tick (the demo's random walk).
+    next_tick: Box<dyn FnMut() -> String>,
+}
+
+impl Actor for TickSession {
+    type Context = WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |session, ctx| ctx.text((session.next_tick)()));
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for TickSession {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        match message {
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(_) => {}
+            Err(_) => ctx.stop(),
+        }
+    }
 }
 
 /// Starts the upstream on `listen` (port 0 picks a free port): `/stocks` and

@@ -20,13 +20,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ::metrics::{Counter, Gauge};
 use actix::prelude::*;
 
 use crate::config::SubscriberOverflow;
 use crate::delivery::{Deliver, FeedMessage, LatencySampler, SampleClock};
 use crate::flow::FlowGate;
-use crate::metrics;
+use crate::metrics::{self, SubscriberMetrics};
 
 /// The most messages one [`Deliver`] takes out of an inbox.
 pub const MAX_BATCH: usize = 1024;
@@ -37,32 +36,6 @@ pub const MAX_BATCH: usize = 1024;
 pub(crate) struct InboxGone {
     /// The subscription the inbox belongs to.
     pub subscription: u64,
-}
-
-/// The metric handles of one subscriber, resolved once.
-struct InboxMetrics {
-    /// The `subscriber` label.
-    label: String,
-    depth: Gauge,
-    delivered: Counter,
-    dropped_oldest: Counter,
-    dropped_newest: Counter,
-    dropped_gone: Counter,
-    dropped_unsubscribed: Counter,
-}
-
-impl InboxMetrics {
-    fn new(label: String) -> Self {
-        InboxMetrics {
-            depth: metrics::subscriber_queue_depth(&label),
-            delivered: metrics::subscriber_delivered(&label),
-            dropped_oldest: metrics::subscriber_dropped(&label, "drop_oldest"),
-            dropped_newest: metrics::subscriber_dropped(&label, "drop_newest"),
-            dropped_gone: metrics::subscriber_dropped(&label, "subscriber_gone"),
-            dropped_unsubscribed: metrics::subscriber_dropped(&label, "unsubscribed"),
-            label,
-        }
-    }
 }
 
 /// A feed segment's latency sampler and its oldest message's arrival.
@@ -133,7 +106,7 @@ pub struct Inbox {
     /// Told once when the subscriber's actor is found gone, so that the
     /// table stops naming this inbox.
     router: Option<Recipient<InboxGone>>,
-    metrics: InboxMetrics,
+    metrics: SubscriberMetrics,
     /// Delivery latency per feed, resolved on first use.
     latency: Mutex<HashMap<Arc<str>, Arc<LatencySampler>>>,
     /// When the next latency sample is due, for all feeds at once.
@@ -158,7 +131,7 @@ impl Inbox {
             capacity: capacity.max(1),
             overflow,
             router,
-            metrics: InboxMetrics::new(label),
+            metrics: SubscriberMetrics::new(label),
             latency: Mutex::new(HashMap::new()),
             sample_clock: SampleClock::default(),
             state: Mutex::new(InboxState { recipient: Some(recipient), ..InboxState::default() }),

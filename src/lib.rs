@@ -20,13 +20,13 @@ pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod router;
+pub mod secret;
 pub mod sidecar;
 pub mod sink;
 pub mod status;
 pub mod supervisor;
 pub mod tail;
 pub mod transports;
-pub mod ws_server;
 
 pub use delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use router::SubscriptionSpec;

@@ -1,8 +1,12 @@
-//! Metric names, help texts, the Prometheus recorder and per-feed handles.
+//! Metric names, help texts, the Prometheus recorder and per-feed and
+//! per-subscriber handles.
 //!
-//! Every metric feedvisor exports is named here, once. Handles are resolved
-//! once per feed or subscriber ([`FeedMetrics`], [`DeliveryMetrics`]) so the
-//! per-message path touches only cached atomics.
+//! Every metric feedvisor exports is named and described here, once: the
+//! feeds', the subscribers' (`feedvisor_subscriber_*`, every inbox), the
+//! built-in sinks' (`feedvisor_sink_*`) and the `/subscribe` endpoint's
+//! (`feedvisor_subscribe_*`). Handles are resolved once per feed or
+//! subscriber ([`FeedMetrics`], [`SubscriberMetrics`], [`SinkMetrics`]) so
+//! the per-message path touches only cached atomics.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -61,6 +65,8 @@ pub const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
 /// Messages a subscriber never got, by `subscriber` and `reason`
 /// (drop_oldest, drop_newest, subscriber_gone, unsubscribed).
 pub const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
+/// Config sinks started again after their actor stopped unasked, by `subscriber`.
+pub const SUBSCRIBER_RESTARTS: &str = "feedvisor_subscriber_restarts_total";
 /// Messages of a sequenced feed with no readable sequence number.
 pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
 
@@ -127,6 +133,20 @@ fn describe() {
     describe_gauge!(SUBSCRIBER_QUEUE_DEPTH, "Messages waiting in a subscriber's queue.");
     describe_counter!(SUBSCRIBER_DELIVERED, "Messages a subscriber finished handling.");
     describe_counter!(SUBSCRIBER_DROPPED, "Messages a subscriber never got, by reason.");
+    describe_counter!(SUBSCRIBER_RESTARTS, "Config sinks restarted after stopping unasked.");
+    describe_counter!(SINK_MESSAGES_WRITTEN, "Messages a built-in sink wrote out.");
+    describe_counter!(SINK_MESSAGES_DROPPED, "Messages a built-in sink gave up on, by reason.");
+    describe_counter!(SINK_ERRORS, "Failed operations of a built-in sink, by kind.");
+    describe_counter!(SINK_RESTARTS, "Starts of an exec sink's child after the first.");
+    describe_gauge!(SUBSCRIBE_CLIENTS, "WebSocket clients connected to /subscribe.");
+    describe_counter!(
+        SUBSCRIBE_CLIENTS_CLOSED,
+        "/subscribe clients the sidecar closed, by reason."
+    );
+    describe_counter!(
+        SUBSCRIBE_REFUSED,
+        "/subscribe requests refused before the upgrade, by reason."
+    );
     // Present from the start, so that dashboards and alerts see zeros, not gaps.
     for result in ["ok", "invalid"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
@@ -307,19 +327,50 @@ pub fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {
     histogram!(DELIVERY_LATENCY, "feed" => feed.to_owned(), "subscriber" => subscriber.to_owned())
 }
 
-/// The queue depth gauge of one subscriber.
-pub fn subscriber_queue_depth(subscriber: &str) -> Gauge {
-    gauge!(SUBSCRIBER_QUEUE_DEPTH, "subscriber" => subscriber.to_owned())
+/// Why a subscriber never got a message: the `reason` label values of [`SUBSCRIBER_DROPPED`].
+pub const SUBSCRIBER_DROP_REASONS: [&str; 4] =
+    ["drop_oldest", "drop_newest", "subscriber_gone", "unsubscribed"];
+
+/// The handles of one subscriber's metrics (its inbox's), resolved once.
+pub struct SubscriberMetrics {
+    /// The `subscriber` label: the subscriber's name, or a shared label
+    /// (`/subscribe` clients all report as `websocket`).
+    pub label: String,
+    /// See [`SUBSCRIBER_QUEUE_DEPTH`].
+    pub depth: Gauge,
+    /// See [`SUBSCRIBER_DELIVERED`].
+    pub delivered: Counter,
+    /// See [`SUBSCRIBER_DROPPED`] with `reason="drop_oldest"`.
+    pub dropped_oldest: Counter,
+    /// See [`SUBSCRIBER_DROPPED`] with `reason="drop_newest"`.
+    pub dropped_newest: Counter,
+    /// See [`SUBSCRIBER_DROPPED`] with `reason="subscriber_gone"`.
+    pub dropped_gone: Counter,
+    /// See [`SUBSCRIBER_DROPPED`] with `reason="unsubscribed"`.
+    pub dropped_unsubscribed: Counter,
 }
 
-/// The delivered counter of one subscriber.
-pub fn subscriber_delivered(subscriber: &str) -> Counter {
-    counter!(SUBSCRIBER_DELIVERED, "subscriber" => subscriber.to_owned())
+impl SubscriberMetrics {
+    /// Resolves the handles of the subscriber labelled `label`.
+    pub fn new(label: String) -> Self {
+        let [oldest, newest, gone, unsubscribed] = SUBSCRIBER_DROP_REASONS.map(|reason| {
+            counter!(SUBSCRIBER_DROPPED, "subscriber" => label.clone(), "reason" => reason)
+        });
+        SubscriberMetrics {
+            depth: gauge!(SUBSCRIBER_QUEUE_DEPTH, "subscriber" => label.clone()),
+            delivered: counter!(SUBSCRIBER_DELIVERED, "subscriber" => label.clone()),
+            dropped_oldest: oldest,
+            dropped_newest: newest,
+            dropped_gone: gone,
+            dropped_unsubscribed: unsubscribed,
+            label,
+        }
+    }
 }
 
-/// The dropped counter of one subscriber for one reason (a fixed set).
-pub fn subscriber_dropped(subscriber: &str, reason: &'static str) -> Counter {
-    counter!(SUBSCRIBER_DROPPED, "subscriber" => subscriber.to_owned(), "reason" => reason)
+/// The restart counter of one config sink.
+pub fn subscriber_restarts(subscriber: &str) -> Counter {
+    counter!(SUBSCRIBER_RESTARTS, "subscriber" => subscriber.to_owned())
 }
 
 // ---- Sinks (file, exec, webhook): names, help texts and per-subscriber handles. ----
@@ -337,13 +388,6 @@ pub const SINK_ERRORS: &str = "feedvisor_sink_errors_total";
 /// Starts of an exec sink's child process after the first (once it exited,
 /// broke, or could not be started), by `subscriber` and `sink`.
 pub const SINK_RESTARTS: &str = "feedvisor_sink_restarts_total";
-
-fn describe_sinks() {
-    describe_counter!(SINK_MESSAGES_WRITTEN, "Messages a built-in sink wrote out.");
-    describe_counter!(SINK_MESSAGES_DROPPED, "Messages a built-in sink gave up on, by reason.");
-    describe_counter!(SINK_ERRORS, "Failed operations of a built-in sink, by kind.");
-    describe_counter!(SINK_RESTARTS, "Starts of an exec sink's child after the first.");
-}
 
 /// The metrics of one built-in sink, resolved once when the sink starts.
 ///
@@ -369,7 +413,6 @@ impl SinkMetrics {
         error_kinds: &[&'static str],
         drop_reasons: &[&'static str],
     ) -> Self {
-        describe_sinks();
         let metrics = SinkMetrics {
             subscriber: subscriber.to_owned(),
             sink,
@@ -424,7 +467,7 @@ impl SinkMetrics {
     }
 }
 
-// The local WebSocket endpoint `/subscribe` (src/ws_server.rs). Its clients
+// The local WebSocket endpoint `/subscribe` (src/sink/subscribe.rs). Its clients
 // also report as subscriber `websocket` in the subscriber metrics above.
 
 /// WebSocket clients connected to `/subscribe`.
@@ -451,18 +494,9 @@ pub struct SubscribeMetrics {
     pub refused_bad_request: Counter,
 }
 
-/// Describes the `/subscribe` metrics and resolves their handles; every
-/// series exists from then on (at zero), without resetting one that counts.
+/// Resolves the `/subscribe` metrics' handles; every series exists from
+/// then on (at zero), without resetting one that counts.
 pub fn subscribe_metrics() -> SubscribeMetrics {
-    ::metrics::describe_gauge!(SUBSCRIBE_CLIENTS, "WebSocket clients connected to /subscribe.");
-    ::metrics::describe_counter!(
-        SUBSCRIBE_CLIENTS_CLOSED,
-        "/subscribe clients the sidecar closed, by reason."
-    );
-    ::metrics::describe_counter!(
-        SUBSCRIBE_REFUSED,
-        "/subscribe requests refused before the upgrade, by reason."
-    );
     let closed =
         |reason: &'static str| ::metrics::counter!(SUBSCRIBE_CLIENTS_CLOSED, "reason" => reason);
     let refused = |reason: &'static str| ::metrics::counter!(SUBSCRIBE_REFUSED, "reason" => reason);
@@ -485,4 +519,39 @@ pub fn subscribe_metrics() -> SubscribeMetrics {
         counter.increment(0);
     }
     handles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriber_sink_and_subscribe_metrics_are_described_with_the_others() {
+        let handle = install().expect("recorder");
+        let _subscriber = SubscriberMetrics::new("described".to_owned());
+        let _sink = SinkMetrics::new("described", "file", &["write"], &["write"]);
+        let _subscribe = subscribe_metrics();
+        subscriber_restarts("described").increment(0);
+        let rendered = handle.render();
+        let names = [
+            SUBSCRIBER_QUEUE_DEPTH,
+            SUBSCRIBER_DELIVERED,
+            SUBSCRIBER_DROPPED,
+            SUBSCRIBER_RESTARTS,
+            SINK_MESSAGES_WRITTEN,
+            SINK_MESSAGES_DROPPED,
+            SINK_ERRORS,
+            SUBSCRIBE_CLIENTS,
+            SUBSCRIBE_CLIENTS_CLOSED,
+            SUBSCRIBE_REFUSED,
+        ];
+        for name in names {
+            assert!(rendered.contains(&format!("# HELP {name} ")), "{name} has no help text");
+        }
+        for reason in SUBSCRIBER_DROP_REASONS {
+            let series =
+                format!(r#"{SUBSCRIBER_DROPPED}{{subscriber="described",reason="{reason}"}} 0"#);
+            assert!(rendered.contains(&series), "{series} missing");
+        }
+    }
 }

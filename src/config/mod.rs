@@ -63,9 +63,11 @@ pub use subscriber::{
 };
 pub use validate::MAX_MESSAGE_SIZE_LIMIT;
 
+pub use crate::secret::Secret;
+
 use crate::backoff::ReconnectPolicy;
 use crate::transports::TransportRegistry;
-use show::{mask_password, mask_query, REDACTED};
+use show::{mask_password, mask_query};
 
 /// A whole, valid, resolved config.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,34 +101,6 @@ impl Default for Config {
 
 /// The default `shutdown_timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A secret value: shown as `***` by `Debug` and `Serialize`, read with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
-    }
-}
 
 /// `[http]`: the admin HTTP server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

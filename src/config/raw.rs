@@ -224,8 +224,10 @@ pub(crate) struct RawSubscriber {
     pub queue: Option<usize>,
     /// What happens when the queue is full.
     pub overflow: Option<SubscriberOverflow>,
-    /// `file`: the file to append JSON lines to.
+    /// `file`: the file to append JSON lines to, or the directory of the messages' files.
     pub path: Option<String>,
+    /// `file`: `lines` (default) or `per_message`.
+    pub layout: Option<crate::sink::FileLayout>,
     /// `exec`: the program and its arguments.
     pub command: Option<Vec<String>>,
     /// `webhook`: where to POST.

@@ -276,16 +276,3 @@ pub(super) fn serialize_duration<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_duration(*duration))
 }
-
-/// A URL fit for showing: password and query hidden.
-pub(super) fn masked_url(url: &url::Url) -> String {
-    mask_query(&mask_password(url.as_str()))
-}
-
-/// Serializes a URL with its password and query hidden.
-pub(super) fn serialize_masked_url<S: serde::Serializer>(
-    url: &url::Url,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&masked_url(url))
-}

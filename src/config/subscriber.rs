@@ -1,16 +1,25 @@
 //! `[[subscribers]]` (built-in sinks and what they receive) and
 //! `[http.subscribe]` (the local WebSocket endpoint's limits).
+//!
+//! This file checks what every subscriber shares (name, feeds, topics,
+//! queue) and dispatches on `sink = "..."`: each sink's settings are a
+//! config type of the sink's own (`sink/file.rs`, `sink/exec.rs`,
+//! `sink/webhook.rs`), which checks itself. Here the TOML's strings become
+//! typed values first: `${VAR}`s expanded, durations and URLs parsed,
+//! paths resolved against the config file's directory.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::checks::{check_name, closest, is_token};
+use super::checks::{check_name, closest};
 use super::raw::{RawSubscribeEndpoint, RawSubscriber};
 use super::validate::{Context, Scope};
-use super::{format_duration, Secret};
+use super::Secret;
+use crate::sink::{ExecSinkConfig, FileSinkConfig, SinkConfigError, WebhookSinkConfig};
 
 /// Messages a subscriber's queue holds by default.
 pub const DEFAULT_QUEUE: usize = 1024;
@@ -49,7 +58,7 @@ pub enum SinkKind {
     /// JSON lines on standard output.
     #[default]
     Stdout,
-    /// JSON lines appended to a file.
+    /// JSON lines appended to a file, or one file per message in a directory.
     File,
     /// JSON lines written to a child process's standard input.
     Exec,
@@ -69,37 +78,19 @@ impl SinkKind {
     }
 }
 
-/// A sink with its settings.
+/// A sink with its settings, each sink's own config type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "sink", rename_all = "snake_case")]
 pub enum SinkConfig {
     /// JSON lines on standard output.
     Stdout,
-    /// JSON lines appended to `path` (resolved against the config file's directory).
-    File {
-        /// The file.
-        path: std::path::PathBuf,
-    },
+    /// JSON lines appended to a file (`layout = "lines"`), or one file per
+    /// message in a directory (`layout = "per_message"`).
+    File(FileSinkConfig),
     /// JSON lines to a child's standard input; the child is restarted with backoff if it exits.
-    Exec {
-        /// The program and its arguments.
-        command: Vec<String>,
-    },
+    Exec(ExecSinkConfig),
     /// POST to `url`: one JSON object per request, or a JSON array of up to `batch`.
-    Webhook {
-        /// Where to POST (shown with any password and query hidden).
-        #[serde(serialize_with = "super::show::serialize_masked_url")]
-        url: Url,
-        /// Messages per request.
-        batch: usize,
-        /// Requests under way at once.
-        max_in_flight: usize,
-        /// How long one request may take.
-        #[serde(serialize_with = "super::show::serialize_duration")]
-        timeout: Duration,
-        /// Extra request headers; the values are secrets.
-        headers: Vec<(String, Secret)>,
-    },
+    Webhook(WebhookSinkConfig),
 }
 
 impl SinkConfig {
@@ -107,9 +98,29 @@ impl SinkConfig {
     pub fn kind(&self) -> SinkKind {
         match self {
             Self::Stdout => SinkKind::Stdout,
-            Self::File { .. } => SinkKind::File,
-            Self::Exec { .. } => SinkKind::Exec,
-            Self::Webhook { .. } => SinkKind::Webhook,
+            Self::File(_) => SinkKind::File,
+            Self::Exec(_) => SinkKind::Exec,
+            Self::Webhook(_) => SinkKind::Webhook,
+        }
+    }
+
+    /// The sink's own checks (pure).
+    pub fn validate(&self) -> Vec<SinkConfigError> {
+        match self {
+            Self::Stdout => Vec::new(),
+            Self::File(config) => config.validate(),
+            Self::Exec(config) => config.validate(),
+            Self::Webhook(config) => config.validate(),
+        }
+    }
+
+    /// A one-line description of the sink, for `feedvisor check`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Stdout => "stdout".to_owned(),
+            Self::File(config) => config.describe(),
+            Self::Exec(config) => config.describe(),
+            Self::Webhook(config) => config.describe(),
         }
     }
 }
@@ -283,11 +294,13 @@ fn check_feed_pattern(
     }
 }
 
-/// The sink's own settings; fields of other sinks are errors.
+/// The sink's own settings, checked by the sink's config type; fields of
+/// other sinks are errors.
 fn sink(raw: &RawSubscriber, context: &Context<'_>, scope: &mut Scope<'_>) -> Option<SinkConfig> {
     let kind = raw.sink.unwrap_or_default();
-    let present: [(&str, bool, &[SinkKind]); 7] = [
+    let present: [(&str, bool, &[SinkKind]); 8] = [
         ("path", raw.path.is_some(), &[SinkKind::File]),
+        ("layout", raw.layout.is_some(), &[SinkKind::File]),
         ("command", raw.command.is_some(), &[SinkKind::Exec]),
         ("url", raw.url.is_some(), &[SinkKind::Webhook]),
         ("batch", raw.batch.is_some(), &[SinkKind::Webhook]),
@@ -304,72 +317,62 @@ fn sink(raw: &RawSubscriber, context: &Context<'_>, scope: &mut Scope<'_>) -> Op
             );
         }
     }
-    match kind {
-        SinkKind::Stdout => Some(SinkConfig::Stdout),
-        SinkKind::File => match raw.path.as_deref() {
-            None | Some("") => scope.fail("path", "required for sink = \"file\": the file to append to"),
-            Some(path) => Some(SinkConfig::File { path: context.base_dir.join(path) }),
-        },
-        SinkKind::Exec => match raw.command.as_deref() {
-            None | Some([]) => scope.fail(
-                "command",
-                "required for sink = \"exec\": the program and its arguments, such as [\"python3\", \"handler.py\"]",
-            ),
-            Some(command) if command[0].is_empty() => scope.fail("command[0]", "must name a program"),
-            Some(command) => Some(SinkConfig::Exec { command: command.to_vec() }),
-        },
-        SinkKind::Webhook => webhook(raw, context, scope),
+    let config = match kind {
+        SinkKind::Stdout => SinkConfig::Stdout,
+        SinkKind::File => SinkConfig::File(FileSinkConfig {
+            path: PathBuf::from(raw.path.as_deref().unwrap_or_default()),
+            layout: raw.layout.unwrap_or_default(),
+        }),
+        SinkKind::Exec => {
+            SinkConfig::Exec(ExecSinkConfig { command: raw.command.clone().unwrap_or_default() })
+        }
+        SinkKind::Webhook => SinkConfig::Webhook(webhook(raw, context, scope)?),
+    };
+    let errors = config.validate();
+    for error in &errors {
+        scope.error(&error.field, error.message.clone());
     }
+    if !errors.is_empty() {
+        return None;
+    }
+    Some(match config {
+        SinkConfig::File(file) => SinkConfig::File(file.resolved_against(context.base_dir)),
+        other => other,
+    })
 }
 
+/// The webhook's settings as typed values: the URL and header values with
+/// their `${VAR}`s expanded, the timeout parsed.
 fn webhook(
     raw: &RawSubscriber,
     context: &Context<'_>,
     scope: &mut Scope<'_>,
-) -> Option<SinkConfig> {
+) -> Option<WebhookSinkConfig> {
     let url = match raw.url.as_deref() {
         None => scope.fail("url", "required for sink = \"webhook\": where to POST"),
         Some(text) => {
             let expanded = scope.expand("url", text, context.env)?;
             match Url::parse(&expanded) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-                Ok(url) => scope.fail(
-                    "url",
-                    format!("unsupported scheme {:?}: use http:// or https://", url.scheme()),
-                ),
+                Ok(url) => Some(url),
                 Err(error) => scope.fail("url", format!("invalid URL: {error}")),
             }
         }
     };
-    let positive =
-        |scope: &mut Scope<'_>, field: &str, value: Option<usize>, default: usize| match value {
-            Some(0) => scope.fail(field, "must be at least 1"),
-            Some(value) => Some(value),
-            None => Some(default),
-        };
-    let batch = positive(scope, "batch", raw.batch, 1);
-    let max_in_flight = positive(scope, "max_in_flight", raw.max_in_flight, 4);
-    let timeout = scope.duration("timeout", raw.timeout.as_ref(), Duration::from_secs(10));
+    let timeout =
+        scope.duration("timeout", raw.timeout.as_ref(), WebhookSinkConfig::DEFAULT_TIMEOUT);
     let mut headers = Vec::new();
     for (name, template) in raw.headers.iter().flatten() {
         let field = format!("headers.{name}");
-        if !is_token(name) {
-            scope.error(&field, format!("{name:?} is not a valid header name"));
-            continue;
+        if let Some(value) = scope.expand(&field, template, context.env) {
+            headers.push((name.clone(), Secret::new(value)));
         }
-        let Some(value) = scope.expand(&field, template, context.env) else { continue };
-        if value.contains(['\r', '\n']) {
-            scope.error(&field, "the value contains a line break");
-            continue;
-        }
-        headers.push((name.clone(), Secret::new(value)));
     }
-    Some(SinkConfig::Webhook {
-        url: url?,
-        batch: batch?,
-        max_in_flight: max_in_flight?,
+    Some(WebhookSinkConfig {
+        batch: raw.batch.unwrap_or(WebhookSinkConfig::DEFAULT_BATCH),
+        max_in_flight: raw.max_in_flight.unwrap_or(WebhookSinkConfig::DEFAULT_MAX_IN_FLIGHT),
         timeout: timeout?,
         headers,
+        ..WebhookSinkConfig::new(url?)
     })
 }
 
@@ -377,16 +380,7 @@ fn webhook(
 impl SubscriberConfig {
     /// A one-line description of the sink and its limits.
     pub fn describe(&self) -> String {
-        let sink = match &self.sink {
-            SinkConfig::Stdout => "stdout".to_owned(),
-            SinkConfig::File { path } => format!("file {}", path.display()),
-            SinkConfig::Exec { command } => format!("exec {command:?}"),
-            SinkConfig::Webhook { url, batch, max_in_flight, timeout, .. } => format!(
-                "webhook {} (batch {batch}, {max_in_flight} in flight, timeout {})",
-                super::show::masked_url(url),
-                format_duration(*timeout)
-            ),
-        };
+        let sink = self.sink.describe();
         format!("{sink}, queue {} ({})", self.queue, self.overflow.as_str())
     }
 }

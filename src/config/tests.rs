@@ -576,6 +576,67 @@ fn every_error_is_reported_at_once() {
     assert_eq!(error.to_string().lines().count(), 5);
 }
 
+/// One `[[subscribers]]` entry named `out` on feed `stocks`, with `settings`.
+fn sink_entry(settings: &str) -> String {
+    format!("{STOCKS}[[subscribers]]\nname = \"out\"\nfeeds = [\"stocks\"]\n{settings}")
+}
+
+#[test]
+fn the_file_sink_layout_is_said_in_the_config() {
+    let lines = parse_ok(&sink_entry("sink = \"file\"\npath = \"logs/out.jsonl\"\n"));
+    let expected = crate::sink::FileSinkConfig {
+        path: PathBuf::from("config/logs/out.jsonl"),
+        layout: crate::sink::FileLayout::Lines,
+    };
+    assert_eq!(lines.subscribers[0].sink, SinkConfig::File(expected));
+    let per_message = sink_entry("sink = \"file\"\npath = \"bulk/\"\nlayout = \"per_message\"\n");
+    let per_message = parse_ok(&per_message);
+    let SinkConfig::File(file) = &per_message.subscribers[0].sink else { panic!("a file sink") };
+    assert_eq!(file.layout, crate::sink::FileLayout::PerMessage);
+    assert!(per_message.subscribers[0].describe().starts_with("file per message in "));
+}
+
+#[test]
+fn a_directory_path_with_the_lines_layout_is_a_config_error() {
+    let text = sink_entry("sink = \"file\"\npath = \"bulk/\"\n");
+    assert_error(&text, "subscribers[0] (out).path", "set layout = \"per_message\"");
+    let text = sink_entry("sink = \"file\"\npath = \"bulk/\"\nlayout = \"lines\"\n");
+    assert_error(&text, "subscribers[0] (out).path", "names a directory");
+    assert_error(&sink_entry("sink = \"file\"\n"), "subscribers[0] (out).path", "required");
+    let text = sink_entry("sink = \"file\"\npath = \"x\"\nlayout = \"sideways\"\n");
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|error| error.message.contains("per_message")), "{errors:?}");
+    let text = sink_entry("sink = \"stdout\"\nlayout = \"lines\"\n");
+    assert_error(&text, "subscribers[0] (out).layout", "only used by sink = \"file\"");
+}
+
+#[test]
+fn each_sink_s_own_checks_are_reported_under_the_subscriber() {
+    let text = sink_entry("sink = \"exec\"\ncommand = []\n");
+    assert_error(&text, "subscribers[0] (out).command", "required for sink = \"exec\"");
+    let text = sink_entry("sink = \"exec\"\ncommand = [\"\", \"x\"]\n");
+    assert_error(&text, "subscribers[0] (out).command[0]", "must name a program");
+    let webhook = "sink = \"webhook\"\nurl = \"ftp://hooks.example/\"\nbatch = 0\n\
+                   headers = { \"X-Key\" = \"${TOKEN}\\r\\n\", \"bad name\" = \"v\" }\n";
+    let text = sink_entry(webhook);
+    assert_error(&text, "subscribers[0] (out).url", "unsupported scheme \"ftp\"");
+    assert_error(&text, "subscribers[0] (out).batch", "at least 1");
+    assert_error(&text, "subscribers[0] (out).headers.X-Key", "line break");
+    assert_error(&text, "subscribers[0] (out).headers.bad name", "not a valid header name");
+    let errors = format!("{:?}", errors_of(&text));
+    assert!(!errors.contains("t0ken-value"), "a header value was shown: {errors}");
+
+    let webhook = "sink = \"webhook\"\nurl = \"https://hooks.example/in?key=${TOKEN}\"\n\
+                   headers = { Authorization = \"Bearer ${TOKEN}\" }\n";
+    let config = parse_ok(&sink_entry(webhook));
+    let SinkConfig::Webhook(hook) = &config.subscribers[0].sink else { panic!("a webhook") };
+    assert_eq!(hook.url.query(), Some("key=t0ken-value"));
+    assert_eq!(hook.headers[0].1.expose(), "Bearer t0ken-value");
+    assert_eq!((hook.batch, hook.max_in_flight), (1, 4));
+    let shown = serde_json::to_string(&config).expect("serialize") + &format!("{config:?}");
+    assert!(!shown.contains("t0ken-value"), "{shown}");
+}
+
 #[test]
 fn feed_json_shares_the_file_checks() {
     let defaults = FeedDefaults { max_message_size: 4096, ..FeedDefaults::default() };

@@ -1,5 +1,5 @@
 //! The admin HTTP server: metrics, health, feed status and feed changes,
-//! and the `/subscribe` WebSocket endpoint (served by `ws_server`).
+//! and the route of the `/subscribe` WebSocket endpoint (the sink in `sink/subscribe.rs`).
 //!
 //! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
 //! plenty for an admin API and keeps the thread count of the sidecar small.
@@ -21,8 +21,8 @@ use serde_json::json;
 
 use crate::config::{HttpConfig, Secret};
 use crate::router::Router;
+use crate::sink::subscribe::{self, SubscribeEndpoint};
 use crate::supervisor::{GetFeedStatus, GetReadiness, GetStatus, Supervisor};
-use crate::ws_server::{self, SubscribeEndpoint};
 
 pub use send::{outbound_from_body, BodyError};
 
@@ -86,9 +86,9 @@ pub fn start(
             .route("/feeds/{name}", web::delete().to(feeds::remove))
             .route("/feeds/{name}/reconnect", web::post().to(feeds::reconnect))
             .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
-            .route("/subscribe", web::get().to(ws_server::subscribe))
+            .route("/subscribe", web::get().to(subscribe::subscribe))
     })
-    .on_connect(ws_server::remember_socket)
+    .on_connect(subscribe::remember_socket)
     .workers(1)
     .disable_signals()
     .bind(config.listen)?;

@@ -14,8 +14,9 @@
 //! applies; the sink itself never holds more than one batch.
 //!
 //! When the child exits, or its standard input breaks, the sink logs the exit
-//! status and starts it again after a delay: 500 ms, doubling on each quick
-//! exit up to 30 s, back to 500 ms once a child has stayed up for 60 s
+//! status and starts it again after a delay from [`RESTART_POLICY`], the
+//! policy sink actors are restarted by: 500 ms, doubling on each quick exit up to 30 s,
+//! without jitter, back to 500 ms once a child has stayed up for 60 s
 //! (`feedvisor_sink_restarts_total` counts the starts after the first).
 //! Meanwhile the batch being written waits for the new child, and what
 //! arrives after it waits in the subscriber's inbox: nothing is lost to a short
@@ -37,21 +38,21 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::time::{sleep_until, Instant};
+use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::SinkKind;
+use super::watch::SinkWatch;
+use super::{SinkConfigError, RESTART_POLICY};
+use crate::backoff::Backoff;
 use crate::delivery::Deliver;
 use crate::metrics::SinkMetrics;
 use crate::sink::write_json_line;
 
-/// The first delay before restarting a child that exited.
-const RESTART_INITIAL: Duration = Duration::from_millis(500);
-/// The longest delay before restarting a child.
-const RESTART_MAX: Duration = Duration::from_secs(30);
-/// A child that stayed up this long is healthy: the next delay is the first again.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// The `sink` label of the exec sink's metrics.
+const SINK: &str = "exec";
+
 /// How long a batch may wait for a child, counted from the child's failure.
 const HOLD_LIMIT: Duration = Duration::from_secs(30);
 /// How long a child has to exit once its standard input is closed.
@@ -68,6 +69,36 @@ const CHILD_DOWN: &str = "child_down";
 /// The sink stopped while holding the batch.
 const SHUTDOWN: &str = "shutdown";
 
+/// `sink = "exec"`: the program to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecSinkConfig {
+    /// The program (found on `PATH` unless it names a path) and its arguments.
+    pub command: Vec<String>,
+}
+
+impl ExecSinkConfig {
+    /// Checks the settings (pure: whether the program exists is found out when
+    /// the sink starts it); every problem is named with its field.
+    pub fn validate(&self) -> Vec<SinkConfigError> {
+        match self.command.first() {
+            None => vec![SinkConfigError::new(
+                "command",
+                "required for sink = \"exec\": the program and its arguments, \
+                 such as [\"python3\", \"handler.py\"]",
+            )],
+            Some(program) if program.is_empty() => {
+                vec![SinkConfigError::new("command[0]", "must name a program")]
+            }
+            Some(_) => Vec::new(),
+        }
+    }
+
+    /// A one-line description for `feedvisor check`.
+    pub fn describe(&self) -> String {
+        format!("exec {:?}", self.command)
+    }
+}
+
 /// Writes JSON lines to a child process, restarting it when it exits.
 pub struct ExecSink {
     /// The subscriber's name, for logs and metric labels.
@@ -80,17 +111,14 @@ pub struct ExecSink {
     batches: Option<mpsc::Sender<Deliver>>,
     /// Dropped when the actor stops, which tells the runner to stop the child.
     _stop: Option<oneshot::Sender<()>>,
+    /// Tells the supervisor when this actor stops.
+    watch: Option<SinkWatch>,
 }
 
 impl ExecSink {
     /// A sink named `name` that runs `command`.
     pub fn new(name: &str, command: Vec<String>) -> Self {
-        let metrics = SinkMetrics::new(
-            name,
-            SinkKind::Exec.as_str(),
-            &[SPAWN, WRITE],
-            &[CHILD_DOWN, SHUTDOWN],
-        );
+        let metrics = SinkMetrics::new(name, SINK, &[SPAWN, WRITE], &[CHILD_DOWN, SHUTDOWN]);
         metrics.restarts().increment(0);
         ExecSink {
             name: name.to_owned(),
@@ -98,7 +126,14 @@ impl ExecSink {
             metrics: Some(metrics),
             batches: None,
             _stop: None,
+            watch: None,
         }
+    }
+
+    /// Reports the actor's stop to the supervisor through `watch`.
+    pub fn watched(mut self, watch: SinkWatch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 }
 
@@ -177,12 +212,12 @@ struct ChildRunner {
     metrics: SinkMetrics,
     /// The child, when one is running.
     child: Option<RunningChild>,
-    /// The delay before the next restart; doubles on each quick exit.
-    delay: Duration,
+    /// The restart delays under [`RESTART_POLICY`]: how many quick exits in a row.
+    backoff: Backoff,
     /// When the child may be started (again).
     start_at: Instant,
     /// When the current outage began: the first failure since a batch was
-    /// last written or a child last stayed up for [`STABLE_AFTER`].
+    /// last written or a child last stayed up for the policy's `reset_after`.
     failed_since: Option<Instant>,
     /// Whether a child was started before: later starts are restarts.
     started_before: bool,
@@ -195,7 +230,7 @@ impl ChildRunner {
             command,
             metrics,
             child: None,
-            delay: RESTART_INITIAL,
+            backoff: Backoff::new(RESTART_POLICY),
             start_at: Instant::now(),
             failed_since: None,
             started_before: false,
@@ -381,9 +416,9 @@ impl ChildRunner {
     /// `up_for` (zero for one that could not start); returns the delay.
     fn schedule_restart(&mut self, up_for: Duration) -> Duration {
         let now = Instant::now();
-        let delay = next_delay(&mut self.delay, up_for);
+        let delay = restart_delay(&mut self.backoff, up_for);
         self.start_at = now + delay;
-        if up_for >= STABLE_AFTER {
+        if up_for >= self.backoff.policy().reset_after {
             // A healthy child failed: a new outage, however long ago the last one was.
             self.failed_since = Some(now);
         } else {
@@ -417,15 +452,13 @@ impl ChildRunner {
     }
 }
 
-/// The delay before the next restart, after a child that ran for `up_for`;
-/// advances `delay` (doubling, capped; back to the first after a stable run).
-fn next_delay(delay: &mut Duration, up_for: Duration) -> Duration {
-    if up_for >= STABLE_AFTER {
-        *delay = RESTART_INITIAL;
-    }
-    let this = *delay;
-    *delay = (*delay * 2).min(RESTART_MAX);
-    this
+/// The delay before the next start, after a child that ran for `up_for`
+/// (zero for one that could not start): the next delay of `backoff`, which
+/// starts over when the child was up for the policy's `reset_after`.
+fn restart_delay(backoff: &mut Backoff, up_for: Duration) -> Duration {
+    backoff.connection_ended(up_for);
+    // The policy never gives up (`max_attempts = 0`); its cap stands in if it did.
+    backoff.next_delay(&mut rand::rng(), None).unwrap_or(backoff.policy().max)
 }
 
 /// The child's exit; never resolves while there is no child.

@@ -1,255 +1,163 @@
-//! The file sink (`sink = "file"`): JSON lines appended to a file.
+//! The file sink (`sink = "file"`): its config, and the two layouts it
+//! writes, each an actor of its own.
 //!
-//! The file is opened in append mode when the sink starts; its directory must
-//! exist (it is not created: a typo in `path` should be an error, not a new
-//! directory). Each batch becomes one buffer, written with one `write_all`
-//! and flushed to the operating system (not `fsync`ed), on tokio's blocking
-//! pool: a slow disk never stalls the actor's arbiter. The sink holds the
-//! [`Deliver`] until the write has finished, so no next batch comes
-//! meanwhile and a slow disk fills the subscriber's inbox, where its overflow
-//! policy applies; the sink itself never holds more than one batch.
+//! - `layout = "lines"` (the default): JSON lines appended to the file
+//!   `path` (`file/json_lines.rs`).
+//! - `layout = "per_message"`: one file per message in the directory
+//!   `path`, written as its chunks arrive, so a stream-mode message of any
+//!   size reaches the disk in bounded memory (`file/per_message.rs`).
 //!
-//! When the file cannot be opened or written, the batch is lost and counted
-//! (`feedvisor_sink_messages_dropped_total`, reason `open` or `write`), the
-//! file is closed, and the next batch tries to open it again. The first
-//! failure is logged as an error, and again when the error changes; the
-//! return to health is logged with the number of messages lost meanwhile.
+//! The layout is what the config says, never what is found on disk. The
+//! check is pure: it knows only the path as written, so a path that ends
+//! with `/` cannot take JSON lines; whether the path really is a file or a
+//! directory is found out when the sink starts, and reported then.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+mod json_lines;
+mod per_message;
+
 use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::config::SinkKind;
+use super::watch::SinkWatch;
+use super::SinkConfigError;
 use crate::delivery::Deliver;
-use crate::metrics::SinkMetrics;
-use crate::sink::write_json_line;
 
-/// What failed: the label value of the error and drop metrics.
-const OPEN: &str = "open";
-/// See [`OPEN`].
-const WRITE: &str = "write";
+use json_lines::JsonLinesFileSink;
+use per_message::PerMessageFileSink;
 
-/// Why a batch could not be appended.
-#[derive(Debug, thiserror::Error)]
-enum FileSinkError {
-    /// The file could not be opened (or created).
-    #[error("cannot open {} for appending: {source}{hint}", path.display())]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-        /// An explanation for the common case of a missing directory, or empty.
-        hint: String,
-    },
-    /// Writing to the open file failed.
-    #[error("cannot write to {}: {source}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
+/// The `sink` label of the file sink's metrics.
+const SINK: &str = "file";
+
+/// How the file sink lays out what it writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileLayout {
+    /// One JSON object per message and line, appended to the file `path`.
+    #[default]
+    Lines,
+    /// Each message's payload in a file of its own
+    /// (`<feed>-<message>-<received>.bin`) in the directory `path`.
+    PerMessage,
 }
 
-impl FileSinkError {
-    /// The metric label.
-    fn kind(&self) -> &'static str {
+impl FileLayout {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
         match self {
-            FileSinkError::Open { .. } => OPEN,
-            FileSinkError::Write { .. } => WRITE,
+            Self::Lines => "lines",
+            Self::PerMessage => "per_message",
         }
     }
 }
 
-/// Appends one JSON line per message to a file.
-pub struct FileSink {
-    /// The subscriber's name, for logs and metric labels.
-    name: String,
-    /// The file, as configured (already resolved against the config's directory).
-    path: PathBuf,
-    /// The open file: `None` before the first open, while a write is under way
-    /// (it travels to the blocking pool and back), and after a failure (the next
-    /// batch opens it again).
-    file: Option<File>,
-    /// The error being reported while the sink cannot write, so that the same
-    /// error is logged once rather than once per batch.
-    failing: Option<String>,
-    /// Messages lost since the sink started failing, for the recovery log line.
-    lost_while_failing: usize,
-    /// Written, error and drop counters.
-    metrics: SinkMetrics,
+/// `sink = "file"`: where and how messages are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSinkConfig {
+    /// `layout = "lines"`: the file (created if missing, its directory is
+    /// not); `"per_message"`: the directory, which must exist. Relative
+    /// paths are resolved against the config file's directory.
+    pub path: PathBuf,
+    /// `"lines"` (default) or `"per_message"`.
+    pub layout: FileLayout,
 }
 
-impl FileSink {
-    /// A sink named `name` appending to `path`.
-    pub fn new(name: &str, path: PathBuf) -> Self {
-        FileSink {
-            name: name.to_owned(),
-            metrics: SinkMetrics::new(
-                name,
-                SinkKind::File.as_str(),
-                &[OPEN, WRITE],
-                &[OPEN, WRITE],
-            ),
-            path,
-            file: None,
-            failing: None,
-            lost_while_failing: 0,
-        }
-    }
-
-    /// Records the outcome of a write (or of the first open, `messages` = 0).
-    fn finished(&mut self, messages: usize, result: Result<(), FileSinkError>) {
-        match result {
-            Ok(()) => {
-                self.metrics.written(messages);
-                if self.failing.take().is_some() {
-                    tracing::info!(
-                        subscriber = %self.name,
-                        path = %self.path.display(),
-                        lost = self.lost_while_failing,
-                        "file sink is writing again"
-                    );
+impl FileSinkConfig {
+    /// Checks the settings without looking at the filesystem; every problem
+    /// is named with its field.
+    pub fn validate(&self) -> Vec<SinkConfigError> {
+        if self.path.as_os_str().is_empty() {
+            let message = match self.layout {
+                FileLayout::Lines => "required for sink = \"file\": the file to append to",
+                FileLayout::PerMessage => {
+                    "required for sink = \"file\": the directory to write the messages' files into"
                 }
-                self.lost_while_failing = 0;
-            }
-            Err(error) => {
-                self.metrics.error(error.kind());
-                if messages > 0 {
-                    self.metrics.dropped(error.kind(), messages);
-                }
-                self.lost_while_failing += messages;
-                let message = error.to_string();
-                if self.failing.as_deref() == Some(message.as_str()) {
-                    tracing::debug!(
-                        subscriber = %self.name,
-                        %error,
-                        lost = messages,
-                        "file sink still failing"
-                    );
-                } else {
-                    tracing::error!(
-                        subscriber = %self.name,
-                        %error,
-                        lost = messages,
-                        "file sink cannot write; it counts what it loses and retries each batch"
-                    );
-                    self.failing = Some(message);
-                }
-            }
+            };
+            return vec![SinkConfigError::new("path", message)];
+        }
+        if self.layout == FileLayout::Lines && names_a_directory(&self.path) {
+            let message = format!(
+                "{} names a directory, and layout = \"lines\" appends to a file: name a file, \
+                 or set layout = \"per_message\" to write one file per message into the directory",
+                self.path.display()
+            );
+            return vec![SinkConfigError::new("path", message)];
+        }
+        Vec::new()
+    }
+
+    /// The same config with a relative `path` resolved against `base`.
+    pub fn resolved_against(mut self, base: &Path) -> Self {
+        self.path = base.join(&self.path);
+        self
+    }
+
+    /// A one-line description for `feedvisor check`.
+    pub fn describe(&self) -> String {
+        match self.layout {
+            FileLayout::Lines => format!("file {}", self.path.display()),
+            FileLayout::PerMessage => format!("file per message in {}", self.path.display()),
         }
     }
 }
 
-/// Opens `path` for appending, creating the file but not its directory.
-fn open(path: &Path) -> Result<File, FileSinkError> {
-    OpenOptions::new().append(true).create(true).open(path).map_err(|source| {
-        let hint = match path.parent() {
-            Some(dir)
-                if source.kind() == std::io::ErrorKind::NotFound
-                    && !dir.as_os_str().is_empty()
-                    && !dir.is_dir() =>
-            {
-                format!(
-                    " (the directory {} does not exist; the file sink does not create it)",
-                    dir.display()
-                )
-            }
-            _ => String::new(),
-        };
-        FileSinkError::Open { path: path.to_owned(), source, hint }
-    })
+/// Whether `path` can only be a directory, as written: it ends with `/`, or
+/// in `.` or `..`, or is a root.
+fn names_a_directory(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.file_name().is_none()
 }
 
-/// Appends `buffer` with one write and flushes; runs on the blocking pool.
-/// Opens the file first when `file` is `None`. Gives the file back unless it failed.
-fn append(
-    file: Option<File>,
-    path: &Path,
-    buffer: &[u8],
-) -> (Option<File>, Result<(), FileSinkError>) {
-    let mut file = match file {
-        Some(file) => file,
-        None => match open(path) {
-            Ok(file) => file,
-            Err(error) => return (None, Err(error)),
-        },
-    };
-    match file.write_all(buffer).and_then(|()| file.flush()) {
-        Ok(()) => (Some(file), Ok(())),
-        // Closed here; the next batch opens the file again.
-        Err(source) => (None, Err(FileSinkError::Write { path: path.to_owned(), source })),
-    }
-}
-
-/// A blocking task that died (it panicked, or the runtime is shutting down).
-fn lost_task(path: &Path, error: tokio::task::JoinError) -> FileSinkError {
-    let source = std::io::Error::other(format!("the write task failed: {error}"));
-    FileSinkError::Write { path: path.to_owned(), source }
-}
-
-impl Actor for FileSink {
-    type Context = Context<Self>;
-
-    /// Opens the file off the arbiter thread; batches wait until it is done.
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let path = self.path.clone();
-        let opening = async move {
-            let task_path = path.clone();
-            tokio::task::spawn_blocking(move || open(&task_path))
-                .await
-                .unwrap_or_else(|error| Err(lost_task(&path, error)))
-        };
-        ctx.wait(opening.into_actor(self).map(|result, sink, _| match result {
-            Ok(file) => {
-                let path = sink.path.display();
-                tracing::debug!(subscriber = %sink.name, %path, "file sink opened its file");
-                sink.file = Some(file);
-            }
-            Err(error) => sink.finished(0, Err(error)),
-        }));
-    }
-}
-
-impl Handler<Deliver> for FileSink {
-    type Result = ();
-
-    /// Serializes the batch here, writes it on the blocking pool, and keeps
-    /// the mailbox closed (`ctx.wait`) and the `Deliver` alive until it is written.
-    fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
-        let messages = deliver.messages();
-        let count = messages.len();
-        let mut buffer = Vec::with_capacity(count * 160);
-        for message in messages {
-            write_json_line(&mut buffer, message);
+/// Starts the actor of the configured layout.
+pub(super) fn start(name: &str, config: &FileSinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
+    let path = config.path.clone();
+    match config.layout {
+        FileLayout::Lines => JsonLinesFileSink::new(name, path).watched(watch).start().recipient(),
+        FileLayout::PerMessage => {
+            PerMessageFileSink::new(name, path).watched(watch).start().recipient()
         }
-        let file = self.file.take();
-        let path = self.path.clone();
-        let writing = async move {
-            let task_path = path.clone();
-            let (file, result) =
-                tokio::task::spawn_blocking(move || append(file, &task_path, &buffer))
-                    .await
-                    .unwrap_or_else(|error| (None, Err(lost_task(&path, error))));
-            (file, result, deliver)
-        };
-        ctx.wait(writing.into_actor(self).map(move |(file, result, deliver), sink, _| {
-            sink.file = file;
-            sink.finished(count, result);
-            // Only now may the inbox ring with the next batch.
-            drop(deliver);
-        }));
     }
 }
-
-/// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
-#[cfg(test)]
-#[path = "tests/support.rs"]
-pub(super) mod test_support;
 
 #[cfg(test)]
-#[path = "tests/file.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    fn config(path: &str, layout: FileLayout) -> FileSinkConfig {
+        FileSinkConfig { path: PathBuf::from(path), layout }
+    }
+
+    #[test]
+    fn a_path_written_as_a_directory_cannot_take_json_lines() {
+        for path in ["out/", "/var/log/feeds/", ".", "logs/..", "/"] {
+            let errors = config(path, FileLayout::Lines).validate();
+            assert_eq!(errors.len(), 1, "{path}: {errors:?}");
+            assert_eq!(errors[0].field, "path");
+            assert!(errors[0].message.contains("layout = \"per_message\""), "{}", errors[0]);
+            assert!(config(path, FileLayout::PerMessage).validate().is_empty(), "{path}");
+        }
+        for path in ["out.jsonl", "logs/feed", "/var/log/feeds/all.jsonl"] {
+            assert!(config(path, FileLayout::Lines).validate().is_empty(), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_path_is_required_whatever_the_layout() {
+        for layout in [FileLayout::Lines, FileLayout::PerMessage] {
+            let errors = config("", layout).validate();
+            assert_eq!(errors.len(), 1);
+            assert!(errors[0].message.starts_with("required"), "{}", errors[0]);
+        }
+    }
+
+    #[test]
+    fn layouts_are_named_as_in_the_config() {
+        for layout in [FileLayout::Lines, FileLayout::PerMessage] {
+            let json = serde_json::to_string(&layout).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", layout.as_str()));
+        }
+        let resolved = config("out", FileLayout::PerMessage).resolved_against(Path::new("/etc/fv"));
+        assert_eq!(resolved.path, PathBuf::from("/etc/fv/out"));
+        assert_eq!(resolved.describe(), "file per message in /etc/fv/out");
+    }
+}

@@ -1,6 +1,21 @@
-//! Built-in sinks: subscribers that a config names (`sink = "stdout"`, ...).
+//! Built-in sinks: the subscribers a config names (`sink = "stdout"`,
+//! `"file"`, `"exec"`, `"webhook"`), and the `/subscribe` endpoint's clients.
 //!
 //! Every sink writes the same JSON object per message (see [`write_json_line`]).
+//!
+//! Each configurable sink owns its config type and its checks, beside its
+//! actor: [`FileSinkConfig`], [`ExecSinkConfig`], [`WebhookSinkConfig`],
+//! each with a pure `validate()` returning [`SinkConfigError`]s. Those files
+//! import nothing from `config/`, which parses the TOML, dispatches on
+//! `sink = "..."` ([`crate::config::SinkConfig`]) and asks them.
+//!
+//! A config sink runs under the supervisor: [`start`] hands it a
+//! [`SinkWatch`], which tells the supervisor when the actor stops, so that
+//! one that stops unasked is started again (see `supervisor/sinks.rs`).
+//!
+//! Files: stdout here; `file.rs` (config) with `file/json_lines.rs` and
+//! `file/per_message.rs`; `exec.rs`; `webhook.rs`; `subscribe.rs` (the
+//! `/subscribe` clients); `watch.rs`.
 
 use std::io::Write;
 
@@ -8,13 +23,57 @@ use actix::prelude::*;
 use base64::Engine;
 use serde::Serialize;
 
-use crate::config::{SinkConfig, SubscriberConfig};
+use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
+use crate::config::SinkConfig;
 use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
-mod files;
+pub mod subscribe;
+mod watch;
 mod webhook;
+
+pub use exec::ExecSinkConfig;
+pub use file::{FileLayout, FileSinkConfig};
+pub use watch::{SinkStopped, SinkWatch};
+pub use webhook::WebhookSinkConfig;
+
+/// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
+#[cfg(test)]
+#[path = "tests/support.rs"]
+mod test_support;
+
+/// When something local that stopped is started again: a sink actor (by
+/// the supervisor) or an exec sink's child (by the sink). 500 ms, doubling
+/// on each quick stop up to 30 s, never giving up; one that ran for
+/// `reset_after` (a minute) was healthy, and the next delay is the first
+/// again. No jitter: nothing remote to spare from a crowd of retries.
+pub const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
+    kind: PolicyKind::Exponential,
+    initial: std::time::Duration::from_millis(500),
+    max: std::time::Duration::from_secs(30),
+    multiplier: 2.0,
+    jitter: Jitter::None,
+    max_attempts: 0,
+    reset_after: std::time::Duration::from_secs(60),
+};
+
+/// A sink setting that is not valid: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SinkConfigError {
+    /// The field under the subscriber's entry, such as `path` or `headers.X-Token`.
+    pub field: String,
+    /// What is wrong, and what to write instead.
+    pub message: String,
+}
+
+impl SinkConfigError {
+    /// An error of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SinkConfigError { field: field.into(), message: message.into() }
+    }
+}
 
 /// One message as a JSON line.
 #[derive(Serialize)]
@@ -49,22 +108,17 @@ impl<'a> JsonLine<'a> {
     }
 }
 
-/// Starts the sink a `[[subscribers]]` entry names and returns where its batches go.
-pub fn start(config: &SubscriberConfig) -> Recipient<Deliver> {
-    match &config.sink {
-        SinkConfig::Stdout => JsonLinesSink::stdout(&config.name).start().recipient(),
-        // A directory gets one file per message (stream mode); a file, JSON lines.
-        SinkConfig::File { path } if path.is_dir() => {
-            files::MessageFilesSink::new(&config.name, path.clone()).start().recipient()
+/// Starts the sink of subscriber `name` with its settings; returns where
+/// its batches go. `watch` is dropped with the actor.
+pub fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
+    match sink {
+        SinkConfig::Stdout => JsonLinesSink::stdout(name).watched(watch).start().recipient(),
+        SinkConfig::File(config) => file::start(name, config, watch),
+        SinkConfig::Exec(config) => {
+            exec::ExecSink::new(name, config.command.clone()).watched(watch).start().recipient()
         }
-        SinkConfig::File { path } => {
-            file::FileSink::new(&config.name, path.clone()).start().recipient()
-        }
-        SinkConfig::Exec { command } => {
-            exec::ExecSink::new(&config.name, command.clone()).start().recipient()
-        }
-        SinkConfig::Webhook { .. } => {
-            webhook::WebhookSink::new(&config.name, config.sink.clone()).start().recipient()
+        SinkConfig::Webhook(config) => {
+            webhook::WebhookSink::new(name, config.clone()).watched(watch).start().recipient()
         }
     }
 }
@@ -80,21 +134,31 @@ pub fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
 
 /// Writes one JSON object per message and line to a writer (standard output by default).
 pub struct JsonLinesSink<W: Write + Unpin + 'static> {
+    /// The subscriber's name, for logs.
     name: String,
+    /// Where the lines go.
     writer: W,
+    /// Tells the supervisor when this actor stops (config sinks only).
+    watch: Option<SinkWatch>,
 }
 
 impl JsonLinesSink<std::io::Stdout> {
     /// A sink writing to standard output.
     pub fn stdout(name: impl Into<String>) -> Self {
-        JsonLinesSink { name: name.into(), writer: std::io::stdout() }
+        JsonLinesSink::new(name, std::io::stdout())
     }
 }
 
 impl<W: Write + Unpin + 'static> JsonLinesSink<W> {
     /// A sink writing to `writer`.
     pub fn new(name: impl Into<String>, writer: W) -> Self {
-        JsonLinesSink { name: name.into(), writer }
+        JsonLinesSink { name: name.into(), writer, watch: None }
+    }
+
+    /// Reports the actor's stop to the supervisor through `watch`.
+    pub fn watched(mut self, watch: SinkWatch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Writes a batch as JSON lines in one write.
@@ -118,7 +182,7 @@ impl<W: Write + Unpin + 'static> Handler<Deliver> for JsonLinesSink<W> {
     fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
         let messages = deliver.messages();
         if let Err(error) = self.write_batch(messages) {
-            tracing::error!(sink = %self.name, %error, lost = messages.len(), "sink write failed; sink stopped");
+            tracing::error!(subscriber = %self.name, %error, lost = messages.len(), "sink write failed; sink stopped");
             ctx.stop();
         }
     }

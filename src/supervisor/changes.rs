@@ -267,9 +267,9 @@ impl Supervisor {
             }
         }
         for subscriber in &new.subscribers {
-            if self.sinks.get(&subscriber.name) != Some(subscriber) {
+            if self.sinks.get(&subscriber.name).map(|sink| &sink.config) != Some(subscriber) {
                 report.subscribers_changed.push(subscriber.name.clone());
-                self.start_sink(subscriber.clone());
+                self.start_sink(subscriber.clone(), ctx);
             }
         }
         if new.http != self.config.http {

@@ -1,6 +1,9 @@
 //! The supervisor: owns one connection actor per feed and the config's sinks;
 //! everything that changes the set of feeds goes through it.
 //!
+//! Sinks are supervised too (`sinks.rs`): one that stops unasked is started
+//! again with backoff and counted in `feedvisor_subscriber_restarts_total`.
+//!
 //! Connection actors are spread over a pool of worker arbiters (`workers`,
 //! one per core by default, the first being the router's own), so thousands
 //! of feeds use every core, and
@@ -14,6 +17,7 @@
 //! subscribers' inboxes in the order their numbers were checked.
 
 mod changes;
+mod sinks;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,15 +30,16 @@ use feedvisor_transport_api::DeliveryMode;
 pub use changes::{
     AddFeed, ChangeError, ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed,
 };
+pub use sinks::SINK_RESTART_POLICY;
 
-use crate::config::{self, Config, FeedConfig, SubscriberConfig};
+use crate::config::{self, Config, FeedConfig};
 use crate::connection::sequence::FeedSequence;
 use crate::connection::{
     ConnectionEvent, ConnectionSetup, DeathNotice, Disconnect, FeedConnection, SendError,
     SendMessage, SendOutcome,
 };
 use crate::metrics;
-use crate::router::{Router, Routes, Subscribe, SubscriptionSpec, Unsubscribe};
+use crate::router::{Router, Routes};
 use crate::sink;
 use crate::status::{FeedShared, FeedState, FeedStatus};
 use crate::transports::TransportRegistry;
@@ -104,8 +109,11 @@ pub struct Supervisor {
     feeds: BTreeMap<String, FeedEntry>,
     /// Replaced actors still running until their successors open or take over.
     retiring: Vec<Retiring>,
-    /// The config's sinks by subscriber name, with the config they were made from.
-    sinks: BTreeMap<String, SubscriberConfig>,
+    /// The config's sinks by subscriber name, with the config they were made
+    /// from and their current actor.
+    sinks: BTreeMap<String, sinks::SinkEntry>,
+    /// Starts a sink actor ([`sink::start`]; a test sink in tests).
+    start_sink_actor: sinks::SinkStarter,
     transports: TransportRegistry,
     router: Addr<Router>,
     /// The router's published table, handed to every connection actor.
@@ -115,7 +123,7 @@ pub struct Supervisor {
     arbiters: Vec<Arbiter>,
     /// Which worker the next feed goes to.
     next_worker: usize,
-    /// Numbers connection actors, so that events from replaced ones are recognised.
+    /// Numbers connection and sink actors, so that events from replaced ones are recognised.
     incarnations: u64,
     /// False once shutdown began: changes are refused.
     accepting_changes: bool,
@@ -143,6 +151,7 @@ impl Supervisor {
             feeds: BTreeMap::new(),
             retiring: Vec::new(),
             sinks: BTreeMap::new(),
+            start_sink_actor: Box::new(sink::start),
             transports,
             router,
             routes,
@@ -311,20 +320,6 @@ impl Supervisor {
             !mine
         });
     }
-
-    /// Subscribes a config sink (replacing one of the same name).
-    fn start_sink(&mut self, subscriber: SubscriberConfig) {
-        let recipient = sink::start(&subscriber);
-        let spec = SubscriptionSpec::from_config(&subscriber);
-        self.router.do_send(Subscribe { spec, recipient });
-        self.sinks.insert(subscriber.name.clone(), subscriber);
-    }
-
-    fn stop_sink(&mut self, name: &str) {
-        if self.sinks.remove(name).is_some() {
-            self.router.do_send(Unsubscribe { name: name.to_owned() });
-        }
-    }
 }
 
 impl Actor for Supervisor {
@@ -333,7 +328,7 @@ impl Actor for Supervisor {
     /// Sinks first, so that they see the feeds' first messages.
     fn started(&mut self, ctx: &mut Context<Self>) {
         for subscriber in self.config.subscribers.clone() {
-            self.start_sink(subscriber);
+            self.start_sink(subscriber, ctx);
         }
         for feed in self.config.feeds.clone() {
             self.add_feed(feed, ctx);

@@ -74,6 +74,7 @@ heartbeat = {{ interval = "0s" }}
 name = "disk"
 feeds = ["bulk"]
 sink = "file"
+layout = "per_message"
 path = "{dir}"
 queue = 16
 overflow = "backpressure"

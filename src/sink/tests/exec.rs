@@ -4,17 +4,34 @@
 use actix::prelude::*;
 
 use super::*;
-use crate::sink::file::test_support::*;
+use crate::sink::test_support::*;
 
 #[test]
-fn restart_delays_double_up_to_the_cap_and_reset_after_a_stable_run() {
-    let mut delay = RESTART_INITIAL;
+fn restart_delays_are_the_backoff_policy_s_and_reset_after_a_stable_run() {
+    let mut backoff = Backoff::new(RESTART_POLICY);
     let quick = Duration::from_millis(10);
-    let delays: Vec<Duration> = (0..9).map(|_| next_delay(&mut delay, quick)).collect();
+    let delays: Vec<Duration> = (0..9).map(|_| restart_delay(&mut backoff, quick)).collect();
+    let expected: Vec<Duration> = (0..9).map(|attempt| RESTART_POLICY.ceiling(attempt)).collect();
+    assert_eq!(delays, expected, "no jitter: each delay is the policy's ceiling");
     let millis: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
     assert_eq!(millis, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
-    assert_eq!(next_delay(&mut delay, STABLE_AFTER), RESTART_INITIAL);
-    assert_eq!(next_delay(&mut delay, quick), Duration::from_secs(1));
+    let stable = RESTART_POLICY.reset_after;
+    assert_eq!(restart_delay(&mut backoff, stable), RESTART_POLICY.initial);
+    assert_eq!(restart_delay(&mut backoff, quick), Duration::from_secs(1));
+}
+
+#[test]
+fn the_command_must_name_a_program() {
+    let config = |command: &[&str]| ExecSinkConfig {
+        command: command.iter().map(|part| part.to_string()).collect(),
+    };
+    let errors = config(&[]).validate();
+    assert_eq!((errors[0].field.as_str(), errors.len()), ("command", 1));
+    assert!(errors[0].message.starts_with("required"), "{}", errors[0]);
+    let errors = config(&["", "x"]).validate();
+    assert_eq!(errors[0].field, "command[0]");
+    assert!(config(&["cat"]).validate().is_empty());
+    assert_eq!(config(&["cat", "-u"]).describe(), r#"exec ["cat", "-u"]"#);
 }
 
 #[test]

@@ -11,10 +11,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 
-use super::WebhookSink;
-use crate::config::{Secret, SinkConfig};
-use crate::delivery::FeedMessage;
-use crate::sink::file::test_support::*;
+use super::*;
+use crate::secret::Secret;
+use crate::sink::test_support::*;
 
 const WRITTEN: &str = "feedvisor_sink_messages_written_total";
 const DROPPED: &str = "feedvisor_sink_messages_dropped_total";
@@ -122,8 +121,8 @@ fn config(
     batch: usize,
     max_in_flight: usize,
     timeout: Duration,
-) -> SinkConfig {
-    SinkConfig::Webhook {
+) -> WebhookSinkConfig {
+    WebhookSinkConfig {
         url: endpoint.url(),
         batch,
         max_in_flight,
@@ -293,13 +292,8 @@ async fn a_refused_connection_is_a_connect_error() {
     let addr = closed.local_addr().expect("addr");
     drop(closed);
     let url = url::Url::parse(&format!("http://{addr}/hook")).expect("url");
-    let sink_config = SinkConfig::Webhook {
-        url,
-        batch: 1,
-        max_in_flight: 1,
-        timeout: Duration::from_secs(2),
-        headers: Vec::new(),
-    };
+    let sink_config =
+        WebhookSinkConfig { timeout: Duration::from_secs(2), ..WebhookSinkConfig::new(url) };
     let sink = WebhookSink::new("hook-refused-connection", sink_config).start();
     let mut batches = Batches::new();
 
@@ -309,4 +303,65 @@ async fn a_refused_connection_is_a_connect_error() {
     let labels = r#"subscriber="hook-refused-connection",sink="webhook""#;
     assert_eq!(metric(DROPPED, &format!(r#"{labels},reason="connect""#)), 1.0);
     assert_eq!(metric(ERRORS, &format!(r#"{labels},kind="connect""#)), 5.0);
+}
+
+#[test]
+fn retry_delays_are_the_backoff_policy_s_five_tries_in_all() {
+    let mut backoff = Backoff::new(RETRY_POLICY);
+    let delays: Vec<Option<Duration>> =
+        (0..6).map(|_| backoff.next_delay(&mut rand::rng(), None)).collect();
+    let ms = |millis| Some(Duration::from_millis(millis));
+    assert_eq!(delays, [ms(200), ms(400), ms(800), ms(1600), None, None]);
+}
+
+#[actix::test]
+async fn a_refused_request_is_tried_as_often_as_the_retry_policy_says() {
+    install_metrics();
+    let script = Script::default();
+    script.statuses.lock().expect("not poisoned").extend([503; 8]);
+    let endpoint = Endpoint::start(script);
+    let policy = ReconnectPolicy {
+        kind: PolicyKind::Fixed,
+        initial: Duration::from_millis(1),
+        max_attempts: 2,
+        ..RETRY_POLICY
+    };
+    let sink = WebhookSink::new("hook-policy", config(&endpoint, 1, 1, Duration::from_secs(5)))
+        .retrying(policy)
+        .start();
+    let mut batches = Batches::new();
+
+    sink.do_send(batches.deliver(numbered("stocks", 0, 1)));
+    batches.finished().await;
+
+    assert_eq!(endpoint.script.received().len(), 3, "the first try and two retries");
+    let labels = r#"subscriber="hook-policy",sink="webhook""#;
+    assert_eq!(metric(ERRORS, &format!(r#"{labels},kind="http_status""#)), 3.0);
+    assert_eq!(metric(DROPPED, &format!(r#"{labels},reason="http_status""#)), 1.0);
+    endpoint.stop().await;
+}
+
+#[test]
+fn the_config_checks_itself_and_never_shows_a_secret() {
+    let url = url::Url::parse("https://user:pw@hooks.example/in?key=abc").expect("url");
+    let mut config = WebhookSinkConfig::new(url);
+    assert!(config.validate().is_empty());
+    assert_eq!(
+        config.describe(),
+        "webhook https://user:***@hooks.example/in?*** (batch 1, 4 in flight, timeout 10s)"
+    );
+    config.url = url::Url::parse("ftp://hooks.example/").expect("url");
+    config.batch = 0;
+    config.headers = vec![
+        ("Bad Name".to_owned(), Secret::new("fine")),
+        ("X-Token".to_owned(), Secret::new("s3cret\r\nInjected: yes")),
+    ];
+    let errors: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(errors[0].starts_with("url: unsupported scheme \"ftp\""), "{errors:?}");
+    assert_eq!(errors[1], "batch: must be at least 1");
+    assert!(errors[2].starts_with("headers.Bad Name: "), "{errors:?}");
+    assert_eq!(errors[3], "headers.X-Token: the value contains a line break");
+    let shown = serde_json::to_string(&config).expect("serialize") + &format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
 }

@@ -1,9 +1,9 @@
-//! The file sink against a real file in a scratch directory.
+//! The file sink's `lines` layout against a real file in a scratch directory.
 
 use actix::prelude::*;
 
-use super::test_support::*;
-use super::FileSink;
+use super::JsonLinesFileSink;
+use crate::sink::test_support::*;
 
 const WRITTEN: &str = "feedvisor_sink_messages_written_total";
 const DROPPED: &str = "feedvisor_sink_messages_dropped_total";
@@ -14,7 +14,7 @@ async fn each_batch_is_appended_as_the_json_lines_of_its_messages() {
     install_metrics();
     let dir = ScratchDir::new("batches");
     let path = dir.join("out.jsonl");
-    let sink = FileSink::new("file-batches", path.clone()).start();
+    let sink = JsonLinesFileSink::new("file-batches", path.clone()).start();
     let mut batches = Batches::new();
     let first = numbered("stocks", 0, 3);
     let second = numbered("stocks", 3, 250);
@@ -40,11 +40,11 @@ async fn a_restarted_sink_appends_to_what_is_there() {
     let first = numbered("feed", 0, 2);
     let second = numbered("feed", 2, 2);
 
-    let sink = FileSink::new("file-append", path.clone()).start();
+    let sink = JsonLinesFileSink::new("file-append", path.clone()).start();
     sink.do_send(batches.deliver(first.clone()));
     batches.finished().await;
     drop(sink);
-    let sink = FileSink::new("file-append", path.clone()).start();
+    let sink = JsonLinesFileSink::new("file-append", path.clone()).start();
     sink.do_send(batches.deliver(second.clone()));
     batches.finished().await;
 
@@ -62,7 +62,7 @@ async fn a_missing_directory_is_logged_once_counted_and_retried() {
     let dir = ScratchDir::new("missing");
     let missing = dir.join("not-yet");
     let path = missing.join("out.jsonl");
-    let sink = FileSink::new("file-missing", path.clone()).start();
+    let sink = JsonLinesFileSink::new("file-missing", path.clone()).start();
     let mut batches = Batches::new();
 
     // Both batches are finished (released to the router), not stuck.
@@ -90,4 +90,23 @@ async fn a_missing_directory_is_logged_once_counted_and_retried() {
     assert_eq!(metric(WRITTEN, labels), 1.0);
     assert!(logs.text().contains("file sink is writing again"), "{}", logs.text());
     assert!(logs.text().contains("lost=5"), "{}", logs.text());
+}
+
+#[actix::test]
+async fn a_directory_given_to_the_lines_layout_is_reported_with_the_setting_that_fits() {
+    install_metrics();
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let dir = ScratchDir::new("lines-into-dir");
+    let sink = JsonLinesFileSink::new("file-dir", dir.0.clone()).start();
+    let mut batches = Batches::new();
+
+    sink.do_send(batches.deliver(numbered("feed", 0, 2)));
+    batches.finished().await;
+    let labels = r#"subscriber="file-dir",sink="file""#;
+    assert_eq!(metric(DROPPED, &format!(r#"{labels},reason="open""#)), 2.0);
+    let logged = logs.text();
+    let error = logged.lines().find(|line| line.contains("ERROR")).expect("an error is logged");
+    assert!(error.contains("it is a directory"), "{error}");
+    assert!(error.contains("per_message"), "{error}");
 }

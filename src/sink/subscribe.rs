@@ -1,8 +1,9 @@
-//! The WebSocket sessions the sidecar serves: `/subscribe` on the admin
-//! server (each client a subscriber actor) and the demo upstream's ticks.
+//! The `/subscribe` sink: every client of the admin server's local
+//! WebSocket endpoint is a subscriber actor.
 //!
-//! This is the one module that uses actix-web-actors (deprecated upstream in
-//! favour of actix-ws), so that replacing it touches one file.
+//! actix-web-actors (deprecated upstream in favour of actix-ws) is used only
+//! here and in the demo's upstream session (`demo.rs`), so that replacing it
+//! touches two files.
 //!
 //! A `/subscribe` client is checked before the upgrade (`Origin`, query,
 //! client limit), then becomes a [`SubscribeSession`]: a subscriber actor
@@ -15,6 +16,9 @@
 //! while data waits for it (the HTTP layer holds a chunk its socket will not
 //! take) is closed with 1008 and counted; one that reads nothing at all
 //! cannot receive that close frame, so its connection is then reset.
+//!
+//! The HTTP route (`http/mod.rs`) calls [`subscribe`] and installs
+//! [`remember_socket`] on every connection.
 
 mod backlog;
 mod query;
@@ -38,11 +42,11 @@ use bytes::Bytes;
 use futures_util::stream::Stream;
 use serde_json::json;
 
+use super::write_json_line;
 use crate::config::SubscribeEndpointConfig;
 use crate::delivery::{Deliver, FeedMessage};
 use crate::metrics::{subscribe_metrics, SubscribeMetrics};
 use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
-use crate::sink::write_json_line;
 
 pub use backlog::MAX_BACKLOG;
 use backlog::{frame_len, Backlog, MeteredBody};
@@ -499,46 +503,6 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SubscribeSession 
             }
         }
     }
-}
-
-/// A demo upstream session: sends the text `next_tick` makes every `interval`.
-struct TickSession {
-    /// Time between ticks.
-    interval: Duration,
-    /// Makes the next tick (the demo's random walk).
-    next_tick: Box<dyn FnMut() -> String>,
-}
-
-impl Actor for TickSession {
-    type Context = WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.interval, |session, ctx| ctx.text((session.next_tick)()));
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for TickSession {
-    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        match message {
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(_) => {}
-            Err(_) => ctx.stop(),
-        }
-    }
-}
-
-/// Upgrades `request` into a session that sends `next_tick()` every `interval` (the demo upstream).
-pub fn start_tick_session(
-    request: &HttpRequest,
-    payload: web::Payload,
-    interval: Duration,
-    next_tick: impl FnMut() -> String + 'static,
-) -> Result<HttpResponse, actix_web::Error> {
-    ws::start(TickSession { interval, next_tick: Box::new(next_tick) }, request, payload)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The file sink with a directory for `path`: one file per message, written
-//! as its chunks arrive (stream mode), so a message of any size goes to disk
+//! The file sink's `per_message` layout: one file per message in the
+//! directory `path`, written as its chunks arrive (stream mode), so a message of any size goes to disk
 //! in the memory of one batch.
 //!
 //! A message is written to a hidden `.<name>.part` file beside its final
@@ -10,6 +10,10 @@
 //! tokio's blocking pool while the sink holds the [`Deliver`], so a slow disk
 //! fills the subscriber's queue, where its policy applies (use
 //! `overflow = "backpressure"` so that nothing is dropped).
+//!
+//! The directory is not created. When the sink starts it checks that `path`
+//! is a directory and logs an error naming the setting that fits if it is
+//! not; each message that cannot be written is counted (reason `write`).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -20,9 +24,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 
-use crate::config::SinkKind;
 use crate::delivery::{Deliver, FeedMessage};
 use crate::metrics::SinkMetrics;
+use crate::sink::watch::SinkWatch;
 
 /// Label values of the error and drop metrics.
 const WRITE: &str = "write";
@@ -58,26 +62,54 @@ struct Outcome {
 }
 
 /// Writes each message to its own file in a directory.
-pub struct MessageFilesSink {
+pub struct PerMessageFileSink {
+    /// The subscriber's name, for logs and metric labels.
     name: String,
+    /// Where the files go.
     dir: PathBuf,
     /// Files under way; `None` while a batch is being written on the blocking pool.
     open: Option<OpenMessages>,
     /// Whole messages (message mode) written so far, which number their files.
     whole: u64,
+    /// Written, error and drop counters.
     metrics: SinkMetrics,
+    /// Tells the supervisor when this actor stops.
+    watch: Option<SinkWatch>,
 }
 
-impl MessageFilesSink {
+impl PerMessageFileSink {
     /// A sink named `name` writing into the directory `dir`.
     pub fn new(name: &str, dir: PathBuf) -> Self {
-        MessageFilesSink {
+        PerMessageFileSink {
             name: name.to_owned(),
-            metrics: SinkMetrics::new(name, SinkKind::File.as_str(), &[WRITE], &[WRITE, ABORTED]),
+            metrics: SinkMetrics::new(name, super::SINK, &[WRITE], &[WRITE, ABORTED]),
             dir,
             open: Some(HashMap::new()),
             whole: 0,
+            watch: None,
         }
+    }
+
+    /// Reports the actor's stop to the supervisor through `watch`.
+    pub fn watched(mut self, watch: SinkWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+}
+
+/// Why `dir` cannot take the messages' files, if it cannot; runs on the blocking pool.
+fn unusable_directory(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => None,
+        Ok(_) => Some(format!(
+            "{} is not a directory: layout = \"per_message\" writes one file per message into \
+             a directory; to append JSON lines to this file, set layout = \"lines\"",
+            dir.display()
+        )),
+        Err(error) => Some(format!(
+            "cannot use the directory {}: {error} (the file sink does not create it)",
+            dir.display()
+        )),
     }
 }
 
@@ -171,8 +203,25 @@ fn write_pieces(dir: &Path, open: &mut OpenMessages, pieces: Vec<Piece>) -> Outc
     outcome
 }
 
-impl Actor for MessageFilesSink {
+impl Actor for PerMessageFileSink {
     type Context = Context<Self>;
+
+    /// Checks the directory off the arbiter thread; batches wait until it is done.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let dir = self.dir.clone();
+        let checking = async move {
+            tokio::task::spawn_blocking(move || unusable_directory(&dir)).await.ok().flatten()
+        };
+        ctx.wait(checking.into_actor(self).map(|problem, sink, _| {
+            if let Some(error) = problem {
+                sink.metrics.error(WRITE);
+                tracing::error!(
+                    subscriber = %sink.name, %error,
+                    "file sink cannot write its messages' files; it counts what it loses"
+                );
+            }
+        }));
+    }
 
     /// Removes what unfinished messages left behind.
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -182,7 +231,7 @@ impl Actor for MessageFilesSink {
     }
 }
 
-impl Handler<Deliver> for MessageFilesSink {
+impl Handler<Deliver> for PerMessageFileSink {
     type Result = ();
 
     fn handle(&mut self, mut deliver: Deliver, ctx: &mut Context<Self>) {
@@ -345,5 +394,20 @@ mod tests {
         assert_eq!(std::fs::read(dir.join(&files[0])).expect("a"), b"a1a2");
         assert_eq!(std::fs::read(dir.join(&files[1])).expect("b"), b"b1b2");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[actix::test]
+    async fn a_file_given_to_the_per_message_layout_is_reported_when_the_sink_starts() {
+        use crate::sink::test_support::{eventually, Logs, ScratchDir};
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let dir = ScratchDir::new("per-message-file");
+        let file = dir.join("out.jsonl");
+        std::fs::write(&file, b"").expect("create the file");
+        let _sink = PerMessageFileSink::new("files-on-a-file", file).start();
+        eventually("the error to be logged", || logs.text().contains("ERROR")).await;
+        let logged = logs.text();
+        assert!(logged.contains("is not a directory"), "{logged}");
+        assert!(logged.contains(r#"set layout = "lines""#), "{logged}");
     }
 }
