@@ -14,4 +14,5 @@ mod subscribe;
 mod support;
 mod switchover;
 mod tcp;
+mod tidy;
 mod transports;
