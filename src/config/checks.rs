@@ -1,6 +1,7 @@
 //! Checks of single values, shared by the validation steps: names, JSON
 //! pointers, URLs, header names, sizes and durations. Each returns the
-//! problem in words of ours, for the caller to put at its path.
+//! problem in words of ours, for the caller to put at its path; [`label`]
+//! names an entry in those paths, for serde's errors and ours alike.
 
 use std::time::Duration;
 
@@ -48,6 +49,14 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
             Err(format!("{name:?} contains {bad:?}: use only letters, digits, '_', '.' and '-'"))
         }
         None => Ok(()),
+    }
+}
+
+/// `feeds[1] (weather)`: the entry's index, and its name when it is valid.
+pub(super) fn label(section: &str, index: usize, name: Option<&str>) -> String {
+    match name.filter(|name| check_name(name).is_ok()) {
+        Some(name) => format!("{section}[{index}] ({name})"),
+        None => format!("{section}[{index}]"),
     }
 }
 

@@ -12,9 +12,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, Unexpected};
 use serde::Deserialize;
 
-use super::validate::label;
 use feedvisor_transport_api::Framing;
 
+use super::checks::label;
 use super::{FieldError, Location, Overflow, SinkKind, SubscriberOverflow};
 use crate::backoff::{Jitter, PolicyKind};
 

@@ -14,7 +14,8 @@ use std::time::Duration;
 use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
 
 use super::checks::{
-    check_header_name, check_name, check_pointer, is_token, parse_duration, parse_size, parse_url,
+    check_header_name, check_name, check_pointer, is_token, label, parse_duration, parse_size,
+    parse_url,
 };
 use super::env::{expand, has_reference};
 use super::raw::{RawConfig, RawDefaults, RawDuration, RawFeed, RawHttp, RawMode, RawSize};
@@ -535,12 +536,4 @@ pub(crate) fn resolved_feeds(
         }
     }
     errors
-}
-
-/// `feeds[1] (weather)`: the entry's index, and its name when it is valid.
-pub(crate) fn label(section: &str, index: usize, name: Option<&str>) -> String {
-    match name.filter(|name| check_name(name).is_ok()) {
-        Some(name) => format!("{section}[{index}] ({name})"),
-        None => format!("{section}[{index}]"),
-    }
 }

@@ -4,8 +4,14 @@
 //! `memory` scheme and listens on a name; a connection actor that connects to
 //! `memory://NAME` then shows up as a [`MemoryPeer`] on the listener, through
 //! which the test sends events and reads what the actor sent. It behaves like
-//! a real transport: it validates UTF-8 in text frames, refuses frames over
-//! the frame size limit, and answers pings and close frames itself.
+//! a real transport: it validates UTF-8 in text frames, answers pings and
+//! close frames itself, and honours the delivery mode. In message mode it
+//! hands frames over whole and refuses those over the frame size limit; in
+//! stream mode (`DeliveryMode::Stream`) it accepts frames of any length and
+//! hands them over in pieces of at most `chunk_size` bytes (the first with
+//! the frame's opcode, the rest `Continuation`s, only the last with its
+//! `fin`), in batches of at most `chunk_size` bytes of data. A batch the
+//! peer sends is what one read of a network transport would return.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -19,7 +25,7 @@ use futures_util::FutureExt;
 
 use feedvisor_transport_api::{
     close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection, DataFrame,
-    Event, FeedOptions, Opcode, OptionProblem, Outbound, OutboundReceiver, Transport,
+    DeliveryMode, Event, FeedOptions, Opcode, OptionProblem, Outbound, OutboundReceiver, Transport,
     TransportError,
 };
 use feedvisor_transport_kit::Utf8Validator;
@@ -112,13 +118,7 @@ impl MemoryHub {
         };
         listener.unbounded_send(peer).map_err(|_| refused())?;
         let protocol = request.subprotocols.first().cloned();
-        let inbound = MemoryInbound {
-            receiver: inbound_receiver,
-            replies: echo_sender,
-            max_frame_size: request.max_frame_size,
-            text: None,
-            done: false,
-        };
+        let inbound = MemoryInbound::new(inbound_receiver, echo_sender, request);
         Ok(Connection { inbound: inbound.boxed_local(), outbound, protocol })
     }
 }
@@ -199,36 +199,128 @@ struct MemoryInbound {
     receiver: mpsc::UnboundedReceiver<Result<Vec<Event>, TransportError>>,
     /// Where automatic replies go.
     replies: mpsc::UnboundedSender<Outbound>,
+    /// Whole frames under `max_frame_size`, or pieces of frames of any length.
+    mode: DeliveryMode,
+    /// The largest frame accepted in message mode.
     max_frame_size: usize,
     /// UTF-8 state of the text message being received, if one is open.
     text: Option<Utf8Validator>,
-    /// Set once the stream yielded its last item.
+    /// What the peer's last batch holds that was not handed over yet: in
+    /// stream mode a batch stops at `chunk_size` bytes of data, and the rest
+    /// of a frame cut into pieces waits at the front as a continuation. The
+    /// peer's next batch is read only once this is empty, so it holds one
+    /// peer batch at most.
+    unsent: VecDeque<Event>,
+    /// An error found while a batch was being made, yielded after that batch.
+    failed: Option<TransportError>,
+    /// Set once the stream yielded its last item (or the error that follows it is in `failed`).
     done: bool,
 }
 
 impl MemoryInbound {
-    /// Applies the transport's duties to one batch; an error ends the connection.
-    fn check(&mut self, events: Vec<Event>) -> Result<Vec<Event>, TransportError> {
-        for event in &events {
-            match event {
-                Event::Data(frame) => self.check_frame(frame)?,
-                Event::Ping(payload) => {
-                    let _ = self.replies.unbounded_send(Outbound::Pong(payload.clone()));
-                }
-                Event::Close(frame) => {
-                    let code = frame.as_ref().map_or(close_code::NORMAL, |f| f.code);
-                    let reply = Outbound::Close(Some(CloseFrame::new(code, "")));
-                    let _ = self.replies.unbounded_send(reply);
-                    self.done = true;
-                }
-                Event::Pong(_) => {}
-            }
+    fn new(
+        receiver: mpsc::UnboundedReceiver<Result<Vec<Event>, TransportError>>,
+        replies: mpsc::UnboundedSender<Outbound>,
+        request: &ConnectRequest,
+    ) -> Self {
+        MemoryInbound {
+            receiver,
+            replies,
+            mode: request.mode,
+            max_frame_size: request.max_frame_size,
+            text: None,
+            unsent: VecDeque::new(),
+            failed: None,
+            done: false,
         }
-        Ok(events)
     }
 
+    /// The largest piece handed over, which is also the most data a batch
+    /// holds: `chunk_size` in stream mode, unbounded in message mode (whole
+    /// frames, the peer's batch as it sent it).
+    fn piece_limit(&self) -> usize {
+        match self.mode {
+            DeliveryMode::Message => usize::MAX,
+            DeliveryMode::Stream { chunk_size } => chunk_size.max(1),
+        }
+    }
+
+    /// The next batch from `unsent`, with the transport's duties applied to
+    /// each event; a batch ends at a close, at an error (yielded after the
+    /// events before it) or, in stream mode, before a piece that would take
+    /// its data over `chunk_size`.
+    fn next_batch(&mut self) -> Result<Vec<Event>, TransportError> {
+        let piece_limit = self.piece_limit();
+        let mut batch = Vec::with_capacity(self.unsent.len());
+        let mut data_len = 0usize;
+        while let Some(event) = self.next_piece(piece_limit, data_len) {
+            if let Err(error) = self.check(&event) {
+                self.unsent.clear();
+                if batch.is_empty() {
+                    return Err(error);
+                }
+                self.failed = Some(error);
+                break;
+            }
+            if let Event::Data(frame) = &event {
+                data_len = data_len.saturating_add(frame.payload.len());
+            }
+            let closed = matches!(event, Event::Close(_));
+            batch.push(event);
+            if closed {
+                // Nothing is read after the peer's close.
+                self.unsent.clear();
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The next event of `unsent`, a data frame cut to at most `piece_limit`
+    /// bytes: the first piece keeps the frame's opcode, the rest goes back to
+    /// the front as a `Continuation` that carries the frame's `fin`. `None`
+    /// when nothing is left, or when the batch already holds `batch_data`
+    /// bytes and the next piece would take it over `piece_limit`.
+    fn next_piece(&mut self, piece_limit: usize, batch_data: usize) -> Option<Event> {
+        let event = self.unsent.pop_front()?;
+        let Event::Data(mut frame) = event else {
+            return Some(event);
+        };
+        let piece_len = frame.payload.len().min(piece_limit);
+        if batch_data > 0 && batch_data.saturating_add(piece_len) > piece_limit {
+            self.unsent.push_front(Event::Data(frame));
+            return None;
+        }
+        if piece_len < frame.payload.len() {
+            let rest = frame.payload.split_off(piece_len);
+            let fin = std::mem::replace(&mut frame.fin, false);
+            let rest = DataFrame { opcode: Opcode::Continuation, fin, payload: rest };
+            self.unsent.push_front(Event::Data(rest));
+        }
+        Some(Event::Data(frame))
+    }
+
+    /// Applies the transport's duties to one event; an error ends the connection.
+    fn check(&mut self, event: &Event) -> Result<(), TransportError> {
+        match event {
+            Event::Data(frame) => self.check_frame(frame)?,
+            Event::Ping(payload) => {
+                let _ = self.replies.unbounded_send(Outbound::Pong(payload.clone()));
+            }
+            Event::Close(frame) => {
+                let code = frame.as_ref().map_or(close_code::NORMAL, |f| f.code);
+                let reply = Outbound::Close(Some(CloseFrame::new(code, "")));
+                let _ = self.replies.unbounded_send(reply);
+                self.done = true;
+            }
+            Event::Pong(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Checks a frame (a piece in stream mode): its size in message mode, and UTF-8 in text.
     fn check_frame(&mut self, frame: &DataFrame) -> Result<(), TransportError> {
-        if frame.payload.len() > self.max_frame_size {
+        if self.mode == DeliveryMode::Message && frame.payload.len() > self.max_frame_size {
             self.refuse(close_code::MESSAGE_TOO_BIG);
             return Err(TransportError::FrameTooLarge {
                 announced: frame.payload.len() as u64,
@@ -265,21 +357,27 @@ impl Stream for MemoryInbound {
     type Item = Result<Vec<Event>, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(error) = self.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         if self.done {
             return Poll::Ready(None);
         }
-        match self.receiver.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(events))) => Poll::Ready(Some(self.check(events))),
-            Poll::Ready(Some(Err(error))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(error)))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Err(TransportError::Io("peer went away".to_owned()))))
+        if self.unsent.is_empty() {
+            match self.receiver.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(events))) => self.unsent.extend(events),
+                Poll::Ready(Some(Err(error))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(TransportError::Io("peer went away".to_owned()))));
+                }
             }
         }
+        Poll::Ready(Some(self.next_batch()))
     }
 }
 

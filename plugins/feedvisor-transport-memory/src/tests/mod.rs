@@ -1,4 +1,6 @@
-//! The memory transport's tests: its rules for a feed, and the compliance suite.
+//! The memory transport's tests: its rules for a feed, how it hands over
+//! what its peer sends, and the compliance suite.
 
 mod check;
 mod compliance;
+mod stream;
