@@ -28,7 +28,7 @@ use crate::flow::FlowGate;
 use crate::metrics::{self, SubscriberMetrics};
 
 /// The most messages one [`Deliver`] takes out of an inbox.
-pub const MAX_BATCH: usize = 1024;
+pub(crate) const MAX_BATCH: usize = 1024;
 
 /// The router's note that an inbox found its subscriber's actor gone.
 #[derive(Message, Debug)]
@@ -94,7 +94,7 @@ impl InboxState {
 }
 
 /// The bounded queue of one subscriber, shared by the feeds that fill it.
-pub struct Inbox {
+pub(crate) struct Inbox {
     /// The subscription's number in the router.
     id: u64,
     /// The subscriber's name, for logs.
@@ -139,7 +139,7 @@ impl Inbox {
     }
 
     /// The subscriber's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -160,7 +160,7 @@ impl Inbox {
     }
 
     /// Messages queued or held by the subscriber, not yet handled.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         let state = lock(&self.state);
         state.queued + state.outstanding
     }

@@ -79,9 +79,10 @@ struct Details {
     last_close: Option<CloseRecord>,
 }
 
-/// One feed's status, written by its connection actor.
+/// One feed's live status: written by its connection actor, read by the
+/// supervisor and the HTTP API without a message to the actor.
 #[derive(Debug)]
-pub struct FeedShared {
+pub(crate) struct FeedShared {
     state: AtomicU8,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
@@ -105,7 +106,7 @@ impl Default for FeedShared {
 
 impl FeedShared {
     /// A fresh status in state `connecting`.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -114,7 +115,7 @@ impl FeedShared {
     }
 
     /// The current state.
-    pub fn state(&self) -> FeedState {
+    pub(crate) fn state(&self) -> FeedState {
         let raw = self.state.load(Ordering::Relaxed);
         FeedState::ALL.into_iter().find(|state| *state as u8 == raw).unwrap_or(FeedState::Failed)
     }
@@ -137,12 +138,12 @@ impl FeedShared {
     }
 
     /// Connections opened after the first one.
-    pub fn reconnects(&self) -> u64 {
+    pub(crate) fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Messages waiting in the outbound queue.
-    pub fn outbound_queued(&self) -> u64 {
+    pub(crate) fn outbound_queued(&self) -> u64 {
         self.outbound_queued.load(Ordering::Relaxed)
     }
 
@@ -155,22 +156,22 @@ impl FeedShared {
     }
 
     /// Messages received since the feed started.
-    pub fn messages_in(&self) -> u64 {
+    pub(crate) fn messages_in(&self) -> u64 {
         self.messages_in.load(Ordering::Relaxed)
     }
 
     /// Payload bytes received since the feed started.
-    pub fn bytes_in(&self) -> u64 {
+    pub(crate) fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// The last error, if any.
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.details().last_error.clone()
     }
 
     /// The last close, if any.
-    pub fn last_close(&self) -> Option<CloseRecord> {
+    pub(crate) fn last_close(&self) -> Option<CloseRecord> {
         self.details().last_close.clone()
     }
 }

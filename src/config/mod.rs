@@ -63,9 +63,9 @@ pub use subscriber::{
 };
 pub use validate::MAX_MESSAGE_SIZE_LIMIT;
 
+pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 pub use crate::secret::Secret;
 
-use crate::backoff::ReconnectPolicy;
 use crate::transports::TransportRegistry;
 use show::{mask_password, mask_query};
 

@@ -20,9 +20,9 @@ mod inbound;
 mod liveness;
 mod outbound;
 pub(crate) mod pointer;
-pub mod queue;
-pub mod sequence;
-pub mod watch;
+pub(crate) mod queue;
+pub(crate) mod sequence;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,15 +44,14 @@ use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
 use crate::status::{CloseRecord, FeedShared, FeedState};
 
-pub use outbound::{
-    send_in_pieces, AbandonPieces, PiecesOwner, SendError, SendMessage, SendOutcome, SendPiece,
-};
+pub(crate) use outbound::{send_in_pieces, SendMessage};
+pub use outbound::{SendError, SendOutcome};
 use queue::OutboundQueue;
 use sequence::SequenceSeat;
-pub use watch::{ConnectionEvent, DeathNotice};
+pub(crate) use watch::{ConnectionEvent, DeathNotice};
 
 /// Everything a connection actor is started with.
-pub struct ConnectionSetup {
+pub(crate) struct ConnectionSetup {
     /// The feed as configured (defaults applied).
     pub feed: Arc<FeedConfig>,
     /// The transport its URL scheme picked.
@@ -91,7 +90,7 @@ struct StreamState {
 }
 
 /// The connection actor of one feed.
-pub struct FeedConnection {
+pub(crate) struct FeedConnection {
     /// The feed as configured.
     feed: Arc<FeedConfig>,
     /// The feed's name, shared by every message it produces.
@@ -134,7 +133,7 @@ pub struct FeedConnection {
 
 impl FeedConnection {
     /// A connection actor, not yet started.
-    pub fn new(setup: ConnectionSetup) -> Self {
+    pub(crate) fn new(setup: ConnectionSetup) -> Self {
         let ConnectionSetup { feed, transport, routes, shared, watch } = setup;
         let max_message_size = usize::try_from(feed.max_message_size).unwrap_or(usize::MAX);
         let name: Arc<str> = Arc::from(feed.name.as_str());
@@ -370,7 +369,7 @@ impl StreamHandler<InboundItem> for FeedConnection {
 /// Closes the feed's connection with a close frame and stops the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     /// The close code to send (1000 removed, 1001 shutting down).
     pub code: u16,
     /// True when a replacement has taken over the feed: the feed's gauges are left to it.
@@ -401,7 +400,7 @@ impl Handler<Disconnect> for FeedConnection {
 /// with the backoff reset; revives a feed that had failed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reconnect;
+pub(crate) struct Reconnect;
 
 impl Handler<Reconnect> for FeedConnection {
     type Result = ();

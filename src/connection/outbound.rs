@@ -30,7 +30,7 @@ use crate::status::FeedState;
 /// Sends a text or binary message to the feed's peer (queued while it is down).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SendOutcome, SendError>")]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     /// `Outbound::Text` or `Outbound::Binary`.
     pub message: Outbound,
 }
@@ -54,11 +54,11 @@ pub enum SendOutcome {
 /// only the owner can abandon it, so that a sender refused with
 /// [`SendError::Busy`] can never disturb the message under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PiecesOwner(u64);
+pub(crate) struct PiecesOwner(u64);
 
 impl PiecesOwner {
     /// An owner unlike any other in this process.
-    pub fn unique() -> PiecesOwner {
+    pub(crate) fn unique() -> PiecesOwner {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         PiecesOwner(NEXT.fetch_add(1, Ordering::Relaxed))
     }
@@ -83,7 +83,7 @@ pub(super) struct Pieces {
 /// ([`feedvisor_transport_api::OutboundSender::drained_below`]).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<OutboundSender, SendError>")]
-pub struct SendPiece {
+pub(crate) struct SendPiece {
     /// Who sends the message; the same for all its pieces.
     pub owner: PiecesOwner,
     /// The piece.
@@ -95,7 +95,7 @@ pub struct SendPiece {
 /// message) and comes back by its policy. Anything else is left alone.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct AbandonPieces {
+pub(crate) struct AbandonPieces {
     /// Whose message; the owner its pieces were sent with.
     pub owner: PiecesOwner,
 }
@@ -376,7 +376,10 @@ impl Drop for PiecesGuard {
 /// If `body` fails, or the returned future is dropped before the end, the
 /// message is abandoned: the peer has half of it, so the connection is
 /// closed with 1011 and reconnects by its policy.
-pub async fn send_in_pieces<S, E>(actor: Addr<FeedConnection>, body: S) -> Result<u64, SendError>
+pub(crate) async fn send_in_pieces<S, E>(
+    actor: Addr<FeedConnection>,
+    body: S,
+) -> Result<u64, SendError>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {

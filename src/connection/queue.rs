@@ -61,7 +61,7 @@ pub enum QueueError {
 
 /// What became of a message offered to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
+pub(crate) enum Queued {
     /// Queued; nothing dropped.
     Ok,
     /// Queued after dropping this many of the oldest messages (`drop_oldest`).
@@ -72,7 +72,7 @@ pub enum Queued {
 
 /// A bounded FIFO of outbound messages.
 #[derive(Debug)]
-pub struct OutboundQueue {
+pub(crate) struct OutboundQueue {
     config: OutboundQueueConfig,
     messages: VecDeque<Outbound>,
     /// Payload bytes held, kept in step with `messages`.
@@ -80,7 +80,7 @@ pub struct OutboundQueue {
 }
 
 /// The payload size of a message, as the byte bound counts it.
-pub fn payload_len(message: &Outbound) -> u64 {
+pub(crate) fn payload_len(message: &Outbound) -> u64 {
     match message {
         Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len() as u64,
         Outbound::Ping(bytes) | Outbound::Pong(bytes) => bytes.len() as u64,
@@ -91,22 +91,22 @@ pub fn payload_len(message: &Outbound) -> u64 {
 
 impl OutboundQueue {
     /// An empty queue with the feed's bounds.
-    pub fn new(config: OutboundQueueConfig) -> Self {
+    pub(crate) fn new(config: OutboundQueueConfig) -> Self {
         OutboundQueue { config, messages: VecDeque::new(), bytes: 0 }
     }
 
     /// Messages waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.messages.len()
     }
 
     /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
     /// What waits, against the queue's limits.
-    pub fn fill(&self) -> Fill {
+    pub(crate) fn fill(&self) -> Fill {
         Fill::of(self.messages.len(), self.bytes, &self.config)
     }
 
@@ -115,7 +115,7 @@ impl OutboundQueue {
     }
 
     /// Offers a message; the overflow policy decides when the queue is full.
-    pub fn push(&mut self, message: Outbound) -> Result<Queued, QueueError> {
+    pub(crate) fn push(&mut self, message: Outbound) -> Result<Queued, QueueError> {
         let size = payload_len(&message);
         if size > self.config.max_bytes {
             return Err(QueueError::TooLarge { size, max_bytes: self.config.max_bytes });
@@ -146,7 +146,7 @@ impl OutboundQueue {
     }
 
     /// Takes every waiting message, oldest first.
-    pub fn drain(&mut self) -> impl Iterator<Item = Outbound> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Outbound> + '_ {
         self.bytes = 0;
         self.messages.drain(..)
     }

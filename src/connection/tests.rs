@@ -738,10 +738,10 @@ impl Handler<GetGate> for FeedConnection {
 
 // Messages sent in pieces.
 
-use super::PiecesOwner;
+use super::outbound::{PiecesOwner, SendPiece};
 
-fn piece(owner: PiecesOwner, opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
-    super::SendPiece {
+fn piece(owner: PiecesOwner, opcode: Opcode, fin: bool, payload: &'static str) -> SendPiece {
+    SendPiece {
         owner,
         frame: DataFrame { opcode, fin, payload: Bytes::from_static(payload.as_bytes()) },
     }
@@ -818,7 +818,7 @@ async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
         .expect("alive")
         .expect("started");
     assert!(matches!(next_outbound(&mut peer).await, Outbound::Fragment(_)));
-    h.actor.do_send(super::AbandonPieces { owner });
+    h.actor.do_send(super::outbound::AbandonPieces { owner });
     match next_outbound(&mut peer).await {
         Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::INTERNAL_ERROR),
         other => panic!("expected a close, got {other:?}"),
@@ -838,7 +838,7 @@ async fn a_refused_start_cannot_abandon_the_message_under_way() {
     let busy = h.actor.send(piece(second, Opcode::Binary, false, "x")).await.expect("alive");
     assert_eq!(busy.err(), Some(SendError::Busy));
     // The refused sender gives up, as its guard does when its request ends.
-    h.actor.do_send(super::AbandonPieces { owner: second });
+    h.actor.do_send(super::outbound::AbandonPieces { owner: second });
     let stray = h.actor.send(piece(second, Opcode::Continuation, true, "y")).await.expect("alive");
     assert!(matches!(stray, Err(SendError::OutOfOrder(_))), "{stray:?}");
     h.actor
@@ -875,7 +875,7 @@ async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given
     peer.fail(TransportError::Closed);
     let mut peer = h.accept().await;
     // The owner's body fails (its client went away): its guard gives the message up.
-    h.actor.do_send(super::AbandonPieces { owner });
+    h.actor.do_send(super::outbound::AbandonPieces { owner });
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("behind"));
     assert_eq!(h.shared.outbound_queued(), 0);
     let sent = h.actor.send(SendMessage { message: Outbound::text("next") }).await;

@@ -13,7 +13,7 @@ use crate::supervisor::{GetConnection, SendToFeed};
 
 /// Why a request body cannot be sent as a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(super) enum BodyError {
     /// A content type that is neither text nor binary.
     #[error("content type {0:?} is not sent: use text/*, application/json, application/x-www-form-urlencoded or application/octet-stream")]
     UnsupportedType(String),
@@ -33,7 +33,10 @@ impl BodyError {
 }
 
 /// Reads a request body as the message to send: text or binary by content type.
-pub fn outbound_from_body(content_type: Option<&str>, body: Bytes) -> Result<Outbound, BodyError> {
+pub(super) fn outbound_from_body(
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<Outbound, BodyError> {
     let essence = content_type
         .map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
     let text = match essence.as_deref() {

@@ -29,14 +29,14 @@ use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
-pub mod subscribe;
+pub(crate) mod subscribe;
 mod watch;
 mod webhook;
 
-pub use exec::ExecSinkConfig;
-pub use file::{FileLayout, FileSinkConfig};
-pub use watch::{SinkStopped, SinkWatch};
-pub use webhook::WebhookSinkConfig;
+pub(crate) use exec::ExecSinkConfig;
+pub(crate) use file::{FileLayout, FileSinkConfig};
+pub(crate) use watch::{SinkStopped, SinkWatch};
+pub(crate) use webhook::WebhookSinkConfig;
 
 /// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
 #[cfg(test)]
@@ -48,7 +48,7 @@ mod test_support;
 /// on each quick stop up to 30 s, never giving up; one that ran for
 /// `reset_after` (a minute) was healthy, and the next delay is the first
 /// again. No jitter: nothing remote to spare from a crowd of retries.
-pub const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
+pub(crate) const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
     kind: PolicyKind::Exponential,
     initial: std::time::Duration::from_millis(500),
     max: std::time::Duration::from_secs(30),
@@ -110,7 +110,7 @@ impl<'a> JsonLine<'a> {
 
 /// Starts the sink of subscriber `name` with its settings; returns where
 /// its batches go. `watch` is dropped with the actor.
-pub fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
+pub(crate) fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
     match sink {
         SinkConfig::Stdout => JsonLinesSink::stdout(name).watched(watch).start().recipient(),
         SinkConfig::File(config) => file::start(name, config, watch),
@@ -126,7 +126,7 @@ pub fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliv
 /// Appends one message as a JSON object and a newline: `feed`, `topic`,
 /// `kind`, `payload` (text verbatim, binary as base64), `received_at`
 /// (RFC 3339), and `gap_before` when a gap preceded it.
-pub fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
+pub(crate) fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
     // Serializing plain strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *buffer, &JsonLine::new(message));
     buffer.push(b'\n');

@@ -8,7 +8,8 @@
 //! one per core by default, the first being the router's own), so thousands
 //! of feeds use every core, and
 //! transports that are not `Send` (awc) are built on the thread that uses
-//! them. Each actor carries a [`DeathNotice`]: one that panics or stops
+//! them. Each actor carries a [`DeathNotice`], which reports that it
+//! opened and, when dropped unasked, that it died: one that panics or stops
 //! unasked is restarted here and counted in `feedvisor_actor_restarts_total`.
 //!
 //! Every actor of a feed (replacements and restarts included) runs on the
@@ -27,10 +28,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use feedvisor_transport_api::DeliveryMode;
 
-pub use changes::{
-    AddFeed, ChangeError, ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed,
-};
-pub use sinks::SINK_RESTART_POLICY;
+pub(crate) use changes::{AddFeed, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed};
+pub use changes::{ChangeError, ReloadReport};
 
 use crate::config::{self, Config, FeedConfig};
 use crate::connection::sequence::FeedSequence;
@@ -101,7 +100,7 @@ fn new_sequence(config: &FeedConfig, ctx: &mut Context<Supervisor>) -> Option<Ar
 }
 
 /// Owns the connection actors and the config's sinks.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     /// The config as last applied (defaults for feeds added at run time, sinks, path).
     config: Config,
     /// Where `Reload` reads the config from; `None` for a config given as a value.
@@ -131,7 +130,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor for `config`, started with [`Actor::start`]; `config_path` enables `Reload`.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         config_path: Option<PathBuf>,
         transports: TransportRegistry,
@@ -378,7 +377,7 @@ impl Handler<ConnectionEvent> for Supervisor {
 /// Asks for the status of every feed, sorted by name.
 #[derive(Message)]
 #[rtype(result = "Vec<FeedStatus>")]
-pub struct GetStatus;
+pub(crate) struct GetStatus;
 
 impl Handler<GetStatus> for Supervisor {
     type Result = MessageResult<GetStatus>;
@@ -391,7 +390,7 @@ impl Handler<GetStatus> for Supervisor {
 /// Asks for the status of one feed.
 #[derive(Message)]
 #[rtype(result = "Option<FeedStatus>")]
-pub struct GetFeedStatus {
+pub(crate) struct GetFeedStatus {
     /// The feed's name.
     pub name: String,
 }
@@ -407,9 +406,10 @@ impl Handler<GetFeedStatus> for Supervisor {
 /// Asks whether every required feed is open; the answer lists those that are not.
 #[derive(Message)]
 #[rtype(result = "Readiness")]
-pub struct GetReadiness;
+pub(crate) struct GetReadiness;
 
-/// The answer to [`GetReadiness`].
+/// Whether every required feed is open: what
+/// [`Sidecar::readiness`](crate::Sidecar::readiness) and `/readyz` answer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
     /// True when every required feed is open.
@@ -449,7 +449,7 @@ impl Handler<GetReadiness> for Supervisor {
 /// Sends a message to a feed's peer by the feed's name.
 #[derive(Message)]
 #[rtype(result = "Result<SendOutcome, SendError>")]
-pub struct SendToFeed {
+pub(crate) struct SendToFeed {
     /// The feed's name.
     pub feed: String,
     /// A text or binary message.
@@ -479,7 +479,7 @@ impl Handler<SendToFeed> for Supervisor {
 /// Asks for a feed's connection actor (for messages sent in pieces).
 #[derive(Message)]
 #[rtype(result = "Result<Addr<FeedConnection>, SendError>")]
-pub struct GetConnection {
+pub(crate) struct GetConnection {
     /// The feed's name.
     pub name: String,
 }
@@ -500,7 +500,7 @@ impl Handler<GetConnection> for Supervisor {
 /// going away); answers once every connection actor has queued its close.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseFeeds;
+pub(crate) struct CloseFeeds;
 
 impl Handler<CloseFeeds> for Supervisor {
     type Result = ResponseActFuture<Self, ()>;
@@ -527,7 +527,7 @@ impl Handler<CloseFeeds> for Supervisor {
 /// the transports put the close frames queued by [`CloseFeeds`] on the wire.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 /// How long the transports get to write close frames before the workers stop.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);

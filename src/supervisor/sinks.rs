@@ -26,7 +26,7 @@ use crate::sink::{SinkStopped, SinkWatch};
 
 /// When a sink that stopped unasked is started again: the sinks' restart
 /// policy, which exec sinks also restart their children by.
-pub use crate::sink::RESTART_POLICY as SINK_RESTART_POLICY;
+pub(super) use crate::sink::RESTART_POLICY as SINK_RESTART_POLICY;
 
 /// Starts a sink actor: its subscriber name, its settings, the watch it must hold.
 pub(super) type SinkStarter = Box<dyn Fn(&str, &SinkConfig, SinkWatch) -> Recipient<Deliver>>;

@@ -29,7 +29,7 @@ use feedvisor_transport_api::{Event, Outbound, OutboundReceiver, TransportError}
 use futures_util::Stream;
 use tokio::time::{sleep, Sleep};
 
-/// Most events yielded in one batch.
+/// The most events one read of a session yields as one batch.
 pub const MAX_BATCH: usize = 1024;
 
 /// Write rounds per poll before yielding to other tasks.

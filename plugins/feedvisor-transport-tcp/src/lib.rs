@@ -70,8 +70,6 @@ use crate::dial::{Attempt, TLS};
 use crate::encoder::Encoder;
 use crate::framing::{Decoder, Wire};
 
-pub use feedvisor_transport_kit::MAX_BATCH;
-
 /// Opens TCP and TLS connections for the `tcp` and `tls` schemes.
 ///
 /// The value is cheap and `Send + Sync`; each connection's socket lives on

@@ -112,7 +112,9 @@ async fn a_sink_that_stops_unasked_is_restarted_after_the_policy_delay_and_recei
     let hub = MemoryHub::new();
     let mut listener = hub.listen("ticks");
     let text = format!("{FEED}[[subscribers]]\nname = \"fragile\"\nfeeds = [\"ticks\"]\n");
-    let config = Config::from_toml_str(&text, Path::new("sinks.toml"), &TransportRegistry::with_memory()).expect("valid");
+    let config =
+        Config::from_toml_str(&text, Path::new("sinks.toml"), &TransportRegistry::with_memory())
+            .expect("valid");
     let (_supervisor, router, mut seen) = supervise(config, None, &hub);
     let peer = tokio::time::timeout(DEADLINE, listener.accept()).await.expect("in time");
     let peer = peer.expect("the feed connects");
@@ -174,7 +176,9 @@ async fn once_shutdown_began_a_sink_that_stops_is_not_restarted() {
     let hub = MemoryHub::new();
     let mut listener = hub.listen("ticks");
     let text = format!("{FEED}[[subscribers]]\nname = \"at-shutdown\"\nfeeds = [\"ticks\"]\n");
-    let config = Config::from_toml_str(&text, Path::new("sinks.toml"), &TransportRegistry::with_memory()).expect("valid");
+    let config =
+        Config::from_toml_str(&text, Path::new("sinks.toml"), &TransportRegistry::with_memory())
+            .expect("valid");
     let (supervisor, _router, mut seen) = supervise(config, None, &hub);
     let peer = tokio::time::timeout(DEADLINE, listener.accept()).await.expect("in time");
     let peer = peer.expect("the feed connects");

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::framing::READ_SIZE;
-use crate::MAX_BATCH;
+use feedvisor_transport_kit::MAX_BATCH;
 
 fn text(payload: &str) -> Event {
     Event::Data(DataFrame::text(Bytes::copy_from_slice(payload.as_bytes())))
