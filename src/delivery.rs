@@ -61,7 +61,7 @@ impl FeedMessage {
 }
 
 /// A batch of messages for one subscriber: everything that arrived for it
-/// since its last batch (up to 1024 messages, `MAX_BATCH` in `inbox.rs`), from any number of feeds, each feed's messages in the order
+/// since its last batch (up to 1024 messages, `MAX_DELIVER_BATCH` in `inbox.rs`), from any number of feeds, each feed's messages in the order
 /// the feed sent them.
 ///
 /// A `Deliver` is a doorbell first: the messages are taken out of the
@@ -229,7 +229,7 @@ pub(crate) fn batch_vec(capacity: usize) -> Vec<FeedMessage> {
 pub(crate) fn recycle(mut batch: Vec<FeedMessage>) {
     batch.clear();
     let capacity = batch.capacity();
-    if !(64..=crate::inbox::MAX_BATCH).contains(&capacity) {
+    if !(64..=crate::inbox::MAX_DELIVER_BATCH).contains(&capacity) {
         return;
     }
     let _ = SPARE.try_with(|spare| {

@@ -82,7 +82,7 @@ struct Details {
 /// One feed's live status: written by its connection actor, read by the
 /// supervisor and the HTTP API without a message to the actor.
 #[derive(Debug)]
-pub(crate) struct FeedShared {
+pub(crate) struct StatusCell {
     state: AtomicU8,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
@@ -91,9 +91,9 @@ pub(crate) struct FeedShared {
     details: Mutex<Details>,
 }
 
-impl Default for FeedShared {
+impl Default for StatusCell {
     fn default() -> Self {
-        FeedShared {
+        StatusCell {
             state: AtomicU8::new(FeedState::Connecting as u8),
             messages_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -104,7 +104,7 @@ impl Default for FeedShared {
     }
 }
 
-impl FeedShared {
+impl StatusCell {
     /// A fresh status in state `connecting`.
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_the_atomic() {
-        let shared = FeedShared::new();
+        let shared = StatusCell::new();
         for state in FeedState::ALL {
             shared.set_state(state);
             assert_eq!(shared.state(), state);

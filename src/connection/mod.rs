@@ -42,13 +42,13 @@ use crate::config::FeedConfig;
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
-use crate::status::{CloseRecord, FeedShared, FeedState};
+use crate::status::{CloseRecord, FeedState, StatusCell};
 
 pub(crate) use outbound::{send_in_pieces, SendMessage};
 pub use outbound::{SendError, SendOutcome};
 use queue::OutboundQueue;
 use sequence::SequenceSeat;
-pub(crate) use watch::{ConnectionEvent, DeathNotice};
+pub(crate) use watch::{ConnectionEvent, SupervisorLink};
 
 /// Everything a connection actor is started with.
 pub(crate) struct ConnectionSetup {
@@ -59,9 +59,9 @@ pub(crate) struct ConnectionSetup {
     /// The subscription table inbound batches are routed by.
     pub routes: Arc<Routes>,
     /// Where its status is published.
-    pub shared: Arc<FeedShared>,
+    pub shared: Arc<StatusCell>,
     /// Tells the supervisor when it opens and if it dies unasked; `None` when unsupervised.
-    pub watch: Option<DeathNotice>,
+    pub watch: Option<SupervisorLink>,
 }
 
 /// The open connection and what belongs to it alone.
@@ -98,7 +98,7 @@ pub(crate) struct FeedConnection {
     transport: Arc<dyn Transport>,
     /// This feed's subscribers, from the router's published table.
     routes: FeedRoutes,
-    shared: Arc<FeedShared>,
+    shared: Arc<StatusCell>,
     metrics: FeedMetrics,
     /// The reconnect policy and how many attempts it has handed out.
     backoff: Backoff,
@@ -125,7 +125,7 @@ pub(crate) struct FeedConnection {
     /// The message being sent in pieces: its owner and the generation it started on.
     pieces: Option<outbound::Pieces>,
     /// The supervisor's watch on this actor.
-    watch: Option<DeathNotice>,
+    watch: Option<SupervisorLink>,
     /// Set when the actor is being replaced: its states no longer reach the
     /// feed's gauges, which belong to the replacement.
     retired: bool,

@@ -29,7 +29,7 @@ use actix::prelude::*;
 
 use super::watch::ConnectionEvent;
 use super::FeedConnection;
-use crate::status::{FeedShared, FeedState};
+use crate::status::{FeedState, StatusCell};
 
 /// What one sequence number says about the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ struct Member {
     /// The actor's incarnation (the supervisor's count: a later actor has a larger one).
     incarnation: u64,
     /// Its status, to tell whether its connection is open; `None` counts as open.
-    status: Option<Arc<FeedShared>>,
+    status: Option<Arc<StatusCell>>,
 }
 
 impl Member {
@@ -204,7 +204,7 @@ impl FeedSequence {
     pub(crate) fn join(
         self: &Arc<Self>,
         incarnation: u64,
-        status: Option<Arc<FeedShared>>,
+        status: Option<Arc<StatusCell>>,
     ) -> SequenceSeat {
         let mut state = self.state();
         if state.members.is_empty() {
@@ -330,10 +330,10 @@ mod tests {
 
     // Shared between actors while a feed is replaced.
 
-    use crate::status::{FeedShared, FeedState};
+    use crate::status::{FeedState, StatusCell};
 
-    fn open_status() -> Arc<FeedShared> {
-        let status = FeedShared::new();
+    fn open_status() -> Arc<StatusCell> {
+        let status = StatusCell::new();
         status.set_state(FeedState::Open);
         status
     }

@@ -15,7 +15,7 @@ use super::{ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage,
 use crate::config::{Config, SubscriberOverflow};
 use crate::delivery::{Deliver, FeedMessage};
 use crate::router::{Router, Subscribe, SubscriptionSpec};
-use crate::status::{FeedShared, FeedState};
+use crate::status::{FeedState, StatusCell};
 use crate::transports::TransportRegistry;
 
 /// One batch as the subscriber received it.
@@ -55,7 +55,7 @@ struct Harness {
     name: String,
     listener: MemoryListener,
     routes: mpsc::UnboundedReceiver<Route>,
-    shared: Arc<FeedShared>,
+    shared: Arc<StatusCell>,
     actor: Addr<FeedConnection>,
 }
 
@@ -79,7 +79,7 @@ async fn start(name: &str, extra: &str) -> Harness {
     let listener = hub.listen(name);
     let (sender, routes) = mpsc::unbounded_channel();
     let table = collecting_table(sender).await;
-    let shared = FeedShared::new();
+    let shared = StatusCell::new();
     let setup = ConnectionSetup {
         feed: Arc::new(feed),
         transport: Arc::new(MemoryTransport::new(hub.clone())),
@@ -956,7 +956,7 @@ fn sequenced_actor(
     sequence: &Arc<super::sequence::FeedSequence>,
     incarnation: u64,
     routes: Arc<crate::router::Routes>,
-) -> (Addr<FeedConnection>, Arc<FeedShared>) {
+) -> (Addr<FeedConnection>, Arc<StatusCell>) {
     let text = format!(
         "[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\nsequence = \"/seq\"\n\
          heartbeat = {{ interval = \"0s\" }}\n"
@@ -964,7 +964,7 @@ fn sequenced_actor(
     let config =
         Config::from_toml_str(&text, Path::new("test.toml"), &TransportRegistry::with_memory())
             .expect("valid config");
-    let shared = FeedShared::new();
+    let shared = StatusCell::new();
     let seat = sequence.join(incarnation, Some(shared.clone()));
     let setup = ConnectionSetup {
         feed: Arc::new(config.feeds.into_iter().next().expect("one feed")),

@@ -42,7 +42,7 @@ pub(crate) enum ConnectionEvent {
 ///
 /// A panic in a handler drops the actor while unwinding, so the death is
 /// reported even then.
-pub(crate) struct DeathNotice {
+pub(crate) struct SupervisorLink {
     supervisor: Recipient<ConnectionEvent>,
     feed: String,
     incarnation: u64,
@@ -50,14 +50,14 @@ pub(crate) struct DeathNotice {
     expected: bool,
 }
 
-impl DeathNotice {
+impl SupervisorLink {
     /// The link of one actor of `feed`.
     pub(crate) fn new(
         supervisor: Recipient<ConnectionEvent>,
         feed: String,
         incarnation: u64,
     ) -> Self {
-        DeathNotice { supervisor, feed, incarnation, expected: false }
+        SupervisorLink { supervisor, feed, incarnation, expected: false }
     }
 
     /// Tells the supervisor the connection opened.
@@ -74,7 +74,7 @@ impl DeathNotice {
     }
 }
 
-impl Drop for DeathNotice {
+impl Drop for SupervisorLink {
     fn drop(&mut self) {
         if !self.expected {
             self.supervisor.do_send(ConnectionEvent::Died {

@@ -8,7 +8,7 @@
 //! one per core by default, the first being the router's own), so thousands
 //! of feeds use every core, and
 //! transports that are not `Send` (awc) are built on the thread that uses
-//! them. Each actor carries a [`DeathNotice`], which reports that it
+//! them. Each actor carries a [`SupervisorLink`], which reports that it
 //! opened and, when dropped unasked, that it died: one that panics or stops
 //! unasked is restarted here and counted in `feedvisor_actor_restarts_total`.
 //!
@@ -34,13 +34,13 @@ pub use changes::{ChangeError, ReloadReport};
 use crate::config::{self, Config, FeedConfig};
 use crate::connection::sequence::FeedSequence;
 use crate::connection::{
-    ConnectionEvent, ConnectionSetup, DeathNotice, Disconnect, FeedConnection, SendError,
-    SendMessage, SendOutcome,
+    ConnectionEvent, ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage,
+    SendOutcome, SupervisorLink,
 };
 use crate::metrics;
 use crate::router::{Router, Routes};
 use crate::sink;
-use crate::status::{FeedShared, FeedState, FeedStatus};
+use crate::status::{FeedState, FeedStatus, StatusCell};
 use crate::transports::TransportRegistry;
 
 /// Where a feed's connection actors run and what they share; kept across replacements.
@@ -55,7 +55,7 @@ struct Home {
 /// One supervised feed.
 struct FeedEntry {
     config: Arc<FeedConfig>,
-    shared: Arc<FeedShared>,
+    shared: Arc<StatusCell>,
     home: Home,
     /// The connection actor; `None` when the feed could not be started (unknown scheme).
     actor: Option<Addr<FeedConnection>>,
@@ -173,7 +173,7 @@ impl Supervisor {
     fn spawn_connection(
         &mut self,
         config: &Arc<FeedConfig>,
-        shared: &Arc<FeedShared>,
+        shared: &Arc<StatusCell>,
         home: &Home,
         ctx: &mut Context<Self>,
     ) -> (Option<Addr<FeedConnection>>, u64) {
@@ -188,7 +188,8 @@ impl Supervisor {
                 return (None, incarnation);
             }
         };
-        let watch = DeathNotice::new(ctx.address().recipient(), config.name.clone(), incarnation);
+        let watch =
+            SupervisorLink::new(ctx.address().recipient(), config.name.clone(), incarnation);
         let setup = ConnectionSetup {
             feed: config.clone(),
             transport,
@@ -211,7 +212,7 @@ impl Supervisor {
 
     fn add_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let config = Arc::new(feed);
-        let shared = FeedShared::new();
+        let shared = StatusCell::new();
         let home = self.new_home(&config, ctx);
         let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
         let entry = FeedEntry { config, shared, home, actor, incarnation };
@@ -240,7 +241,7 @@ impl Supervisor {
     fn replace_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let name = feed.name.clone();
         let config = Arc::new(feed);
-        let shared = FeedShared::new();
+        let shared = StatusCell::new();
         // Numbers read by the same pointer continue the old actor's; others start afresh.
         let continues = |old: &FeedEntry| {
             old.config.sequence == config.sequence && old.config.mode == config.mode
