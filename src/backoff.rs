@@ -9,6 +9,10 @@
 //! Jitter matters when many feeds drop together (an upstream restart): with
 //! `full` jitter their first retries spread over the whole window instead of
 //! arriving in lockstep and knocking the upstream over again.
+//!
+//! `clippy.toml` keeps it pure: no random source or clock of its own.
+
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::time::Duration;
 

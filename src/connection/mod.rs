@@ -15,6 +15,12 @@
 //! only through [`feedvisor_transport_api`]. Every connection gets a new
 //! generation number, and events and timers from an older generation are
 //! ignored, so nothing from a dropped connection can disturb the current one.
+//!
+//! `clippy.toml` holds this module (and its submodules) to that: no
+//! `std::time::Instant`, no blocking sleep, no random source of its own
+//! other than the one it hands to `backoff.rs`.
+
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod inbound;
 mod liveness;
@@ -282,6 +288,10 @@ impl FeedConnection {
 
     /// Waits as the policy says, then connects again; or gives up.
     fn schedule_retry(&mut self, retry_after: Option<Duration>, ctx: &mut Context<Self>) {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the caller picks the random source that backoff.rs takes as an argument"
+        )]
         let Some(delay) = self.backoff.next_delay(&mut rand::rng(), retry_after) else {
             self.give_up();
             return;

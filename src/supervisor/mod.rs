@@ -16,6 +16,11 @@
 //! worker its feed was given, and on a sequenced feed they share one
 //! [`FeedSequence`]: one thread, so the batches of two actors reach the
 //! subscribers' inboxes in the order their numbers were checked.
+//!
+//! `clippy.toml` holds it, as actor code with timers, to tokio's clock and
+//! to sleeps that do not block its thread.
+
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod changes;
 mod sinks;

@@ -116,6 +116,10 @@ impl Handler<SinkStopped> for Supervisor {
         let up_for = entry.started.elapsed();
         entry.backoff.connection_ended(up_for);
         let policy = *entry.backoff.policy();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the caller picks the random source that backoff.rs takes as an argument"
+        )]
         let delay = entry.backoff.next_delay(&mut rand::rng(), None).unwrap_or(policy.max);
         tracing::error!(
             subscriber = %subscriber,
