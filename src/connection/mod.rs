@@ -17,8 +17,9 @@
 //! ignored, so nothing from a dropped connection can disturb the current one.
 //!
 //! `clippy.toml` holds this module (and its submodules) to that: no
-//! `std::time::Instant`, no blocking sleep, no random source of its own
-//! other than the one it hands to `backoff.rs`.
+//! `std::time::Instant` (but for the arrival stamp of messages, see
+//! `inbound.rs`), no blocking sleep, and no random source but the one it
+//! hands to `backoff.rs`.
 
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
