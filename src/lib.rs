@@ -32,7 +32,7 @@ mod status;
 mod supervisor;
 pub mod transports;
 
-pub use connection::{SendError, SendOutcome};
+pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
 pub use delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use metrics::{install as install_metrics, MetricsError};
 pub use router::SubscriptionSpec;

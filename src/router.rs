@@ -62,7 +62,7 @@ impl SubscriptionSpec {
     }
 
     /// Reports metrics under `label` instead of the subscriber's name.
-    pub fn with_metric_label(mut self, label: impl Into<String>) -> Self {
+    pub(crate) fn with_metric_label(mut self, label: impl Into<String>) -> Self {
         self.metric_label = Some(label.into());
         self
     }
@@ -75,7 +75,7 @@ impl SubscriptionSpec {
     }
 
     /// The subscription a config's `[[subscribers]]` entry asks for.
-    pub fn from_config(config: &SubscriberConfig) -> Self {
+    pub(crate) fn from_config(config: &SubscriberConfig) -> Self {
         SubscriptionSpec {
             name: config.name.clone(),
             feeds: config.feeds.clone(),

@@ -54,6 +54,7 @@ use crate::status::{CloseRecord, FeedState, StatusCell};
 pub(crate) use outbound::{send_in_pieces, SendMessage};
 pub use outbound::{SendError, SendOutcome};
 use queue::OutboundQueue;
+pub use queue::{OutboundFill, OutboundQueueError};
 use sequence::SequenceSeat;
 pub(crate) use watch::{ConnectionEvent, SupervisorLink};
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use feedvisor_transport_api::{close_code, DataFrame, Opcode, Outbound, OutboundSender};
 
-use super::queue::{payload_len, Fill, QueueError, Queued};
+use super::queue::{payload_len, OutboundFill, OutboundQueueError, Queued};
 use super::FeedConnection;
 use crate::metrics::OutboundDropReason;
 use crate::status::FeedState;
@@ -105,14 +105,14 @@ pub(crate) struct AbandonPieces {
 pub enum SendError {
     /// The outbound queue refused it (or it is larger than the queue's `max_bytes`).
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Queue(#[from] OutboundQueueError),
     /// The feed is open, but its writer has not taken what it was handed
     /// (the peer reads slower than it is sent to): nothing was sent.
     #[error(
         "the feed's peer is not keeping up ({} of {} messages, {} of {} bytes wait to be written): message refused, retry later",
         .0.messages, .0.max_messages, .0.bytes, .0.max_bytes
     )]
-    Backlog(Fill),
+    Backlog(OutboundFill),
     /// The feed gave up reconnecting; nothing will be sent.
     #[error("the feed has failed and will not reconnect: nothing can be sent")]
     FeedFailed,
@@ -208,8 +208,8 @@ impl FeedConnection {
             }
             Err(error) => {
                 let reason = match error {
-                    QueueError::Full(_) => OutboundDropReason::QueueFull,
-                    QueueError::TooLarge { .. } => OutboundDropReason::TooLarge,
+                    OutboundQueueError::Full(_) => OutboundDropReason::QueueFull,
+                    OutboundQueueError::TooLarge { .. } => OutboundDropReason::TooLarge,
                 };
                 self.metrics.outbound_dropped(reason, 1);
                 tracing::warn!(feed = %self.name, %error, "outbound message refused");
@@ -230,10 +230,11 @@ impl FeedConnection {
     fn admit_to_writer(&self, writer: &OutboundSender, size: u64) -> Result<(), SendError> {
         let limits = &self.feed.outbound_queue;
         let (reason, error) = if size > limits.max_bytes {
-            let error = QueueError::TooLarge { size, max_bytes: limits.max_bytes };
+            let error = OutboundQueueError::TooLarge { size, max_bytes: limits.max_bytes };
             (OutboundDropReason::TooLarge, error.into())
         } else {
-            let fill = Fill::of(writer.pending_messages(), writer.pending_bytes() as u64, limits);
+            let fill =
+                OutboundFill::of(writer.pending_messages(), writer.pending_bytes() as u64, limits);
             if fill.has_room_for(size) {
                 return Ok(());
             }

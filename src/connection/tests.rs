@@ -885,7 +885,7 @@ async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given
 
 // What waits for the writer of an open connection.
 
-use super::queue::{Fill, QueueError};
+use super::queue::{OutboundFill, OutboundQueueError};
 
 fn text_of(size: usize) -> Outbound {
     Outbound::text("x".repeat(size))
@@ -903,7 +903,7 @@ async fn an_open_feed_whose_peer_stops_reading_refuses_sends_at_the_queue_bound(
     for _ in 0..100 {
         outcomes.push(h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive"));
     }
-    let at_the_bound = Fill { messages: 4, bytes: 400, max_messages: 4, max_bytes: 1024 };
+    let at_the_bound = OutboundFill { messages: 4, bytes: 400, max_messages: 4, max_bytes: 1024 };
     assert!(outcomes[..4].iter().all(|outcome| *outcome == Ok(SendOutcome::Sent)), "{outcomes:?}");
     assert!(
         outcomes[4..].iter().all(|outcome| *outcome == Err(SendError::Backlog(at_the_bound))),
@@ -934,13 +934,13 @@ async fn the_backlog_bound_counts_bytes_and_refuses_a_message_larger_than_the_qu
         assert_eq!(sent, Ok(SendOutcome::Sent));
     }
     let refused = h.actor.send(SendMessage { message: text_of(300) }).await.expect("alive");
-    let fill = Fill { messages: 3, bytes: 900, max_messages: 100, max_bytes: 1024 };
+    let fill = OutboundFill { messages: 3, bytes: 900, max_messages: 100, max_bytes: 1024 };
     assert_eq!(refused, Err(SendError::Backlog(fill)));
     // What still fits goes.
     let sent = h.actor.send(SendMessage { message: text_of(124) }).await.expect("alive");
     assert_eq!(sent, Ok(SendOutcome::Sent));
     let huge = h.actor.send(SendMessage { message: text_of(2000) }).await.expect("alive");
-    let too_large = QueueError::TooLarge { size: 2000, max_bytes: 1024 };
+    let too_large = OutboundQueueError::TooLarge { size: 2000, max_bytes: 1024 };
     assert_eq!(huge, Err(SendError::Queue(too_large)));
     assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(1.0));
     assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"too_large\""), Some(1.0));

@@ -7,7 +7,7 @@ use feedvisor_transport_api::Outbound;
 use serde_json::json;
 
 use super::{refusal, AppState};
-use crate::connection::queue::QueueError;
+use crate::connection::queue::OutboundQueueError;
 use crate::connection::{send_in_pieces, SendError, SendOutcome};
 use crate::supervisor::{GetConnection, SendToFeed};
 
@@ -109,7 +109,7 @@ fn is_binary(content_type: Option<&str>) -> bool {
 /// what waits and the limits, so that a client can tell how far over it is.
 fn send_error(error: &SendError) -> HttpResponse {
     let full = match error {
-        SendError::Queue(QueueError::Full(fill)) => Some(("queue", fill)),
+        SendError::Queue(OutboundQueueError::Full(fill)) => Some(("queue", fill)),
         SendError::Backlog(fill) => Some(("backlog", fill)),
         _ => None,
     };
@@ -125,8 +125,8 @@ fn send_error(error: &SendError) -> HttpResponse {
     }
     let mut response = match error {
         SendError::UnknownFeed(_) => HttpResponse::NotFound(),
-        SendError::Queue(QueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
-        SendError::Queue(QueueError::Full(_)) | SendError::Backlog(_) => {
+        SendError::Queue(OutboundQueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
+        SendError::Queue(OutboundQueueError::Full(_)) | SendError::Backlog(_) => {
             HttpResponse::TooManyRequests()
         }
         SendError::NotData | SendError::OutOfOrder(_) => HttpResponse::BadRequest(),

@@ -79,7 +79,7 @@ pub struct ExecSinkConfig {
 impl ExecSinkConfig {
     /// Checks the settings (pure: whether the program exists is found out when
     /// the sink starts it); every problem is named with its field.
-    pub fn validate(&self) -> Vec<SinkConfigError> {
+    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
         match self.command.first() {
             None => vec![SinkConfigError::new(
                 "command",

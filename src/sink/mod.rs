@@ -33,10 +33,10 @@ pub(crate) mod subscribe;
 mod watch;
 mod webhook;
 
-pub(crate) use exec::ExecSinkConfig;
-pub(crate) use file::{FileLayout, FileSinkConfig};
+pub use exec::ExecSinkConfig;
+pub use file::{FileLayout, FileSinkConfig};
 pub(crate) use watch::{SinkStopped, SinkWatch};
-pub(crate) use webhook::WebhookSinkConfig;
+pub use webhook::WebhookSinkConfig;
 
 /// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
 #[cfg(test)]
@@ -61,7 +61,7 @@ pub(crate) const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
 /// A sink setting that is not valid: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct SinkConfigError {
+pub(crate) struct SinkConfigError {
     /// The field under the subscriber's entry, such as `path` or `headers.X-Token`.
     pub field: String,
     /// What is wrong, and what to write instead.
@@ -70,7 +70,7 @@ pub struct SinkConfigError {
 
 impl SinkConfigError {
     /// An error of `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         SinkConfigError { field: field.into(), message: message.into() }
     }
 }
@@ -156,7 +156,7 @@ impl<W: Write + Unpin + 'static> JsonLinesSink<W> {
     }
 
     /// Reports the actor's stop to the supervisor through `watch`.
-    pub fn watched(mut self, watch: SinkWatch) -> Self {
+    pub(crate) fn watched(mut self, watch: SinkWatch) -> Self {
         self.watch = Some(watch);
         self
     }

@@ -118,7 +118,7 @@ impl WebhookSinkConfig {
 
     /// Checks the settings (pure: the endpoint is not contacted); every
     /// problem is named with its field. A header value is never quoted.
-    pub fn validate(&self) -> Vec<SinkConfigError> {
+    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
         let mut errors = Vec::new();
         if !matches!(self.url.scheme(), "http" | "https") {
             let message =
