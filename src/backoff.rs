@@ -9,6 +9,10 @@
 //! Jitter matters when many feeds drop together (an upstream restart): with
 //! `full` jitter their first retries spread over the whole window instead of
 //! arriving in lockstep and knocking the upstream over again.
+//!
+//! `clippy.toml` keeps it pure: no random source or clock of its own.
+
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::time::Duration;
 
@@ -134,7 +138,7 @@ impl ReconnectPolicy {
 
 /// The reconnect state of one feed.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// What the config asks for.
     policy: ReconnectPolicy,
     /// Retries handed out since the last reset: the exponent of the next
@@ -147,17 +151,17 @@ pub struct Backoff {
 
 impl Backoff {
     /// A fresh state: no attempt made yet.
-    pub fn new(policy: ReconnectPolicy) -> Self {
+    pub(crate) fn new(policy: ReconnectPolicy) -> Self {
         Self { policy, attempts: 0, previous: policy.initial }
     }
 
     /// The policy this state follows.
-    pub fn policy(&self) -> &ReconnectPolicy {
+    pub(crate) fn policy(&self) -> &ReconnectPolicy {
         &self.policy
     }
 
     /// Attempts made since the last reset (the number of the next retry, 0-based).
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts
     }
 
@@ -171,7 +175,7 @@ impl Backoff {
     /// is at least that long, even past `max`. It does not feed the
     /// decorrelated state, so one long server-imposed wait does not inflate
     /// the delays after it.
-    pub fn next_delay(
+    pub(crate) fn next_delay(
         &mut self,
         rng: &mut impl Rng,
         retry_after: Option<Duration>,
@@ -206,7 +210,7 @@ impl Backoff {
     /// reaches `reset_after`, the attempts and the decorrelated state start
     /// over; a shorter connection leaves them as they are, so a feed that
     /// opens and drops at once keeps backing off.
-    pub fn connection_ended(&mut self, open_for: Duration) {
+    pub(crate) fn connection_ended(&mut self, open_for: Duration) {
         if open_for >= self.policy.reset_after {
             self.attempts = 0;
             self.previous = self.policy.initial;

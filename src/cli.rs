@@ -9,16 +9,17 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use feedvisor::config::Config;
+use feedvisor::transports::TransportRegistry;
+use feedvisor::Sidecar;
+
 use crate::demo;
-use crate::sidecar::Sidecar;
 use crate::tail::{self, TailOptions};
-use crate::transports::TransportRegistry;
 
 /// Keeps outbound real-time feeds alive and routes what they deliver.
 #[derive(Debug, Parser)]
 #[command(name = "feedvisor", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format on standard error (filter with RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -74,7 +75,7 @@ enum Command {
 }
 
 /// Parses the command line and runs the command.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, "info,actix_server=warn");
     let result = match cli.command {

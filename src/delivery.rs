@@ -61,8 +61,7 @@ impl FeedMessage {
 }
 
 /// A batch of messages for one subscriber: everything that arrived for it
-/// since its last batch (up to [`MAX_BATCH`](crate::inbox::MAX_BATCH)
-/// messages), from any number of feeds, each feed's messages in the order
+/// since its last batch (up to 1024 messages, `MAX_DELIVER_BATCH` in `inbox.rs`), from any number of feeds, each feed's messages in the order
 /// the feed sent them.
 ///
 /// A `Deliver` is a doorbell first: the messages are taken out of the
@@ -230,7 +229,7 @@ pub(crate) fn batch_vec(capacity: usize) -> Vec<FeedMessage> {
 pub(crate) fn recycle(mut batch: Vec<FeedMessage>) {
     batch.clear();
     let capacity = batch.capacity();
-    if !(64..=crate::inbox::MAX_BATCH).contains(&capacity) {
+    if !(64..=crate::inbox::MAX_DELIVER_BATCH).contains(&capacity) {
         return;
     }
     let _ = SPARE.try_with(|spare| {
@@ -249,7 +248,7 @@ pub(crate) fn recycle(mut batch: Vec<FeedMessage>) {
 /// thousand quiet feeds, a clock per feed would still sample nearly every
 /// batch.
 #[derive(Debug)]
-pub struct SampleClock {
+pub(crate) struct SampleClock {
     /// When the last sample was taken, in nanoseconds since `epoch` (0: never).
     last_sample: AtomicU64,
     epoch: Instant,
@@ -263,10 +262,10 @@ impl Default for SampleClock {
 
 impl SampleClock {
     /// The shortest time between two samples of one subscriber.
-    pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+    pub(crate) const INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
     /// True (to one caller) once the interval since the last sample has passed.
-    pub fn due(&self, now: Instant) -> bool {
+    pub(crate) fn due(&self, now: Instant) -> bool {
         let elapsed =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let last = self.last_sample.load(Ordering::Relaxed);
@@ -282,7 +281,7 @@ impl SampleClock {
 /// seen since the last sample, recorded into the histogram when the
 /// subscriber's [`SampleClock`] says a sample is due.
 #[derive(Debug)]
-pub struct LatencySampler {
+pub(crate) struct LatencySampler {
     histogram: Histogram,
     /// The slowest batch since the last sample, in nanoseconds (0: none).
     slowest: AtomicU64,
@@ -290,18 +289,18 @@ pub struct LatencySampler {
 
 impl LatencySampler {
     /// A sampler feeding `histogram`.
-    pub fn new(histogram: Histogram) -> Self {
+    pub(crate) fn new(histogram: Histogram) -> Self {
         LatencySampler { histogram, slowest: AtomicU64::new(0) }
     }
 
     /// Notes one batch's latency.
-    pub fn note(&self, latency: std::time::Duration) {
+    pub(crate) fn note(&self, latency: std::time::Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.slowest.fetch_max(nanos, Ordering::Relaxed);
     }
 
     /// Records the slowest batch noted since the last sample, if any.
-    pub fn record(&self) {
+    pub(crate) fn record(&self) {
         let slowest = self.slowest.swap(0, Ordering::Relaxed);
         if slowest > 0 {
             self.histogram.record(slowest as f64 / 1e9);

@@ -15,11 +15,11 @@ use actix_web_actors::ws::{self, WebsocketContext};
 use rand::Rng;
 use serde_json::json;
 
-use crate::config::{Config, ConfigError};
+use feedvisor::config::{Config, ConfigError};
 
 /// Which ticks a session emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TickKind {
+pub(crate) enum TickKind {
     /// `{"symbol","price","ts"}` on `/stocks`.
     Stocks,
     /// `{"city","temp_c","ts"}` on `/weather`.
@@ -61,7 +61,7 @@ impl Ticker {
 }
 
 /// The demo upstream, running.
-pub struct DemoUpstream {
+pub(crate) struct DemoUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
     handle: ServerHandle,
@@ -69,7 +69,7 @@ pub struct DemoUpstream {
 
 impl DemoUpstream {
     /// Stops the upstream (its sessions end).
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.handle.stop(false).await;
     }
 }
@@ -117,7 +117,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for TickSession {
 
 /// Starts the upstream on `listen` (port 0 picks a free port): `/stocks` and
 /// `/weather`, one tick per `interval` on each session.
-pub fn start_upstream(listen: SocketAddr, interval: Duration) -> std::io::Result<DemoUpstream> {
+pub(crate) fn start_upstream(
+    listen: SocketAddr,
+    interval: Duration,
+) -> std::io::Result<DemoUpstream> {
     let server = HttpServer::new(move || {
         App::new()
             .service(
@@ -142,7 +145,7 @@ pub fn start_upstream(listen: SocketAddr, interval: Duration) -> std::io::Result
 }
 
 /// The demo's sidecar config: two feeds on the upstream and a stdout subscriber.
-pub fn demo_config(upstream: SocketAddr, listen: SocketAddr) -> Result<Config, ConfigError> {
+pub(crate) fn demo_config(upstream: SocketAddr, listen: SocketAddr) -> Result<Config, ConfigError> {
     let text = format!(
         r#"
 [http]
@@ -167,6 +170,6 @@ sink = "stdout"
     Config::from_toml_str(
         &text,
         Path::new("<demo>"),
-        &crate::transports::TransportRegistry::with_defaults(),
+        &feedvisor::transports::TransportRegistry::with_defaults(),
     )
 }

@@ -16,7 +16,7 @@ use futures_util::task::AtomicWaker;
 
 /// The gate of one connection: closed while any subscriber holds it closed.
 #[derive(Debug, Default)]
-pub struct FlowGate {
+pub(crate) struct FlowGate {
     /// How many subscribers hold the gate closed.
     closed_by: AtomicUsize,
     /// The reader waiting for the gate to open.
@@ -25,17 +25,17 @@ pub struct FlowGate {
 
 impl FlowGate {
     /// An open gate.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
     /// Closes the gate (once per subscriber that wants it closed).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed_by.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Takes back one [`FlowGate::close`]; the last one opens the gate.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         let before = self.closed_by.fetch_sub(1, Ordering::AcqRel);
         if before == 1 {
             self.waker.wake();
@@ -43,20 +43,20 @@ impl FlowGate {
     }
 
     /// True while some subscriber holds the gate closed.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed_by.load(Ordering::Acquire) > 0
     }
 }
 
 /// A stream that yields only while its gate is open.
-pub struct Gated<S> {
+pub(crate) struct Gated<S> {
     inner: S,
     gate: Arc<FlowGate>,
 }
 
 impl<S> Gated<S> {
     /// Reads `inner` through `gate`.
-    pub fn new(inner: S, gate: Arc<FlowGate>) -> Self {
+    pub(crate) fn new(inner: S, gate: Arc<FlowGate>) -> Self {
         Gated { inner, gate }
     }
 }

@@ -28,7 +28,7 @@ use crate::flow::FlowGate;
 use crate::metrics::{self, SubscriberMetrics};
 
 /// The most messages one [`Deliver`] takes out of an inbox.
-pub const MAX_BATCH: usize = 1024;
+pub(crate) const MAX_DELIVER_BATCH: usize = 1024;
 
 /// The router's note that an inbox found its subscriber's actor gone.
 #[derive(Message, Debug)]
@@ -82,11 +82,11 @@ struct InboxState {
 
 impl InboxState {
     /// Messages that count against the bound: those queued, less the batch
-    /// already rung for and not yet taken (up to [`MAX_BATCH`]), which is on
+    /// already rung for and not yet taken (up to [`MAX_DELIVER_BATCH`]), which is on
     /// its way to the subscriber as a held batch would be.
     fn waiting(&self) -> usize {
         if self.ringing && self.outstanding == 0 {
-            self.queued.saturating_sub(MAX_BATCH)
+            self.queued.saturating_sub(MAX_DELIVER_BATCH)
         } else {
             self.queued
         }
@@ -94,7 +94,7 @@ impl InboxState {
 }
 
 /// The bounded queue of one subscriber, shared by the feeds that fill it.
-pub struct Inbox {
+pub(crate) struct Inbox {
     /// The subscription's number in the router.
     id: u64,
     /// The subscriber's name, for logs.
@@ -139,7 +139,7 @@ impl Inbox {
     }
 
     /// The subscriber's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -160,7 +160,7 @@ impl Inbox {
     }
 
     /// Messages queued or held by the subscriber, not yet handled.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         let state = lock(&self.state);
         state.queued + state.outstanding
     }
@@ -265,15 +265,15 @@ impl Inbox {
     }
 
     /// Takes the next batch for a `Deliver`: the oldest waiting segments, from
-    /// any feeds, as long as they fit whole in [`MAX_BATCH`] messages (a
+    /// any feeds, as long as they fit whole in [`MAX_DELIVER_BATCH`] messages (a
     /// larger first one is cut), with each segment's sampler and oldest arrival.
     pub(crate) fn take_batch(&self, messages: &mut Vec<FeedMessage>, timings: &mut Vec<Timing>) {
         let mut state = lock(&self.state);
         if timings.capacity() == 0 {
             *timings = std::mem::take(&mut state.spare_timings);
         }
-        while messages.len() < MAX_BATCH {
-            let room = MAX_BATCH - messages.len();
+        while messages.len() < MAX_DELIVER_BATCH {
+            let room = MAX_DELIVER_BATCH - messages.len();
             let Some(front) = state.queue.front() else { break };
             if front.messages.len() > room && !messages.is_empty() {
                 // Segments are taken whole (splitting one would copy it again

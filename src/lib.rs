@@ -2,33 +2,41 @@
 //! deliver to subscribers.
 //!
 //! The pieces, outermost first: [`Sidecar`] starts everything from a
-//! [`config::Config`]; the [`supervisor`] owns one [`connection`] actor per
-//! feed; each connection speaks to a transport plugin through
-//! [`feedvisor_transport_api`] and pushes whole messages, routed by the
-//! table the [`router`] publishes, into the [`inbox`] of each subscriber,
-//! which hands them over as [`Deliver`] batches to subscriber actors such as
-//! the built-in [`sink`]s. See `ARCHITECTURE.md` for the map.
+//! [`config::Config`]; a supervisor owns one connection actor per feed;
+//! each connection speaks to a transport plugin through
+//! [`feedvisor_transport_api`] (picked by URL scheme from a
+//! [`transports::TransportRegistry`]) and pushes whole messages, routed by
+//! the table the router publishes, into the inbox of each subscriber, which
+//! hands them over as [`Deliver`] batches to subscriber actors such as the
+//! built-in sinks. See `ARCHITECTURE.md` for the map.
+//!
+//! This crate's public surface is what an embedding program needs: the
+//! [`Sidecar`] and its builder, the [`config`] types, the transport
+//! registry, what subscribers receive ([`Deliver`], [`FeedMessage`]) and
+//! the results and errors of the [`Sidecar`]'s methods. Everything else is
+//! internal.
 
-pub mod backoff;
-pub mod cli;
+mod backoff;
 pub mod config;
-pub mod connection;
-pub mod delivery;
-pub mod demo;
-pub mod flow;
-pub mod http;
-pub mod inbox;
-pub mod metrics;
-pub mod router;
-pub mod secret;
-pub mod sidecar;
-pub mod sink;
-pub mod status;
-pub mod supervisor;
-pub mod tail;
+mod connection;
+mod delivery;
+mod flow;
+mod http;
+mod inbox;
+mod metrics;
+mod router;
+mod secret;
+mod sidecar;
+mod sink;
+mod status;
+mod supervisor;
 pub mod transports;
 
+pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
 pub use delivery::{Chunk, DataKind, Deliver, FeedMessage};
+pub use metrics::{install as install_metrics, MetricsError};
 pub use router::SubscriptionSpec;
-pub use sidecar::{Sidecar, SidecarBuilder, StartError};
-pub use status::{FeedState, FeedStatus};
+pub use sidecar::{ShutdownReport, Sidecar, SidecarBuilder, StartError};
+pub use sink::JsonLinesSink;
+pub use status::{CloseRecord, FeedState, FeedStatus};
+pub use supervisor::{ChangeError, FeedReadiness, Readiness, ReloadReport};

@@ -18,57 +18,57 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::status::FeedState;
 
 /// 1 when the feed's connection is open, 0 otherwise.
-pub const FEED_UP: &str = "feedvisor_feed_up";
+pub(crate) const FEED_UP: &str = "feedvisor_feed_up";
 /// Whole messages received, by `kind` (text, binary).
-pub const MESSAGES_RECEIVED: &str = "feedvisor_messages_received_total";
+pub(crate) const MESSAGES_RECEIVED: &str = "feedvisor_messages_received_total";
 /// Payload bytes of the messages received.
-pub const BYTES_RECEIVED: &str = "feedvisor_bytes_received_total";
+pub(crate) const BYTES_RECEIVED: &str = "feedvisor_bytes_received_total";
 /// Messages refused, by `reason` (too_large, invalid_utf8, protocol).
-pub const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
+pub(crate) const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 /// Connect attempts, by `result` (ok or an error kind).
-pub const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
+pub(crate) const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
 /// Time from a message's arrival to the end of its handling by a subscriber:
 /// sampled at most once a millisecond per subscriber (for every feed in the
 /// batch then handled), each sample the slowest batch of its feed (by its
 /// oldest message) since the feed's last sample.
-pub const DELIVERY_LATENCY: &str = "feedvisor_delivery_latency_seconds";
+pub(crate) const DELIVERY_LATENCY: &str = "feedvisor_delivery_latency_seconds";
 /// Connections opened after the first one (successful reconnects).
-pub const RECONNECTS: &str = "feedvisor_reconnects_total";
+pub(crate) const RECONNECTS: &str = "feedvisor_reconnects_total";
 /// The feed's state, one-hot by `state`.
-pub const FEED_STATE: &str = "feedvisor_feed_state";
+pub(crate) const FEED_STATE: &str = "feedvisor_feed_state";
 /// Time from the start of a connect attempt to the open connection.
-pub const HANDSHAKE_DURATION: &str = "feedvisor_handshake_duration_seconds";
+pub(crate) const HANDSHAKE_DURATION: &str = "feedvisor_handshake_duration_seconds";
 /// Round-trip time of heartbeat pings.
-pub const PING_RTT: &str = "feedvisor_ping_rtt_seconds";
+pub(crate) const PING_RTT: &str = "feedvisor_ping_rtt_seconds";
 /// Messages waiting in the outbound queue.
-pub const OUTBOUND_QUEUE_DEPTH: &str = "feedvisor_outbound_queue_depth";
+pub(crate) const OUTBOUND_QUEUE_DEPTH: &str = "feedvisor_outbound_queue_depth";
 /// Outbound messages dropped or refused, by `reason` (see [`OutboundDropReason`]).
-pub const OUTBOUND_DROPPED: &str = "feedvisor_outbound_dropped_total";
+pub(crate) const OUTBOUND_DROPPED: &str = "feedvisor_outbound_dropped_total";
 /// Messages sent upstream (on_open, heartbeats and sends).
-pub const MESSAGES_SENT: &str = "feedvisor_messages_sent_total";
+pub(crate) const MESSAGES_SENT: &str = "feedvisor_messages_sent_total";
 /// Payload bytes sent upstream.
-pub const BYTES_SENT: &str = "feedvisor_bytes_sent_total";
+pub(crate) const BYTES_SENT: &str = "feedvisor_bytes_sent_total";
 /// Gaps in a sequenced feed (each gap counted once).
-pub const SEQUENCE_GAPS: &str = "feedvisor_sequence_gaps_total";
+pub(crate) const SEQUENCE_GAPS: &str = "feedvisor_sequence_gaps_total";
 /// Messages a sequenced feed skipped, summed over its gaps.
-pub const SEQUENCE_MISSED: &str = "feedvisor_sequence_missed_total";
+pub(crate) const SEQUENCE_MISSED: &str = "feedvisor_sequence_missed_total";
 /// Messages whose sequence number was at or below one already seen.
-pub const SEQUENCE_DUPLICATES: &str = "feedvisor_sequence_duplicates_total";
+pub(crate) const SEQUENCE_DUPLICATES: &str = "feedvisor_sequence_duplicates_total";
 /// Actors restarted after dying unexpectedly, by `actor` (connection).
-pub const ACTOR_RESTARTS: &str = "feedvisor_actor_restarts_total";
+pub(crate) const ACTOR_RESTARTS: &str = "feedvisor_actor_restarts_total";
 /// Config reloads, by `result` (ok, invalid).
-pub const CONFIG_RELOADS: &str = "feedvisor_config_reloads_total";
+pub(crate) const CONFIG_RELOADS: &str = "feedvisor_config_reloads_total";
 /// Messages waiting in a subscriber's queue, by `subscriber`.
-pub const SUBSCRIBER_QUEUE_DEPTH: &str = "feedvisor_subscriber_queue_depth";
+pub(crate) const SUBSCRIBER_QUEUE_DEPTH: &str = "feedvisor_subscriber_queue_depth";
 /// Messages a subscriber finished handling, by `subscriber`.
-pub const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
+pub(crate) const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
 /// Messages a subscriber never got, by `subscriber` and `reason`
 /// (drop_oldest, drop_newest, subscriber_gone, unsubscribed).
-pub const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
+pub(crate) const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
 /// Config sinks started again after their actor stopped unasked, by `subscriber`.
-pub const SUBSCRIBER_RESTARTS: &str = "feedvisor_subscriber_restarts_total";
+pub(crate) const SUBSCRIBER_RESTARTS: &str = "feedvisor_subscriber_restarts_total";
 /// Messages of a sequenced feed with no readable sequence number.
-pub const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
+pub(crate) const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
 
 /// Latency buckets from 1 µs to 10 s, three per decade.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -77,7 +77,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// How often histogram samples are folded in when nobody scrapes.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
@@ -155,18 +155,18 @@ fn describe() {
 }
 
 /// Counts an actor restarted after an unexpected death.
-pub fn actor_restarted(actor: &'static str) {
+pub(crate) fn actor_restarted(actor: &'static str) {
     counter!(ACTOR_RESTARTS, "actor" => actor).increment(1);
 }
 
 /// Counts a config reload with its result ("ok" or "invalid").
-pub fn config_reloaded(result: &'static str) {
+pub(crate) fn config_reloaded(result: &'static str) {
     counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
 /// Why a message was refused; the label values of [`MESSAGES_REJECTED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
+pub(crate) enum RejectReason {
     /// Larger than `max_message_size` (close 1009).
     TooLarge,
     /// Text that is not UTF-8 (close 1007).
@@ -177,11 +177,11 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in declaration order (the index of each is its discriminant).
-    pub const ALL: [RejectReason; 3] =
+    pub(crate) const ALL: [RejectReason; 3] =
         [RejectReason::TooLarge, RejectReason::InvalidUtf8, RejectReason::Protocol];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RejectReason::TooLarge => "too_large",
             RejectReason::InvalidUtf8 => "invalid_utf8",
@@ -192,7 +192,7 @@ impl RejectReason {
 
 /// Why an outbound message never went out; the label values of [`OUTBOUND_DROPPED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundDropReason {
+pub(crate) enum OutboundDropReason {
     /// Dropped from the queue to make room (`overflow = "drop_oldest"`).
     DropOldest,
     /// Dropped on arrival at a full queue (`overflow = "drop_newest"`).
@@ -207,7 +207,7 @@ pub enum OutboundDropReason {
 
 impl OutboundDropReason {
     /// Every reason, in declaration order (the index of each is its discriminant).
-    pub const ALL: [OutboundDropReason; 5] = [
+    pub(crate) const ALL: [OutboundDropReason; 5] = [
         OutboundDropReason::DropOldest,
         OutboundDropReason::DropNewest,
         OutboundDropReason::QueueFull,
@@ -216,7 +216,7 @@ impl OutboundDropReason {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OutboundDropReason::DropOldest => "drop_oldest",
             OutboundDropReason::DropNewest => "drop_newest",
@@ -229,7 +229,7 @@ impl OutboundDropReason {
 
 /// The handles of one feed's metrics, resolved once.
 #[derive(Clone)]
-pub struct FeedMetrics {
+pub(crate) struct FeedMetrics {
     feed: String,
     /// See [`FEED_UP`].
     pub up: Gauge,
@@ -269,7 +269,7 @@ pub struct FeedMetrics {
 
 impl FeedMetrics {
     /// Resolves the handles for `feed` (a configured name: bounded cardinality).
-    pub fn new(feed: &str) -> Self {
+    pub(crate) fn new(feed: &str) -> Self {
         let label = feed.to_owned();
         FeedMetrics {
             feed: label.clone(),
@@ -299,7 +299,7 @@ impl FeedMetrics {
     }
 
     /// Sets `feedvisor_feed_up` and the one-hot `feedvisor_feed_state`.
-    pub fn set_state(&self, state: FeedState) {
+    pub(crate) fn set_state(&self, state: FeedState) {
         self.up.set(if state == FeedState::Open { 1.0 } else { 0.0 });
         for (gauge, candidate) in self.state.iter().zip(FeedState::ALL) {
             gauge.set(if candidate == state { 1.0 } else { 0.0 });
@@ -307,32 +307,32 @@ impl FeedMetrics {
     }
 
     /// Counts a refused message.
-    pub fn rejected(&self, reason: RejectReason) {
+    pub(crate) fn rejected(&self, reason: RejectReason) {
         self.rejected[reason as usize].increment(1);
     }
 
     /// Counts `count` outbound messages that never went out.
-    pub fn outbound_dropped(&self, reason: OutboundDropReason, count: u64) {
+    pub(crate) fn outbound_dropped(&self, reason: OutboundDropReason, count: u64) {
         self.outbound_dropped[reason as usize].increment(count);
     }
 
     /// Counts a connect attempt with its result ("ok" or an error kind).
-    pub fn connect_attempt(&self, result: &'static str) {
+    pub(crate) fn connect_attempt(&self, result: &'static str) {
         counter!(CONNECT_ATTEMPTS, "feed" => self.feed.clone(), "result" => result).increment(1);
     }
 }
 
 /// The delivery latency histogram of one feed and subscriber pair.
-pub fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {
+pub(crate) fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {
     histogram!(DELIVERY_LATENCY, "feed" => feed.to_owned(), "subscriber" => subscriber.to_owned())
 }
 
 /// Why a subscriber never got a message: the `reason` label values of [`SUBSCRIBER_DROPPED`].
-pub const SUBSCRIBER_DROP_REASONS: [&str; 4] =
+pub(crate) const SUBSCRIBER_DROP_REASONS: [&str; 4] =
     ["drop_oldest", "drop_newest", "subscriber_gone", "unsubscribed"];
 
 /// The handles of one subscriber's metrics (its inbox's), resolved once.
-pub struct SubscriberMetrics {
+pub(crate) struct SubscriberMetrics {
     /// The `subscriber` label: the subscriber's name, or a shared label
     /// (`/subscribe` clients all report as `websocket`).
     pub label: String,
@@ -352,7 +352,7 @@ pub struct SubscriberMetrics {
 
 impl SubscriberMetrics {
     /// Resolves the handles of the subscriber labelled `label`.
-    pub fn new(label: String) -> Self {
+    pub(crate) fn new(label: String) -> Self {
         let [oldest, newest, gone, unsubscribed] = SUBSCRIBER_DROP_REASONS.map(|reason| {
             counter!(SUBSCRIBER_DROPPED, "subscriber" => label.clone(), "reason" => reason)
         });
@@ -369,32 +369,32 @@ impl SubscriberMetrics {
 }
 
 /// The restart counter of one config sink.
-pub fn subscriber_restarts(subscriber: &str) -> Counter {
+pub(crate) fn subscriber_restarts(subscriber: &str) -> Counter {
     counter!(SUBSCRIBER_RESTARTS, "subscriber" => subscriber.to_owned())
 }
 
 // ---- Sinks (file, exec, webhook): names, help texts and per-subscriber handles. ----
 
 /// Messages a built-in sink wrote out, by `subscriber` and `sink` (file, exec, webhook).
-pub const SINK_MESSAGES_WRITTEN: &str = "feedvisor_sink_messages_written_total";
+pub(crate) const SINK_MESSAGES_WRITTEN: &str = "feedvisor_sink_messages_written_total";
 /// Messages a built-in sink gave up on, by `subscriber`, `sink` and `reason`
 /// (file: open, write; exec: child_down, shutdown; webhook: http_status,
 /// timeout, connect, request).
-pub const SINK_MESSAGES_DROPPED: &str = "feedvisor_sink_messages_dropped_total";
+pub(crate) const SINK_MESSAGES_DROPPED: &str = "feedvisor_sink_messages_dropped_total";
 /// Failed operations of a built-in sink, by `subscriber`, `sink` and `kind`
 /// (file: open, write; exec: spawn, write; webhook: http_status, timeout,
 /// connect, request). A webhook request retried five times counts five.
-pub const SINK_ERRORS: &str = "feedvisor_sink_errors_total";
+pub(crate) const SINK_ERRORS: &str = "feedvisor_sink_errors_total";
 /// Starts of an exec sink's child process after the first (once it exited,
 /// broke, or could not be started), by `subscriber` and `sink`.
-pub const SINK_RESTARTS: &str = "feedvisor_sink_restarts_total";
+pub(crate) const SINK_RESTARTS: &str = "feedvisor_sink_restarts_total";
 
 /// The metrics of one built-in sink, resolved once when the sink starts.
 ///
 /// Errors and drops are rare, so their series are looked up when they
 /// happen; [`SinkMetrics::new`] creates the ones the sink can produce, at
 /// zero, so that dashboards and alerts see zeros rather than gaps.
-pub struct SinkMetrics {
+pub(crate) struct SinkMetrics {
     /// The subscriber's configured name (a label).
     subscriber: String,
     /// The sink kind (a label): file, exec or webhook.
@@ -407,7 +407,7 @@ impl SinkMetrics {
     /// Resolves the handles of subscriber `subscriber`, a `sink` sink, and
     /// creates its error series (`error_kinds`) and drop series
     /// (`drop_reasons`) at zero.
-    pub fn new(
+    pub(crate) fn new(
         subscriber: &str,
         sink: &'static str,
         error_kinds: &[&'static str],
@@ -432,22 +432,22 @@ impl SinkMetrics {
     }
 
     /// Counts messages written out.
-    pub fn written(&self, messages: usize) {
+    pub(crate) fn written(&self, messages: usize) {
         self.written.increment(messages as u64);
     }
 
     /// Counts one failed operation of `kind`.
-    pub fn error(&self, kind: &'static str) {
+    pub(crate) fn error(&self, kind: &'static str) {
         self.error_counter(kind).increment(1);
     }
 
     /// Counts messages given up on for `reason`.
-    pub fn dropped(&self, reason: &'static str, messages: usize) {
+    pub(crate) fn dropped(&self, reason: &'static str, messages: usize) {
         self.dropped_counter(reason).increment(messages as u64);
     }
 
     /// The restart counter (see [`SINK_RESTARTS`]), for sinks that restart something (exec).
-    pub fn restarts(&self) -> Counter {
+    pub(crate) fn restarts(&self) -> Counter {
         counter!(SINK_RESTARTS, "subscriber" => self.subscriber.clone(), "sink" => self.sink)
     }
 
@@ -471,15 +471,15 @@ impl SinkMetrics {
 // also report as subscriber `websocket` in the subscriber metrics above.
 
 /// WebSocket clients connected to `/subscribe`.
-pub const SUBSCRIBE_CLIENTS: &str = "feedvisor_subscribe_clients";
+pub(crate) const SUBSCRIBE_CLIENTS: &str = "feedvisor_subscribe_clients";
 /// `/subscribe` clients the sidecar closed, by `reason` (slow, shutdown).
-pub const SUBSCRIBE_CLIENTS_CLOSED: &str = "feedvisor_subscribe_clients_closed_total";
+pub(crate) const SUBSCRIBE_CLIENTS_CLOSED: &str = "feedvisor_subscribe_clients_closed_total";
 /// `/subscribe` requests refused before the upgrade, by `reason` (origin, max_clients, bad_request).
-pub const SUBSCRIBE_REFUSED: &str = "feedvisor_subscribe_refused_total";
+pub(crate) const SUBSCRIBE_REFUSED: &str = "feedvisor_subscribe_refused_total";
 
 /// The handles of the `/subscribe` endpoint's metrics.
 #[derive(Clone)]
-pub struct SubscribeMetrics {
+pub(crate) struct SubscribeMetrics {
     /// See [`SUBSCRIBE_CLIENTS`].
     pub clients: Gauge,
     /// See [`SUBSCRIBE_CLIENTS_CLOSED`] with `reason="slow"` (1008: too far behind too long).
@@ -496,7 +496,7 @@ pub struct SubscribeMetrics {
 
 /// Resolves the `/subscribe` metrics' handles; every series exists from
 /// then on (at zero), without resetting one that counts.
-pub fn subscribe_metrics() -> SubscribeMetrics {
+pub(crate) fn subscribe_metrics() -> SubscribeMetrics {
     let closed =
         |reason: &'static str| ::metrics::counter!(SUBSCRIBE_CLIENTS_CLOSED, "reason" => reason);
     let refused = |reason: &'static str| ::metrics::counter!(SUBSCRIBE_REFUSED, "reason" => reason);

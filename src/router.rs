@@ -23,10 +23,7 @@ use crate::flow::FlowGate;
 use crate::inbox::{Inbox, InboxGone};
 
 /// Messages that may wait for a subscriber unless it asks otherwise.
-pub const DEFAULT_QUEUE: usize = crate::config::DEFAULT_QUEUE;
-
-/// The most messages in one [`Deliver`].
-pub const MAX_BATCH: usize = crate::inbox::MAX_BATCH;
+pub(crate) const DEFAULT_QUEUE: usize = crate::config::DEFAULT_QUEUE;
 
 /// What a subscriber wants: feeds and, optionally, topics, by glob pattern;
 /// and how many messages may wait for it.
@@ -65,7 +62,7 @@ impl SubscriptionSpec {
     }
 
     /// Reports metrics under `label` instead of the subscriber's name.
-    pub fn with_metric_label(mut self, label: impl Into<String>) -> Self {
+    pub(crate) fn with_metric_label(mut self, label: impl Into<String>) -> Self {
         self.metric_label = Some(label.into());
         self
     }
@@ -78,7 +75,7 @@ impl SubscriptionSpec {
     }
 
     /// The subscription a config's `[[subscribers]]` entry asks for.
-    pub fn from_config(config: &SubscriberConfig) -> Self {
+    pub(crate) fn from_config(config: &SubscriberConfig) -> Self {
         SubscriptionSpec {
             name: config.name.clone(),
             feeds: config.feeds.clone(),
@@ -108,7 +105,7 @@ struct TableEntry {
 
 /// An immutable snapshot of the subscription table, in subscription order.
 #[derive(Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     entries: Vec<TableEntry>,
 }
 
@@ -116,7 +113,7 @@ pub struct RouteTable {
 ///
 /// Readers check [`Routes::version`] (one atomic load) and take the lock only
 /// when it changed, which happens only when subscriptions change.
-pub struct Routes {
+pub(crate) struct Routes {
     /// Bumped (inside the write lock) after every publication; starts at 1,
     /// so that 0 means "never read" to a [`FeedRoutes`].
     version: AtomicU64,
@@ -163,7 +160,7 @@ impl Target {
 /// One feed's view of the table: the subscribers that want it, worked out
 /// once per published version. A connection actor owns one and hands it
 /// every batch.
-pub struct FeedRoutes {
+pub(crate) struct FeedRoutes {
     routes: Arc<Routes>,
     feed: Arc<str>,
     /// The version `targets` was worked out from (0: never).
@@ -173,7 +170,7 @@ pub struct FeedRoutes {
 
 impl FeedRoutes {
     /// The routes of `feed` in the table `routes` publishes.
-    pub fn new(routes: Arc<Routes>, feed: Arc<str>) -> Self {
+    pub(crate) fn new(routes: Arc<Routes>, feed: Arc<str>) -> Self {
         FeedRoutes { routes, feed, version: 0, targets: Vec::new() }
     }
 
@@ -198,7 +195,7 @@ impl FeedRoutes {
 
     /// Hands a batch of this feed to every subscriber that wants it; `gate`
     /// is the feed's, closed by backpressure subscribers whose inbox is full.
-    pub fn publish(&mut self, messages: Vec<FeedMessage>, gate: &Arc<FlowGate>) {
+    pub(crate) fn publish(&mut self, messages: Vec<FeedMessage>, gate: &Arc<FlowGate>) {
         if messages.is_empty() {
             return;
         }
@@ -238,7 +235,7 @@ struct Subscription {
 
 /// The subscription table's owner.
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     /// By subscription number, which is subscription order.
     subscriptions: BTreeMap<u64, Subscription>,
     /// What the feeds read.
@@ -248,12 +245,12 @@ pub struct Router {
 
 impl Router {
     /// An empty table.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The table this router publishes, for connection actors (see [`FeedRoutes`]).
-    pub fn routes(&self) -> Arc<Routes> {
+    pub(crate) fn routes(&self) -> Arc<Routes> {
         self.routes.clone()
     }
 
@@ -319,7 +316,7 @@ impl Actor for Router {
 /// Adds a subscriber to the table (replacing one of the same name).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     /// What the subscriber wants.
     pub spec: SubscriptionSpec,
     /// Where its batches go.
@@ -339,7 +336,7 @@ impl Handler<Subscribe> for Router {
 /// Removes a subscriber by name.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     /// The name it subscribed with.
     pub name: String,
 }
@@ -356,7 +353,7 @@ impl Handler<Unsubscribe> for Router {
 /// the batch it holds), by subscriber name.
 #[derive(Message)]
 #[rtype(result = "Vec<(String, u64)>")]
-pub struct GetInFlight;
+pub(crate) struct GetInFlight;
 
 impl Handler<GetInFlight> for Router {
     type Result = MessageResult<GetInFlight>;

@@ -31,8 +31,8 @@ use crate::metrics::{self, MetricsError};
 use crate::router::{GetInFlight, Router, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::status::FeedStatus;
 use crate::supervisor::{
-    ChangeError, CloseFeeds, GetConnection, GetReadiness, GetStatus, Readiness, Reload,
-    ReloadReport, SendToFeed, Shutdown, Supervisor,
+    AddFeed, ChangeError, CloseFeeds, GetConnection, GetReadiness, GetStatus, Readiness,
+    ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed, SendToFeed, Shutdown, Supervisor,
 };
 use crate::transports::TransportRegistry;
 
@@ -266,9 +266,43 @@ impl Sidecar {
         self.supervisor.send(Reload).await.unwrap_or(Err(ChangeError::ShuttingDown))
     }
 
-    /// The supervisor, for the changes the HTTP API offers (`AddFeed`, `ReplaceFeed`, ...).
-    pub fn supervisor(&self) -> &Addr<Supervisor> {
-        &self.supervisor
+    /// Adds a feed given in the config's `[[feeds]]` shape, as JSON (what
+    /// `POST /feeds` does): its status, or why it was refused.
+    pub async fn add_feed(&self, feed: serde_json::Value) -> Result<FeedStatus, ChangeError> {
+        self.change(AddFeed { feed }).await
+    }
+
+    /// Replaces a feed by one given as JSON (what `PUT /feeds/{name}` does):
+    /// the old connection closes once the new one is open or, on a sequenced
+    /// feed, once the new one takes over delivery; in any case after a
+    /// bounded wait. The JSON's `name`, if given, must be `name`.
+    pub async fn replace_feed(
+        &self,
+        name: &str,
+        feed: serde_json::Value,
+    ) -> Result<FeedStatus, ChangeError> {
+        self.change(ReplaceFeed { name: name.to_owned(), feed }).await
+    }
+
+    /// Closes a feed (1000) and removes it (what `DELETE /feeds/{name}` does).
+    pub async fn remove_feed(&self, name: &str) -> Result<(), ChangeError> {
+        self.change(RemoveFeed { name: name.to_owned() }).await
+    }
+
+    /// Drops a feed's connection and connects again at once with its backoff
+    /// reset, reviving a failed feed (what `POST /feeds/{name}/reconnect` does).
+    pub async fn reconnect_feed(&self, name: &str) -> Result<(), ChangeError> {
+        self.change(ReconnectFeed { name: name.to_owned() }).await
+    }
+
+    /// Asks the supervisor for a change; a supervisor that is gone is shutting down.
+    async fn change<M, T>(&self, change: M) -> Result<T, ChangeError>
+    where
+        M: Message<Result = Result<T, ChangeError>> + Send + 'static,
+        T: Send + 'static,
+        Supervisor: Handler<M>,
+    {
+        self.supervisor.send(change).await.unwrap_or(Err(ChangeError::ShuttingDown))
     }
 
     /// The metrics in Prometheus text format.

@@ -79,9 +79,10 @@ struct Details {
     last_close: Option<CloseRecord>,
 }
 
-/// One feed's status, written by its connection actor.
+/// One feed's live status: written by its connection actor, read by the
+/// supervisor and the HTTP API without a message to the actor.
 #[derive(Debug)]
-pub struct FeedShared {
+pub(crate) struct StatusCell {
     state: AtomicU8,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
@@ -90,9 +91,9 @@ pub struct FeedShared {
     details: Mutex<Details>,
 }
 
-impl Default for FeedShared {
+impl Default for StatusCell {
     fn default() -> Self {
-        FeedShared {
+        StatusCell {
             state: AtomicU8::new(FeedState::Connecting as u8),
             messages_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -103,9 +104,9 @@ impl Default for FeedShared {
     }
 }
 
-impl FeedShared {
+impl StatusCell {
     /// A fresh status in state `connecting`.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -114,7 +115,7 @@ impl FeedShared {
     }
 
     /// The current state.
-    pub fn state(&self) -> FeedState {
+    pub(crate) fn state(&self) -> FeedState {
         let raw = self.state.load(Ordering::Relaxed);
         FeedState::ALL.into_iter().find(|state| *state as u8 == raw).unwrap_or(FeedState::Failed)
     }
@@ -137,12 +138,12 @@ impl FeedShared {
     }
 
     /// Connections opened after the first one.
-    pub fn reconnects(&self) -> u64 {
+    pub(crate) fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Messages waiting in the outbound queue.
-    pub fn outbound_queued(&self) -> u64 {
+    pub(crate) fn outbound_queued(&self) -> u64 {
         self.outbound_queued.load(Ordering::Relaxed)
     }
 
@@ -155,22 +156,22 @@ impl FeedShared {
     }
 
     /// Messages received since the feed started.
-    pub fn messages_in(&self) -> u64 {
+    pub(crate) fn messages_in(&self) -> u64 {
         self.messages_in.load(Ordering::Relaxed)
     }
 
     /// Payload bytes received since the feed started.
-    pub fn bytes_in(&self) -> u64 {
+    pub(crate) fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// The last error, if any.
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.details().last_error.clone()
     }
 
     /// The last close, if any.
-    pub fn last_close(&self) -> Option<CloseRecord> {
+    pub(crate) fn last_close(&self) -> Option<CloseRecord> {
         self.details().last_close.clone()
     }
 }
@@ -208,7 +209,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_the_atomic() {
-        let shared = FeedShared::new();
+        let shared = StatusCell::new();
         for state in FeedState::ALL {
             shared.set_state(state);
             assert_eq!(shared.state(), state);

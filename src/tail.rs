@@ -18,7 +18,7 @@ const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// What to tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TailOptions {
+pub(crate) struct TailOptions {
     /// A feed name or glob pattern.
     pub feed: String,
     /// Topic glob patterns; empty: every message.
@@ -29,7 +29,7 @@ pub struct TailOptions {
 
 /// Why `tail` stopped with an error.
 #[derive(Debug, thiserror::Error)]
-pub enum TailError {
+pub(crate) enum TailError {
     /// `--url` is not a plain HTTP URL.
     #[error("--url {url:?}: {reason}")]
     BadUrl {
@@ -78,7 +78,7 @@ pub enum TailError {
 }
 
 /// The endpoint URL for `options`: `ws://HOST:PORT/subscribe?feed=...&topic=...`.
-pub fn subscribe_url(options: &TailOptions) -> Result<Url, TailError> {
+pub(crate) fn subscribe_url(options: &TailOptions) -> Result<Url, TailError> {
     let bad =
         |reason: &str| TailError::BadUrl { url: options.url.clone(), reason: reason.to_owned() };
     let mut url = Url::parse(&options.url).map_err(|error| {
@@ -116,7 +116,7 @@ pub fn subscribe_url(options: &TailOptions) -> Result<Url, TailError> {
 
 /// Subscribes and prints every text frame as a line on standard output
 /// until Ctrl-C or until the sidecar closes. Runs inside an actix system.
-pub async fn run(options: TailOptions) -> Result<(), TailError> {
+pub(crate) async fn run(options: TailOptions) -> Result<(), TailError> {
     let url = subscribe_url(&options)?;
     let client = awc::Client::default();
     let connect = client.ws(url.as_str()).max_frame_size(MAX_FRAME).connect();

@@ -9,7 +9,7 @@ use url::Url;
 
 /// Parses a size such as `"64KiB"`, `"1MiB"`, `"1.5 MB"` (decimal) or
 /// `"1024"` (bytes) into bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let valid = text.starts_with(|c: char| c.is_ascii_digit());
     match text.parse::<bytesize::ByteSize>() {

@@ -11,7 +11,8 @@
 //!    without further checks.
 //!
 //! A feed added at run time goes through the same raw struct and the same
-//! checks: see [`parse_feed_json`].
+//! checks (`parse_feed_json`, behind [`Sidecar::add_feed`](crate::Sidecar::add_feed)
+//! and `POST /feeds`).
 //!
 //! What a feed's URL may look like and which options it may use is the
 //! business of the transport serving its scheme: validation asks the
@@ -53,19 +54,19 @@ use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
 use serde::Serialize;
 use url::Url;
 
-pub use checks::{parse_duration, parse_size};
+pub use checks::parse_duration;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
-pub use show::{format_duration, format_size, framing_name, mode_name};
+pub(crate) use show::{format_duration, format_size, mode_name};
 pub use subscriber::{
     SinkConfig, SinkKind, SubscribeEndpointConfig, SubscriberConfig, SubscriberOverflow,
     DEFAULT_QUEUE,
 };
-pub use validate::MAX_MESSAGE_SIZE_LIMIT;
 
+pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 pub use crate::secret::Secret;
+pub use crate::sink::{ExecSinkConfig, FileLayout, FileSinkConfig, WebhookSinkConfig};
 
-use crate::backoff::ReconnectPolicy;
 use crate::transports::TransportRegistry;
 use show::{mask_password, mask_query};
 
@@ -276,7 +277,7 @@ impl FeedConfig {
     }
 
     /// The URL safe to show: as written if it used `${VAR}`, password masked.
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         match self.unexpanded.url.as_deref() {
             // As written: `${VAR}` placeholders show where secrets go, not the secrets.
             Some(written) => mask_password(written),
@@ -285,7 +286,7 @@ impl FeedConfig {
     }
 
     /// The `on_open` messages safe to show: as written if any used `${VAR}`.
-    pub fn display_on_open(&self) -> &[String] {
+    pub(crate) fn display_on_open(&self) -> &[String] {
         if self.unexpanded.on_open.len() == self.on_open.len() && !self.on_open.is_empty() {
             &self.unexpanded.on_open
         } else {
@@ -295,12 +296,12 @@ impl FeedConfig {
 
     /// The framing as a config file would write it: when the feed's transport
     /// uses it, or when it is not the default; else `None`.
-    pub fn written_framing(&self) -> Option<Framing> {
+    pub(crate) fn written_framing(&self) -> Option<Framing> {
         (self.framing_used || self.framing != Framing::default()).then_some(self.framing)
     }
 
     /// The heartbeat safe to show: an application message as written if it used `${VAR}`.
-    pub fn display_heartbeat(&self) -> Option<HeartbeatConfig> {
+    pub(crate) fn display_heartbeat(&self) -> Option<HeartbeatConfig> {
         heartbeat::as_written(self.heartbeat.as_ref(), self.unexpanded.heartbeat_message.as_deref())
     }
 }
@@ -435,7 +436,7 @@ impl Config {
     /// Checks every feed against `transports` again: for a config resolved
     /// with another registry than the one it will run with. Problems are
     /// reported under `origin`, at each feed's path.
-    pub fn check_transports(
+    pub(crate) fn check_transports(
         &self,
         origin: &str,
         transports: &TransportRegistry,
@@ -471,7 +472,7 @@ fn parse_toml(
 /// pass `&|_| None` unless it trusts the sender: a client could otherwise
 /// send any variable's value to a server of its choosing. Checking that the
 /// name is not already in use is the caller's job.
-pub fn parse_feed_json(
+pub(crate) fn parse_feed_json(
     value: serde_json::Value,
     defaults: &FeedDefaults,
     base_dir: &Path,

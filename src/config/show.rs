@@ -142,7 +142,7 @@ impl Serialize for FeedDefaults {
 }
 
 /// The name of a delivery mode in the config (`mode = "stream"`) and in the status API.
-pub fn mode_name(mode: DeliveryMode) -> &'static str {
+pub(crate) fn mode_name(mode: DeliveryMode) -> &'static str {
     match mode {
         DeliveryMode::Message => "message",
         DeliveryMode::Stream { .. } => "stream",
@@ -150,7 +150,7 @@ pub fn mode_name(mode: DeliveryMode) -> &'static str {
 }
 
 /// The name of a framing in the config (`framing = "length_prefixed"`).
-pub fn framing_name(framing: Framing) -> &'static str {
+pub(crate) fn framing_name(framing: Framing) -> &'static str {
     match framing {
         Framing::Lines => "lines",
         Framing::LengthPrefixed => "length_prefixed",
@@ -229,8 +229,8 @@ impl Serialize for ShowQueue<'_> {
     }
 }
 
-/// Exact human form of a byte count, readable back by [`super::parse_size`]: `64KiB`, `1000B`.
-pub fn format_size(bytes: u64) -> String {
+/// Exact human form of a byte count, readable back by [`super::checks::parse_size`]: `64KiB`, `1000B`.
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] =
         [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, factor) in UNITS {
@@ -242,7 +242,7 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Human form of a duration, readable back by [`super::parse_duration`]: `10s`, `1m 30s`.
-pub fn format_duration(duration: Duration) -> String {
+pub(crate) fn format_duration(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 

@@ -105,7 +105,7 @@ impl SinkConfig {
     }
 
     /// The sink's own checks (pure).
-    pub fn validate(&self) -> Vec<SinkConfigError> {
+    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
         match self {
             Self::Stdout => Vec::new(),
             Self::File(config) => config.validate(),

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use feedvisor_transport_api::{DeliveryMode, Framing};
 
+use super::checks::parse_size;
+use super::show::framing_name;
 use super::*;
 use crate::backoff::{Jitter, PolicyKind};
 use crate::transports::TransportRegistry;

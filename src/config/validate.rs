@@ -32,7 +32,7 @@ use crate::transports::TransportRegistry;
 const MAX_CHUNK_SIZE: u64 = 16 << 20;
 
 /// Largest accepted `max_message_size`: a message is buffered whole.
-pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
+pub(super) const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
 
 /// The `on_open` placeholder for the last sequence number seen, which needs `sequence`.
 const LAST_SEQ: &str = "{{last_seq}}";

@@ -1,5 +1,15 @@
 //! What the connection actor does with an inbound batch: assemble messages,
 //! answer heartbeats, read topics and sequence numbers, hand the batch on.
+//!
+//! Each message carries its arrival on the real clock (`std::time::Instant`,
+//! see [`arrival`]): not a timer, but the start of the delivery latency that
+//! subscribers measure on their own threads. Timers here (`last_inbound`)
+//! use tokio's clock like the rest of the connection actor.
+
+#![allow(
+    clippy::disallowed_types,
+    reason = "messages carry their arrival on the real clock (see the module docs)"
+)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -84,11 +94,21 @@ fn scan(
     }
 }
 
+/// Now, as a message's arrival: the real clock, against which delivery
+/// latency is measured when a subscriber drops its batch, and the wall clock
+/// subscribers see as `received_at`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "delivery latency is measured on the real clock across threads, not by a timer"
+)]
+fn arrival() -> (Instant, SystemTime) {
+    (Instant::now(), SystemTime::now())
+}
+
 impl FeedConnection {
     /// Handles one inbound batch.
     pub(super) fn handle_events(&mut self, events: Vec<Event>, ctx: &mut Context<Self>) {
-        let received = Instant::now();
-        let received_at = SystemTime::now();
+        let (received, received_at) = arrival();
         if let Some(link) = self.link.as_mut() {
             link.last_inbound = actix_rt::time::Instant::now();
         }
@@ -229,7 +249,8 @@ impl FeedConnection {
         let Some((message, offset)) = self.stream.current.take() else { return };
         tracing::warn!(feed = %self.name, message, bytes = offset, "streamed message cut short");
         let chunk = Chunk { message, offset, last: true, aborted: true };
-        let marker = self.chunk_message(Bytes::new(), chunk, Instant::now(), SystemTime::now());
+        let (received, received_at) = arrival();
+        let marker = self.chunk_message(Bytes::new(), chunk, received, received_at);
         self.publish(vec![marker]);
     }
 

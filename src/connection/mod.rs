@@ -15,14 +15,21 @@
 //! only through [`feedvisor_transport_api`]. Every connection gets a new
 //! generation number, and events and timers from an older generation are
 //! ignored, so nothing from a dropped connection can disturb the current one.
+//!
+//! `clippy.toml` holds this module (and its submodules) to that: no
+//! `std::time::Instant` (but for the arrival stamp of messages, see
+//! `inbound.rs`), no blocking sleep, and no random source but the one it
+//! hands to `backoff.rs`.
+
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod inbound;
 mod liveness;
 mod outbound;
 pub(crate) mod pointer;
-pub mod queue;
-pub mod sequence;
-pub mod watch;
+pub(crate) mod queue;
+pub(crate) mod sequence;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,17 +49,17 @@ use crate::config::FeedConfig;
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
-use crate::status::{CloseRecord, FeedShared, FeedState};
+use crate::status::{CloseRecord, FeedState, StatusCell};
 
-pub use outbound::{
-    send_in_pieces, AbandonPieces, PiecesOwner, SendError, SendMessage, SendOutcome, SendPiece,
-};
+pub(crate) use outbound::{send_in_pieces, SendMessage};
+pub use outbound::{SendError, SendOutcome};
 use queue::OutboundQueue;
+pub use queue::{OutboundFill, OutboundQueueError};
 use sequence::SequenceSeat;
-pub use watch::{ConnectionEvent, DeathNotice};
+pub(crate) use watch::{ConnectionEvent, SupervisorLink};
 
 /// Everything a connection actor is started with.
-pub struct ConnectionSetup {
+pub(crate) struct ConnectionSetup {
     /// The feed as configured (defaults applied).
     pub feed: Arc<FeedConfig>,
     /// The transport its URL scheme picked.
@@ -60,9 +67,9 @@ pub struct ConnectionSetup {
     /// The subscription table inbound batches are routed by.
     pub routes: Arc<Routes>,
     /// Where its status is published.
-    pub shared: Arc<FeedShared>,
+    pub shared: Arc<StatusCell>,
     /// Tells the supervisor when it opens and if it dies unasked; `None` when unsupervised.
-    pub watch: Option<DeathNotice>,
+    pub watch: Option<SupervisorLink>,
 }
 
 /// The open connection and what belongs to it alone.
@@ -91,7 +98,7 @@ struct StreamState {
 }
 
 /// The connection actor of one feed.
-pub struct FeedConnection {
+pub(crate) struct FeedConnection {
     /// The feed as configured.
     feed: Arc<FeedConfig>,
     /// The feed's name, shared by every message it produces.
@@ -99,7 +106,7 @@ pub struct FeedConnection {
     transport: Arc<dyn Transport>,
     /// This feed's subscribers, from the router's published table.
     routes: FeedRoutes,
-    shared: Arc<FeedShared>,
+    shared: Arc<StatusCell>,
     metrics: FeedMetrics,
     /// The reconnect policy and how many attempts it has handed out.
     backoff: Backoff,
@@ -126,7 +133,7 @@ pub struct FeedConnection {
     /// The message being sent in pieces: its owner and the generation it started on.
     pieces: Option<outbound::Pieces>,
     /// The supervisor's watch on this actor.
-    watch: Option<DeathNotice>,
+    watch: Option<SupervisorLink>,
     /// Set when the actor is being replaced: its states no longer reach the
     /// feed's gauges, which belong to the replacement.
     retired: bool,
@@ -134,7 +141,7 @@ pub struct FeedConnection {
 
 impl FeedConnection {
     /// A connection actor, not yet started.
-    pub fn new(setup: ConnectionSetup) -> Self {
+    pub(crate) fn new(setup: ConnectionSetup) -> Self {
         let ConnectionSetup { feed, transport, routes, shared, watch } = setup;
         let max_message_size = usize::try_from(feed.max_message_size).unwrap_or(usize::MAX);
         let name: Arc<str> = Arc::from(feed.name.as_str());
@@ -283,6 +290,10 @@ impl FeedConnection {
 
     /// Waits as the policy says, then connects again; or gives up.
     fn schedule_retry(&mut self, retry_after: Option<Duration>, ctx: &mut Context<Self>) {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the caller picks the random source that backoff.rs takes as an argument"
+        )]
         let Some(delay) = self.backoff.next_delay(&mut rand::rng(), retry_after) else {
             self.give_up();
             return;
@@ -370,7 +381,7 @@ impl StreamHandler<InboundItem> for FeedConnection {
 /// Closes the feed's connection with a close frame and stops the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     /// The close code to send (1000 removed, 1001 shutting down).
     pub code: u16,
     /// True when a replacement has taken over the feed: the feed's gauges are left to it.
@@ -401,7 +412,7 @@ impl Handler<Disconnect> for FeedConnection {
 /// with the backoff reset; revives a feed that had failed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reconnect;
+pub(crate) struct Reconnect;
 
 impl Handler<Reconnect> for FeedConnection {
     type Result = ();

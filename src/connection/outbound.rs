@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use feedvisor_transport_api::{close_code, DataFrame, Opcode, Outbound, OutboundSender};
 
-use super::queue::{payload_len, Fill, QueueError, Queued};
+use super::queue::{payload_len, OutboundFill, OutboundQueueError, Queued};
 use super::FeedConnection;
 use crate::metrics::OutboundDropReason;
 use crate::status::FeedState;
@@ -30,7 +30,7 @@ use crate::status::FeedState;
 /// Sends a text or binary message to the feed's peer (queued while it is down).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SendOutcome, SendError>")]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     /// `Outbound::Text` or `Outbound::Binary`.
     pub message: Outbound,
 }
@@ -54,11 +54,11 @@ pub enum SendOutcome {
 /// only the owner can abandon it, so that a sender refused with
 /// [`SendError::Busy`] can never disturb the message under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PiecesOwner(u64);
+pub(crate) struct PiecesOwner(u64);
 
 impl PiecesOwner {
     /// An owner unlike any other in this process.
-    pub fn unique() -> PiecesOwner {
+    pub(crate) fn unique() -> PiecesOwner {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         PiecesOwner(NEXT.fetch_add(1, Ordering::Relaxed))
     }
@@ -83,7 +83,7 @@ pub(super) struct Pieces {
 /// ([`feedvisor_transport_api::OutboundSender::drained_below`]).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<OutboundSender, SendError>")]
-pub struct SendPiece {
+pub(crate) struct SendPiece {
     /// Who sends the message; the same for all its pieces.
     pub owner: PiecesOwner,
     /// The piece.
@@ -95,7 +95,7 @@ pub struct SendPiece {
 /// message) and comes back by its policy. Anything else is left alone.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct AbandonPieces {
+pub(crate) struct AbandonPieces {
     /// Whose message; the owner its pieces were sent with.
     pub owner: PiecesOwner,
 }
@@ -105,14 +105,14 @@ pub struct AbandonPieces {
 pub enum SendError {
     /// The outbound queue refused it (or it is larger than the queue's `max_bytes`).
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Queue(#[from] OutboundQueueError),
     /// The feed is open, but its writer has not taken what it was handed
     /// (the peer reads slower than it is sent to): nothing was sent.
     #[error(
         "the feed's peer is not keeping up ({} of {} messages, {} of {} bytes wait to be written): message refused, retry later",
         .0.messages, .0.max_messages, .0.bytes, .0.max_bytes
     )]
-    Backlog(Fill),
+    Backlog(OutboundFill),
     /// The feed gave up reconnecting; nothing will be sent.
     #[error("the feed has failed and will not reconnect: nothing can be sent")]
     FeedFailed,
@@ -208,8 +208,8 @@ impl FeedConnection {
             }
             Err(error) => {
                 let reason = match error {
-                    QueueError::Full(_) => OutboundDropReason::QueueFull,
-                    QueueError::TooLarge { .. } => OutboundDropReason::TooLarge,
+                    OutboundQueueError::Full(_) => OutboundDropReason::QueueFull,
+                    OutboundQueueError::TooLarge { .. } => OutboundDropReason::TooLarge,
                 };
                 self.metrics.outbound_dropped(reason, 1);
                 tracing::warn!(feed = %self.name, %error, "outbound message refused");
@@ -230,10 +230,11 @@ impl FeedConnection {
     fn admit_to_writer(&self, writer: &OutboundSender, size: u64) -> Result<(), SendError> {
         let limits = &self.feed.outbound_queue;
         let (reason, error) = if size > limits.max_bytes {
-            let error = QueueError::TooLarge { size, max_bytes: limits.max_bytes };
+            let error = OutboundQueueError::TooLarge { size, max_bytes: limits.max_bytes };
             (OutboundDropReason::TooLarge, error.into())
         } else {
-            let fill = Fill::of(writer.pending_messages(), writer.pending_bytes() as u64, limits);
+            let fill =
+                OutboundFill::of(writer.pending_messages(), writer.pending_bytes() as u64, limits);
             if fill.has_room_for(size) {
                 return Ok(());
             }
@@ -376,7 +377,10 @@ impl Drop for PiecesGuard {
 /// If `body` fails, or the returned future is dropped before the end, the
 /// message is abandoned: the peer has half of it, so the connection is
 /// closed with 1011 and reconnects by its policy.
-pub async fn send_in_pieces<S, E>(actor: Addr<FeedConnection>, body: S) -> Result<u64, SendError>
+pub(crate) async fn send_in_pieces<S, E>(
+    actor: Addr<FeedConnection>,
+    body: S,
+) -> Result<u64, SendError>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {

@@ -1,11 +1,12 @@
 //! Finds RFC 6901 JSON pointers in a message without parsing it into a tree.
 //!
 //! A feed's `topic` and `sequence` pointers each name one scalar in every
-//! inbound message. [`lookup`] walks the message bytes once, skips (and
-//! checks) every value that is not on the pointer's path, and stops as soon
-//! as the value is found. Nothing is allocated unless the string found, or
-//! an object key compared on the way, has escapes to decode. [`lookup_pair`]
-//! does the same for two pointers in one walk.
+//! inbound message. [`lookup_pair`] walks the message bytes once, skips
+//! (and checks) every value that is not on a pointer's path, and stops as
+//! soon as every pointer it was given is resolved. Nothing is allocated
+//! unless a string found, or an object key compared on the way, has escapes
+//! to decode. The one-pointer form, `lookup`, is what the tests hold the
+//! walk to.
 //!
 //! Against `serde_json::from_slice::<Value>` followed by `Value::pointer`:
 //!
@@ -88,7 +89,8 @@ pub(crate) fn lookup<'a>(json: &'a [u8], pointer: &str) -> Option<Scalar<'a>> {
 }
 
 /// The scalars at two pointers, found in one walk: the same answers as two
-/// [`lookup`]s, where `None` for a pointer finds `None`.
+/// `lookup`s (the test-only one-pointer form), where `None` for a pointer
+/// finds `None`.
 pub(crate) fn lookup_pair<'a>(
     json: &'a [u8],
     first: Option<&str>,

@@ -4,8 +4,8 @@
 //! Bounded by message count and by bytes; what happens past either bound is
 //! the feed's overflow policy. Messages leave in the order they came. The
 //! same limits bound what an open connection's writer has not taken yet
-//! ([`Fill`], checked in `outbound.rs`), but there a full backlog always
-//! refuses: a message answered "sent" is never dropped afterwards.
+//! ([`OutboundFill`], checked in `outbound.rs`), but there a full backlog
+//! always refuses: a message answered "sent" is never dropped afterwards.
 
 use std::collections::VecDeque;
 
@@ -13,9 +13,10 @@ use feedvisor_transport_api::Outbound;
 
 use crate::config::{OutboundQueueConfig, Overflow};
 
-/// How full a bound is: what waits against it, and its limits.
+/// How full a feed's outbound bound is: what waits against it (in the
+/// outbound queue, or handed to an open connection's writer), and its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fill {
+pub struct OutboundFill {
     /// Messages waiting.
     pub messages: usize,
     /// Their payload bytes.
@@ -26,27 +27,32 @@ pub struct Fill {
     pub max_bytes: u64,
 }
 
-impl Fill {
+impl OutboundFill {
     /// What waits against `limits`.
-    pub fn of(messages: usize, bytes: u64, limits: &OutboundQueueConfig) -> Fill {
-        Fill { messages, bytes, max_messages: limits.max_messages, max_bytes: limits.max_bytes }
+    pub(crate) fn of(messages: usize, bytes: u64, limits: &OutboundQueueConfig) -> OutboundFill {
+        OutboundFill {
+            messages,
+            bytes,
+            max_messages: limits.max_messages,
+            max_bytes: limits.max_bytes,
+        }
     }
 
     /// True when one more message of `size` bytes stays within both limits.
-    pub fn has_room_for(&self, size: u64) -> bool {
+    pub(crate) fn has_room_for(&self, size: u64) -> bool {
         self.messages < self.max_messages && self.bytes.saturating_add(size) <= self.max_bytes
     }
 }
 
-/// Why a message was not queued.
+/// Why a message was not put in a feed's outbound queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
+pub enum OutboundQueueError {
     /// The queue is full and the feed's policy is `reject`.
     #[error(
         "outbound queue full ({} of {} messages, {} of {} bytes queued): message rejected, retry later",
         .0.messages, .0.max_messages, .0.bytes, .0.max_bytes
     )]
-    Full(Fill),
+    Full(OutboundFill),
     /// The message alone is larger than the queue's byte bound.
     #[error(
         "message of {size} bytes is larger than the outbound queue's max_bytes of {max_bytes}: raise the feed's outbound_queue.max_bytes"
@@ -61,7 +67,7 @@ pub enum QueueError {
 
 /// What became of a message offered to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
+pub(crate) enum Queued {
     /// Queued; nothing dropped.
     Ok,
     /// Queued after dropping this many of the oldest messages (`drop_oldest`).
@@ -72,7 +78,7 @@ pub enum Queued {
 
 /// A bounded FIFO of outbound messages.
 #[derive(Debug)]
-pub struct OutboundQueue {
+pub(crate) struct OutboundQueue {
     config: OutboundQueueConfig,
     messages: VecDeque<Outbound>,
     /// Payload bytes held, kept in step with `messages`.
@@ -80,7 +86,7 @@ pub struct OutboundQueue {
 }
 
 /// The payload size of a message, as the byte bound counts it.
-pub fn payload_len(message: &Outbound) -> u64 {
+pub(crate) fn payload_len(message: &Outbound) -> u64 {
     match message {
         Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len() as u64,
         Outbound::Ping(bytes) | Outbound::Pong(bytes) => bytes.len() as u64,
@@ -91,23 +97,23 @@ pub fn payload_len(message: &Outbound) -> u64 {
 
 impl OutboundQueue {
     /// An empty queue with the feed's bounds.
-    pub fn new(config: OutboundQueueConfig) -> Self {
+    pub(crate) fn new(config: OutboundQueueConfig) -> Self {
         OutboundQueue { config, messages: VecDeque::new(), bytes: 0 }
     }
 
     /// Messages waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.messages.len()
     }
 
     /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
     /// What waits, against the queue's limits.
-    pub fn fill(&self) -> Fill {
-        Fill::of(self.messages.len(), self.bytes, &self.config)
+    pub(crate) fn fill(&self) -> OutboundFill {
+        OutboundFill::of(self.messages.len(), self.bytes, &self.config)
     }
 
     fn fits(&self, size: u64) -> bool {
@@ -115,17 +121,17 @@ impl OutboundQueue {
     }
 
     /// Offers a message; the overflow policy decides when the queue is full.
-    pub fn push(&mut self, message: Outbound) -> Result<Queued, QueueError> {
+    pub(crate) fn push(&mut self, message: Outbound) -> Result<Queued, OutboundQueueError> {
         let size = payload_len(&message);
         if size > self.config.max_bytes {
-            return Err(QueueError::TooLarge { size, max_bytes: self.config.max_bytes });
+            return Err(OutboundQueueError::TooLarge { size, max_bytes: self.config.max_bytes });
         }
         if self.fits(size) {
             self.push_back(message, size);
             return Ok(Queued::Ok);
         }
         match self.config.overflow {
-            Overflow::Reject => Err(QueueError::Full(self.fill())),
+            Overflow::Reject => Err(OutboundQueueError::Full(self.fill())),
             Overflow::DropNewest => Ok(Queued::DroppedNewest),
             Overflow::DropOldest => {
                 let mut dropped = 0;
@@ -146,7 +152,7 @@ impl OutboundQueue {
     }
 
     /// Takes every waiting message, oldest first.
-    pub fn drain(&mut self) -> impl Iterator<Item = Outbound> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Outbound> + '_ {
         self.bytes = 0;
         self.messages.drain(..)
     }
@@ -186,8 +192,8 @@ mod tests {
         let mut q = queue(2, 1000, Overflow::Reject);
         q.push(Outbound::text("a")).expect("fits");
         q.push(Outbound::text("b")).expect("fits");
-        let fill = Fill { messages: 2, bytes: 2, max_messages: 2, max_bytes: 1000 };
-        assert_eq!(q.push(Outbound::text("c")), Err(QueueError::Full(fill)));
+        let fill = OutboundFill { messages: 2, bytes: 2, max_messages: 2, max_bytes: 1000 };
+        assert_eq!(q.push(Outbound::text("c")), Err(OutboundQueueError::Full(fill)));
         assert_eq!(texts(&mut q), ["a", "b"]);
     }
 
@@ -216,7 +222,7 @@ mod tests {
         q.push(Outbound::text("ab")).expect("fits");
         assert_eq!(
             q.push(Outbound::text("abcde")),
-            Err(QueueError::TooLarge { size: 5, max_bytes: 4 })
+            Err(OutboundQueueError::TooLarge { size: 5, max_bytes: 4 })
         );
         assert_eq!(texts(&mut q), ["ab"]);
     }

@@ -29,11 +29,11 @@ use actix::prelude::*;
 
 use super::watch::ConnectionEvent;
 use super::FeedConnection;
-use crate::status::{FeedShared, FeedState};
+use crate::status::{FeedState, StatusCell};
 
 /// What one sequence number says about the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SequenceCheck {
+pub(crate) enum SequenceCheck {
     /// The first number seen, or the one after the last.
     InOrder,
     /// Numbers were skipped: `missed` messages never arrived.
@@ -54,23 +54,18 @@ pub enum SequenceCheck {
 
 /// The last sequence number seen on a feed.
 #[derive(Debug, Clone, Default)]
-pub struct SequenceTracker {
+pub(crate) struct SequenceTracker {
     last: Option<u64>,
 }
 
 impl SequenceTracker {
-    /// A tracker that has seen nothing.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The highest number seen so far (for `{{last_seq}}`).
-    pub fn last(&self) -> Option<u64> {
+    pub(crate) fn last(&self) -> Option<u64> {
         self.last
     }
 
     /// Checks the next number and remembers it when it moves forward.
-    pub fn observe(&mut self, seq: u64) -> SequenceCheck {
+    pub(crate) fn observe(&mut self, seq: u64) -> SequenceCheck {
         let check = match self.last {
             None => SequenceCheck::InOrder,
             Some(last) if seq <= last => return SequenceCheck::Duplicate,
@@ -88,7 +83,7 @@ struct Member {
     /// The actor's incarnation (the supervisor's count: a later actor has a larger one).
     incarnation: u64,
     /// Its status, to tell whether its connection is open; `None` counts as open.
-    status: Option<Arc<FeedShared>>,
+    status: Option<Arc<StatusCell>>,
 }
 
 impl Member {
@@ -181,7 +176,7 @@ impl Handover {
 /// The sequence state of one feed, shared by every connection actor the feed
 /// has (one, or more while it is being replaced). See the module docs.
 #[derive(Debug)]
-pub struct FeedSequence {
+pub(crate) struct FeedSequence {
     /// The feed's name, for the supervisor's events.
     feed: String,
     /// Told when a replacement takes over, so that it stops the actors before it.
@@ -191,7 +186,7 @@ pub struct FeedSequence {
 
 impl FeedSequence {
     /// A feed's sequence state; `supervisor` hears [`ConnectionEvent::TookOver`].
-    pub fn new(feed: &str, supervisor: Option<Recipient<ConnectionEvent>>) -> Arc<Self> {
+    pub(crate) fn new(feed: &str, supervisor: Option<Recipient<ConnectionEvent>>) -> Arc<Self> {
         Arc::new(FeedSequence {
             feed: feed.to_owned(),
             supervisor,
@@ -206,10 +201,10 @@ impl FeedSequence {
     /// Seats actor `incarnation` (larger than any before it), whose status is
     /// `status`. The first actor of an empty feed delivers at once; a later one
     /// waits for its turn.
-    pub fn join(
+    pub(crate) fn join(
         self: &Arc<Self>,
         incarnation: u64,
-        status: Option<Arc<FeedShared>>,
+        status: Option<Arc<StatusCell>>,
     ) -> SequenceSeat {
         let mut state = self.state();
         if state.members.is_empty() {
@@ -223,7 +218,7 @@ impl FeedSequence {
     /// The supervisor's wait for actor `incarnation` to prove continuity is
     /// over: it delivers from now on (unless a later actor took over already),
     /// and a number it has not caught up to is no longer withheld.
-    pub fn settle(&self, incarnation: u64) {
+    pub(crate) fn settle(&self, incarnation: u64) {
         let mut state = self.state();
         if incarnation >= state.owner && state.member(incarnation).is_some() {
             state.owner = incarnation;
@@ -241,24 +236,24 @@ impl FeedSequence {
 /// A connection actor's place in its feed's [`FeedSequence`]; dropping it
 /// (the actor is gone) hands delivery to the newest actor left.
 #[derive(Debug)]
-pub struct SequenceSeat {
+pub(crate) struct SequenceSeat {
     feed: Arc<FeedSequence>,
     incarnation: u64,
 }
 
 impl SequenceSeat {
     /// The seat of an actor that is its feed's only one (no supervisor).
-    pub fn alone(feed: &str) -> Self {
+    pub(crate) fn alone(feed: &str) -> Self {
         FeedSequence::new(feed, None).join(0, None)
     }
 
     /// The last number delivered on the feed (for `{{last_seq}}`).
-    pub fn last(&self) -> Option<u64> {
+    pub(crate) fn last(&self) -> Option<u64> {
         self.feed.state().tracker.last()
     }
 
     /// Checks the next number this actor received and remembers it when it is delivered.
-    pub fn observe(&self, seq: u64) -> SequenceCheck {
+    pub(crate) fn observe(&self, seq: u64) -> SequenceCheck {
         let (check, took_over) = self.feed.state().observe(self.incarnation, seq);
         if took_over {
             self.feed.took_over(self.incarnation);
@@ -269,7 +264,7 @@ impl SequenceSeat {
     /// Whether a message without a number that this actor received is
     /// delivered: only the owner's are (a replacement takes over for it when
     /// the owner's connection is down).
-    pub fn delivers_unnumbered(&self) -> bool {
+    pub(crate) fn delivers_unnumbered(&self) -> bool {
         let (delivers, took_over) = self.feed.state().observe_unnumbered(self.incarnation);
         if took_over {
             self.feed.took_over(self.incarnation);
@@ -296,7 +291,7 @@ impl Drop for SequenceSeat {
 impl FeedConnection {
     /// Makes this actor one of the actors of its feed's shared sequence state
     /// (instead of its own), before it is started.
-    pub fn sharing_sequence(mut self, seat: SequenceSeat) -> Self {
+    pub(crate) fn sharing_sequence(mut self, seat: SequenceSeat) -> Self {
         self.sequence = seat;
         self
     }
@@ -308,7 +303,7 @@ mod tests {
 
     #[test]
     fn consecutive_numbers_are_in_order() {
-        let mut tracker = SequenceTracker::new();
+        let mut tracker = SequenceTracker::default();
         for seq in 5..10 {
             assert_eq!(tracker.observe(seq), SequenceCheck::InOrder);
         }
@@ -317,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_skip_is_a_gap_counted_to_the_message() {
-        let mut tracker = SequenceTracker::new();
+        let mut tracker = SequenceTracker::default();
         tracker.observe(1);
         assert_eq!(tracker.observe(5), SequenceCheck::Gap { missed: 3 });
         assert_eq!(tracker.observe(6), SequenceCheck::InOrder);
@@ -325,7 +320,7 @@ mod tests {
 
     #[test]
     fn repeats_and_going_back_are_duplicates_and_do_not_move_the_mark() {
-        let mut tracker = SequenceTracker::new();
+        let mut tracker = SequenceTracker::default();
         tracker.observe(10);
         assert_eq!(tracker.observe(10), SequenceCheck::Duplicate);
         assert_eq!(tracker.observe(3), SequenceCheck::Duplicate);
@@ -335,10 +330,10 @@ mod tests {
 
     // Shared between actors while a feed is replaced.
 
-    use crate::status::{FeedShared, FeedState};
+    use crate::status::{FeedState, StatusCell};
 
-    fn open_status() -> Arc<FeedShared> {
-        let status = FeedShared::new();
+    fn open_status() -> Arc<StatusCell> {
+        let status = StatusCell::new();
         status.set_state(FeedState::Open);
         status
     }

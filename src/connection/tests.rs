@@ -15,7 +15,7 @@ use super::{ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage,
 use crate::config::{Config, SubscriberOverflow};
 use crate::delivery::{Deliver, FeedMessage};
 use crate::router::{Router, Subscribe, SubscriptionSpec};
-use crate::status::{FeedShared, FeedState};
+use crate::status::{FeedState, StatusCell};
 use crate::transports::TransportRegistry;
 
 /// One batch as the subscriber received it.
@@ -55,7 +55,7 @@ struct Harness {
     name: String,
     listener: MemoryListener,
     routes: mpsc::UnboundedReceiver<Route>,
-    shared: Arc<FeedShared>,
+    shared: Arc<StatusCell>,
     actor: Addr<FeedConnection>,
 }
 
@@ -79,7 +79,7 @@ async fn start(name: &str, extra: &str) -> Harness {
     let listener = hub.listen(name);
     let (sender, routes) = mpsc::unbounded_channel();
     let table = collecting_table(sender).await;
-    let shared = FeedShared::new();
+    let shared = StatusCell::new();
     let setup = ConnectionSetup {
         feed: Arc::new(feed),
         transport: Arc::new(MemoryTransport::new(hub.clone())),
@@ -738,10 +738,10 @@ impl Handler<GetGate> for FeedConnection {
 
 // Messages sent in pieces.
 
-use super::PiecesOwner;
+use super::outbound::{PiecesOwner, SendPiece};
 
-fn piece(owner: PiecesOwner, opcode: Opcode, fin: bool, payload: &'static str) -> super::SendPiece {
-    super::SendPiece {
+fn piece(owner: PiecesOwner, opcode: Opcode, fin: bool, payload: &'static str) -> SendPiece {
+    SendPiece {
         owner,
         frame: DataFrame { opcode, fin, payload: Bytes::from_static(payload.as_bytes()) },
     }
@@ -818,7 +818,7 @@ async fn abandoned_pieces_close_the_connection_and_it_comes_back() {
         .expect("alive")
         .expect("started");
     assert!(matches!(next_outbound(&mut peer).await, Outbound::Fragment(_)));
-    h.actor.do_send(super::AbandonPieces { owner });
+    h.actor.do_send(super::outbound::AbandonPieces { owner });
     match next_outbound(&mut peer).await {
         Outbound::Close(Some(frame)) => assert_eq!(frame.code, close_code::INTERNAL_ERROR),
         other => panic!("expected a close, got {other:?}"),
@@ -838,7 +838,7 @@ async fn a_refused_start_cannot_abandon_the_message_under_way() {
     let busy = h.actor.send(piece(second, Opcode::Binary, false, "x")).await.expect("alive");
     assert_eq!(busy.err(), Some(SendError::Busy));
     // The refused sender gives up, as its guard does when its request ends.
-    h.actor.do_send(super::AbandonPieces { owner: second });
+    h.actor.do_send(super::outbound::AbandonPieces { owner: second });
     let stray = h.actor.send(piece(second, Opcode::Continuation, true, "y")).await.expect("alive");
     assert!(matches!(stray, Err(SendError::OutOfOrder(_))), "{stray:?}");
     h.actor
@@ -875,7 +875,7 @@ async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given
     peer.fail(TransportError::Closed);
     let mut peer = h.accept().await;
     // The owner's body fails (its client went away): its guard gives the message up.
-    h.actor.do_send(super::AbandonPieces { owner });
+    h.actor.do_send(super::outbound::AbandonPieces { owner });
     assert_eq!(next_outbound(&mut peer).await, Outbound::text("behind"));
     assert_eq!(h.shared.outbound_queued(), 0);
     let sent = h.actor.send(SendMessage { message: Outbound::text("next") }).await;
@@ -885,7 +885,7 @@ async fn messages_queued_behind_a_lost_message_in_pieces_go_out_once_it_is_given
 
 // What waits for the writer of an open connection.
 
-use super::queue::{Fill, QueueError};
+use super::queue::{OutboundFill, OutboundQueueError};
 
 fn text_of(size: usize) -> Outbound {
     Outbound::text("x".repeat(size))
@@ -903,7 +903,7 @@ async fn an_open_feed_whose_peer_stops_reading_refuses_sends_at_the_queue_bound(
     for _ in 0..100 {
         outcomes.push(h.actor.send(SendMessage { message: text_of(100) }).await.expect("alive"));
     }
-    let at_the_bound = Fill { messages: 4, bytes: 400, max_messages: 4, max_bytes: 1024 };
+    let at_the_bound = OutboundFill { messages: 4, bytes: 400, max_messages: 4, max_bytes: 1024 };
     assert!(outcomes[..4].iter().all(|outcome| *outcome == Ok(SendOutcome::Sent)), "{outcomes:?}");
     assert!(
         outcomes[4..].iter().all(|outcome| *outcome == Err(SendError::Backlog(at_the_bound))),
@@ -934,13 +934,13 @@ async fn the_backlog_bound_counts_bytes_and_refuses_a_message_larger_than_the_qu
         assert_eq!(sent, Ok(SendOutcome::Sent));
     }
     let refused = h.actor.send(SendMessage { message: text_of(300) }).await.expect("alive");
-    let fill = Fill { messages: 3, bytes: 900, max_messages: 100, max_bytes: 1024 };
+    let fill = OutboundFill { messages: 3, bytes: 900, max_messages: 100, max_bytes: 1024 };
     assert_eq!(refused, Err(SendError::Backlog(fill)));
     // What still fits goes.
     let sent = h.actor.send(SendMessage { message: text_of(124) }).await.expect("alive");
     assert_eq!(sent, Ok(SendOutcome::Sent));
     let huge = h.actor.send(SendMessage { message: text_of(2000) }).await.expect("alive");
-    let too_large = QueueError::TooLarge { size: 2000, max_bytes: 1024 };
+    let too_large = OutboundQueueError::TooLarge { size: 2000, max_bytes: 1024 };
     assert_eq!(huge, Err(SendError::Queue(too_large)));
     assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"backlog_full\""), Some(1.0));
     assert_eq!(h.metric(crate::metrics::OUTBOUND_DROPPED, ",reason=\"too_large\""), Some(1.0));
@@ -956,7 +956,7 @@ fn sequenced_actor(
     sequence: &Arc<super::sequence::FeedSequence>,
     incarnation: u64,
     routes: Arc<crate::router::Routes>,
-) -> (Addr<FeedConnection>, Arc<FeedShared>) {
+) -> (Addr<FeedConnection>, Arc<StatusCell>) {
     let text = format!(
         "[[feeds]]\nname = \"{name}\"\nurl = \"memory://{name}\"\nsequence = \"/seq\"\n\
          heartbeat = {{ interval = \"0s\" }}\n"
@@ -964,7 +964,7 @@ fn sequenced_actor(
     let config =
         Config::from_toml_str(&text, Path::new("test.toml"), &TransportRegistry::with_memory())
             .expect("valid config");
-    let shared = FeedShared::new();
+    let shared = StatusCell::new();
     let seat = sequence.join(incarnation, Some(shared.clone()));
     let setup = ConnectionSetup {
         feed: Arc::new(config.feeds.into_iter().next().expect("one feed")),

@@ -8,7 +8,7 @@ use actix::prelude::*;
 /// What a connection actor tells its supervisor.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub enum ConnectionEvent {
+pub(crate) enum ConnectionEvent {
     /// The connection opened (on a feed without sequence numbers, a replacement
     /// waits for this before retiring the actors it replaces).
     Opened {
@@ -35,26 +35,33 @@ pub enum ConnectionEvent {
     },
 }
 
-/// Sends [`ConnectionEvent::Died`] when dropped, unless the stop was expected.
+/// A connection actor's line to its supervisor: reports [`ConnectionEvent::Opened`]
+/// when asked, and sends [`ConnectionEvent::Died`] when dropped, unless the
+/// stop was expected. (The sequenced feed's [`ConnectionEvent::TookOver`]
+/// travels the same way, from [`super::sequence::FeedSequence`].)
 ///
-/// A panic in a handler drops the actor while unwinding, so this notice is
-/// sent even then.
-pub struct DeathNotice {
+/// A panic in a handler drops the actor while unwinding, so the death is
+/// reported even then.
+pub(crate) struct SupervisorLink {
     supervisor: Recipient<ConnectionEvent>,
     feed: String,
     incarnation: u64,
-    /// Set when the actor was told to stop: no notice then.
+    /// Set when the actor was told to stop: no death reported then.
     expected: bool,
 }
 
-impl DeathNotice {
-    /// A notice for one actor of `feed`.
-    pub fn new(supervisor: Recipient<ConnectionEvent>, feed: String, incarnation: u64) -> Self {
-        DeathNotice { supervisor, feed, incarnation, expected: false }
+impl SupervisorLink {
+    /// The link of one actor of `feed`.
+    pub(crate) fn new(
+        supervisor: Recipient<ConnectionEvent>,
+        feed: String,
+        incarnation: u64,
+    ) -> Self {
+        SupervisorLink { supervisor, feed, incarnation, expected: false }
     }
 
     /// Tells the supervisor the connection opened.
-    pub fn opened(&self) {
+    pub(crate) fn opened(&self) {
         self.supervisor.do_send(ConnectionEvent::Opened {
             feed: self.feed.clone(),
             incarnation: self.incarnation,
@@ -62,12 +69,12 @@ impl DeathNotice {
     }
 
     /// Marks the coming stop as asked for.
-    pub fn expect_stop(&mut self) {
+    pub(crate) fn expect_stop(&mut self) {
         self.expected = true;
     }
 }
 
-impl Drop for DeathNotice {
+impl Drop for SupervisorLink {
     fn drop(&mut self) {
         if !self.expected {
             self.supervisor.do_send(ConnectionEvent::Died {

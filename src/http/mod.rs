@@ -24,8 +24,6 @@ use crate::router::Router;
 use crate::sink::subscribe::{self, SubscribeEndpoint};
 use crate::supervisor::{GetFeedStatus, GetReadiness, GetStatus, Supervisor};
 
-pub use send::{outbound_from_body, BodyError};
-
 /// The largest request body read (a feed as JSON, a message to send).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -42,7 +40,7 @@ struct AppState {
 }
 
 /// The admin server, running.
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     /// The address it is bound to (the real port when 0 was asked for).
     pub addr: SocketAddr,
     /// Stops the server.
@@ -53,14 +51,14 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Closes the `/subscribe` clients (1001), then stops the server gracefully.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.subscribe.close_all();
         self.handle.stop(true).await;
     }
 }
 
 /// Binds the admin server to `[http].listen` and starts serving on the current actix system.
-pub fn start(
+pub(crate) fn start(
     config: &HttpConfig,
     supervisor: Addr<Supervisor>,
     router: Addr<Router>,

@@ -7,13 +7,13 @@ use feedvisor_transport_api::Outbound;
 use serde_json::json;
 
 use super::{refusal, AppState};
-use crate::connection::queue::QueueError;
+use crate::connection::queue::OutboundQueueError;
 use crate::connection::{send_in_pieces, SendError, SendOutcome};
 use crate::supervisor::{GetConnection, SendToFeed};
 
 /// Why a request body cannot be sent as a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(super) enum BodyError {
     /// A content type that is neither text nor binary.
     #[error("content type {0:?} is not sent: use text/*, application/json, application/x-www-form-urlencoded or application/octet-stream")]
     UnsupportedType(String),
@@ -33,7 +33,10 @@ impl BodyError {
 }
 
 /// Reads a request body as the message to send: text or binary by content type.
-pub fn outbound_from_body(content_type: Option<&str>, body: Bytes) -> Result<Outbound, BodyError> {
+pub(super) fn outbound_from_body(
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<Outbound, BodyError> {
     let essence = content_type
         .map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
     let text = match essence.as_deref() {
@@ -106,7 +109,7 @@ fn is_binary(content_type: Option<&str>) -> bool {
 /// what waits and the limits, so that a client can tell how far over it is.
 fn send_error(error: &SendError) -> HttpResponse {
     let full = match error {
-        SendError::Queue(QueueError::Full(fill)) => Some(("queue", fill)),
+        SendError::Queue(OutboundQueueError::Full(fill)) => Some(("queue", fill)),
         SendError::Backlog(fill) => Some(("backlog", fill)),
         _ => None,
     };
@@ -122,8 +125,8 @@ fn send_error(error: &SendError) -> HttpResponse {
     }
     let mut response = match error {
         SendError::UnknownFeed(_) => HttpResponse::NotFound(),
-        SendError::Queue(QueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
-        SendError::Queue(QueueError::Full(_)) | SendError::Backlog(_) => {
+        SendError::Queue(OutboundQueueError::TooLarge { .. }) => HttpResponse::PayloadTooLarge(),
+        SendError::Queue(OutboundQueueError::Full(_)) | SendError::Backlog(_) => {
             HttpResponse::TooManyRequests()
         }
         SendError::NotData | SendError::OutOfOrder(_) => HttpResponse::BadRequest(),

@@ -79,7 +79,7 @@ pub struct ExecSinkConfig {
 impl ExecSinkConfig {
     /// Checks the settings (pure: whether the program exists is found out when
     /// the sink starts it); every problem is named with its field.
-    pub fn validate(&self) -> Vec<SinkConfigError> {
+    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
         match self.command.first() {
             None => vec![SinkConfigError::new(
                 "command",
@@ -100,7 +100,7 @@ impl ExecSinkConfig {
 }
 
 /// Writes JSON lines to a child process, restarting it when it exits.
-pub struct ExecSink {
+pub(super) struct ExecSink {
     /// The subscriber's name, for logs and metric labels.
     name: String,
     /// The program and its arguments.
@@ -117,7 +117,7 @@ pub struct ExecSink {
 
 impl ExecSink {
     /// A sink named `name` that runs `command`.
-    pub fn new(name: &str, command: Vec<String>) -> Self {
+    pub(super) fn new(name: &str, command: Vec<String>) -> Self {
         let metrics = SinkMetrics::new(name, SINK, &[SPAWN, WRITE], &[CHILD_DOWN, SHUTDOWN]);
         metrics.restarts().increment(0);
         ExecSink {
@@ -131,7 +131,7 @@ impl ExecSink {
     }
 
     /// Reports the actor's stop to the supervisor through `watch`.
-    pub fn watched(mut self, watch: SinkWatch) -> Self {
+    pub(super) fn watched(mut self, watch: SinkWatch) -> Self {
         self.watch = Some(watch);
         self
     }

@@ -66,7 +66,7 @@ pub struct FileSinkConfig {
 impl FileSinkConfig {
     /// Checks the settings without looking at the filesystem; every problem
     /// is named with its field.
-    pub fn validate(&self) -> Vec<SinkConfigError> {
+    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
         if self.path.as_os_str().is_empty() {
             let message = match self.layout {
                 FileLayout::Lines => "required for sink = \"file\": the file to append to",
@@ -88,7 +88,7 @@ impl FileSinkConfig {
     }
 
     /// The same config with a relative `path` resolved against `base`.
-    pub fn resolved_against(mut self, base: &Path) -> Self {
+    pub(crate) fn resolved_against(mut self, base: &Path) -> Self {
         self.path = base.join(&self.path);
         self
     }

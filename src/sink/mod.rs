@@ -29,13 +29,13 @@ use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
-pub mod subscribe;
+pub(crate) mod subscribe;
 mod watch;
 mod webhook;
 
 pub use exec::ExecSinkConfig;
 pub use file::{FileLayout, FileSinkConfig};
-pub use watch::{SinkStopped, SinkWatch};
+pub(crate) use watch::{SinkStopped, SinkWatch};
 pub use webhook::WebhookSinkConfig;
 
 /// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
@@ -48,7 +48,7 @@ mod test_support;
 /// on each quick stop up to 30 s, never giving up; one that ran for
 /// `reset_after` (a minute) was healthy, and the next delay is the first
 /// again. No jitter: nothing remote to spare from a crowd of retries.
-pub const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
+pub(crate) const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
     kind: PolicyKind::Exponential,
     initial: std::time::Duration::from_millis(500),
     max: std::time::Duration::from_secs(30),
@@ -61,7 +61,7 @@ pub const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
 /// A sink setting that is not valid: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct SinkConfigError {
+pub(crate) struct SinkConfigError {
     /// The field under the subscriber's entry, such as `path` or `headers.X-Token`.
     pub field: String,
     /// What is wrong, and what to write instead.
@@ -70,7 +70,7 @@ pub struct SinkConfigError {
 
 impl SinkConfigError {
     /// An error of `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         SinkConfigError { field: field.into(), message: message.into() }
     }
 }
@@ -110,7 +110,7 @@ impl<'a> JsonLine<'a> {
 
 /// Starts the sink of subscriber `name` with its settings; returns where
 /// its batches go. `watch` is dropped with the actor.
-pub fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
+pub(crate) fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
     match sink {
         SinkConfig::Stdout => JsonLinesSink::stdout(name).watched(watch).start().recipient(),
         SinkConfig::File(config) => file::start(name, config, watch),
@@ -126,7 +126,7 @@ pub fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliv
 /// Appends one message as a JSON object and a newline: `feed`, `topic`,
 /// `kind`, `payload` (text verbatim, binary as base64), `received_at`
 /// (RFC 3339), and `gap_before` when a gap preceded it.
-pub fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
+pub(crate) fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
     // Serializing plain strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *buffer, &JsonLine::new(message));
     buffer.push(b'\n');
@@ -156,7 +156,7 @@ impl<W: Write + Unpin + 'static> JsonLinesSink<W> {
     }
 
     /// Reports the actor's stop to the supervisor through `watch`.
-    pub fn watched(mut self, watch: SinkWatch) -> Self {
+    pub(crate) fn watched(mut self, watch: SinkWatch) -> Self {
         self.watch = Some(watch);
         self
     }

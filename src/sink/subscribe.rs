@@ -48,12 +48,12 @@ use crate::delivery::{Deliver, FeedMessage};
 use crate::metrics::{subscribe_metrics, SubscribeMetrics};
 use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
 
-pub use backlog::MAX_BACKLOG;
+pub(crate) use backlog::MAX_BACKLOG;
 use backlog::{frame_len, Backlog, MeteredBody};
-pub use query::{origin_allowed, parse_query, QueryError, SubscribeQuery};
+pub(crate) use query::{origin_allowed, parse_query, SubscribeQuery};
 
 /// The `subscriber` label every `/subscribe` client reports its metrics under.
-pub const METRIC_LABEL: &str = "websocket";
+pub(crate) const METRIC_LABEL: &str = "websocket";
 
 /// How long a slow client closed with 1008 has to take the close frame
 /// before its connection is cut (it reads nothing at all, so the close
@@ -62,7 +62,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The `/subscribe` endpoint: what its sessions share.
 #[derive(Clone)]
-pub struct SubscribeEndpoint {
+pub(crate) struct SubscribeEndpoint {
     shared: Arc<EndpointShared>,
 }
 
@@ -84,7 +84,7 @@ struct EndpointShared {
 
 impl SubscribeEndpoint {
     /// An endpoint with the limits of `[http.subscribe]` whose clients subscribe with `router`.
-    pub fn new(config: &SubscribeEndpointConfig, router: Addr<Router>) -> Self {
+    pub(crate) fn new(config: &SubscribeEndpointConfig, router: Addr<Router>) -> Self {
         let shared = EndpointShared {
             config: config.clone(),
             router,
@@ -97,12 +97,13 @@ impl SubscribeEndpoint {
     }
 
     /// Clients connected now.
-    pub fn clients(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn clients(&self) -> usize {
         self.shared.clients.load(Ordering::Acquire)
     }
 
     /// Tells every session to close with 1001 (going away), for shutdown.
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         let sessions = self.shared.sessions.lock().map(|sessions| sessions.clone());
         for session in sessions.unwrap_or_default().into_values() {
             if let Some(session) = session.upgrade() {
@@ -205,7 +206,7 @@ struct Connection {
 }
 
 /// `GET /subscribe?feed=PATTERN&topic=PATTERN`: the actix-web handler.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     request: HttpRequest,
     payload: web::Payload,
     endpoint: web::Data<SubscribeEndpoint>,
@@ -247,7 +248,7 @@ impl Drop for ClientSlot {
 /// The HTTP layer runs a session only while the client takes what was sent
 /// before, so a client that reads nothing freezes its session, timers and
 /// all; cutting the socket is then the one way to end it.
-pub struct ConnectionSocket(socket2::Socket);
+pub(crate) struct ConnectionSocket(socket2::Socket);
 
 impl ConnectionSocket {
     /// Resets the connection, discarding what the client never read.
@@ -260,7 +261,7 @@ impl ConnectionSocket {
 
 /// For `HttpServer::on_connect`: keeps a [`ConnectionSocket`] with each TCP
 /// connection, where a `/subscribe` session finds it (`conn_data`).
-pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
+pub(crate) fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
     let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
     match socket2::SockRef::from(stream).try_clone() {
         Ok(socket) => {
@@ -273,7 +274,7 @@ pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
 }
 
 /// A `/subscribe` client: a subscriber actor that writes each message as one text frame.
-pub struct SubscribeSession {
+pub(crate) struct SubscribeSession {
     /// Its number, the key of its entry in the endpoint's session list.
     id: u64,
     /// Its subscriber name with the router (`ws#<n>`).
@@ -468,7 +469,7 @@ impl Handler<CloseSlow> for SubscribeSession {
 /// The server is stopping: close with 1001.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct GoingAway;
+pub(crate) struct GoingAway;
 
 impl Handler<GoingAway> for SubscribeSession {
     type Result = ();

@@ -12,7 +12,7 @@ use actix::prelude::*;
 /// A sink actor is gone.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct SinkStopped {
+pub(crate) struct SinkStopped {
     /// The subscriber's configured name.
     pub subscriber: String,
     /// Which actor of that subscriber.
@@ -20,7 +20,7 @@ pub struct SinkStopped {
 }
 
 /// Sends [`SinkStopped`] when dropped.
-pub struct SinkWatch {
+pub(crate) struct SinkWatch {
     /// Where the notice goes.
     supervisor: Recipient<SinkStopped>,
     /// The subscriber's configured name.
@@ -31,7 +31,11 @@ pub struct SinkWatch {
 
 impl SinkWatch {
     /// A watch for actor `incarnation` of `subscriber`.
-    pub fn new(supervisor: Recipient<SinkStopped>, subscriber: &str, incarnation: u64) -> Self {
+    pub(crate) fn new(
+        supervisor: Recipient<SinkStopped>,
+        subscriber: &str,
+        incarnation: u64,
+    ) -> Self {
         SinkWatch { supervisor, subscriber: subscriber.to_owned(), incarnation }
     }
 }

@@ -55,7 +55,7 @@ const SINK: &str = "webhook";
 /// When a failed request is tried again: after 200 ms, then doubling up to
 /// 10 s, without jitter; four retries (five tries in all), then its messages
 /// are dropped. Each request starts with a fresh [`Backoff`].
-pub const RETRY_POLICY: ReconnectPolicy = ReconnectPolicy {
+pub(super) const RETRY_POLICY: ReconnectPolicy = ReconnectPolicy {
     kind: PolicyKind::Exponential,
     initial: Duration::from_millis(200),
     max: Duration::from_secs(10),
@@ -118,7 +118,7 @@ impl WebhookSinkConfig {
 
     /// Checks the settings (pure: the endpoint is not contacted); every
     /// problem is named with its field. A header value is never quoted.
-    pub fn validate(&self) -> Vec<SinkConfigError> {
+    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
         let mut errors = Vec::new();
         if !matches!(self.url.scheme(), "http" | "https") {
             let message =
@@ -198,7 +198,7 @@ fn serialize_duration<S: Serializer>(
 
 /// What went wrong for the webhook sink: building its client, or one try of a request.
 #[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
+pub(super) enum WebhookError {
     /// The TLS client config could not be built (the sink stops; the supervisor restarts it).
     #[error("cannot build the webhook's TLS config: {0}")]
     Tls(#[from] rustls::Error),
@@ -256,7 +256,7 @@ struct Target {
 }
 
 /// POSTs messages to a URL, one object or an array of up to `batch` per request.
-pub struct WebhookSink {
+pub(super) struct WebhookSink {
     /// The subscriber's name, for logs and metric labels.
     name: Rc<str>,
     /// The endpoint and the limits.
@@ -271,7 +271,7 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     /// A sink named `name` with the settings of `config`.
-    pub fn new(name: &str, config: WebhookSinkConfig) -> Self {
+    pub(super) fn new(name: &str, config: WebhookSinkConfig) -> Self {
         let metrics = SinkMetrics::new(name, SINK, &FAILURES, &FAILURES);
         let headers = config
             .headers
@@ -314,7 +314,7 @@ impl WebhookSink {
     }
 
     /// Reports the actor's stop to the supervisor through `watch`.
-    pub fn watched(mut self, watch: SinkWatch) -> Self {
+    pub(super) fn watched(mut self, watch: SinkWatch) -> Self {
         self.watch = Some(watch);
         self
     }

@@ -74,7 +74,7 @@ impl Supervisor {
 /// Adds a feed given in the config's `[[feeds]]` shape, as JSON.
 #[derive(Message)]
 #[rtype(result = "Result<FeedStatus, ChangeError>")]
-pub struct AddFeed {
+pub(crate) struct AddFeed {
     /// The feed, as JSON.
     pub feed: serde_json::Value,
 }
@@ -100,7 +100,7 @@ impl Handler<AddFeed> for Supervisor {
 /// (see [`crate::connection::sequence`]); in any case after a bounded wait.
 #[derive(Message)]
 #[rtype(result = "Result<FeedStatus, ChangeError>")]
-pub struct ReplaceFeed {
+pub(crate) struct ReplaceFeed {
     /// The feed's name (from the path).
     pub name: String,
     /// The new feed, as JSON; its `name`, if given, must match.
@@ -137,7 +137,7 @@ impl Handler<ReplaceFeed> for Supervisor {
 /// Removes a feed: close frame 1000, then gone.
 #[derive(Message)]
 #[rtype(result = "Result<(), ChangeError>")]
-pub struct RemoveFeed {
+pub(crate) struct RemoveFeed {
     /// The feed's name.
     pub name: String,
 }
@@ -158,7 +158,7 @@ impl Handler<RemoveFeed> for Supervisor {
 /// Drops a feed's connection and connects again at once (reviving a failed feed).
 #[derive(Message)]
 #[rtype(result = "Result<(), ChangeError>")]
-pub struct ReconnectFeed {
+pub(crate) struct ReconnectFeed {
     /// The feed's name.
     pub name: String,
 }
@@ -192,7 +192,7 @@ impl Handler<ReconnectFeed> for Supervisor {
 /// Re-reads the config file and applies the difference.
 #[derive(Message)]
 #[rtype(result = "Result<ReloadReport, ChangeError>")]
-pub struct Reload;
+pub(crate) struct Reload;
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -8,13 +8,19 @@
 //! one per core by default, the first being the router's own), so thousands
 //! of feeds use every core, and
 //! transports that are not `Send` (awc) are built on the thread that uses
-//! them. Each actor carries a [`DeathNotice`]: one that panics or stops
+//! them. Each actor carries a [`SupervisorLink`], which reports that it
+//! opened and, when dropped unasked, that it died: one that panics or stops
 //! unasked is restarted here and counted in `feedvisor_actor_restarts_total`.
 //!
 //! Every actor of a feed (replacements and restarts included) runs on the
 //! worker its feed was given, and on a sequenced feed they share one
 //! [`FeedSequence`]: one thread, so the batches of two actors reach the
 //! subscribers' inboxes in the order their numbers were checked.
+//!
+//! `clippy.toml` holds it, as actor code with timers, to tokio's clock and
+//! to sleeps that do not block its thread.
+
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod changes;
 mod sinks;
@@ -27,21 +33,19 @@ use std::time::Duration;
 use actix::prelude::*;
 use feedvisor_transport_api::DeliveryMode;
 
-pub use changes::{
-    AddFeed, ChangeError, ReconnectFeed, Reload, ReloadReport, RemoveFeed, ReplaceFeed,
-};
-pub use sinks::SINK_RESTART_POLICY;
+pub(crate) use changes::{AddFeed, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed};
+pub use changes::{ChangeError, ReloadReport};
 
 use crate::config::{self, Config, FeedConfig};
 use crate::connection::sequence::FeedSequence;
 use crate::connection::{
-    ConnectionEvent, ConnectionSetup, DeathNotice, Disconnect, FeedConnection, SendError,
-    SendMessage, SendOutcome,
+    ConnectionEvent, ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage,
+    SendOutcome, SupervisorLink,
 };
 use crate::metrics;
 use crate::router::{Router, Routes};
 use crate::sink;
-use crate::status::{FeedShared, FeedState, FeedStatus};
+use crate::status::{FeedState, FeedStatus, StatusCell};
 use crate::transports::TransportRegistry;
 
 /// Where a feed's connection actors run and what they share; kept across replacements.
@@ -56,7 +60,7 @@ struct Home {
 /// One supervised feed.
 struct FeedEntry {
     config: Arc<FeedConfig>,
-    shared: Arc<FeedShared>,
+    shared: Arc<StatusCell>,
     home: Home,
     /// The connection actor; `None` when the feed could not be started (unknown scheme).
     actor: Option<Addr<FeedConnection>>,
@@ -101,7 +105,7 @@ fn new_sequence(config: &FeedConfig, ctx: &mut Context<Supervisor>) -> Option<Ar
 }
 
 /// Owns the connection actors and the config's sinks.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     /// The config as last applied (defaults for feeds added at run time, sinks, path).
     config: Config,
     /// Where `Reload` reads the config from; `None` for a config given as a value.
@@ -131,7 +135,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor for `config`, started with [`Actor::start`]; `config_path` enables `Reload`.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         config_path: Option<PathBuf>,
         transports: TransportRegistry,
@@ -174,7 +178,7 @@ impl Supervisor {
     fn spawn_connection(
         &mut self,
         config: &Arc<FeedConfig>,
-        shared: &Arc<FeedShared>,
+        shared: &Arc<StatusCell>,
         home: &Home,
         ctx: &mut Context<Self>,
     ) -> (Option<Addr<FeedConnection>>, u64) {
@@ -189,7 +193,8 @@ impl Supervisor {
                 return (None, incarnation);
             }
         };
-        let watch = DeathNotice::new(ctx.address().recipient(), config.name.clone(), incarnation);
+        let watch =
+            SupervisorLink::new(ctx.address().recipient(), config.name.clone(), incarnation);
         let setup = ConnectionSetup {
             feed: config.clone(),
             transport,
@@ -212,7 +217,7 @@ impl Supervisor {
 
     fn add_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let config = Arc::new(feed);
-        let shared = FeedShared::new();
+        let shared = StatusCell::new();
         let home = self.new_home(&config, ctx);
         let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
         let entry = FeedEntry { config, shared, home, actor, incarnation };
@@ -241,7 +246,7 @@ impl Supervisor {
     fn replace_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let name = feed.name.clone();
         let config = Arc::new(feed);
-        let shared = FeedShared::new();
+        let shared = StatusCell::new();
         // Numbers read by the same pointer continue the old actor's; others start afresh.
         let continues = |old: &FeedEntry| {
             old.config.sequence == config.sequence && old.config.mode == config.mode
@@ -378,7 +383,7 @@ impl Handler<ConnectionEvent> for Supervisor {
 /// Asks for the status of every feed, sorted by name.
 #[derive(Message)]
 #[rtype(result = "Vec<FeedStatus>")]
-pub struct GetStatus;
+pub(crate) struct GetStatus;
 
 impl Handler<GetStatus> for Supervisor {
     type Result = MessageResult<GetStatus>;
@@ -391,7 +396,7 @@ impl Handler<GetStatus> for Supervisor {
 /// Asks for the status of one feed.
 #[derive(Message)]
 #[rtype(result = "Option<FeedStatus>")]
-pub struct GetFeedStatus {
+pub(crate) struct GetFeedStatus {
     /// The feed's name.
     pub name: String,
 }
@@ -407,9 +412,10 @@ impl Handler<GetFeedStatus> for Supervisor {
 /// Asks whether every required feed is open; the answer lists those that are not.
 #[derive(Message)]
 #[rtype(result = "Readiness")]
-pub struct GetReadiness;
+pub(crate) struct GetReadiness;
 
-/// The answer to [`GetReadiness`].
+/// Whether every required feed is open: what
+/// [`Sidecar::readiness`](crate::Sidecar::readiness) and `/readyz` answer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
     /// True when every required feed is open.
@@ -449,7 +455,7 @@ impl Handler<GetReadiness> for Supervisor {
 /// Sends a message to a feed's peer by the feed's name.
 #[derive(Message)]
 #[rtype(result = "Result<SendOutcome, SendError>")]
-pub struct SendToFeed {
+pub(crate) struct SendToFeed {
     /// The feed's name.
     pub feed: String,
     /// A text or binary message.
@@ -479,7 +485,7 @@ impl Handler<SendToFeed> for Supervisor {
 /// Asks for a feed's connection actor (for messages sent in pieces).
 #[derive(Message)]
 #[rtype(result = "Result<Addr<FeedConnection>, SendError>")]
-pub struct GetConnection {
+pub(crate) struct GetConnection {
     /// The feed's name.
     pub name: String,
 }
@@ -500,7 +506,7 @@ impl Handler<GetConnection> for Supervisor {
 /// going away); answers once every connection actor has queued its close.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseFeeds;
+pub(crate) struct CloseFeeds;
 
 impl Handler<CloseFeeds> for Supervisor {
     type Result = ResponseActFuture<Self, ()>;
@@ -527,7 +533,7 @@ impl Handler<CloseFeeds> for Supervisor {
 /// the transports put the close frames queued by [`CloseFeeds`] on the wire.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 /// How long the transports get to write close frames before the workers stop.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);

@@ -26,7 +26,7 @@ use crate::sink::{SinkStopped, SinkWatch};
 
 /// When a sink that stopped unasked is started again: the sinks' restart
 /// policy, which exec sinks also restart their children by.
-pub use crate::sink::RESTART_POLICY as SINK_RESTART_POLICY;
+pub(super) use crate::sink::RESTART_POLICY as SINK_RESTART_POLICY;
 
 /// Starts a sink actor: its subscriber name, its settings, the watch it must hold.
 pub(super) type SinkStarter = Box<dyn Fn(&str, &SinkConfig, SinkWatch) -> Recipient<Deliver>>;
@@ -116,6 +116,10 @@ impl Handler<SinkStopped> for Supervisor {
         let up_for = entry.started.elapsed();
         entry.backoff.connection_ended(up_for);
         let policy = *entry.backoff.policy();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the caller picks the random source that backoff.rs takes as an argument"
+        )]
         let delay = entry.backoff.next_delay(&mut rand::rng(), None).unwrap_or(policy.max);
         tracing::error!(
             subscriber = %subscriber,

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use feedvisor::config::Config;
-use feedvisor::connection::SendError;
 use feedvisor::transports::TransportRegistry;
-use feedvisor::{FeedState, Sidecar};
+use feedvisor::{FeedState, SendError, Sidecar};
 use feedvisor_transport_api::Outbound;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

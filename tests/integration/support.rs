@@ -23,23 +23,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-pub use feedvisor_test_support::eventually;
-pub use feedvisor_test_support::net::{refused_addr, RawServer};
-pub use feedvisor_test_support::websocket::{
+pub(crate) use feedvisor_test_support::eventually;
+pub(crate) use feedvisor_test_support::net::{refused_addr, RawServer};
+pub(crate) use feedvisor_test_support::websocket::{
     encode_frame, header_value, opcode, read_request_head, RawFrame, RawWs, FIN,
 };
 
 /// The built-in transports plus the in-memory one on `hub`: what a config
 /// naming `memory://` feeds must be checked with (production has no memory
 /// transport).
-pub fn with_memory(hub: &MemoryHub) -> TransportRegistry {
+pub(crate) fn with_memory(hub: &MemoryHub) -> TransportRegistry {
     let mut transports = TransportRegistry::with_defaults();
     transports.register(Arc::new(MemoryTransport::new(hub.clone())));
     transports
 }
 
 /// How long any single wait in these tests may take.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// What an [`Upstream`] session does: the messages it sends on open and
 /// where the messages it receives go.
@@ -76,7 +76,7 @@ impl Actor for SequenceSession {
 
 /// What a test upstream that only sends does with a client's frame: answers
 /// pings, echoes a close and stops, stops on a protocol error.
-pub fn answer_control<A>(
+pub(crate) fn answer_control<A>(
     message: Result<ws::Message, ws::ProtocolError>,
     ctx: &mut ws::WebsocketContext<A>,
 ) where
@@ -113,29 +113,32 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SequenceSession {
 }
 
 /// A real WebSocket upstream on 127.0.0.1: `/sequence` sends `count` messages.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     handle: ServerHandle,
 }
 
 impl Upstream {
-    pub fn start(count: usize) -> Upstream {
+    pub(crate) fn start(count: usize) -> Upstream {
         Upstream::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), count)
     }
 
     /// Starts on a given address (to bring an upstream back on the port it had).
-    pub fn start_on(addr: SocketAddr, count: usize) -> Upstream {
+    pub(crate) fn start_on(addr: SocketAddr, count: usize) -> Upstream {
         Upstream::start_with(addr, SessionSpec { count, ..SessionSpec::default() })
     }
 
     /// Like [`Upstream::start_on`], every message tagged `"incarnation": incarnation`.
-    pub fn start_tagged(addr: SocketAddr, count: usize, incarnation: u32) -> Upstream {
+    pub(crate) fn start_tagged(addr: SocketAddr, count: usize, incarnation: u32) -> Upstream {
         let spec = SessionSpec { count, incarnation: Some(incarnation), inbound: None };
         Upstream::start_with(addr, spec)
     }
 
     /// An upstream that sends nothing and hands every text message it receives to `inbound`.
-    pub fn start_recording(addr: SocketAddr, inbound: mpsc::UnboundedSender<String>) -> Upstream {
+    pub(crate) fn start_recording(
+        addr: SocketAddr,
+        inbound: mpsc::UnboundedSender<String>,
+    ) -> Upstream {
         Upstream::start_with(addr, SessionSpec { inbound: Some(inbound), ..SessionSpec::default() })
     }
 
@@ -164,13 +167,13 @@ impl Upstream {
         Upstream { addr, handle }
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.handle.stop(false).await;
     }
 }
 
 /// A subscriber actor that hands every message to the test.
-pub struct Collector(pub mpsc::UnboundedSender<FeedMessage>);
+pub(crate) struct Collector(pub mpsc::UnboundedSender<FeedMessage>);
 
 impl Actor for Collector {
     type Context = Context<Self>;
@@ -187,7 +190,7 @@ impl Handler<Deliver> for Collector {
 }
 
 /// Receives `count` messages, failing the test if they do not come in time.
-pub async fn collect(
+pub(crate) async fn collect(
     receiver: &mut mpsc::UnboundedReceiver<FeedMessage>,
     count: usize,
 ) -> Vec<FeedMessage> {
@@ -205,7 +208,7 @@ pub async fn collect(
 }
 
 /// GETs `path` from the admin server and returns status and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let client = awc::Client::default();
     let mut response =
         tokio::time::timeout(DEADLINE, client.get(format!("http://{addr}{path}")).send())
@@ -217,18 +220,18 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text rendering.
-pub fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = format!("{name}{{{labels}}} ");
     metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
 /// A child process that is killed when the test ends, however it ends.
-pub struct ChildGuard {
+pub(crate) struct ChildGuard {
     pub child: Child,
 }
 
 impl ChildGuard {
-    pub fn spawn(command: &mut Command) -> ChildGuard {
+    pub(crate) fn spawn(command: &mut Command) -> ChildGuard {
         let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -239,13 +242,13 @@ impl ChildGuard {
     }
 
     /// The child's standard output as lines, read on a thread and handed over a channel.
-    pub fn stdout_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+    pub(crate) fn stdout_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
         let stdout: ChildStdout = self.child.stdout.take().expect("stdout piped");
         lines_of(stdout)
     }
 
     /// The child's standard error as lines.
-    pub fn stderr_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+    pub(crate) fn stderr_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
         let stderr = self.child.stderr.take().expect("stderr piped");
         lines_of(stderr)
     }
@@ -272,7 +275,7 @@ impl Drop for ChildGuard {
 }
 
 /// The next line from `lines` that satisfies `want`, within the deadline.
-pub fn wait_for_line(
+pub(crate) fn wait_for_line(
     lines: &std::sync::mpsc::Receiver<String>,
     mut want: impl FnMut(&str) -> bool,
 ) -> String {
@@ -288,7 +291,7 @@ pub fn wait_for_line(
 }
 
 /// POSTs `body` to the admin server, with `content_type` when given; returns status and body.
-pub async fn http_post(
+pub(crate) async fn http_post(
     addr: SocketAddr,
     path: &str,
     content_type: Option<&str>,
@@ -308,13 +311,13 @@ pub async fn http_post(
 }
 
 /// The status of feed `name`.
-pub async fn feed_status(sidecar: &Sidecar, name: &str) -> FeedStatus {
+pub(crate) async fn feed_status(sidecar: &Sidecar, name: &str) -> FeedStatus {
     let feeds = sidecar.feeds().await;
     feeds.into_iter().find(|feed| feed.name == name).unwrap_or_else(|| panic!("no feed {name}"))
 }
 
 /// Waits until feed `name`'s status satisfies `want`, and returns that status.
-pub async fn wait_for_feed(
+pub(crate) async fn wait_for_feed(
     sidecar: &Sidecar,
     name: &str,
     what: &str,
@@ -330,12 +333,12 @@ pub async fn wait_for_feed(
 }
 
 /// The sample `name{labels}` of the sidecar's metrics; 0 when the series does not exist yet.
-pub fn metric(sidecar: &Sidecar, name: &str, labels: &str) -> f64 {
+pub(crate) fn metric(sidecar: &Sidecar, name: &str, labels: &str) -> f64 {
     sample(&sidecar.render_metrics(), name, labels).unwrap_or(0.0)
 }
 
 /// Waits until the sample `name{labels}` satisfies `want`, and returns its value.
-pub async fn wait_for_metric(
+pub(crate) async fn wait_for_metric(
     sidecar: &Sidecar,
     name: &str,
     labels: &str,
@@ -352,7 +355,11 @@ pub async fn wait_for_metric(
 
 /// Answers the HTTP request on `socket` with `status_line` (e.g. "429 Too Many Requests")
 /// and `headers`, then closes.
-pub async fn answer_status(socket: &mut TcpStream, status_line: &str, headers: &[(&str, &str)]) {
+pub(crate) async fn answer_status(
+    socket: &mut TcpStream,
+    status_line: &str,
+    headers: &[(&str, &str)],
+) {
     let mut answer = format!("HTTP/1.1 {status_line}\r\n");
     for (name, value) in headers {
         answer.push_str(&format!("{name}: {value}\r\n"));

@@ -12,7 +12,6 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use actix_web_actors::ws;
 use feedvisor::config::Config;
-use feedvisor::supervisor::ReplaceFeed;
 use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedMessage, Sidecar, SubscriptionSpec};
 use feedvisor_transport_api::{DataFrame, Event, Outbound};
@@ -330,8 +329,7 @@ async fn a_replacement_takes_over_a_sequenced_feed_once_it_proves_continuity() {
 
     // The replacement starts behind: what it repeats is withheld, and proving
     // that it continues retires the first connection.
-    let replace = ReplaceFeed { name: "handover".to_owned(), feed: feed_json(1 << 20) };
-    sidecar.supervisor().send(replace).await.expect("supervisor").expect("replaced");
+    sidecar.replace_feed("handover", feed_json(1 << 20)).await.expect("replaced");
     let mut second = accept(&mut listener).await;
     assert!(second.send_batch(numbered(&[2, 3, 4])));
     closed_by_the_sidecar(&mut first).await;
@@ -339,8 +337,7 @@ async fn a_replacement_takes_over_a_sequenced_feed_once_it_proves_continuity() {
 
     // The next replacement is ahead of an open, quiet owner: it waits, and
     // after the bounded wait it delivers, the numbers never seen counted.
-    let replace = ReplaceFeed { name: "handover".to_owned(), feed: feed_json(2 << 20) };
-    sidecar.supervisor().send(replace).await.expect("supervisor").expect("replaced");
+    sidecar.replace_feed("handover", feed_json(2 << 20)).await.expect("replaced");
     let third = accept(&mut listener).await;
     assert!(third.send_batch(numbered(&[10])));
     closed_by_the_sidecar(&mut second).await;

@@ -317,7 +317,7 @@ async fn measure(
     let ca = pki.as_ref().map(|pki| CaFile::write(&pki.ca_pem)).transpose()?;
     // The recorder is installed once per process, by the first sidecar:
     // install it now, so that it is in the figure before.
-    if let Ok(metrics) = feedvisor::metrics::install() {
+    if let Ok(metrics) = feedvisor::install_metrics() {
         metrics.run_upkeep();
     }
     actix_rt::time::sleep(SETTLE).await;
@@ -811,7 +811,7 @@ mod tests {
         assert_eq!(config.feeds.len(), 3);
         let feed = &config.feeds[0];
         assert_eq!(feed.url.as_str(), "wss://127.0.0.1:4242/");
-        assert_eq!(feed.reconnect.jitter, feedvisor::backoff::Jitter::Full);
+        assert_eq!(feed.reconnect.jitter, feedvisor::config::Jitter::Full);
         assert_eq!(feed.reconnect.initial, Duration::from_secs(1));
         assert!(text.contains("ca_file"));
         let plain = config_text(addr, 2, Wire::Ws, None, Duration::from_millis(2500));

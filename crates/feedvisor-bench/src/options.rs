@@ -153,6 +153,8 @@ impl BenchArgs {
         BenchArgs { duration, ..self.clone() }
     }
 
+    /// Refuses options no run can use (a zero count, a size below a frame's
+    /// minimum, no system to measure...), naming the flag to change.
     pub fn check(&self) -> Result<(), BenchError> {
         let invalid = |reason: String| Err(BenchError::Options(reason));
         if self.runs == 0 {

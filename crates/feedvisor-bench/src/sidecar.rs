@@ -21,7 +21,7 @@ use std::rc::Rc;
 use actix::prelude::*;
 
 use feedvisor::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
-use feedvisor::sink::JsonLinesSink;
+use feedvisor::JsonLinesSink;
 use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
 use crate::scenario::{BenchError, BenchSink};
@@ -58,7 +58,7 @@ impl SidecarClient {
         // Sidecars of earlier runs left their latency samples in the global
         // recorder; a new sidecar's upkeep would fold them in at its start,
         // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = feedvisor::metrics::install() {
+        if let Ok(metrics) = feedvisor::install_metrics() {
             metrics.run_upkeep();
         }
         let config = Config::from_toml_str(
@@ -140,7 +140,7 @@ mod tests {
         // Sidecars of earlier runs left their latency samples in the global
         // recorder; a new sidecar's upkeep would fold them in at its start,
         // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = feedvisor::metrics::install() {
+        if let Ok(metrics) = feedvisor::install_metrics() {
             metrics.run_upkeep();
         }
         let config = Config::from_toml_str(

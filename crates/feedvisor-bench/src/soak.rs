@@ -220,7 +220,7 @@ async fn start_sidecar(
     conns: usize,
     tally: &Rc<RefCell<Tally>>,
 ) -> Result<Sidecar, BenchError> {
-    if let Ok(metrics) = feedvisor::metrics::install() {
+    if let Ok(metrics) = feedvisor::install_metrics() {
         metrics.run_upkeep();
     }
     let config = Config::from_toml_str(

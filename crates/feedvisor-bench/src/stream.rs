@@ -108,7 +108,7 @@ pub fn config_text(addr: SocketAddr) -> String {
 
 async fn measure(bench: &Bench, size: u64) -> Result<StreamFigures, BenchError> {
     let mut upstream = StreamUpstream::start(size, bench.blaster.core())?;
-    if let Ok(metrics) = feedvisor::metrics::install() {
+    if let Ok(metrics) = feedvisor::install_metrics() {
         metrics.run_upkeep();
     }
     let config = Config::from_toml_str(

@@ -23,5 +23,5 @@ mod utf8;
 
 pub use inbound::session_inbound;
 pub use redact::redacted_url;
-pub use session::{ReadEnd, Session, SessionIo, MAX_BATCH};
+pub use session::{ReadEnd, Session, SessionIo, MAX_READ_BATCH};
 pub use utf8::Utf8Validator;

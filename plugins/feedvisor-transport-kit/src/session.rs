@@ -10,7 +10,7 @@
 //! 1. moves queued outbound messages into the write buffer (while it has
 //!    room) and writes, never waiting;
 //! 2. reads and decodes what has arrived into one batch (at most
-//!    [`MAX_BATCH`] events; the plugin may end it sooner);
+//!    [`MAX_READ_BATCH`] events; the plugin may end it sooner);
 //! 3. writes the answers queued while reading, if the wire has any, and
 //!    yields the batch.
 //!
@@ -29,8 +29,8 @@ use feedvisor_transport_api::{Event, Outbound, OutboundReceiver, TransportError}
 use futures_util::Stream;
 use tokio::time::{sleep, Sleep};
 
-/// Most events yielded in one batch.
-pub const MAX_BATCH: usize = 1024;
+/// The most events one read of a session yields as one batch.
+pub const MAX_READ_BATCH: usize = 1024;
 
 /// Write rounds per poll before yielding to other tasks.
 const MAX_WRITE_ROUNDS: usize = 16;
@@ -89,7 +89,7 @@ pub trait SessionIo: Unpin {
     /// Shuts the socket's write side down (called once the write buffer is empty).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
 
-    /// Reads and decodes what has arrived into `events`, up to [`MAX_BATCH`]
+    /// Reads and decodes what has arrived into `events`, up to [`MAX_READ_BATCH`]
     /// of them; `open` is false once our close was sent (a wire then stops
     /// answering the peer). Returns how reading ended, if it did.
     fn receive(

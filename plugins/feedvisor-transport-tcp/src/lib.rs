@@ -9,7 +9,7 @@
 //!
 //! A TCP connection has no messages of its own, so this transport makes them
 //! (see [`Framing`](feedvisor_transport_api::Framing) and
-//! [`DeliveryMode`](feedvisor_transport_api::DeliveryMode)):
+//! [`DeliveryMode`]):
 //! - message mode, `Lines`: one text message per line, split at `\n` with an
 //!   optional `\r` before it dropped (empty lines are empty messages); a line
 //!   that is not valid UTF-8 ends the connection with a protocol error
@@ -69,8 +69,6 @@ use url::Url;
 use crate::dial::{Attempt, TLS};
 use crate::encoder::Encoder;
 use crate::framing::{Decoder, Wire};
-
-pub use feedvisor_transport_kit::MAX_BATCH;
 
 /// Opens TCP and TLS connections for the `tcp` and `tls` schemes.
 ///

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use feedvisor_transport_api::{close_code, Event, Outbound, OutboundReceiver, TransportError};
-use feedvisor_transport_kit::{ReadEnd, Session, SessionIo, MAX_BATCH};
+use feedvisor_transport_kit::{ReadEnd, Session, SessionIo, MAX_READ_BATCH};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use crate::dial::BoxedSocket;
@@ -170,14 +170,14 @@ impl SessionIo for TcpIo {
         open: bool,
     ) -> Option<ReadEnd> {
         loop {
-            while events.len() < MAX_BATCH {
+            while events.len() < MAX_READ_BATCH {
                 match self.decoder.decode(&mut self.read_buffer) {
                     Ok(Some(event)) => events.push(event),
                     Ok(None) => break,
                     Err(error) => return Some(ReadEnd::Failed(error)),
                 }
             }
-            if events.len() >= MAX_BATCH || (self.decoder.is_stream() && !events.is_empty()) {
+            if events.len() >= MAX_READ_BATCH || (self.decoder.is_stream() && !events.is_empty()) {
                 return None;
             }
             match self.poll_read(cx) {

@@ -7,7 +7,7 @@
 //! loaded once is not re-read).
 //!
 //! TLS: rustls with the ring provider, the webpki roots plus an optional
-//! per-feed CA file (the kit's [`tls`](feedvisor_transport_kit::tls)), and
+//! per-feed CA file (the kit's [`tls`]), and
 //! ALPN `http/1.1` only.
 //!
 //! Every client has no connection limit (awc's default of 100 makes the

@@ -38,8 +38,6 @@ use url::Url;
 use crate::codec::FrameCodec;
 use crate::error::Attempt;
 
-pub use feedvisor_transport_kit::MAX_BATCH;
-
 /// The `User-Agent` sent unless the request sets one.
 const USER_AGENT_VALUE: &str = concat!("feedvisor/", env!("CARGO_PKG_VERSION"));
 

@@ -17,7 +17,7 @@ use actix_codec::Framed;
 use awc::BoxedSocket;
 use bytes::Bytes;
 use feedvisor_transport_api::{CloseFrame, Event, Outbound, OutboundReceiver, TransportError};
-use feedvisor_transport_kit::{ReadEnd, Session, SessionIo, MAX_BATCH};
+use feedvisor_transport_kit::{ReadEnd, Session, SessionIo, MAX_READ_BATCH};
 
 use crate::codec::{ClientFrame, FrameCodec};
 
@@ -59,7 +59,7 @@ impl WebSocketIo {
     ) -> Option<ReadEnd> {
         let data_limit = self.framed.codec_ref().chunk_size().unwrap_or(usize::MAX);
         let mut data_len = 0usize;
-        while events.len() < MAX_BATCH && data_len < data_limit {
+        while events.len() < MAX_READ_BATCH && data_len < data_limit {
             let event = match Pin::new(&mut self.framed).next_item(cx) {
                 Poll::Pending => return None,
                 Poll::Ready(None) => return Some(ReadEnd::Eof),
@@ -91,7 +91,7 @@ impl WebSocketIo {
             }
             let closed = matches!(event, Event::Close(_));
             if events.capacity() == 0 {
-                events.reserve(self.last_batch.clamp(4, MAX_BATCH));
+                events.reserve(self.last_batch.clamp(4, MAX_READ_BATCH));
             }
             events.push(event);
             if closed {

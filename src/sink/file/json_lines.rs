@@ -65,7 +65,7 @@ impl JsonLinesFileError {
 }
 
 /// Appends one JSON line per message to a file.
-pub struct JsonLinesFileSink {
+pub(super) struct JsonLinesFileSink {
     /// The subscriber's name, for logs and metric labels.
     name: String,
     /// The file, as configured (already resolved against the config's directory).
@@ -87,7 +87,7 @@ pub struct JsonLinesFileSink {
 
 impl JsonLinesFileSink {
     /// A sink named `name` appending to `path`.
-    pub fn new(name: &str, path: PathBuf) -> Self {
+    pub(super) fn new(name: &str, path: PathBuf) -> Self {
         JsonLinesFileSink {
             name: name.to_owned(),
             metrics: SinkMetrics::new(name, super::SINK, &[OPEN, WRITE], &[OPEN, WRITE]),
@@ -100,7 +100,7 @@ impl JsonLinesFileSink {
     }
 
     /// Reports the actor's stop to the supervisor through `watch`.
-    pub fn watched(mut self, watch: SinkWatch) -> Self {
+    pub(super) fn watched(mut self, watch: SinkWatch) -> Self {
         self.watch = Some(watch);
         self
     }

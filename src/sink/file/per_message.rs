@@ -62,7 +62,7 @@ struct Outcome {
 }
 
 /// Writes each message to its own file in a directory.
-pub struct PerMessageFileSink {
+pub(super) struct PerMessageFileSink {
     /// The subscriber's name, for logs and metric labels.
     name: String,
     /// Where the files go.
@@ -79,7 +79,7 @@ pub struct PerMessageFileSink {
 
 impl PerMessageFileSink {
     /// A sink named `name` writing into the directory `dir`.
-    pub fn new(name: &str, dir: PathBuf) -> Self {
+    pub(super) fn new(name: &str, dir: PathBuf) -> Self {
         PerMessageFileSink {
             name: name.to_owned(),
             metrics: SinkMetrics::new(name, super::SINK, &[WRITE], &[WRITE, ABORTED]),
@@ -91,7 +91,7 @@ impl PerMessageFileSink {
     }
 
     /// Reports the actor's stop to the supervisor through `watch`.
-    pub fn watched(mut self, watch: SinkWatch) -> Self {
+    pub(super) fn watched(mut self, watch: SinkWatch) -> Self {
         self.watch = Some(watch);
         self
     }

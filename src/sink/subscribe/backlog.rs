@@ -28,10 +28,10 @@ use futures_util::stream::Stream;
 /// Bytes one client may have written for it and not yet taken by its socket;
 /// past this its session holds the batch it is writing, and the rest waits
 /// in the client's bounded inbox.
-pub const MAX_BACKLOG: usize = 1024 * 1024;
+pub(crate) const MAX_BACKLOG: usize = 1024 * 1024;
 
 /// The size of a server (unmasked) WebSocket frame with `payload` bytes.
-pub fn frame_len(payload: usize) -> usize {
+pub(super) fn frame_len(payload: usize) -> usize {
     let header = match payload {
         0..=125 => 2,
         126..=0xFFFF => 4,
@@ -45,7 +45,7 @@ pub fn frame_len(payload: usize) -> usize {
 ///
 /// Both run on the same task (the HTTP connection's), hence `Cell`s.
 #[derive(Debug)]
-pub struct Backlog {
+pub(super) struct Backlog {
     /// The bound the session writes up to.
     bound: usize,
     /// Bytes written and not yet taken.
@@ -59,47 +59,47 @@ pub struct Backlog {
 
 impl Backlog {
     /// An empty backlog bounded by `bound` bytes.
-    pub fn new(bound: usize) -> Rc<Self> {
+    pub(super) fn new(bound: usize) -> Rc<Self> {
         Rc::new(Backlog { bound, unsent: Cell::new(0), stalled_since: Cell::new(None) })
     }
 
     /// Bytes written and not yet taken.
-    pub fn unsent(&self) -> usize {
+    pub(super) fn unsent(&self) -> usize {
         self.unsent.get()
     }
 
     /// True from the moment the backlog reaches its bound until it falls below it.
-    pub fn is_over(&self) -> bool {
+    pub(super) fn is_over(&self) -> bool {
         self.unsent.get() >= self.bound
     }
 
     /// Counts a frame of `bytes` written.
-    pub fn add(&self, bytes: usize) {
+    pub(super) fn add(&self, bytes: usize) {
         self.unsent.set(self.unsent.get().saturating_add(bytes));
     }
 
     /// Takes `bytes` out as sent; true when this brought the backlog back
     /// below its bound (the client caught up).
-    pub fn take(&self, bytes: usize) -> bool {
+    pub(super) fn take(&self, bytes: usize) -> bool {
         let was_over = self.is_over();
         self.unsent.set(self.unsent.get().saturating_sub(bytes));
         was_over && !self.is_over()
     }
 
     /// Since when the HTTP layer has been holding a chunk, if it is.
-    pub fn stalled_since(&self) -> Option<Instant> {
+    pub(super) fn stalled_since(&self) -> Option<Instant> {
         self.stalled_since.get()
     }
 
     /// True when the HTTP layer has been holding a chunk for `timeout`.
-    pub fn stuck(&self, timeout: Duration) -> bool {
+    pub(super) fn stuck(&self, timeout: Duration) -> bool {
         self.stalled_since.get().is_some_and(|since| since + timeout <= Instant::now())
     }
 }
 
 /// The body of a session's response: the WebSocket context's byte stream,
 /// with what the HTTP layer takes counted out of the [`Backlog`].
-pub struct MeteredBody<S> {
+pub(super) struct MeteredBody<S> {
     /// The context's byte stream (which runs the session when polled).
     inner: Pin<Box<S>>,
     /// Shared with the session, which adds what it writes.
@@ -113,7 +113,7 @@ pub struct MeteredBody<S> {
 impl<S> MeteredBody<S> {
     /// Meters `inner`; `on_drained` runs (before the session is polled) each
     /// time the backlog falls below its bound.
-    pub fn new(inner: S, backlog: Rc<Backlog>, on_drained: impl Fn() + 'static) -> Self {
+    pub(super) fn new(inner: S, backlog: Rc<Backlog>, on_drained: impl Fn() + 'static) -> Self {
         MeteredBody {
             inner: Box::pin(inner),
             backlog,

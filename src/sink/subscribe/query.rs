@@ -4,13 +4,13 @@
 use url::Url;
 
 /// Patterns one parameter may list, summed over its repetitions.
-pub const MAX_PATTERNS: usize = 64;
+pub(super) const MAX_PATTERNS: usize = 64;
 /// The longest pattern accepted, in bytes.
-pub const MAX_PATTERN_LEN: usize = 256;
+pub(super) const MAX_PATTERN_LEN: usize = 256;
 
 /// The subscription a `/subscribe` query asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscribeQuery {
+pub(crate) struct SubscribeQuery {
     /// Feed names or glob patterns; `["*"]` when the query names none.
     pub feeds: Vec<String>,
     /// Topic glob patterns; `None` (every message) when the query names none.
@@ -19,7 +19,7 @@ pub struct SubscribeQuery {
 
 /// Why a `/subscribe` query was refused (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     /// A parameter other than `feed` and `topic`.
     #[error("unknown query parameter {0:?}: use feed=PATTERN and topic=PATTERN")]
     UnknownParameter(String),
@@ -44,7 +44,7 @@ pub enum QueryError {
 
 /// Parses a query string: `feed` (default `*`) and `topic`, each repeatable
 /// and comma-separated, percent-decoded, glob patterns as the router uses.
-pub fn parse_query(query: &str) -> Result<SubscribeQuery, QueryError> {
+pub(crate) fn parse_query(query: &str) -> Result<SubscribeQuery, QueryError> {
     let mut feeds = Vec::new();
     let mut topics: Option<Vec<String>> = None;
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -83,7 +83,7 @@ pub fn parse_query(query: &str) -> Result<SubscribeQuery, QueryError> {
 /// Whether a request with this `Origin` may subscribe: no `Origin` (a
 /// program, not a browser page) always may; otherwise the origin must be
 /// listed (compared as origins: scheme, host and port) or `"*"` listed.
-pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
     if allowed.iter().any(|entry| entry == "*") {
         return true;

@@ -16,10 +16,10 @@ use crate::inbox::Inbox;
 use crate::sink::write_json_line;
 
 /// How long any single wait in these tests may take.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(super) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Awaits `future`, failing the test after [`DEADLINE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+pub(super) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(DEADLINE, future).await {
         Ok(value) => value,
         Err(_) => panic!("gave up after {DEADLINE:?} waiting for {what}"),
@@ -27,12 +27,12 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 /// Probes until `probe` is true, failing the test after [`DEADLINE`].
-pub async fn eventually(what: &str, probe: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, probe: impl FnMut() -> bool) {
     feedvisor_test_support::wait_until(DEADLINE, what, probe).await
 }
 
 /// A text message of feed `feed`.
-pub fn text(feed: &str, payload: &str) -> FeedMessage {
+pub(super) fn text(feed: &str, payload: &str) -> FeedMessage {
     FeedMessage {
         feed: feed.into(),
         topic: None,
@@ -46,12 +46,12 @@ pub fn text(feed: &str, payload: &str) -> FeedMessage {
 }
 
 /// `count` numbered text messages, `{"seq":N}` from `first` on.
-pub fn numbered(feed: &str, first: usize, count: usize) -> Vec<FeedMessage> {
+pub(super) fn numbered(feed: &str, first: usize, count: usize) -> Vec<FeedMessage> {
     (first..first + count).map(|seq| text(feed, &format!(r#"{{"seq":{seq}}}"#))).collect()
 }
 
 /// The JSON lines every sink writes for `messages`.
-pub fn json_lines(messages: &[FeedMessage]) -> Vec<u8> {
+pub(super) fn json_lines(messages: &[FeedMessage]) -> Vec<u8> {
     let mut buffer = Vec::new();
     for message in messages {
         write_json_line(&mut buffer, message);
@@ -73,7 +73,7 @@ impl Handler<Deliver> for Unrung {
 }
 
 /// Makes [`Deliver`] batches, numbered from 0, and waits for sinks to finish them.
-pub struct Batches {
+pub(super) struct Batches {
     inbox: std::sync::Arc<Inbox>,
     sender: mpsc::UnboundedSender<u64>,
     done: mpsc::UnboundedReceiver<u64>,
@@ -82,7 +82,7 @@ pub struct Batches {
 
 impl Batches {
     /// Must run inside an actix system.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let (sender, done) = mpsc::unbounded_channel();
         let recipient = Unrung.start().recipient();
         let inbox = Inbox::new(
@@ -98,7 +98,7 @@ impl Batches {
     }
 
     /// The next batch.
-    pub fn deliver(&mut self, messages: Vec<FeedMessage>) -> Deliver {
+    pub(super) fn deliver(&mut self, messages: Vec<FeedMessage>) -> Deliver {
         let (number, sender) = (self.next, self.sender.clone());
         self.next += 1;
         let settled = Box::new(move || {
@@ -108,13 +108,13 @@ impl Batches {
     }
 
     /// Waits until the sink has dropped the next batch; returns its number.
-    pub async fn finished(&mut self) -> u64 {
+    pub(super) async fn finished(&mut self) -> u64 {
         within("a batch to be finished", self.done.recv()).await.expect("probe alive")
     }
 
     /// Like [`Batches::finished`] with another deadline (for paused-time tests,
     /// whose clock jumps ahead whenever nothing else is ready).
-    pub async fn finished_within(&mut self, deadline: Duration) -> u64 {
+    pub(super) async fn finished_within(&mut self, deadline: Duration) -> u64 {
         match tokio::time::timeout(deadline, self.done.recv()).await {
             Ok(done) => done.expect("probe alive"),
             Err(_) => panic!("gave up after {deadline:?} waiting for a batch to be finished"),
@@ -122,16 +122,16 @@ impl Batches {
     }
 
     /// Whether a batch was finished and not yet waited for.
-    pub fn try_finished(&mut self) -> Option<u64> {
+    pub(super) fn try_finished(&mut self) -> Option<u64> {
         self.done.try_recv().ok()
     }
 }
 
 /// A directory under the system temp dir, removed (with its contents) on drop.
-pub struct ScratchDir(pub PathBuf);
+pub(super) struct ScratchDir(pub PathBuf);
 
 impl ScratchDir {
-    pub fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let unique = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir()
@@ -140,7 +140,7 @@ impl ScratchDir {
         ScratchDir(path)
     }
 
-    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+    pub(super) fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -152,25 +152,25 @@ impl Drop for ScratchDir {
 }
 
 /// The value of `name{labels}` in the process-wide registry; 0 when absent.
-pub fn metric(name: &str, labels: &str) -> f64 {
+pub(super) fn metric(name: &str, labels: &str) -> f64 {
     let rendered = crate::metrics::install().expect("recorder").render();
     let prefix = format!("{name}{{{labels}}} ");
     rendered.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 /// Installs the process-wide recorder, so that sinks built after it count.
-pub fn install_metrics() {
+pub(super) fn install_metrics() {
     crate::metrics::install().expect("recorder");
 }
 
 /// Collects what is logged on this thread (actors of an `#[actix::test]` run
 /// on the test's thread), for checking that a failure is reported.
 #[derive(Clone, Default)]
-pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub(super) struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Logs {
     /// Captures events at `debug` and above until the guard is dropped.
-    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
+    pub(super) fn capture(&self) -> tracing::subscriber::DefaultGuard {
         // tracing-core takes a lone registered dispatcher for the global one
         // and computes a new callsite's interest from the registering thread's
         // dispatcher: an event first reached on a thread that captures nothing
@@ -187,7 +187,7 @@ impl Logs {
     }
 
     /// Everything captured so far.
-    pub fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
     }
 }

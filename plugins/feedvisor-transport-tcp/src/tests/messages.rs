@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::framing::READ_SIZE;
-use crate::MAX_BATCH;
+use feedvisor_transport_kit::MAX_READ_BATCH;
 
 fn text(payload: &str) -> Event {
     Event::Data(DataFrame::text(Bytes::copy_from_slice(payload.as_bytes())))
@@ -52,7 +52,7 @@ async fn lines_written_at_once_arrive_in_one_batch() {
 
 #[actix_rt::test]
 async fn a_batch_holds_at_most_max_batch_events() {
-    let count = 2 * MAX_BATCH + 10;
+    let count = 2 * MAX_READ_BATCH + 10;
     let lines = "x\n".repeat(count);
     within(async {
         let (mut stream, mut connection) = open(|_| {}).await;
@@ -60,7 +60,7 @@ async fn a_batch_holds_at_most_max_batch_events() {
         let mut received = 0;
         while received < count {
             let batch = connection.inbound.next().await.expect("open").expect("no error");
-            assert!(batch.len() <= MAX_BATCH, "a batch of {}", batch.len());
+            assert!(batch.len() <= MAX_READ_BATCH, "a batch of {}", batch.len());
             received += batch.len();
         }
         assert_eq!(received, count);
