@@ -24,7 +24,7 @@
 //! the most of one core it used in any 100 ms, and in all per reconnect.
 //!
 //! Freed memory that the allocator keeps stays resident and is reused, so a
-//! case would hide part of the next one's memory: `feedvisor bench feeds`
+//! case would hide part of the next one's memory: `feedvisor-bench feeds`
 //! runs each case in a fresh process of the same binary (`--in-process`,
 //! hidden, runs them all here; the tests do).
 
@@ -253,7 +253,7 @@ pub fn config_text(
     reconnect_initial: Duration,
 ) -> String {
     let mut text = format!(
-        "# feedvisor bench feeds: idle feeds.\n\
+        "# feedvisor-bench feeds: idle feeds.\n\
          [defaults.heartbeat]\ninterval = \"0s\"\n\
          [defaults.reconnect]\npolicy = \"exponential\"\ninitial = \"{}ms\"\nmax = \"30s\"\njitter = \"full\"\n",
         reconnect_initial.as_millis()

@@ -30,7 +30,7 @@ use crate::tally::Tally;
 /// The config of a sidecar with `conns` feeds named `bench-0`, `bench-1`, ... on `addr`.
 pub fn config_text(addr: SocketAddr, conns: usize) -> String {
     let mut text = String::from(
-        "# feedvisor bench: the system under test.\n\
+        "# feedvisor-bench: the system under test.\n\
          [defaults.heartbeat]\ninterval = \"0s\"\n\
          [defaults.reconnect]\npolicy = \"fixed\"\ninitial = \"1h\"\njitter = \"none\"\n",
     );

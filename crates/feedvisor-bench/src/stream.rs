@@ -98,7 +98,7 @@ pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError
 /// The config of the one stream-mode feed, on `addr`.
 pub fn config_text(addr: SocketAddr) -> String {
     format!(
-        "# feedvisor bench stream: one stream-mode feed.\n\
+        "# feedvisor-bench stream: one stream-mode feed.\n\
          [defaults.heartbeat]\ninterval = \"0s\"\n\
          [defaults.reconnect]\npolicy = \"fixed\"\ninitial = \"1h\"\njitter = \"none\"\n\n\
          [[feeds]]\nname = \"{FEED}\"\nurl = \"ws://{addr}/\"\nmode = \"stream\"\nchunk_size = \"{}KiB\"\n",
