@@ -122,7 +122,7 @@ fn full_config_parses_every_field() {
     assert_eq!(subscriber.name, "print");
     assert_eq!(subscriber.feeds, ["stocks", "weather-*"]);
     assert_eq!(subscriber.topics, Some(vec!["AAPL".to_owned(), "MS*".to_owned()]));
-    assert_eq!(subscriber.sink, SinkConfig::Stdout);
+    assert_eq!(subscriber.sink, SinkConfig::Stdout(StdoutSinkConfig));
 }
 
 #[test]
