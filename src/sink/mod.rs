@@ -3,11 +3,17 @@
 //!
 //! Every sink writes the same JSON object per message (see [`write_json_line`]).
 //!
-//! Each configurable sink owns its config type and its checks, beside its
-//! actor: [`FileSinkConfig`], [`ExecSinkConfig`], [`WebhookSinkConfig`],
-//! each with a pure `validate()` returning [`SinkConfigError`]s. Those files
-//! import nothing from `config/`, which parses the TOML, dispatches on
-//! `sink = "..."` ([`crate::config::SinkConfig`]) and asks them.
+//! Each sink owns its config type beside its actor ([`StdoutSinkConfig`],
+//! [`FileSinkConfig`], [`ExecSinkConfig`], [`WebhookSinkConfig`]), which
+//! implements [`Sink`]: its name, its settings as written (read with
+//! `deny_unknown_fields`), how they become the typed config, a pure
+//! `validate()` returning [`SinkConfigError`]s, and its actor. The `sinks!`
+//! list below registers them and generates [`SinkKind`] and [`SinkConfig`]
+//! with their dispatch: adding a sink is its module and one entry there.
+//! Sinks import nothing from `config/`, which reads the fields every
+//! subscriber shares, hands the rest of the entry to [`SinkKind::config`],
+//! and lends it the config's `${VAR}` expansion and durations through
+//! [`SettingsContext`].
 //!
 //! A config sink runs under the supervisor: [`start`] hands it a
 //! [`SinkWatch`], which tells the supervisor when the actor stops, so that
@@ -79,9 +85,10 @@ impl SinkConfigError {
 
 /// A built-in sink, implemented by its config type: its name in
 /// `sink = "..."`, its settings as written, how they become its typed
-/// config, its pure checks, and its actor. A type that implements it and
+/// config, its pure checks, and its actor (and, as every config type,
+/// `Clone`, `Eq`, `Debug` and a `Serialize` that hides secrets). A type that implements it and
 /// one entry in the `sinks!` list make a sink a config can name.
-pub(crate) trait Sink: Sized {
+pub(crate) trait Sink: Clone + Eq + std::fmt::Debug + Serialize {
     /// The name written in `sink = "..."`, also the `sink` label of its metrics.
     const NAME: &'static str;
     /// The sink's settings as written: the subscriber's table without the
@@ -584,7 +591,7 @@ mod tests {
     }
 
     /// A sink of the test's own, not in the list: what a new module supplies.
-    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
     struct CountingSinkConfig {
         label: String,
         every: Duration,
