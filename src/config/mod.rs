@@ -59,13 +59,15 @@ pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
 pub use subscriber::{
-    SinkConfig, SinkKind, SubscribeEndpointConfig, SubscriberConfig, SubscriberOverflow,
-    DEFAULT_QUEUE,
+    SubscribeEndpointConfig, SubscriberConfig, SubscriberOverflow, DEFAULT_QUEUE,
 };
 
 pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 pub use crate::secret::Secret;
-pub use crate::sink::{ExecSinkConfig, FileLayout, FileSinkConfig, WebhookSinkConfig};
+pub use crate::sink::{
+    ExecSinkConfig, FileLayout, FileSinkConfig, SinkConfig, SinkKind, StdoutSinkConfig,
+    WebhookSinkConfig,
+};
 
 use crate::transports::TransportRegistry;
 use show::{mask_password, mask_query};

@@ -208,9 +208,11 @@ pub(crate) struct RawTls {
     pub ca_file: Option<String>,
 }
 
-/// One `[[subscribers]]` entry.
+/// One `[[subscribers]]` entry: the fields every subscriber shares, and
+/// the rest of its table, which is the sink's own settings. Unknown fields
+/// are refused by the sink's settings type (serde cannot deny them here,
+/// beside `flatten`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawSubscriber {
     /// Required.
     pub name: Option<String>,
@@ -218,28 +220,21 @@ pub(crate) struct RawSubscriber {
     pub feeds: Option<Vec<String>>,
     /// Topic glob patterns; absent means every topic.
     pub topics: Option<Vec<String>>,
-    /// Where messages go; `stdout` when absent.
+    /// Where messages go; the first sink of the list (`stdout`) when absent.
     pub sink: Option<SinkKind>,
     /// Messages the subscriber's queue holds.
     pub queue: Option<usize>,
     /// What happens when the queue is full.
     pub overflow: Option<SubscriberOverflow>,
-    /// `file`: the file to append JSON lines to, or the directory of the messages' files.
-    pub path: Option<String>,
-    /// `file`: `lines` (default) or `per_message`.
-    pub layout: Option<crate::sink::FileLayout>,
-    /// `exec`: the program and its arguments.
-    pub command: Option<Vec<String>>,
-    /// `webhook`: where to POST.
-    pub url: Option<String>,
-    /// `webhook`: messages per request (a JSON array when above 1).
-    pub batch: Option<usize>,
-    /// `webhook`: requests under way at once.
-    pub max_in_flight: Option<usize>,
-    /// `webhook`: how long one request may take.
-    pub timeout: Option<RawDuration>,
-    /// `webhook`: extra request headers (values may hold secrets).
-    pub headers: Option<BTreeMap<String, String>>,
+    /// Every other field: the sink's settings, read by its own type.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+impl RawSubscriber {
+    /// The fields every subscriber shares, whatever its sink.
+    pub(crate) const SHARED_FIELDS: [&'static str; 6] =
+        ["name", "feeds", "topics", "sink", "queue", "overflow"];
 }
 
 /// `[http.subscribe]`: the local WebSocket endpoint.

@@ -2,24 +2,22 @@
 //! `[http.subscribe]` (the local WebSocket endpoint's limits).
 //!
 //! This file checks what every subscriber shares (name, feeds, topics,
-//! queue) and dispatches on `sink = "..."`: each sink's settings are a
-//! config type of the sink's own (`sink/file.rs`, `sink/exec.rs`,
-//! `sink/webhook.rs`), which checks itself. Here the TOML's strings become
-//! typed values first: `${VAR}`s expanded, durations and URLs parsed,
-//! paths resolved against the config file's directory.
+//! queue, overflow) and hands the rest of the entry to the sink named by
+//! `sink = "..."` (`SinkKind::config`, from the list in `sink/mod.rs`),
+//! which reads it into its own settings type, turns it into its config
+//! type and checks it. It lends the sink the config's `${VAR}` expansion
+//! and duration syntax, and its error paths ([`SinkSettings`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::checks::{check_name, closest};
-use super::raw::{RawSubscribeEndpoint, RawSubscriber};
+use super::raw::{RawDuration, RawSubscribeEndpoint, RawSubscriber};
 use super::validate::{Context, Scope};
-use super::Secret;
-use crate::sink::{ExecSinkConfig, FileSinkConfig, SinkConfigError, WebhookSinkConfig};
+use crate::sink::{SettingsContext, SinkConfig};
 
 /// Messages a subscriber's queue holds by default.
 pub const DEFAULT_QUEUE: usize = 1024;
@@ -47,80 +45,6 @@ impl SubscriberOverflow {
             Self::DropOldest => "drop_oldest",
             Self::DropNewest => "drop_newest",
             Self::Backpressure => "backpressure",
-        }
-    }
-}
-
-/// The built-in sinks a config can name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// JSON lines on standard output.
-    #[default]
-    Stdout,
-    /// JSON lines appended to a file, or one file per message in a directory.
-    File,
-    /// JSON lines written to a child process's standard input.
-    Exec,
-    /// Each message (or a batch) POSTed to a URL.
-    Webhook,
-}
-
-impl SinkKind {
-    /// The name used in the config and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::File => "file",
-            Self::Exec => "exec",
-            Self::Webhook => "webhook",
-        }
-    }
-}
-
-/// A sink with its settings, each sink's own config type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "sink", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// JSON lines on standard output.
-    Stdout,
-    /// JSON lines appended to a file (`layout = "lines"`), or one file per
-    /// message in a directory (`layout = "per_message"`).
-    File(FileSinkConfig),
-    /// JSON lines to a child's standard input; the child is restarted with backoff if it exits.
-    Exec(ExecSinkConfig),
-    /// POST to `url`: one JSON object per request, or a JSON array of up to `batch`.
-    Webhook(WebhookSinkConfig),
-}
-
-impl SinkConfig {
-    /// Which sink this is.
-    pub fn kind(&self) -> SinkKind {
-        match self {
-            Self::Stdout => SinkKind::Stdout,
-            Self::File(_) => SinkKind::File,
-            Self::Exec(_) => SinkKind::Exec,
-            Self::Webhook(_) => SinkKind::Webhook,
-        }
-    }
-
-    /// The sink's own checks (pure).
-    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
-        match self {
-            Self::Stdout => Vec::new(),
-            Self::File(config) => config.validate(),
-            Self::Exec(config) => config.validate(),
-            Self::Webhook(config) => config.validate(),
-        }
-    }
-
-    /// A one-line description of the sink, for `feedvisor check`.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Stdout => "stdout".to_owned(),
-            Self::File(config) => config.describe(),
-            Self::Exec(config) => config.describe(),
-            Self::Webhook(config) => config.describe(),
         }
     }
 }
@@ -294,86 +218,47 @@ fn check_feed_pattern(
     }
 }
 
-/// The sink's own settings, checked by the sink's config type; fields of
-/// other sinks are errors.
+/// The sink's own settings: the rest of the subscriber's table, handed to
+/// the sink named by `sink = "..."`, which reads, types and checks them.
 fn sink(raw: &RawSubscriber, context: &Context<'_>, scope: &mut Scope<'_>) -> Option<SinkConfig> {
     let kind = raw.sink.unwrap_or_default();
-    let present: [(&str, bool, &[SinkKind]); 8] = [
-        ("path", raw.path.is_some(), &[SinkKind::File]),
-        ("layout", raw.layout.is_some(), &[SinkKind::File]),
-        ("command", raw.command.is_some(), &[SinkKind::Exec]),
-        ("url", raw.url.is_some(), &[SinkKind::Webhook]),
-        ("batch", raw.batch.is_some(), &[SinkKind::Webhook]),
-        ("max_in_flight", raw.max_in_flight.is_some(), &[SinkKind::Webhook]),
-        ("timeout", raw.timeout.is_some(), &[SinkKind::Webhook]),
-        ("headers", raw.headers.is_some(), &[SinkKind::Webhook]),
-    ];
-    for (field, set, kinds) in present {
-        if set && !kinds.contains(&kind) {
-            let owner = kinds.iter().map(|kind| kind.as_str()).collect::<Vec<_>>().join(", ");
-            scope.error(
-                field,
-                format!("only used by sink = \"{owner}\", not \"{}\"", kind.as_str()),
-            );
-        }
-    }
-    let config = match kind {
-        SinkKind::Stdout => SinkConfig::Stdout,
-        SinkKind::File => SinkConfig::File(FileSinkConfig {
-            path: PathBuf::from(raw.path.as_deref().unwrap_or_default()),
-            layout: raw.layout.unwrap_or_default(),
-        }),
-        SinkKind::Exec => {
-            SinkConfig::Exec(ExecSinkConfig { command: raw.command.clone().unwrap_or_default() })
-        }
-        SinkKind::Webhook => SinkConfig::Webhook(webhook(raw, context, scope)?),
-    };
-    let errors = config.validate();
-    for error in &errors {
-        scope.error(&error.field, error.message.clone());
-    }
-    if !errors.is_empty() {
-        return None;
-    }
-    Some(match config {
-        SinkConfig::File(file) => SinkConfig::File(file.resolved_against(context.base_dir)),
-        other => other,
-    })
+    let mut settings = SinkSettings { scope, env: context.env };
+    kind.config(raw.settings.clone(), context.base_dir, &mut settings)
 }
 
-/// The webhook's settings as typed values: the URL and header values with
-/// their `${VAR}`s expanded, the timeout parsed.
-fn webhook(
-    raw: &RawSubscriber,
-    context: &Context<'_>,
-    scope: &mut Scope<'_>,
-) -> Option<WebhookSinkConfig> {
-    let url = match raw.url.as_deref() {
-        None => scope.fail("url", "required for sink = \"webhook\": where to POST"),
-        Some(text) => {
-            let expanded = scope.expand("url", text, context.env)?;
-            match Url::parse(&expanded) {
-                Ok(url) => Some(url),
-                Err(error) => scope.fail("url", format!("invalid URL: {error}")),
-            }
-        }
-    };
-    let timeout =
-        scope.duration("timeout", raw.timeout.as_ref(), WebhookSinkConfig::DEFAULT_TIMEOUT);
-    let mut headers = Vec::new();
-    for (name, template) in raw.headers.iter().flatten() {
-        let field = format!("headers.{name}");
-        if let Some(value) = scope.expand(&field, template, context.env) {
-            headers.push((name.clone(), Secret::new(value)));
-        }
+/// What a sink's settings are resolved with: the config's `${VAR}`s and
+/// durations, errors under the subscriber's path.
+struct SinkSettings<'s, 'a> {
+    /// The subscriber's errors.
+    scope: &'s mut Scope<'a>,
+    /// Looks up `${VAR}` references.
+    env: &'s dyn Fn(&str) -> Option<String>,
+}
+
+impl SettingsContext for SinkSettings<'_, '_> {
+    fn error(&mut self, field: &str, message: String) {
+        self.scope.error(field, message);
     }
-    Some(WebhookSinkConfig {
-        batch: raw.batch.unwrap_or(WebhookSinkConfig::DEFAULT_BATCH),
-        max_in_flight: raw.max_in_flight.unwrap_or(WebhookSinkConfig::DEFAULT_MAX_IN_FLIGHT),
-        timeout: timeout?,
-        headers,
-        ..WebhookSinkConfig::new(url?)
-    })
+
+    fn expand(&mut self, field: &str, text: &str) -> Option<String> {
+        self.scope.expand(field, text, self.env)
+    }
+
+    fn duration(&mut self, field: &str, text: Option<&str>, default: Duration) -> Option<Duration> {
+        let raw = text.map(|text| RawDuration(text.to_owned()));
+        self.scope.duration(field, raw.as_ref(), default)
+    }
+
+    fn unknown_field(&mut self, field: &str, sink_fields: &[&str]) {
+        let known = || RawSubscriber::SHARED_FIELDS.iter().chain(sink_fields).copied();
+        let expected: Vec<String> = known().map(|name| format!("`{name}`")).collect();
+        let mut message =
+            format!("unknown field `{field}`, expected one of {}", expected.join(", "));
+        if let Some(close) = closest(field, known()) {
+            message.push_str(&format!(" (did you mean {close:?}?)"));
+        }
+        self.scope.error(field, message);
+    }
 }
 
 /// Shown in `feedvisor check`.

@@ -122,7 +122,7 @@ fn full_config_parses_every_field() {
     assert_eq!(subscriber.name, "print");
     assert_eq!(subscriber.feeds, ["stocks", "weather-*"]);
     assert_eq!(subscriber.topics, Some(vec!["AAPL".to_owned(), "MS*".to_owned()]));
-    assert_eq!(subscriber.sink, SinkConfig::Stdout);
+    assert_eq!(subscriber.sink, SinkConfig::Stdout(StdoutSinkConfig));
 }
 
 #[test]
@@ -637,6 +637,105 @@ fn each_sink_s_own_checks_are_reported_under_the_subscriber() {
     assert_eq!((hook.batch, hook.max_in_flight), (1, 4));
     let shown = serde_json::to_string(&config).expect("serialize") + &format!("{config:?}");
     assert!(!shown.contains("t0ken-value"), "{shown}");
+}
+
+#[test]
+fn a_sink_setting_nobody_takes_is_reported_with_every_other_error() {
+    let text = sink_entry("sink = \"file\"\npth = \"x\"\ntopic = [\"a\"]\n");
+    let errors = errors_of(&text);
+    assert_error(&text, "subscribers[0] (out).pth", "unknown field `pth`");
+    assert_error(&text, "subscribers[0] (out).pth", "(did you mean \"path\"?)");
+    assert_error(&text, "subscribers[0] (out).topic", "(did you mean \"topics\"?)");
+    // The file sink's own check still runs: its path is missing.
+    assert_error(&text, "subscribers[0] (out).path", "required for sink = \"file\"");
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let text = sink_entry("bogus = 1\n");
+    assert_error(&text, "subscribers[0] (out).bogus", "expected one of `name`, `feeds`");
+}
+
+#[test]
+fn fields_of_other_sinks_name_the_sink_that_takes_them() {
+    let text =
+        sink_entry("sink = \"exec\"\ncommand = [\"cat\"]\npath = \"x\"\nurl = \"http://h/\"\n");
+    assert_error(&text, "subscribers[0] (out).path", "only used by sink = \"file\", not \"exec\"");
+    assert_error(
+        &text,
+        "subscribers[0] (out).url",
+        "only used by sink = \"webhook\", not \"exec\"",
+    );
+    assert_eq!(errors_of(&text).len(), 2);
+}
+
+#[test]
+fn a_sink_setting_of_the_wrong_type_names_its_field() {
+    let text =
+        sink_entry("sink = \"webhook\"\nurl = \"https://hooks.example/\"\nbatch = \"many\"\n");
+    assert_error(&text, "subscribers[0] (out).batch", "invalid type");
+    let text = sink_entry("sink = \"exec\"\ncommand = \"cat\"\n");
+    assert_error(&text, "subscribers[0] (out).command", "expected a sequence");
+    let text = sink_entry("sink = \"file\"\npath = \"x\"\nlayout = \"sideways\"\n");
+    assert_error(&text, "subscribers[0] (out).layout", "unknown variant `sideways`");
+}
+
+#[test]
+fn an_unknown_sink_lists_the_built_in_ones() {
+    let errors = errors_of(&sink_entry("sink = \"kafka\"\n"));
+    assert_eq!(errors[0].path, "subscribers[0] (out).sink");
+    assert!(
+        errors[0].message.contains(
+            "unknown variant `kafka`, expected one of `stdout`, `file`, `exec`, `webhook`"
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_subscriber_is_shown_with_its_sink_name_beside_its_settings() {
+    let shown = |settings: &str| {
+        let config = parse_ok(&sink_entry(settings));
+        serde_json::to_value(&config.subscribers[0]).expect("serialize")
+    };
+    let common = serde_json::json!({
+        "name": "out", "feeds": ["stocks"], "queue": 1024, "overflow": "drop_oldest",
+    });
+    let with = |sink: serde_json::Value| {
+        let mut expected = common.clone();
+        for (key, value) in sink.as_object().expect("an object") {
+            expected[key] = value.clone();
+        }
+        expected
+    };
+    assert_eq!(shown(""), with(serde_json::json!({ "sink": "stdout" })));
+    assert_eq!(
+        shown("sink = \"file\"\npath = \"out.jsonl\"\n"),
+        with(serde_json::json!({ "sink": "file", "path": "config/out.jsonl", "layout": "lines" }))
+    );
+    assert_eq!(
+        shown("sink = \"exec\"\ncommand = [\"cat\"]\n"),
+        with(serde_json::json!({ "sink": "exec", "command": ["cat"] }))
+    );
+    let webhook = "sink = \"webhook\"\nurl = \"https://hooks.example/in?key=${TOKEN}\"\n\
+                   timeout = \"2s\"\nheaders = { X-Key = \"${TOKEN}\" }\n";
+    assert_eq!(
+        shown(webhook),
+        with(serde_json::json!({
+            "sink": "webhook", "url": "https://hooks.example/in?***", "batch": 1,
+            "max_in_flight": 4, "timeout": "2s", "headers": [["X-Key", "***"]],
+        }))
+    );
+}
+
+#[test]
+fn no_sink_setting_is_named_like_a_shared_subscriber_field() {
+    for kind in SinkKind::ALL {
+        for field in kind.fields() {
+            assert!(
+                !raw::RawSubscriber::SHARED_FIELDS.contains(field),
+                "sink {:?} has a setting {field:?}, which every subscriber already has",
+                kind.as_str()
+            );
+        }
+    }
 }
 
 #[test]

@@ -38,20 +38,20 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::time::{sleep_until, Instant};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::watch::SinkWatch;
-use super::{SinkConfigError, RESTART_POLICY};
+use super::{SettingsContext, Sink, SinkConfigError, RESTART_POLICY};
 use crate::backoff::Backoff;
 use crate::delivery::Deliver;
 use crate::metrics::SinkMetrics;
 use crate::sink::write_json_line;
 
 /// The `sink` label of the exec sink's metrics.
-const SINK: &str = "exec";
+const SINK: &str = ExecSinkConfig::NAME;
 
 /// How long a batch may wait for a child, counted from the child's failure.
 const HOLD_LIMIT: Duration = Duration::from_secs(30);
@@ -76,10 +76,24 @@ pub struct ExecSinkConfig {
     pub command: Vec<String>,
 }
 
-impl ExecSinkConfig {
-    /// Checks the settings (pure: whether the program exists is found out when
-    /// the sink starts it); every problem is named with its field.
-    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
+/// `sink = "exec"`'s settings as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExecSettings {
+    /// The program and its arguments.
+    command: Option<Vec<String>>,
+}
+
+impl Sink for ExecSinkConfig {
+    const NAME: &'static str = "exec";
+    type Settings = ExecSettings;
+
+    fn from_settings(settings: ExecSettings, _: &mut dyn SettingsContext) -> Option<Self> {
+        Some(ExecSinkConfig { command: settings.command.unwrap_or_default() })
+    }
+
+    /// Pure: whether the program exists is found out when the sink starts it.
+    fn validate(&self) -> Vec<SinkConfigError> {
         match self.command.first() {
             None => vec![SinkConfigError::new(
                 "command",
@@ -93,9 +107,19 @@ impl ExecSinkConfig {
         }
     }
 
+    fn describe(&self) -> String {
+        format!("exec {:?}", self.command)
+    }
+
+    fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver> {
+        ExecSink::new(name, self.command.clone()).watched(watch).start().recipient()
+    }
+}
+
+impl ExecSinkConfig {
     /// A one-line description for `feedvisor check`.
     pub fn describe(&self) -> String {
-        format!("exec {:?}", self.command)
+        <Self as Sink>::describe(self)
     }
 }
 

@@ -21,14 +21,14 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::watch::SinkWatch;
-use super::SinkConfigError;
+use super::{SettingsContext, Sink, SinkConfigError};
 use crate::delivery::Deliver;
 
 use json_lines::JsonLinesFileSink;
 use per_message::PerMessageFileSink;
 
 /// The `sink` label of the file sink's metrics.
-const SINK: &str = "file";
+const SINK: &str = FileSinkConfig::NAME;
 
 /// How the file sink lays out what it writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,10 +63,30 @@ pub struct FileSinkConfig {
     pub layout: FileLayout,
 }
 
-impl FileSinkConfig {
-    /// Checks the settings without looking at the filesystem; every problem
-    /// is named with its field.
-    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
+/// `sink = "file"`'s settings as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSettings {
+    /// The file to append JSON lines to, or the directory of the messages' files.
+    path: Option<String>,
+    /// `lines` (default) or `per_message`.
+    layout: Option<FileLayout>,
+}
+
+impl Sink for FileSinkConfig {
+    const NAME: &'static str = "file";
+    type Settings = FileSettings;
+
+    fn from_settings(settings: FileSettings, _: &mut dyn SettingsContext) -> Option<Self> {
+        Some(FileSinkConfig {
+            path: PathBuf::from(settings.path.unwrap_or_default()),
+            layout: settings.layout.unwrap_or_default(),
+        })
+    }
+
+    /// Checks the settings without looking at the filesystem: the path as
+    /// written, before it is resolved.
+    fn validate(&self) -> Vec<SinkConfigError> {
         if self.path.as_os_str().is_empty() {
             let message = match self.layout {
                 FileLayout::Lines => "required for sink = \"file\": the file to append to",
@@ -87,18 +107,36 @@ impl FileSinkConfig {
         Vec::new()
     }
 
-    /// The same config with a relative `path` resolved against `base`.
-    pub(crate) fn resolved_against(mut self, base: &Path) -> Self {
+    fn resolved_against(mut self, base: &Path) -> Self {
         self.path = base.join(&self.path);
         self
     }
 
-    /// A one-line description for `feedvisor check`.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self.layout {
             FileLayout::Lines => format!("file {}", self.path.display()),
             FileLayout::PerMessage => format!("file per message in {}", self.path.display()),
         }
+    }
+
+    /// Starts the actor of the configured layout.
+    fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver> {
+        let path = self.path.clone();
+        match self.layout {
+            FileLayout::Lines => {
+                JsonLinesFileSink::new(name, path).watched(watch).start().recipient()
+            }
+            FileLayout::PerMessage => {
+                PerMessageFileSink::new(name, path).watched(watch).start().recipient()
+            }
+        }
+    }
+}
+
+impl FileSinkConfig {
+    /// A one-line description for `feedvisor check`.
+    pub fn describe(&self) -> String {
+        <Self as Sink>::describe(self)
     }
 }
 
@@ -106,17 +144,6 @@ impl FileSinkConfig {
 /// in `.` or `..`, or is a root.
 fn names_a_directory(path: &Path) -> bool {
     path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.file_name().is_none()
-}
-
-/// Starts the actor of the configured layout.
-pub(super) fn start(name: &str, config: &FileSinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
-    let path = config.path.clone();
-    match config.layout {
-        FileLayout::Lines => JsonLinesFileSink::new(name, path).watched(watch).start().recipient(),
-        FileLayout::PerMessage => {
-            PerMessageFileSink::new(name, path).watched(watch).start().recipient()
-        }
-    }
 }
 
 #[cfg(test)]

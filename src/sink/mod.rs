@@ -3,11 +3,17 @@
 //!
 //! Every sink writes the same JSON object per message (see [`write_json_line`]).
 //!
-//! Each configurable sink owns its config type and its checks, beside its
-//! actor: [`FileSinkConfig`], [`ExecSinkConfig`], [`WebhookSinkConfig`],
-//! each with a pure `validate()` returning [`SinkConfigError`]s. Those files
-//! import nothing from `config/`, which parses the TOML, dispatches on
-//! `sink = "..."` ([`crate::config::SinkConfig`]) and asks them.
+//! Each sink owns its config type beside its actor ([`StdoutSinkConfig`],
+//! [`FileSinkConfig`], [`ExecSinkConfig`], [`WebhookSinkConfig`]), which
+//! implements [`Sink`]: its name, its settings as written (read with
+//! `deny_unknown_fields`), how they become the typed config, a pure
+//! `validate()` returning [`SinkConfigError`]s, and its actor. The `sinks!`
+//! list below registers them and generates [`SinkKind`] and [`SinkConfig`]
+//! with their dispatch: adding a sink is its module and one entry there.
+//! Sinks import nothing from `config/`, which reads the fields every
+//! subscriber shares, hands the rest of the entry to [`SinkKind::config`],
+//! and lends it the config's `${VAR}` expansion and durations through
+//! [`SettingsContext`].
 //!
 //! A config sink runs under the supervisor: [`start`] hands it a
 //! [`SinkWatch`], which tells the supervisor when the actor stops, so that
@@ -18,13 +24,15 @@
 //! `/subscribe` clients); `watch.rs`.
 
 use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
 
 use actix::prelude::*;
 use base64::Engine;
-use serde::Serialize;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
 
 use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
-use crate::config::SinkConfig;
 use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
@@ -37,6 +45,11 @@ pub use exec::ExecSinkConfig;
 pub use file::{FileLayout, FileSinkConfig};
 pub(crate) use watch::{SinkStopped, SinkWatch};
 pub use webhook::WebhookSinkConfig;
+
+/// The sink list and the shared steps of sink settings.
+#[cfg(test)]
+#[path = "tests/registry.rs"]
+mod registry_tests;
 
 /// Helpers for the tests of every sink (file, exec, webhook), declared once, here.
 #[cfg(test)]
@@ -75,6 +88,172 @@ impl SinkConfigError {
     }
 }
 
+/// A built-in sink, implemented by its config type: its name in
+/// `sink = "..."`, its settings as written, how they become its typed
+/// config, its pure checks, and its actor (and, as every config type,
+/// `Clone`, `Eq`, `Debug` and a `Serialize` that hides secrets). A type that implements it and
+/// one entry in the `sinks!` list make a sink a config can name.
+pub(crate) trait Sink: Clone + Eq + std::fmt::Debug + Serialize {
+    /// The name written in `sink = "..."`, also the `sink` label of its metrics.
+    const NAME: &'static str;
+    /// The sink's settings as written: the subscriber's table without the
+    /// fields every subscriber shares. A struct with `deny_unknown_fields`.
+    type Settings: DeserializeOwned;
+
+    /// The typed config: `${VAR}`s expanded, durations and URLs parsed
+    /// (through `context`, which also collects the errors). Not yet checked.
+    fn from_settings(settings: Self::Settings, context: &mut dyn SettingsContext) -> Option<Self>;
+
+    /// Checks the settings without touching the system; every problem is named with its field.
+    fn validate(&self) -> Vec<SinkConfigError> {
+        Vec::new()
+    }
+
+    /// The checked config with relative paths resolved against `base_dir`.
+    fn resolved_against(self, _base_dir: &Path) -> Self {
+        self
+    }
+
+    /// A one-line description for `feedvisor check`.
+    fn describe(&self) -> String;
+
+    /// Starts the actor of subscriber `name`; `watch` is dropped with it.
+    fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver>;
+}
+
+/// What a sink's settings are turned into typed values with: the config's
+/// `${VAR}` expansion and duration syntax, and its error list (errors are
+/// reported under the subscriber, such as `subscribers[0] (out).url`).
+pub(crate) trait SettingsContext {
+    /// Records that `field` is wrong.
+    fn error(&mut self, field: &str, message: String);
+    /// `text` with its `${VAR}`s expanded; `None` after reporting a missing variable.
+    fn expand(&mut self, field: &str, text: &str) -> Option<String>;
+    /// A duration above 0 as the config writes it (`"10s"`); `default` when absent.
+    fn duration(&mut self, field: &str, text: Option<&str>, default: Duration) -> Option<Duration>;
+    /// Reports a field that neither the subscriber nor its sink takes;
+    /// `sink_fields` are the sink's own.
+    fn unknown_field(&mut self, field: &str, sink_fields: &[&str]);
+}
+
+/// Lists the built-in sinks, each as `Variant(ConfigType)` with its doc,
+/// the type implementing [`Sink`]; the first is the one a subscriber gets
+/// without `sink = "..."`. Generates [`SinkKind`], [`SinkConfig`] and
+/// their dispatch, so that nothing else names a sink.
+macro_rules! sinks {
+    ($(#[doc = $first_doc:literal])* $first:ident($first_config:ty),
+     $($(#[doc = $doc:literal])* $variant:ident($config:ty),)*) => {
+        /// The built-in sinks a config can name.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+        pub enum SinkKind {
+            $(#[doc = $first_doc])*
+            #[default]
+            $first,
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl SinkKind {
+            /// Every sink's name, in the order of the list.
+            const NAMES: &'static [&'static str] =
+                &[<$first_config as Sink>::NAME, $(<$config as Sink>::NAME,)*];
+
+            /// Every built-in sink, in the order of the list.
+            pub(crate) const ALL: &'static [SinkKind] = &[SinkKind::$first, $(SinkKind::$variant,)*];
+
+            /// The name used in the config and in metric labels.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    Self::$first => <$first_config as Sink>::NAME,
+                    $(Self::$variant => <$config as Sink>::NAME,)*
+                }
+            }
+
+            /// The names of the sink's own settings.
+            pub(crate) fn fields(self) -> &'static [&'static str] {
+                match self {
+                    Self::$first => settings_fields::<$first_config>(),
+                    $(Self::$variant => settings_fields::<$config>(),)*
+                }
+            }
+
+            /// Turns the sink's settings into its checked config, reporting
+            /// every problem through `context`.
+            pub(crate) fn config(
+                self,
+                settings: toml::Table,
+                base_dir: &Path,
+                context: &mut dyn SettingsContext,
+            ) -> Option<SinkConfig> {
+                match self {
+                    Self::$first => config_of::<$first_config>(settings, base_dir, context)
+                        .map(SinkConfig::$first),
+                    $(Self::$variant => config_of::<$config>(settings, base_dir, context)
+                        .map(SinkConfig::$variant),)*
+                }
+            }
+        }
+
+        /// A sink with its settings, each sink's own config type.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum SinkConfig {
+            $(#[doc = $first_doc])*
+            $first($first_config),
+            $($(#[doc = $doc])* $variant($config),)*
+        }
+
+        impl SinkConfig {
+            /// Which sink this is.
+            pub fn kind(&self) -> SinkKind {
+                match self {
+                    Self::$first(_) => SinkKind::$first,
+                    $(Self::$variant(_) => SinkKind::$variant,)*
+                }
+            }
+
+            /// A one-line description of the sink, for `feedvisor check`.
+            pub fn describe(&self) -> String {
+                match self {
+                    Self::$first(config) => config.describe(),
+                    $(Self::$variant(config) => config.describe(),)*
+                }
+            }
+
+            /// Starts the sink of subscriber `name`; returns where its
+            /// batches go. `watch` is dropped with the actor.
+            pub(crate) fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver> {
+                match self {
+                    Self::$first(config) => config.start(name, watch),
+                    $(Self::$variant(config) => config.start(name, watch),)*
+                }
+            }
+        }
+
+        /// `sink = "<name>"` next to the sink's own settings, as written.
+        impl Serialize for SinkConfig {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    Self::$first(config) => Tagged::new(config).serialize(serializer),
+                    $(Self::$variant(config) => Tagged::new(config).serialize(serializer),)*
+                }
+            }
+        }
+    };
+}
+
+// The built-in sinks, one entry each: adding a sink is its module, whose
+// config type implements `Sink`, and a line here. The first is the default.
+sinks! {
+    /// JSON lines on standard output.
+    Stdout(StdoutSinkConfig),
+    /// JSON lines appended to a file (`layout = "lines"`), or one file per
+    /// message in a directory (`layout = "per_message"`).
+    File(FileSinkConfig),
+    /// JSON lines to a child's standard input; the child is restarted with backoff if it exits.
+    Exec(ExecSinkConfig),
+    /// POST to `url`: one JSON object per request, or a JSON array of up to `batch`.
+    Webhook(WebhookSinkConfig),
+}
+
 /// One message as a JSON line.
 #[derive(Serialize)]
 struct JsonLine<'a> {
@@ -108,18 +287,162 @@ impl<'a> JsonLine<'a> {
     }
 }
 
+/// `sink = "stdout"`: JSON lines on standard output; no settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StdoutSinkConfig;
+
+/// A sink that takes no settings: any field is refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoSettings {}
+
+impl Sink for StdoutSinkConfig {
+    const NAME: &'static str = "stdout";
+    type Settings = NoSettings;
+
+    fn from_settings(_: NoSettings, _: &mut dyn SettingsContext) -> Option<Self> {
+        Some(StdoutSinkConfig)
+    }
+
+    fn describe(&self) -> String {
+        Self::NAME.to_owned()
+    }
+
+    fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver> {
+        JsonLinesSink::stdout(name).watched(watch).start().recipient()
+    }
+}
+
 /// Starts the sink of subscriber `name` with its settings; returns where
 /// its batches go. `watch` is dropped with the actor.
 pub(crate) fn start(name: &str, sink: &SinkConfig, watch: SinkWatch) -> Recipient<Deliver> {
-    match sink {
-        SinkConfig::Stdout => JsonLinesSink::stdout(name).watched(watch).start().recipient(),
-        SinkConfig::File(config) => file::start(name, config, watch),
-        SinkConfig::Exec(config) => {
-            exec::ExecSink::new(name, config.command.clone()).watched(watch).start().recipient()
+    sink.start(name, watch)
+}
+
+impl Serialize for SinkKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A sink's name, one of those in the `sinks!` list.
+impl<'de> Deserialize<'de> for SinkKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = SinkKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the name of a sink")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<SinkKind, E> {
+                SinkKind::ALL
+                    .iter()
+                    .copied()
+                    .find(|kind| kind.as_str() == name)
+                    .ok_or_else(|| E::unknown_variant(name, SinkKind::NAMES))
+            }
         }
-        SinkConfig::Webhook(config) => {
-            webhook::WebhookSink::new(name, config.clone()).watched(watch).start().recipient()
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// A sink's config serialized with its name first, as the TOML writes it.
+#[derive(Serialize)]
+struct Tagged<'a, C> {
+    /// The sink's name.
+    sink: &'static str,
+    /// Its settings, beside the name.
+    #[serde(flatten)]
+    config: &'a C,
+}
+
+impl<'a, C: Sink> Tagged<'a, C> {
+    fn new(config: &'a C) -> Self {
+        Tagged { sink: C::NAME, config }
+    }
+}
+
+/// Sink `S`'s checked config from its table: fields it does not take are
+/// reported (naming the sink that takes them, if one does), then its
+/// settings are read, made typed, checked and resolved.
+fn config_of<S: Sink>(
+    mut settings: toml::Table,
+    base_dir: &Path,
+    context: &mut dyn SettingsContext,
+) -> Option<S> {
+    let fields = settings_fields::<S>();
+    let before = settings.len();
+    settings.retain(|field, _| {
+        if fields.contains(&field) {
+            return true;
         }
+        let owners: Vec<&str> = SinkKind::ALL
+            .iter()
+            .filter(|other| other.fields().contains(&field))
+            .map(|other| other.as_str())
+            .collect();
+        if owners.is_empty() {
+            context.unknown_field(field, fields);
+        } else {
+            let owners = owners.join(", ");
+            context.error(field, format!("only used by sink = \"{owners}\", not \"{}\"", S::NAME));
+        }
+        false
+    });
+    let refused = settings.len() != before;
+    let settings = match serde_path_to_error::deserialize(toml::Value::Table(settings)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            let path = error.path().to_string();
+            let field = if path == "." { "" } else { path.as_str() };
+            context.error(field, error.into_inner().message().to_owned());
+            return None;
+        }
+    };
+    let config = S::from_settings(settings, context)?;
+    let errors = config.validate();
+    let valid = errors.is_empty() && !refused;
+    for error in errors {
+        context.error(&error.field, error.message);
+    }
+    valid.then(|| config.resolved_against(base_dir))
+}
+
+/// The fields of sink `S`'s settings, as its `Deserialize` declares them.
+fn settings_fields<S: Sink>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    // The probe only records the names it is asked for; its error is expected.
+    let _ = S::Settings::deserialize(FieldProbe { fields: &mut fields });
+    fields
+}
+
+/// A deserializer that records the field names a struct asks for, and gives nothing.
+struct FieldProbe<'a> {
+    /// Where the names go.
+    fields: &'a mut &'static [&'static str],
+}
+
+impl<'de> Deserializer<'de> for FieldProbe<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("only a struct's field names are read"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.fields = fields;
+        self.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
     }
 }
 

@@ -28,6 +28,7 @@
 //! actor's own arbiter, with a rustls config of its own: the ring provider,
 //! the webpki roots (certificates are always verified), HTTP/1.1.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -38,11 +39,11 @@ use awc::http::StatusCode;
 use awc::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
 use super::watch::SinkWatch;
-use super::SinkConfigError;
+use super::{SettingsContext, Sink, SinkConfigError};
 use crate::backoff::{Backoff, Jitter, PolicyKind, ReconnectPolicy};
 use crate::delivery::{Deliver, FeedMessage};
 use crate::metrics::SinkMetrics;
@@ -50,7 +51,7 @@ use crate::secret::Secret;
 use crate::sink::write_json_line;
 
 /// The `sink` label of the webhook sink's metrics.
-const SINK: &str = "webhook";
+const SINK: &str = WebhookSinkConfig::NAME;
 
 /// When a failed request is tried again: after 200 ms, then doubling up to
 /// 10 s, without jitter; four retries (five tries in all), then its messages
@@ -115,10 +116,60 @@ impl WebhookSinkConfig {
             headers: Vec::new(),
         }
     }
+}
 
-    /// Checks the settings (pure: the endpoint is not contacted); every
-    /// problem is named with its field. A header value is never quoted.
-    pub(crate) fn validate(&self) -> Vec<SinkConfigError> {
+/// `sink = "webhook"`'s settings as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookSettings {
+    /// Where to POST; `${VAR}` expanded.
+    url: Option<String>,
+    /// Messages per request (a JSON array when above 1).
+    batch: Option<usize>,
+    /// Requests under way at once.
+    max_in_flight: Option<usize>,
+    /// How long one request may take.
+    timeout: Option<String>,
+    /// Extra request headers; values `${VAR}` expanded (and secrets).
+    headers: Option<BTreeMap<String, String>>,
+}
+
+impl Sink for WebhookSinkConfig {
+    const NAME: &'static str = "webhook";
+    type Settings = WebhookSettings;
+
+    /// The URL and header values with their `${VAR}`s expanded, the timeout parsed.
+    fn from_settings(settings: WebhookSettings, context: &mut dyn SettingsContext) -> Option<Self> {
+        let url = match settings.url.as_deref() {
+            None => {
+                context.error("url", "required for sink = \"webhook\": where to POST".to_owned());
+                None
+            }
+            Some(text) => context.expand("url", text).and_then(|expanded| {
+                Url::parse(&expanded)
+                    .map_err(|error| context.error("url", format!("invalid URL: {error}")))
+                    .ok()
+            }),
+        };
+        let timeout =
+            context.duration("timeout", settings.timeout.as_deref(), Self::DEFAULT_TIMEOUT);
+        let mut headers = Vec::new();
+        for (name, template) in settings.headers.into_iter().flatten() {
+            if let Some(value) = context.expand(&format!("headers.{name}"), &template) {
+                headers.push((name, Secret::new(value)));
+            }
+        }
+        Some(WebhookSinkConfig {
+            batch: settings.batch.unwrap_or(Self::DEFAULT_BATCH),
+            max_in_flight: settings.max_in_flight.unwrap_or(Self::DEFAULT_MAX_IN_FLIGHT),
+            timeout: timeout?,
+            headers,
+            ..WebhookSinkConfig::new(url?)
+        })
+    }
+
+    /// Pure: the endpoint is not contacted. A header value is never quoted.
+    fn validate(&self) -> Vec<SinkConfigError> {
         let mut errors = Vec::new();
         if !matches!(self.url.scheme(), "http" | "https") {
             let message =
@@ -149,8 +200,7 @@ impl WebhookSinkConfig {
         errors
     }
 
-    /// A one-line description for `feedvisor check` (no secret in it).
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         format!(
             "webhook {} (batch {}, {} in flight, timeout {})",
             shown_url(&self.url),
@@ -158,6 +208,17 @@ impl WebhookSinkConfig {
             self.max_in_flight,
             humantime::format_duration(self.timeout)
         )
+    }
+
+    fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver> {
+        WebhookSink::new(name, self.clone()).watched(watch).start().recipient()
+    }
+}
+
+impl WebhookSinkConfig {
+    /// A one-line description for `feedvisor check` (no secret in it).
+    pub fn describe(&self) -> String {
+        <Self as Sink>::describe(self)
     }
 }
 
