@@ -1012,7 +1012,7 @@ mod tests {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
-            self.0 % n == 0
+            self.0.is_multiple_of(n)
         }
 
         fn space(&mut self, out: &mut String) {
