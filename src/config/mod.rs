@@ -38,6 +38,7 @@ mod env;
 mod heartbeat;
 mod queue;
 mod raw;
+mod scope;
 mod session;
 mod show;
 mod subscriber;
@@ -461,7 +462,7 @@ fn parse_toml(
 ) -> Result<Config, ConfigError> {
     let raw = raw::from_toml(text)
         .map_err(|error| ConfigError { origin: origin.clone(), errors: vec![error] })?;
-    let context = validate::Context { base_dir, env, file_exists: &Path::is_file, transports };
+    let context = scope::Context { base_dir, env, file_exists: &Path::is_file, transports };
     validate::config(&raw, &context).map_err(|errors| ConfigError { origin, errors })
 }
 
@@ -484,7 +485,7 @@ pub(crate) fn parse_feed_json(
     let origin = "feed".to_owned();
     let raw = raw::from_json(value)
         .map_err(|error| ConfigError { origin: origin.clone(), errors: vec![error] })?;
-    let context = validate::Context { base_dir, env, file_exists: &Path::is_file, transports };
+    let context = scope::Context { base_dir, env, file_exists: &Path::is_file, transports };
     let mut errors = Vec::new();
     match validate::feed(&raw, defaults, "", &context, &mut errors) {
         Some(feed) if errors.is_empty() => Ok(feed),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::checks::{check_pointer, parse_duration};
 use super::env::has_reference;
 use super::raw::{RawDuration, RawHeartbeat, RawOutboundQueue, RawReconnect};
-use super::validate::Scope;
+use super::scope::Scope;
 use super::{format_duration, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig, ReplyMatch};
 use crate::backoff::{PolicyKind, ReconnectPolicy};
 

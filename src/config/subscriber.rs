@@ -16,7 +16,7 @@ use url::Url;
 
 use super::checks::{check_name, closest};
 use super::raw::{RawDuration, RawSubscribeEndpoint, RawSubscriber};
-use super::validate::{Context, Scope};
+use super::scope::{Context, Scope};
 use crate::sink::{SettingsContext, SinkConfig};
 
 /// Messages a subscriber's queue holds by default.
