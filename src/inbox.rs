@@ -17,15 +17,44 @@
 //! drained to half. Completion needs no message back: the `Deliver` settles
 //! its count here when the subscriber drops it.
 
+pub(crate) mod delivery;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::config::SubscriberOverflow;
-use crate::delivery::{Deliver, FeedMessage, LatencySampler, SampleClock};
 use crate::flow::FlowGate;
 use crate::metrics::{self, SubscriberMetrics};
+use delivery::{Deliver, FeedMessage, LatencySampler, SampleClock};
+
+/// Messages a subscriber's queue holds by default.
+pub const DEFAULT_QUEUE: usize = 1024;
+/// What happens when a subscriber's queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriberOverflow {
+    /// Drop the oldest queued message to make room (counted).
+    #[default]
+    DropOldest,
+    /// Drop the message that does not fit (counted).
+    DropNewest,
+    /// Pause reading from the feeds that fill the queue until it drains. A
+    /// feed shared with other subscribers then slows for all of them.
+    Backpressure,
+}
+
+impl SubscriberOverflow {
+    /// The name used in the config and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DropOldest => "drop_oldest",
+            Self::DropNewest => "drop_newest",
+            Self::Backpressure => "backpressure",
+        }
+    }
+}
 
 /// The most messages one [`Deliver`] takes out of an inbox.
 pub(crate) const MAX_DELIVER_BATCH: usize = 1024;
@@ -294,7 +323,7 @@ impl Inbox {
                 *messages = taken;
             } else {
                 messages.append(&mut taken);
-                crate::delivery::recycle(taken);
+                delivery::recycle(taken);
             }
         }
         state.queued -= messages.len();

@@ -19,7 +19,6 @@
 mod backoff;
 pub mod config;
 mod connection;
-mod delivery;
 mod flow;
 mod http;
 mod inbox;
@@ -33,7 +32,7 @@ mod supervisor;
 pub mod transports;
 
 pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
-pub use delivery::{Chunk, DataKind, Deliver, FeedMessage};
+pub use inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use metrics::{install as install_metrics, MetricsError};
 pub use router::SubscriptionSpec;
 pub use sidecar::{ShutdownReport, Sidecar, SidecarBuilder, StartError};

@@ -17,13 +17,13 @@ use std::sync::{Arc, RwLock};
 use actix::prelude::*;
 use wildmatch::WildMatch;
 
-use crate::config::{SubscriberConfig, SubscriberOverflow};
-use crate::delivery::{batch_vec, recycle, Deliver, FeedMessage, LatencySampler};
 use crate::flow::FlowGate;
+use crate::inbox::delivery::{batch_vec, recycle, Deliver, FeedMessage, LatencySampler};
+use crate::inbox::SubscriberOverflow;
 use crate::inbox::{Inbox, InboxGone};
 
 /// Messages that may wait for a subscriber unless it asks otherwise.
-pub(crate) const DEFAULT_QUEUE: usize = crate::config::DEFAULT_QUEUE;
+pub(crate) const DEFAULT_QUEUE: usize = crate::inbox::DEFAULT_QUEUE;
 
 /// What a subscriber wants: feeds and, optionally, topics, by glob pattern;
 /// and how many messages may wait for it.
@@ -72,18 +72,6 @@ impl SubscriptionSpec {
         self.queue = queue.max(1);
         self.overflow = overflow;
         self
-    }
-
-    /// The subscription a config's `[[subscribers]]` entry asks for.
-    pub(crate) fn from_config(config: &SubscriberConfig) -> Self {
-        SubscriptionSpec {
-            name: config.name.clone(),
-            feeds: config.feeds.clone(),
-            topics: config.topics.clone(),
-            queue: config.queue,
-            overflow: config.overflow,
-            metric_label: None,
-        }
     }
 
     /// Narrows the subscription to the given topic patterns.
@@ -388,7 +376,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::delivery::DataKind;
+    use crate::inbox::delivery::DataKind;
     use crate::metrics;
 
     /// A subscriber that forwards what it receives to the test.

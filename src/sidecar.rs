@@ -25,8 +25,8 @@ use feedvisor_transport_api::{Outbound, Transport};
 
 use crate::config::{Config, ConfigError};
 use crate::connection::{send_in_pieces, SendError, SendOutcome};
-use crate::delivery::Deliver;
 use crate::http::{self, AdminServer};
+use crate::inbox::delivery::Deliver;
 use crate::metrics::{self, MetricsError};
 use crate::router::{GetInFlight, Router, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::status::FeedStatus;

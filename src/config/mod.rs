@@ -59,15 +59,14 @@ pub use checks::parse_duration;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
-pub use subscriber::{
-    SubscribeEndpointConfig, SubscriberConfig, SubscriberOverflow, DEFAULT_QUEUE,
-};
+pub use subscriber::SubscriberConfig;
 
 pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
+pub use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
 pub use crate::secret::Secret;
 pub use crate::sink::{
     ExecSinkConfig, FileLayout, FileSinkConfig, SinkConfig, SinkKind, StdoutSinkConfig,
-    WebhookSinkConfig,
+    SubscribeEndpointConfig, WebhookSinkConfig,
 };
 
 use crate::transports::TransportRegistry;

@@ -268,11 +268,3 @@ pub(super) fn mask_query(url: &str) -> String {
         None => url.to_owned(),
     }
 }
-
-/// Serializes a duration in its human form (`"1m 30s"`).
-pub(super) fn serialize_duration<S: serde::Serializer>(
-    duration: &Duration,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_duration(*duration))
-}

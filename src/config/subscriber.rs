@@ -11,43 +11,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use url::Url;
 
 use super::checks::{check_name, closest};
 use super::raw::{RawDuration, RawSubscribeEndpoint, RawSubscriber};
 use super::scope::{Context, Scope};
-use crate::sink::{SettingsContext, SinkConfig};
+use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
+use crate::sink::{SettingsContext, SinkConfig, SubscribeEndpointConfig};
 
-/// Messages a subscriber's queue holds by default.
-pub const DEFAULT_QUEUE: usize = 1024;
 /// The largest queue a subscriber may ask for.
 const MAX_QUEUE: usize = 1 << 24;
-
-/// What happens when a subscriber's queue is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriberOverflow {
-    /// Drop the oldest queued message to make room (counted).
-    #[default]
-    DropOldest,
-    /// Drop the message that does not fit (counted).
-    DropNewest,
-    /// Pause reading from the feeds that fill the queue until it drains. A
-    /// feed shared with other subscribers then slows for all of them.
-    Backpressure,
-}
-
-impl SubscriberOverflow {
-    /// The name used in the config and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DropOldest => "drop_oldest",
-            Self::DropNewest => "drop_newest",
-            Self::Backpressure => "backpressure",
-        }
-    }
-}
 
 /// `[[subscribers]]`: a built-in sink and what it receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,35 +40,6 @@ pub struct SubscriberConfig {
     /// Where the messages go.
     #[serde(flatten)]
     pub sink: SinkConfig,
-}
-
-/// `[http.subscribe]`: limits of the local WebSocket endpoint `/subscribe`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SubscribeEndpointConfig {
-    /// Clients connected at once (default 64); more are refused with 503.
-    pub max_clients: usize,
-    /// A client that takes nothing for this long while data waits for it is closed with 1008 (default 10s).
-    #[serde(serialize_with = "super::show::serialize_duration")]
-    pub slow_client_timeout: Duration,
-    /// `Origin` values allowed (`"*"` for any). Requests without `Origin`
-    /// (programs, not browsers) are always allowed.
-    pub allowed_origins: Vec<String>,
-    /// Each client's queue, in messages (default 1024).
-    pub queue: usize,
-    /// Each client's overflow policy (default drop_oldest).
-    pub overflow: SubscriberOverflow,
-}
-
-impl Default for SubscribeEndpointConfig {
-    fn default() -> Self {
-        SubscribeEndpointConfig {
-            max_clients: 64,
-            slow_client_timeout: Duration::from_secs(10),
-            allowed_origins: Vec::new(),
-            queue: DEFAULT_QUEUE,
-            overflow: SubscriberOverflow::DropOldest,
-        }
-    }
 }
 
 fn queue(scope: &mut Scope<'_>, raw: Option<usize>) -> usize {

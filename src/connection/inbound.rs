@@ -26,7 +26,7 @@ use feedvisor_transport_api::{
 use super::pointer::{lookup_pair, Scalar};
 use super::sequence::SequenceCheck;
 use super::FeedConnection;
-use crate::delivery::{Chunk, FeedMessage};
+use crate::inbox::delivery::{Chunk, FeedMessage};
 use crate::metrics::RejectReason;
 use crate::status::CloseRecord;
 
@@ -112,7 +112,7 @@ impl FeedConnection {
         if let Some(link) = self.link.as_mut() {
             link.last_inbound = actix_rt::time::Instant::now();
         }
-        let mut messages = crate::delivery::batch_vec(events.len());
+        let mut messages = crate::inbox::delivery::batch_vec(events.len());
         for event in events {
             match event {
                 Event::Data(frame) if matches!(self.feed.mode, DeliveryMode::Stream { .. }) => {

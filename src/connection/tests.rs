@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::{ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage, SendOutcome};
 use crate::config::{Config, SubscriberOverflow};
-use crate::delivery::{Deliver, FeedMessage};
+use crate::inbox::delivery::{Deliver, FeedMessage};
 use crate::router::{Router, Subscribe, SubscriptionSpec};
 use crate::status::{FeedState, StatusCell};
 use crate::transports::TransportRegistry;
@@ -627,7 +627,7 @@ async fn gaps_and_duplicates_are_counted_across_a_reconnect() {
 
 // Stream mode.
 
-fn chunk_of(message: &crate::delivery::FeedMessage) -> crate::delivery::Chunk {
+fn chunk_of(message: &crate::inbox::delivery::FeedMessage) -> crate::inbox::delivery::Chunk {
     message.chunk.expect("a chunk in stream mode")
 }
 

@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::watch::SinkWatch;
 use super::{SettingsContext, Sink, SinkConfigError, RESTART_POLICY};
 use crate::backoff::Backoff;
-use crate::delivery::Deliver;
+use crate::inbox::delivery::Deliver;
 use crate::metrics::SinkMetrics;
 use crate::sink::write_json_line;
 

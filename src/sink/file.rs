@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::watch::SinkWatch;
 use super::{SettingsContext, Sink, SinkConfigError};
-use crate::delivery::Deliver;
+use crate::inbox::delivery::Deliver;
 
 use json_lines::JsonLinesFileSink;
 use per_message::PerMessageFileSink;

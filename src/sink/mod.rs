@@ -33,7 +33,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
-use crate::delivery::{Chunk, DataKind, Deliver, FeedMessage};
+use crate::inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
@@ -43,6 +43,7 @@ mod webhook;
 
 pub use exec::ExecSinkConfig;
 pub use file::{FileLayout, FileSinkConfig};
+pub use subscribe::SubscribeEndpointConfig;
 pub(crate) use watch::{SinkStopped, SinkWatch};
 pub use webhook::WebhookSinkConfig;
 
@@ -509,6 +510,14 @@ impl<W: Write + Unpin + 'static> Handler<Deliver> for JsonLinesSink<W> {
             ctx.stop();
         }
     }
+}
+
+/// Serializes a duration of a sink's config in its human form (`"1m 30s"`).
+fn serialize_duration<S: serde::Serializer>(
+    duration: &std::time::Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
 }
 
 #[cfg(test)]

@@ -43,14 +43,44 @@ use futures_util::stream::Stream;
 use serde_json::json;
 
 use super::write_json_line;
-use crate::config::SubscribeEndpointConfig;
-use crate::delivery::{Deliver, FeedMessage};
+use crate::inbox::delivery::{Deliver, FeedMessage};
+use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
 use crate::metrics::{subscribe_metrics, SubscribeMetrics};
 use crate::router::{Router, Subscribe, SubscriptionSpec, Unsubscribe};
+use serde::Serialize;
 
 pub(crate) use backlog::MAX_BACKLOG;
 use backlog::{frame_len, Backlog, MeteredBody};
 pub(crate) use query::{origin_allowed, parse_query, SubscribeQuery};
+
+/// `[http.subscribe]`: limits of the local WebSocket endpoint `/subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscribeEndpointConfig {
+    /// Clients connected at once (default 64); more are refused with 503.
+    pub max_clients: usize,
+    /// A client that takes nothing for this long while data waits for it is closed with 1008 (default 10s).
+    #[serde(serialize_with = "super::serialize_duration")]
+    pub slow_client_timeout: Duration,
+    /// `Origin` values allowed (`"*"` for any). Requests without `Origin`
+    /// (programs, not browsers) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Each client's queue, in messages (default 1024).
+    pub queue: usize,
+    /// Each client's overflow policy (default drop_oldest).
+    pub overflow: SubscriberOverflow,
+}
+
+impl Default for SubscribeEndpointConfig {
+    fn default() -> Self {
+        SubscribeEndpointConfig {
+            max_clients: 64,
+            slow_client_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            queue: DEFAULT_QUEUE,
+            overflow: SubscriberOverflow::DropOldest,
+        }
+    }
+}
 
 /// The `subscriber` label every `/subscribe` client reports its metrics under.
 pub(crate) const METRIC_LABEL: &str = "websocket";

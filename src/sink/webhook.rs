@@ -45,7 +45,7 @@ use url::Url;
 use super::watch::SinkWatch;
 use super::{SettingsContext, Sink, SinkConfigError};
 use crate::backoff::{Backoff, Jitter, PolicyKind, ReconnectPolicy};
-use crate::delivery::{Deliver, FeedMessage};
+use crate::inbox::delivery::{Deliver, FeedMessage};
 use crate::metrics::SinkMetrics;
 use crate::secret::Secret;
 use crate::sink::write_json_line;
@@ -92,7 +92,7 @@ pub struct WebhookSinkConfig {
     /// Requests under way at once (default 4).
     pub max_in_flight: usize,
     /// How long one try of a request may take, connecting included (default 10s).
-    #[serde(serialize_with = "serialize_duration")]
+    #[serde(serialize_with = "super::serialize_duration")]
     pub timeout: Duration,
     /// Extra request headers; the values are secrets.
     pub headers: Vec<(String, Secret)>,
@@ -248,13 +248,6 @@ fn shown_url(url: &Url) -> String {
 
 fn serialize_shown_url<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&shown_url(url))
-}
-
-fn serialize_duration<S: Serializer>(
-    duration: &Duration,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
 }
 
 /// What went wrong for the webhook sink: building its client, or one try of a request.

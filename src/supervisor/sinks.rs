@@ -19,7 +19,7 @@ use actix_rt::time::Instant;
 use super::Supervisor;
 use crate::backoff::Backoff;
 use crate::config::{SinkConfig, SubscriberConfig};
-use crate::delivery::Deliver;
+use crate::inbox::delivery::Deliver;
 use crate::metrics;
 use crate::router::{Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::sink::{SinkStopped, SinkWatch};
@@ -72,7 +72,14 @@ impl Supervisor {
         let incarnation = self.incarnations;
         let watch = SinkWatch::new(ctx.address().recipient(), &subscriber.name, incarnation);
         let recipient = (self.start_sink_actor)(&subscriber.name, &subscriber.sink, watch);
-        let spec = SubscriptionSpec::from_config(subscriber);
+        let spec = SubscriptionSpec {
+            name: subscriber.name.clone(),
+            feeds: subscriber.feeds.clone(),
+            topics: subscriber.topics.clone(),
+            queue: subscriber.queue,
+            overflow: subscriber.overflow,
+            metric_label: None,
+        };
         self.router.do_send(Subscribe { spec, recipient });
         incarnation
     }

@@ -468,3 +468,166 @@ fn config_names_no_url_scheme() {
     }
     assert!(offenders.is_empty(), "schemes are the transports' business:\n{offenders:#?}");
 }
+
+/// The modules of a crate's `src/` (tests left out) by path, such as
+/// `config::validate`; the crate root is `""`.
+fn modules(src: &Path) -> std::collections::BTreeMap<String, PathBuf> {
+    let mut modules = std::collections::BTreeMap::new();
+    for file in rust_files(src) {
+        if is_test_file(&file) {
+            continue;
+        }
+        let relative = file.strip_prefix(src).expect("under src").with_extension("");
+        let mut segments: Vec<String> =
+            relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        if segments.last().is_some_and(|last| last == "mod") {
+            segments.pop();
+        }
+        if segments.len() == 1 && matches!(segments[0].as_str(), "lib" | "main") {
+            segments.clear();
+        }
+        modules.insert(segments.join("::"), file);
+    }
+    modules
+}
+
+/// The identifier paths written after each `keyword` (`crate::`, `super::`)
+/// in `code`, one level of `{a, b::c}` expanded.
+fn paths_after(code: &str, keyword: &str) -> Vec<String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let read_path = |text: &str| -> String {
+        let mut end = 0;
+        let bytes: Vec<char> = text.chars().collect();
+        while end < bytes.len() {
+            if is_ident(bytes[end]) {
+                end += 1;
+            } else if text[end..].starts_with("::")
+                && bytes.get(end + 2).is_some_and(|c| is_ident(*c))
+            {
+                end += 2;
+            } else {
+                break;
+            }
+        }
+        text[..end].to_owned()
+    };
+    let mut paths = Vec::new();
+    for (at, _) in code.match_indices(keyword) {
+        let rest = &code[at + keyword.len()..];
+        let path = read_path(rest);
+        let after = &rest[path.len()..];
+        let group =
+            if path.is_empty() { after.strip_prefix('{') } else { after.strip_prefix("::{") };
+        match group.and_then(|group| group.split_once('}')) {
+            Some((items, _)) => {
+                for item in items.split(',') {
+                    let item = read_path(item.trim());
+                    if !item.is_empty() {
+                        let joined = if path.is_empty() { item } else { format!("{path}::{item}") };
+                        paths.push(joined);
+                    }
+                }
+            }
+            None => paths.push(path),
+        }
+    }
+    paths
+}
+
+/// The modules `module` (in `file`) uses: `crate::` and `super::` paths
+/// resolved to the longest module they name. Test modules at the end of a
+/// file are left out.
+fn module_uses(
+    modules: &std::collections::BTreeMap<String, PathBuf>,
+    module: &str,
+    file: &Path,
+) -> BTreeSet<String> {
+    let text = read(file);
+    let text = match text.find("#[cfg(test)]\nmod ") {
+        Some(at) => &text[..at],
+        None => &text[..],
+    };
+    let code: String = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let resolve = |path: &[&str]| -> Option<String> {
+        (0..=path.len()).rev().map(|len| path[..len].join("::")).find(|m| modules.contains_key(m))
+    };
+    let own: Vec<&str> = module.split("::").filter(|s| !s.is_empty()).collect();
+    let mut uses = BTreeSet::new();
+    for path in paths_after(&code, "crate::") {
+        let segments: Vec<&str> = path.split("::").collect();
+        uses.extend(resolve(&segments));
+    }
+    for path in paths_after(&code, "super::") {
+        // `super::` is the parent; each further `super::` one more up.
+        let mut segments: Vec<&str> = path.split("::").collect();
+        let mut base = own.clone();
+        base.pop();
+        while segments.first() == Some(&"super") {
+            segments.remove(0);
+            base.pop();
+        }
+        base.extend(segments);
+        uses.extend(resolve(&base));
+    }
+    uses.remove(module);
+    uses
+}
+
+/// A use of `to` by `from` as one between the two siblings that hold them
+/// (`sink::file` using `inbox::delivery` is `sink` using `inbox`); `None`
+/// when one holds the other: a module and its children use each other freely.
+fn between_siblings(from: &str, to: &str) -> Option<(String, String)> {
+    let from: Vec<&str> = from.split("::").filter(|s| !s.is_empty()).collect();
+    let to: Vec<&str> = to.split("::").filter(|s| !s.is_empty()).collect();
+    let shared = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if shared >= from.len() || shared >= to.len() {
+        return None;
+    }
+    Some((from[..=shared].join("::"), to[..=shared].join("::")))
+}
+
+#[test]
+fn imports_run_one_way() {
+    let mut circles = Vec::new();
+    for crate_dir in crate_dirs() {
+        let modules = modules(&crate_dir.join("src"));
+        let mut uses: std::collections::BTreeMap<String, BTreeSet<String>> =
+            std::collections::BTreeMap::new();
+        for (module, file) in &modules {
+            for used in module_uses(&modules, module, file) {
+                if let Some((from, to)) = between_siblings(module, &used) {
+                    uses.entry(from).or_default().insert(to);
+                }
+            }
+        }
+        for (from, used) in &uses {
+            for to in used {
+                // Is there a way back from `to` to `from`?
+                let mut seen = BTreeSet::from([to.clone()]);
+                let mut pending = vec![(to.clone(), vec![from.to_string(), to.clone()])];
+                while let Some((at, way)) = pending.pop() {
+                    if at == *from {
+                        let name = crate_dir.strip_prefix(repo()).unwrap_or(&crate_dir);
+                        let name =
+                            if name.as_os_str().is_empty() { Path::new("src") } else { name };
+                        let name = name.display();
+                        circles.push(format!("{name}: {}", way.join(" -> ")));
+                        break;
+                    }
+                    for next in uses.get(&at).into_iter().flatten() {
+                        if seen.insert(next.clone()) {
+                            let mut longer = way.clone();
+                            longer.push(next.clone());
+                            pending.push((next.clone(), longer));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(circles.is_empty(), "modules that import each other:\n{circles:#?}");
+}

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
-use crate::delivery::Deliver;
+use crate::inbox::delivery::Deliver;
 use crate::metrics::SinkMetrics;
 use crate::sink::watch::SinkWatch;
 use crate::sink::write_json_line;

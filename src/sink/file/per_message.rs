@@ -24,7 +24,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 
-use crate::delivery::{Deliver, FeedMessage};
+use crate::inbox::delivery::{Deliver, FeedMessage};
 use crate::metrics::SinkMetrics;
 use crate::sink::watch::SinkWatch;
 
@@ -281,7 +281,7 @@ mod tests {
     use std::time::{Instant, SystemTime};
 
     use super::*;
-    use crate::delivery::{Chunk, DataKind};
+    use crate::inbox::delivery::{Chunk, DataKind};
 
     fn chunk(
         feed: &str,

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::SubscriberOverflow;
-use crate::delivery::DataKind;
 use crate::flow::FlowGate;
+use crate::inbox::delivery::DataKind;
 use crate::router::{FeedRoutes, GetInFlight, Routes};
 
 const WAIT: Duration = Duration::from_secs(5);

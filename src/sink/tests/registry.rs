@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     config_of, JsonLinesSink, SettingsContext, Sink, SinkConfigError, SinkKind, SinkWatch, Tagged,
 };
-use crate::delivery::Deliver;
+use crate::inbox::delivery::Deliver;
 
 #[test]
 fn each_sink_s_fields_are_read_from_its_settings_type() {

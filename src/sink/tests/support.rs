@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::config::SubscriberOverflow;
-use crate::delivery::{DataKind, Deliver, FeedMessage};
+use crate::inbox::delivery::{DataKind, Deliver, FeedMessage};
 use crate::inbox::Inbox;
 use crate::sink::write_json_line;
 
