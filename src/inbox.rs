@@ -140,11 +140,14 @@ pub(crate) struct Inbox {
     /// metric removals when they were: after a removal (a feed's series
     /// left `/metrics`) they are resolved again, so that a feed added anew
     /// under the same name is counted where `/metrics` shows it.
-    latency: Mutex<(u64, HashMap<Arc<str>, Arc<LatencySampler>>)>,
+    latency: Mutex<(u64, LatencySamplers)>,
     /// When the next latency sample is due, for all feeds at once.
     sample_clock: SampleClock,
     state: Mutex<InboxState>,
 }
+
+/// The delivery-latency samplers of one subscriber, by feed.
+type LatencySamplers = HashMap<Arc<str>, Arc<LatencySampler>>;
 
 impl Inbox {
     /// An empty inbox for subscription `id`.

@@ -253,17 +253,9 @@ fn describe() {
     describe_counter!(SEQUENCE_MISSED, "Messages skipped by the feed's sequence numbers.");
     describe_counter!(SEQUENCE_DUPLICATES, "Messages with a sequence number already seen.");
     describe_counter!(SEQUENCE_MISSING, "Messages without a readable sequence number.");
-    describe_histogram!(
-        UPSTREAM_LATENCY,
-        Unit::Seconds,
-        "Arrival minus the message's own timestamp (event time)."
-    );
+    describe_histogram!(UPSTREAM_LATENCY, Unit::Seconds, "Arrival minus the message's timestamp.");
     describe_counter!(CLOCK_SKEW, "Messages whose timestamp was ahead of our clock.");
-    describe_gauge!(
-        CLOCK_OFFSET,
-        Unit::Seconds,
-        "Estimated clock offset: the least arrival minus event time over the last window."
-    );
+    describe_gauge!(CLOCK_OFFSET, Unit::Seconds, "Least arrival minus event time, last minute.");
     describe_counter!(TIMESTAMP_INVALID, "Messages in which no timestamp could be read.");
     describe_counter!(ACTOR_RESTARTS, "Actors restarted after dying unexpectedly, by actor.");
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::checks::{check_pointer, parse_duration};
+use super::checks::check_pointer;
 use super::raw::{RawDuration, RawMetrics, RawTimestamp};
 use super::scope::Scope;
+use super::session::optional_duration;
 pub use crate::metrics::HistogramBuckets;
 
 /// Most bounds a histogram may have: each is a series per feed.
@@ -157,11 +158,7 @@ pub(super) fn stale_after(
     raw: Option<&RawDuration>,
     scope: &mut Scope<'_>,
 ) -> Option<Option<Duration>> {
-    let Some(RawDuration(text)) = raw else { return Some(None) };
-    match parse_duration(text) {
-        Ok(after) => Some(Some(after).filter(|after| !after.is_zero())),
-        Err(message) => scope.fail("stale_after", message),
-    }
+    optional_duration("stale_after", raw, None, scope)
 }
 
 #[cfg(test)]

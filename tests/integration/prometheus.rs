@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use feedvisor_test_support::net::refused_addr;
 use feedvisor_test_support::wait::eventually;
 
-use crate::support::{http_get, http_post, wait_for_line, ChildGuard, Upstream, DEADLINE};
+use crate::support::{
+    http_get, http_post, spawn_demo, wait_for_line, ChildGuard, Upstream, DEADLINE,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -87,15 +89,7 @@ fn address_in(line: &str) -> SocketAddr {
 }
 
 fn start_demo() -> Demo {
-    let mut child = ChildGuard::spawn(
-        Command::new(env!("CARGO_BIN_EXE_feedvisor")).env("RUST_LOG", "info").args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--interval",
-            "100ms",
-        ]),
-    );
+    let mut child = spawn_demo("100ms");
     let stdout = child.stdout_lines();
     let stderr = child.stderr_lines();
     let admin =
