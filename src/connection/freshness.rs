@@ -60,6 +60,11 @@ fn per_second(unit: TimestampUnit) -> f64 {
 /// `+02:00`) in seconds since the Unix epoch.
 fn rfc3339_seconds(text: &str) -> Option<f64> {
     let text = text.trim().to_ascii_uppercase();
+    // RFC 3339 is ASCII: anything else is not a time (and the slicing below
+    // may then assume one byte per character).
+    if !text.is_ascii() {
+        return None;
+    }
     let (utc, offset_seconds) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
         Some((time, zone))
             if (zone.starts_with('+') || zone.starts_with('-')) && zone.as_bytes()[3] == b':' =>
@@ -241,6 +246,10 @@ mod tests {
             (br#"{"other":1}"#, &ms),
             (b"not json", &ms),
             (br#"{"ts":"2023-11-14T22:13:20+2:00"}"#, &rfc),
+            ("{\"ts\":\"2023-11-14T22:13:2\u{e9}:00\"}".as_bytes(), &rfc),
+            ("{\"ts\":\"2023-11-14T22:13:20\u{e9}\u{e9}\u{e9}\"}".as_bytes(), &rfc),
+            (br#"{"ts":1e400}"#, &ms),
+            (br#"{"ts":"+00:00"}"#, &rfc),
         ] {
             assert_eq!(
                 event_time(payload, timestamp),
