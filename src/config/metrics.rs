@@ -177,6 +177,61 @@ mod tests {
     }
 
     #[test]
+    fn bad_freshness_settings_are_each_reported_at_their_path() {
+        let text = r#"
+[metrics]
+delivery_buckets = [1.0, 0.5]
+network_buckets = []
+
+[[feeds]]
+name = "a"
+url = "ws://127.0.0.1:1/"
+timestamp = { pointer = "ts", unit = "minutes" }
+stale_after = "soon"
+
+[[feeds]]
+name = "b"
+url = "ws://127.0.0.1:1/"
+timestamp = { unit = "ms" }
+"#;
+        let transports = crate::transports::TransportRegistry::with_defaults();
+        let error = super::super::Config::from_toml_str(text, "t.toml".as_ref(), &transports)
+            .expect_err("invalid");
+        let paths: Vec<&str> = error.errors.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "metrics.delivery_buckets",
+                "metrics.network_buckets",
+                "feeds[0] (a).timestamp.pointer",
+                "feeds[0] (a).timestamp.unit",
+                "feeds[0] (a).stale_after",
+                "feeds[1] (b).timestamp.pointer",
+            ],
+            "{error}"
+        );
+        assert!(error.to_string().contains("use s, ms, us, ns, rfc3339"), "{error}");
+    }
+
+    #[test]
+    fn freshness_settings_resolve_and_show_as_written() {
+        let text = "[metrics]\nfreshness_buckets = [0.5, 5.0]\n[[feeds]]\nname = \"a\"\n\
+                    url = \"ws://127.0.0.1:1/\"\ntimestamp = { pointer = \"/t\", unit = \"rfc3339\" }\n\
+                    stale_after = \"2s\"\n";
+        let transports = crate::transports::TransportRegistry::with_defaults();
+        let config = super::super::Config::from_toml_str(text, "t.toml".as_ref(), &transports)
+            .expect("valid");
+        assert_eq!(config.metrics.buckets.freshness, [0.5, 5.0]);
+        let feed = &config.feeds[0];
+        assert_eq!(feed.stale_after, Some(Duration::from_secs(2)));
+        let timestamp = TimestampConfig { pointer: "/t".into(), unit: TimestampUnit::Rfc3339 };
+        assert_eq!(feed.timestamp.as_ref(), Some(&timestamp));
+        let shown = serde_json::to_value(feed).expect("serializable");
+        assert_eq!(shown["timestamp"], serde_json::json!({ "pointer": "/t", "unit": "rfc3339" }));
+        assert_eq!(shown["stale_after"], "2s");
+    }
+
+    #[test]
     fn every_unit_name_round_trips() {
         for name in TimestampUnit::NAMES {
             assert_eq!(TimestampUnit::parse(name).map(TimestampUnit::as_str), Some(name));

@@ -395,3 +395,47 @@ fn a_real_prometheus_gets_series_for_every_dashboard_and_alert_query_and_fires_t
         upstream.stop().await;
     });
 }
+
+#[actix_rt::test]
+async fn a_subscriber_that_unsubscribes_leaves_metrics_and_the_others_stay() {
+    use actix::Actor;
+    let upstream = Upstream::start(3);
+    let text =
+        format!("[[feeds]]\nname = \"leaving-feed\"\nurl = \"ws://{}/sequence\"\n", upstream.addr);
+    let config = feedvisor::config::Config::from_toml_str(
+        &text,
+        Path::new("leaving.toml"),
+        &feedvisor::transports::TransportRegistry::with_defaults(),
+    )
+    .expect("valid config");
+    let (stays_sender, mut stays) = tokio::sync::mpsc::unbounded_channel();
+    let (leaves_sender, mut leaves) = tokio::sync::mpsc::unbounded_channel();
+    let spec = |name: &str| feedvisor::SubscriptionSpec::new(name, ["leaving-feed"]);
+    let sidecar = feedvisor::Sidecar::builder(config)
+        .without_http()
+        .subscriber(
+            spec("leaving-stays"),
+            crate::support::Collector(stays_sender).start().recipient(),
+        )
+        .subscriber(
+            spec("leaving-goes"),
+            crate::support::Collector(leaves_sender).start().recipient(),
+        )
+        .start()
+        .await
+        .expect("sidecar started");
+    crate::support::collect(&mut stays, 3).await;
+    crate::support::collect(&mut leaves, 3).await;
+    let series_of = |text: &str, subscriber: &str| {
+        let label = format!("subscriber=\"{subscriber}\"");
+        text.lines().filter(|line| line.contains(&label)).count()
+    };
+    let before = sidecar.render_metrics();
+    assert!(series_of(&before, "leaving-goes") > 0, "{before}");
+    assert!(sidecar.unsubscribe("leaving-goes").await);
+    let after = sidecar.render_metrics();
+    assert_eq!(series_of(&after, "leaving-goes"), 0, "{after}");
+    assert_eq!(series_of(&after, "leaving-stays"), series_of(&before, "leaving-stays"));
+    sidecar.stop().await;
+    upstream.stop().await;
+}
