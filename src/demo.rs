@@ -22,7 +22,7 @@ use feedvisor::config::{Config, ConfigError};
 pub(crate) enum TickKind {
     /// `{"symbol","price","ts"}` on `/stocks`.
     Stocks,
-    /// `{"city","temp_c","ts"}` on `/weather`.
+    /// `{"city","temp_c","ts","observed_at"}` on `/weather` (`observed_at`: RFC 3339).
     Weather,
 }
 
@@ -43,7 +43,8 @@ impl Ticker {
 
     fn next_tick(&mut self) -> serde_json::Value {
         let mut rng = rand::rng();
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = SystemTime::now();
+        let ts = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         match self.kind {
             TickKind::Stocks => {
                 let index = rng.random_range(0..SYMBOLS.len());
@@ -54,7 +55,8 @@ impl Ticker {
             TickKind::Weather => {
                 let index = rng.random_range(0..CITIES.len());
                 let temp = 12.0 + 10.0 * rng.random_range(-1.0..1.0f64);
-                json!({ "city": CITIES[index], "temp_c": (temp * 10.0).round() / 10.0, "ts": ts })
+                let observed_at = humantime::format_rfc3339_millis(now).to_string();
+                json!({ "city": CITIES[index], "temp_c": (temp * 10.0).round() / 10.0, "ts": ts, "observed_at": observed_at })
             }
         }
     }
@@ -144,7 +146,10 @@ pub(crate) fn start_upstream(
     Ok(DemoUpstream { addr, handle })
 }
 
-/// The demo's sidecar config: two feeds on the upstream and a stdout subscriber.
+/// The demo's sidecar config: two feeds on the upstream and a stdout
+/// subscriber. Both feeds read their ticks' event time (milliseconds on
+/// `stocks`, RFC 3339 on `weather`), so freshness shows from the first run,
+/// and turn `stale` after 5 s without a tick.
 pub(crate) fn demo_config(upstream: SocketAddr, listen: SocketAddr) -> Result<Config, ConfigError> {
     let text = format!(
         r#"
@@ -155,11 +160,17 @@ listen = "{listen}"
 name = "stocks"
 url = "ws://{upstream}/stocks"
 topic = "/symbol"
+timestamp = {{ pointer = "/ts", unit = "ms" }}
+stale_after = "5s"
+heartbeat = {{ interval = "5s", timeout = "2s" }}
 
 [[feeds]]
 name = "weather"
 url = "ws://{upstream}/weather"
 topic = "/city"
+timestamp = {{ pointer = "/observed_at", unit = "rfc3339" }}
+stale_after = "5s"
+heartbeat = {{ interval = "5s", timeout = "2s" }}
 
 [[subscribers]]
 name = "print"

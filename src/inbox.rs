@@ -136,12 +136,18 @@ pub(crate) struct Inbox {
     /// table stops naming this inbox.
     router: Option<Recipient<InboxGone>>,
     metrics: SubscriberMetrics,
-    /// Delivery latency per feed, resolved on first use.
-    latency: Mutex<HashMap<Arc<str>, Arc<LatencySampler>>>,
+    /// Delivery latency per feed, resolved on first use, with the count of
+    /// metric removals when they were: after a removal (a feed's series
+    /// left `/metrics`) they are resolved again, so that a feed added anew
+    /// under the same name is counted where `/metrics` shows it.
+    latency: Mutex<(u64, LatencySamplers)>,
     /// When the next latency sample is due, for all feeds at once.
     sample_clock: SampleClock,
     state: Mutex<InboxState>,
 }
+
+/// The delivery-latency samplers of one subscriber, by feed.
+type LatencySamplers = HashMap<Arc<str>, Arc<LatencySampler>>;
 
 impl Inbox {
     /// An empty inbox for subscription `id`.
@@ -161,7 +167,7 @@ impl Inbox {
             overflow,
             router,
             metrics: SubscriberMetrics::new(label),
-            latency: Mutex::new(HashMap::new()),
+            latency: Mutex::new((metrics::removals(), HashMap::new())),
             sample_clock: SampleClock::default(),
             state: Mutex::new(InboxState { recipient: Some(recipient), ..InboxState::default() }),
         })
@@ -172,9 +178,23 @@ impl Inbox {
         &self.name
     }
 
+    /// Removes this subscriber's series from `/metrics`, unless its label is
+    /// shared (every `/subscribe` client reports as `websocket`).
+    pub(crate) fn forget_metrics(&self) {
+        if self.metrics.label == self.name {
+            metrics::remove_subscriber(&self.name);
+        }
+    }
+
     /// The delivery-latency sampler of `feed` for this subscriber.
     pub(crate) fn latency_for(&self, feed: &Arc<str>) -> Arc<LatencySampler> {
-        let mut samplers = lock(&self.latency);
+        let mut guard = lock(&self.latency);
+        let (resolved_at, samplers) = &mut *guard;
+        let removals = metrics::removals();
+        if *resolved_at != removals {
+            samplers.clear();
+            *resolved_at = removals;
+        }
         samplers
             .entry(feed.clone())
             .or_insert_with(|| {

@@ -33,7 +33,7 @@ pub mod transports;
 
 pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
 pub use inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
-pub use metrics::{install as install_metrics, MetricsError};
+pub use metrics::{install as install_metrics, MetricsError, MetricsHandle};
 pub use router::SubscriptionSpec;
 pub use sidecar::{ShutdownReport, Sidecar, SidecarBuilder, StartError};
 pub use sink::JsonLinesSink;

@@ -1,5 +1,5 @@
-//! Metric names, help texts, the Prometheus recorder and per-feed and
-//! per-subscriber handles.
+//! Metric names, help texts, the registry and per-feed and per-subscriber
+//! handles.
 //!
 //! Every metric feedvisor exports is named and described here, once: the
 //! feeds', the subscribers' (`feedvisor_subscriber_*`, every inbox), the
@@ -7,15 +7,23 @@
 //! (`feedvisor_subscribe_*`). Handles are resolved once per feed or
 //! subscriber ([`FeedMetrics`], [`SubscriberMetrics`], [`SinkMetrics`]) so
 //! the per-message path touches only cached atomics.
+//!
+//! The series live in our own registry (`registry.rs`, which says why),
+//! rendered with the process's own metrics (`process.rs`) at each scrape.
+//! A removed feed's or subscriber's series leave it ([`remove_feed`],
+//! [`remove_subscriber`]).
 
-use std::sync::OnceLock;
-use std::time::Duration;
+mod process;
+mod registry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, Unit};
 use ::metrics::{gauge, histogram, Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::status::FeedState;
+use registry::{BucketTable, Registry, RegistryRecorder};
 
 /// 1 when the feed's connection is open, 0 otherwise.
 pub(crate) const FEED_UP: &str = "feedvisor_feed_up";
@@ -69,40 +77,157 @@ pub(crate) const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total"
 pub(crate) const SUBSCRIBER_RESTARTS: &str = "feedvisor_subscriber_restarts_total";
 /// Messages of a sequenced feed with no readable sequence number.
 pub(crate) const SEQUENCE_MISSING: &str = "feedvisor_sequence_missing_total";
+/// Arrival minus the message's own timestamp (`timestamp = { pointer, unit }`):
+/// how old the data is when it arrives, by the upstream's clock.
+pub(crate) const UPSTREAM_LATENCY: &str = "feedvisor_upstream_latency_seconds";
+/// Messages whose timestamp was ahead of our clock (the upstream's clock is
+/// ahead): counted here, not put in [`UPSTREAM_LATENCY`].
+pub(crate) const CLOCK_SKEW: &str = "feedvisor_clock_skew_total";
+/// The estimated offset of our clock against the upstream's: the smallest
+/// arrival minus event time over the last window, in seconds (negative: the
+/// upstream's clock is ahead). Subtract it from the latency for the part
+/// that is not clock difference.
+pub(crate) const CLOCK_OFFSET: &str = "feedvisor_clock_offset_seconds";
+/// Messages of a feed with `timestamp` in which no timestamp could be read.
+pub(crate) const TIMESTAMP_INVALID: &str = "feedvisor_timestamp_invalid_total";
 
-/// Latency buckets from 1 µs to 10 s, three per decade.
-const LATENCY_BUCKETS: &[f64] = &[
+/// Default buckets of `feedvisor_delivery_latency_seconds`: 1 µs to 10 s,
+/// three per decade (delivery inside the process is microseconds).
+pub(crate) const DEFAULT_DELIVERY_BUCKETS: &[f64] = &[
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
     5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// How often histogram samples are folded in when nobody scrapes.
-pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Default buckets of `feedvisor_upstream_latency_seconds`: 1 ms to 10 min
+/// (an upstream's own timestamps are milliseconds at best; a feed that
+/// replays or lags is minutes behind).
+pub(crate) const DEFAULT_FRESHNESS_BUCKETS: &[f64] = &[
+    1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0, 600.0,
+];
 
-static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+/// Default buckets of the network histograms (`feedvisor_handshake_duration_seconds`,
+/// `feedvisor_ping_rtt_seconds`): 100 µs to 30 s.
+pub(crate) const DEFAULT_NETWORK_BUCKETS: &[f64] = &[
+    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
 
-/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+/// The bucket bounds of feedvisor's histograms (`[metrics]` in the config).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistogramBuckets {
+    /// `feedvisor_delivery_latency_seconds` (and any histogram not named below).
+    pub delivery: Vec<f64>,
+    /// `feedvisor_upstream_latency_seconds`.
+    pub freshness: Vec<f64>,
+    /// `feedvisor_handshake_duration_seconds` and `feedvisor_ping_rtt_seconds`.
+    pub network: Vec<f64>,
+}
+
+impl Default for HistogramBuckets {
+    fn default() -> Self {
+        HistogramBuckets {
+            delivery: DEFAULT_DELIVERY_BUCKETS.to_vec(),
+            freshness: DEFAULT_FRESHNESS_BUCKETS.to_vec(),
+            network: DEFAULT_NETWORK_BUCKETS.to_vec(),
+        }
+    }
+}
+
+impl HistogramBuckets {
+    fn table(&self) -> BucketTable {
+        let delivery: Arc<[f64]> = Arc::from(self.delivery.as_slice());
+        let network: Arc<[f64]> = Arc::from(self.network.as_slice());
+        let mut by_name = HashMap::new();
+        by_name.insert(DELIVERY_LATENCY, delivery.clone());
+        by_name.insert(UPSTREAM_LATENCY, Arc::from(self.freshness.as_slice()));
+        by_name.insert(HANDSHAKE_DURATION, network.clone());
+        by_name.insert(PING_RTT, network);
+        BucketTable { by_name, fallback: delivery }
+    }
+}
+
+/// The process-wide registry: what `/metrics` shows.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    registry: Arc<Registry>,
+}
+
+impl MetricsHandle {
+    /// Every series, then the process's own metrics, in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = self.registry.render();
+        text.push_str(&process::render());
+        text
+    }
+
+    /// Sets the buckets of histograms created from now on; those that exist
+    /// keep theirs (Prometheus cannot compare a series with itself across a
+    /// change of buckets).
+    pub fn set_buckets(&self, buckets: &HistogramBuckets) {
+        self.registry.set_buckets(buckets.table());
+    }
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsHandle").finish_non_exhaustive()
+    }
+}
+
+static HANDLE: OnceLock<Result<MetricsHandle, String>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns its handle.
 ///
 /// Later calls return the same handle, so several sidecars in one process
 /// (tests, embedders) share one registry; their feed names keep series apart.
-pub fn install() -> Result<PrometheusHandle, MetricsError> {
+pub fn install() -> Result<MetricsHandle, MetricsError> {
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-                .map_err(|error| error.to_string())?
-                .install_recorder()
+            let registry = Arc::new(Registry::new(HistogramBuckets::default().table()));
+            ::metrics::set_global_recorder(RegistryRecorder(registry.clone()))
                 .map_err(|error| error.to_string())?;
             describe();
-            Ok(handle)
+            Ok(MetricsHandle { registry })
         })
         .clone()
         .map_err(MetricsError)
 }
 
+/// Removes every series of feed `name` (labelled `feed="name"`): a removed
+/// feed leaves `/metrics`. Its handles still held (by an actor that is
+/// stopping) count into nothing from then on.
+pub(crate) fn remove_feed(name: &str) {
+    if let Some(Ok(handle)) = HANDLE.get() {
+        let removed = handle.registry.remove_labelled("feed", name);
+        tracing::debug!(feed = name, series = removed, "metrics of the removed feed dropped");
+    }
+}
+
+/// Removes every series of subscriber `label` (labelled `subscriber="label"`).
+pub(crate) fn remove_subscriber(label: &str) {
+    if let Some(Ok(handle)) = HANDLE.get() {
+        let removed = handle.registry.remove_labelled("subscriber", label);
+        tracing::debug!(
+            subscriber = label,
+            series = removed,
+            "metrics of the removed subscriber dropped"
+        );
+    }
+}
+
+/// How many removals there have been: a handle cached outside a feed's or
+/// subscriber's own metrics is resolved again when this changes.
+pub(crate) fn removals() -> u64 {
+    match HANDLE.get() {
+        Some(Ok(handle)) => handle.registry.removals(),
+        _ => 0,
+    }
+}
+
 /// The recorder could not be installed (another recorder was installed first).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot install the Prometheus recorder: {0}")]
+#[error("cannot install the metrics recorder: {0}")]
 pub struct MetricsError(String);
 
 fn describe() {
@@ -128,6 +253,10 @@ fn describe() {
     describe_counter!(SEQUENCE_MISSED, "Messages skipped by the feed's sequence numbers.");
     describe_counter!(SEQUENCE_DUPLICATES, "Messages with a sequence number already seen.");
     describe_counter!(SEQUENCE_MISSING, "Messages without a readable sequence number.");
+    describe_histogram!(UPSTREAM_LATENCY, Unit::Seconds, "Arrival minus the message's timestamp.");
+    describe_counter!(CLOCK_SKEW, "Messages whose timestamp was ahead of our clock.");
+    describe_gauge!(CLOCK_OFFSET, Unit::Seconds, "Least arrival minus event time, last minute.");
+    describe_counter!(TIMESTAMP_INVALID, "Messages in which no timestamp could be read.");
     describe_counter!(ACTOR_RESTARTS, "Actors restarted after dying unexpectedly, by actor.");
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
     describe_gauge!(SUBSCRIBER_QUEUE_DEPTH, "Messages waiting in a subscriber's queue.");
@@ -242,7 +371,7 @@ pub(crate) struct FeedMetrics {
     /// See [`MESSAGES_REJECTED`], one per [`RejectReason`] (so every series exists from the start).
     rejected: [Counter; 3],
     /// See [`FEED_STATE`], one per [`FeedState`] in [`FeedState::ALL`] order.
-    state: [Gauge; 5],
+    state: [Gauge; FeedState::ALL.len()],
     /// See [`RECONNECTS`].
     pub reconnects: Counter,
     /// See [`HANDSHAKE_DURATION`].
@@ -265,6 +394,14 @@ pub(crate) struct FeedMetrics {
     pub sequence_duplicates: Counter,
     /// See [`SEQUENCE_MISSING`].
     pub sequence_missing: Counter,
+    /// See [`UPSTREAM_LATENCY`].
+    pub upstream_latency: Histogram,
+    /// See [`CLOCK_SKEW`].
+    pub clock_skew: Counter,
+    /// See [`CLOCK_OFFSET`].
+    pub clock_offset: Gauge,
+    /// See [`TIMESTAMP_INVALID`].
+    pub timestamp_invalid: Counter,
 }
 
 impl FeedMetrics {
@@ -294,13 +431,18 @@ impl FeedMetrics {
             sequence_gaps: counter!(SEQUENCE_GAPS, "feed" => label.clone()),
             sequence_missed: counter!(SEQUENCE_MISSED, "feed" => label.clone()),
             sequence_duplicates: counter!(SEQUENCE_DUPLICATES, "feed" => label.clone()),
-            sequence_missing: counter!(SEQUENCE_MISSING, "feed" => label),
+            sequence_missing: counter!(SEQUENCE_MISSING, "feed" => label.clone()),
+            upstream_latency: histogram!(UPSTREAM_LATENCY, "feed" => label.clone()),
+            clock_skew: counter!(CLOCK_SKEW, "feed" => label.clone()),
+            clock_offset: gauge!(CLOCK_OFFSET, "feed" => label.clone()),
+            timestamp_invalid: counter!(TIMESTAMP_INVALID, "feed" => label),
         }
     }
 
-    /// Sets `feedvisor_feed_up` and the one-hot `feedvisor_feed_state`.
+    /// Sets `feedvisor_feed_up` (1 while connected, stale or not) and the
+    /// one-hot `feedvisor_feed_state`.
     pub(crate) fn set_state(&self, state: FeedState) {
-        self.up.set(if state == FeedState::Open { 1.0 } else { 0.0 });
+        self.up.set(if state.is_connected() { 1.0 } else { 0.0 });
         for (gauge, candidate) in self.state.iter().zip(FeedState::ALL) {
             gauge.set(if candidate == state { 1.0 } else { 0.0 });
         }

@@ -332,8 +332,16 @@ pub(crate) struct Unsubscribe {
 impl Handler<Unsubscribe> for Router {
     type Result = bool;
 
+    /// A subscriber that asked to go leaves `/metrics` too (one replaced by
+    /// a new subscription of the same name keeps its series).
     fn handle(&mut self, message: Unsubscribe, _: &mut Context<Self>) -> bool {
-        self.remove_named(&message.name)
+        let inbox = self.subscriptions.values().find(|s| s.name == message.name);
+        let inbox = inbox.map(|subscription| subscription.inbox.clone());
+        let removed = self.remove_named(&message.name);
+        if let Some(inbox) = inbox {
+            inbox.forget_metrics();
+        }
+        removed
     }
 }
 

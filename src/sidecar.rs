@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use feedvisor_transport_api::{Outbound, Transport};
 
@@ -27,7 +26,7 @@ use crate::config::{Config, ConfigError};
 use crate::connection::{send_in_pieces, SendError, SendOutcome};
 use crate::http::{self, AdminServer};
 use crate::inbox::delivery::Deliver;
-use crate::metrics::{self, MetricsError};
+use crate::metrics::{self, MetricsError, MetricsHandle};
 use crate::router::{GetInFlight, Router, Subscribe, SubscriptionSpec, Unsubscribe};
 use crate::status::FeedStatus;
 use crate::supervisor::{
@@ -117,6 +116,7 @@ impl SidecarBuilder {
             .map_or_else(|| "config".to_owned(), |path| path.display().to_string());
         config.check_transports(&origin, &transports)?;
         let metrics = metrics::install()?;
+        metrics.set_buckets(&config.metrics.buckets);
         let router = Router::new();
         let routes = router.routes();
         let router = router.start();
@@ -137,46 +137,7 @@ impl SidecarBuilder {
         } else {
             None
         };
-        let upkeep = Upkeep::spawn(metrics.clone());
-        Ok(Sidecar { supervisor, router, admin, metrics, upkeep, shutdown_timeout })
-    }
-}
-
-/// Folds histogram samples in regularly, so memory stays bounded when nobody
-/// scrapes. It runs on a thread of its own: folding is work proportional to
-/// the samples, and on an arbiter it would stall deliveries meanwhile.
-struct Upkeep {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Upkeep {
-    fn spawn(metrics: PrometheusHandle) -> Upkeep {
-        use std::sync::atomic::Ordering;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let step = Duration::from_millis(100);
-        let spawned =
-            std::thread::Builder::new().name("feedvisor-metrics".into()).spawn(move || {
-                let mut waited = Duration::ZERO;
-                while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(step);
-                    waited += step;
-                    if waited >= metrics::UPKEEP_INTERVAL {
-                        metrics.run_upkeep();
-                        waited = Duration::ZERO;
-                    }
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
-        }
-        Upkeep { stop }
-    }
-}
-
-impl Drop for Upkeep {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(Sidecar { supervisor, router, admin, metrics, shutdown_timeout })
     }
 }
 
@@ -185,8 +146,7 @@ pub struct Sidecar {
     supervisor: Addr<Supervisor>,
     router: Addr<Router>,
     admin: Option<AdminServer>,
-    metrics: PrometheusHandle,
-    upkeep: Upkeep,
+    metrics: MetricsHandle,
     shutdown_timeout: Duration,
 }
 
@@ -333,7 +293,6 @@ impl Sidecar {
             admin.stop().await;
         }
         let _ = self.supervisor.send(Shutdown).await;
-        drop(self.upkeep);
         ShutdownReport { undelivered }
     }
 }

@@ -25,16 +25,20 @@ pub enum FeedState {
     Closed,
     /// Given up: no more attempts will be made.
     Failed,
+    /// Open, but no data message for `stale_after`: connected but silent.
+    /// Not a reason to reconnect (that is `idle_timeout`'s job); not ready.
+    Stale,
 }
 
 impl FeedState {
     /// Every state, in a fixed order.
-    pub const ALL: [FeedState; 5] = [
+    pub const ALL: [FeedState; 6] = [
         FeedState::Connecting,
         FeedState::Open,
         FeedState::BackingOff,
         FeedState::Closed,
         FeedState::Failed,
+        FeedState::Stale,
     ];
 
     /// The snake_case name.
@@ -45,7 +49,13 @@ impl FeedState {
             FeedState::BackingOff => "backing_off",
             FeedState::Closed => "closed",
             FeedState::Failed => "failed",
+            FeedState::Stale => "stale",
         }
+    }
+
+    /// Whether the connection is open (delivering or stale).
+    pub fn is_connected(self) -> bool {
+        matches!(self, FeedState::Open | FeedState::Stale)
     }
 }
 

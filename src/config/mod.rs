@@ -36,6 +36,7 @@
 mod checks;
 mod env;
 mod heartbeat;
+mod metrics;
 mod queue;
 mod raw;
 mod scope;
@@ -57,6 +58,7 @@ use url::Url;
 
 pub use checks::parse_duration;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
+pub use metrics::{HistogramBuckets, MetricsConfig, TimestampConfig, TimestampUnit};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
 pub use subscriber::SubscriberConfig;
@@ -87,6 +89,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Worker threads for connection actors; `None`: one per core.
     pub workers: Option<usize>,
+    /// `[metrics]`: histogram buckets.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -98,6 +102,7 @@ impl Default for Config {
             subscribers: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             workers: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -235,6 +240,11 @@ pub struct FeedConfig {
     pub sequence: Option<String>,
     /// Whether `/readyz` waits for this feed to be open.
     pub required: bool,
+    /// Where each message carries its own event time, for
+    /// `feedvisor_upstream_latency_seconds`; `None`: not read.
+    pub timestamp: Option<TimestampConfig>,
+    /// An open feed without a data message for this long is `stale`; `None`: off.
+    pub stale_after: Option<Duration>,
     /// The fields that used `${VAR}`, as written: for display.
     pub unexpanded: Unexpanded,
 }
@@ -274,6 +284,8 @@ impl FeedConfig {
             outbound_queue: defaults.outbound_queue,
             sequence: None,
             required: defaults.required,
+            timestamp: None,
+            stale_after: None,
             unexpanded: Unexpanded::default(),
         }
     }

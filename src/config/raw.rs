@@ -38,6 +38,8 @@ pub(crate) struct RawConfig {
     pub shutdown_timeout: Option<RawDuration>,
     /// Worker threads (arbiters) that connection actors are spread over.
     pub workers: Option<usize>,
+    /// `[metrics]`: histogram buckets.
+    pub metrics: Option<RawMetrics>,
 }
 
 /// `[http]`.
@@ -119,6 +121,10 @@ pub(crate) struct RawFeed {
     pub sequence: Option<String>,
     /// Falls back to `[defaults]`.
     pub required: Option<bool>,
+    /// Where each message carries its event time.
+    pub timestamp: Option<RawTimestamp>,
+    /// Report the feed `stale` after this long open without a data message; `"0s"` is off.
+    pub stale_after: Option<RawDuration>,
 }
 
 /// `mode = "message" | "stream"`, mapped onto the transport API's
@@ -198,6 +204,28 @@ pub(crate) struct RawOutboundQueue {
     pub max_bytes: Option<RawSize>,
     /// `drop_oldest`, `drop_newest` or `reject`.
     pub overflow: Option<Overflow>,
+}
+
+/// `[metrics]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    /// `feedvisor_delivery_latency_seconds`, in seconds.
+    pub delivery_buckets: Option<Vec<f64>>,
+    /// `feedvisor_upstream_latency_seconds`, in seconds.
+    pub freshness_buckets: Option<Vec<f64>>,
+    /// `feedvisor_handshake_duration_seconds` and `feedvisor_ping_rtt_seconds`, in seconds.
+    pub network_buckets: Option<Vec<f64>>,
+}
+
+/// A feed's `timestamp = { pointer = "/ts", unit = "ms" }` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimestamp {
+    /// JSON pointer to the message's event time.
+    pub pointer: Option<String>,
+    /// `s`, `ms`, `us`, `ns` (numbers since the Unix epoch) or `rfc3339` (strings).
+    pub unit: Option<String>,
 }
 
 /// `tls = { ... }` of a feed.

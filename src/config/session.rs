@@ -175,10 +175,20 @@ pub(super) fn idle_timeout(
     base: Option<Duration>,
     scope: &mut Scope<'_>,
 ) -> Option<Option<Duration>> {
+    optional_duration("idle_timeout", raw, base, scope)
+}
+
+/// A duration that `"0s"` turns off, `base` when absent; `None` after an error.
+pub(super) fn optional_duration(
+    field: &str,
+    raw: Option<&RawDuration>,
+    base: Option<Duration>,
+    scope: &mut Scope<'_>,
+) -> Option<Option<Duration>> {
     let Some(RawDuration(text)) = raw else { return Some(base) };
     match parse_duration(text) {
-        Ok(timeout) => Some(Some(timeout).filter(|timeout| !timeout.is_zero())),
-        Err(message) => scope.fail("idle_timeout", message),
+        Ok(duration) => Some(Some(duration).filter(|duration| !duration.is_zero())),
+        Err(message) => scope.fail(field, message),
     }
 }
 

@@ -45,6 +45,8 @@ impl fmt::Debug for FeedConfig {
             .field("outbound_queue", &self.outbound_queue)
             .field("sequence", &self.sequence)
             .field("required", &self.required)
+            .field("timestamp", &self.timestamp)
+            .field("stale_after", &self.stale_after)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +65,7 @@ impl Serialize for FeedConfig {
                 map.end()
             }
         }
-        let mut out = serializer.serialize_struct("FeedConfig", 17)?;
+        let mut out = serializer.serialize_struct("FeedConfig", 19)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("url", &self.display_url())?;
         out.serialize_field("mode", mode_name(self.mode))?;
@@ -97,6 +99,14 @@ impl Serialize for FeedConfig {
             None => out.skip_field("sequence")?,
         }
         out.serialize_field("required", &self.required)?;
+        match &self.timestamp {
+            Some(timestamp) => out.serialize_field("timestamp", timestamp)?,
+            None => out.skip_field("timestamp")?,
+        }
+        match self.stale_after {
+            Some(after) => out.serialize_field("stale_after", &format_duration(after))?,
+            None => out.skip_field("stale_after")?,
+        }
         out.end()
     }
 }

@@ -13,6 +13,7 @@ use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem,
 
 use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
 use super::env::has_reference;
+use super::metrics;
 use super::raw::{RawConfig, RawDefaults, RawFeed, RawHttp, RawMode};
 use super::scope::{Context, Scope};
 use super::session::{self, Heartbeat};
@@ -49,6 +50,10 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
         workers => workers,
     };
     let defaults = defaults(&raw.defaults, context, &mut errors);
+    let metrics = metrics::metrics(
+        raw.metrics.as_ref(),
+        &mut Scope { prefix: "metrics", errors: &mut errors },
+    );
 
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut feed_index: HashMap<&str, usize> = HashMap::new();
@@ -91,7 +96,7 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
     }
 
     if errors.is_empty() {
-        Ok(Config { http, defaults, feeds, subscribers, shutdown_timeout, workers })
+        Ok(Config { http, defaults, feeds, subscribers, shutdown_timeout, workers, metrics })
     } else {
         Err(errors)
     }
@@ -315,6 +320,8 @@ pub(crate) fn feed(
         session::idle_timeout(raw.idle_timeout.as_ref(), defaults.idle_timeout, &mut scope);
     let outbound_queue =
         session::outbound_queue(raw.outbound_queue.as_ref(), &defaults.outbound_queue, &mut scope);
+    let timestamp = metrics::timestamp(raw.timestamp.as_ref(), &mut scope);
+    let stale_after = metrics::stale_after(raw.stale_after.as_ref(), &mut scope);
 
     let mut framing_used = false;
     if let (Some(url), Some(transport)) = (&url, &transport) {
@@ -383,6 +390,8 @@ pub(crate) fn feed(
         outbound_queue: outbound_queue?,
         sequence: raw.sequence.clone(),
         required: raw.required.unwrap_or(defaults.required),
+        timestamp: timestamp?,
+        stale_after: stale_after?,
         unexpanded,
     })
 }

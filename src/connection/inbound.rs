@@ -140,6 +140,7 @@ impl FeedConnection {
                         let Some(gap_before) = self.check_sequence(found.sequence) else {
                             continue;
                         };
+                        self.freshness.observe(&message.payload, received_at, &self.metrics);
                         messages.push(FeedMessage {
                             feed: self.name.clone(),
                             topic: found.topic,
@@ -179,6 +180,9 @@ impl FeedConnection {
                 }
             }
         }
+        if !messages.is_empty() {
+            self.data_arrived(ctx);
+        }
         self.publish(messages);
     }
 
@@ -213,6 +217,10 @@ impl FeedConnection {
             let last = fin && payload.is_empty();
             let Some((message, offset)) = self.stream.current.as_mut() else { break };
             let chunk = Chunk { message: *message, offset: *offset, last, aborted: false };
+            if chunk.offset == 0 && last && self.freshness.reads_timestamps() {
+                // A message in one chunk has one timestamp (see freshness.rs).
+                self.freshness.observe(&piece, received_at, &self.metrics);
+            }
             *offset += piece.len() as u64;
             out.push(self.chunk_message(piece, chunk, received, received_at));
             if payload.is_empty() {

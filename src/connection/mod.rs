@@ -23,6 +23,7 @@
 
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod freshness;
 mod inbound;
 mod liveness;
 mod outbound;
@@ -137,6 +138,8 @@ pub(crate) struct FeedConnection {
     /// Set when the actor is being replaced: its states no longer reach the
     /// feed's gauges, which belong to the replacement.
     retired: bool,
+    /// Event-time latency, the clock offset estimate, and staleness.
+    freshness: freshness::Freshness,
 }
 
 impl FeedConnection {
@@ -154,6 +157,7 @@ impl FeedConnection {
             backoff: Backoff::new(feed.reconnect),
             queue: OutboundQueue::new(feed.outbound_queue),
             sequence: SequenceSeat::alone(&feed.name),
+            freshness: freshness::Freshness::new(feed.timestamp.clone()),
             feed,
             transport,
             shared,
@@ -266,6 +270,7 @@ impl FeedConnection {
         self.send_on_open();
         self.flush_queue();
         self.start_liveness(ctx);
+        self.start_staleness(ctx);
     }
 
     /// Drops the current connection (if any) and schedules the next attempt.

@@ -80,9 +80,9 @@ impl Scalar<'_> {
 /// tokens each after a `/`, with `~1` for `/` and `~0` for `~`; a token
 /// that is a decimal index without leading zeros picks an array element (`-`
 /// picks none). See the module documentation for malformed input and
-/// duplicate keys. (The sidecar looks up its pointers with [`lookup_pair`];
-/// this one-pointer form is what the tests hold it to.)
-#[cfg(test)]
+/// duplicate keys. (The sidecar looks up topic and sequence with
+/// [`lookup_pair`], and a message's timestamp with this one-pointer form,
+/// which is also what the tests hold the walk to.)
 pub(crate) fn lookup<'a>(json: &'a [u8], pointer: &str) -> Option<Scalar<'a>> {
     let [found] = Walk::run(json, [Some(pointer)]);
     found

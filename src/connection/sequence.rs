@@ -29,7 +29,7 @@ use actix::prelude::*;
 
 use super::watch::ConnectionEvent;
 use super::FeedConnection;
-use crate::status::{FeedState, StatusCell};
+use crate::status::StatusCell;
 
 /// What one sequence number says about the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ struct Member {
 
 impl Member {
     fn is_open(&self) -> bool {
-        self.status.as_ref().is_none_or(|status| status.state() == FeedState::Open)
+        self.status.as_ref().is_none_or(|status| status.state().is_connected())
     }
 }
 

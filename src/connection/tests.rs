@@ -1013,3 +1013,83 @@ async fn a_replacement_delivers_only_what_the_actor_it_replaces_has_not() {
     assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSED, ""), Some(1.0));
     assert_eq!(h.metric(crate::metrics::SEQUENCE_MISSING, ""), Some(1.0));
 }
+
+#[actix::test]
+async fn a_silent_open_feed_turns_stale_without_reconnecting_and_data_makes_it_open() {
+    let heartbeat =
+        "heartbeat = { interval = \"1h\", timeout = \"10s\", message = '{\"op\":\"ping\"}', \
+                     reply = \"pong\", reply_pointer = \"/op\" }\nstale_after = \"5s\"";
+    let mut h = start("stale", heartbeat).await;
+    let peer = h.accept().await;
+    let opened = tokio::time::Instant::now();
+    // Heartbeat replies are not data: they do not keep the feed fresh.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(peer.send_text(r#"{"op":"pong"}"#));
+    }
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    tokio::time::sleep(Duration::from_secs(5) - since(opened)).await;
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Stale, "stale 5s after the open, pongs or not");
+    assert_eq!(h.metric("feedvisor_feed_state", ",state=\"stale\""), Some(1.0));
+    assert_eq!(h.metric("feedvisor_feed_state", ",state=\"open\""), Some(0.0));
+    assert_eq!(h.metric("feedvisor_feed_up", ""), Some(1.0), "still connected");
+    assert_eq!(h.metric("feedvisor_connect_attempts_total", ",result=\"ok\""), Some(1.0));
+
+    assert!(peer.send_text(r#"{"op":"data"}"#));
+    assert_eq!(texts(&h.route().await), [r#"{"op":"data"}"#]);
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    assert_eq!(h.metric("feedvisor_feed_state", ",state=\"stale\""), Some(0.0));
+    // And stale again after another silence, counted from that message.
+    let data_at = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(4999)).await;
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Open);
+    tokio::time::sleep(Duration::from_secs(5) - since(data_at)).await;
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Stale);
+}
+
+fn unix_millis_from_now(offset_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.expect("after 1970").as_millis() as i64 + offset_ms
+}
+
+#[actix::test]
+async fn event_times_give_latency_skew_and_offset_and_every_message_is_still_delivered() {
+    let mut h = start("fresh", "timestamp = { pointer = \"/ts\", unit = \"ms\" }").await;
+    let peer = h.accept().await;
+    let behind = format!(r#"{{"ts":{}}}"#, unix_millis_from_now(-1500));
+    let ahead = format!(r#"{{"ts":{}}}"#, unix_millis_from_now(60_000));
+    assert!(peer.send_batch(vec![
+        Event::Data(DataFrame::text(behind.clone())),
+        Event::Data(DataFrame::text(ahead.clone())),
+        Event::Data(DataFrame::text(r#"{"ts":"soon"}"#)),
+        Event::Data(DataFrame::text("not json")),
+    ]));
+    let delivered = h.messages(4).await;
+    assert_eq!(delivered.len(), 4);
+    h.settle().await;
+    assert_eq!(h.metric("feedvisor_messages_received_total", ",kind=\"text\""), Some(4.0));
+    assert_eq!(h.metric("feedvisor_upstream_latency_seconds_count", ""), Some(1.0));
+    let sum = h.metric("feedvisor_upstream_latency_seconds_sum", "").expect("a sum");
+    assert!(sum >= 1.5, "the message was sent 1.5 s after its event time: {sum}");
+    assert_eq!(h.metric("feedvisor_clock_skew_total", ""), Some(1.0));
+    assert_eq!(h.metric("feedvisor_timestamp_invalid_total", ""), Some(2.0));
+    let offset = h.metric("feedvisor_clock_offset_seconds", "").expect("an offset");
+    assert!(offset <= -59.0, "the upstream clock a minute ahead shows: {offset}");
+}
+
+#[actix::test]
+async fn a_stream_mode_message_in_one_chunk_has_its_timestamp_read() {
+    let extra = "mode = \"stream\"\ntimestamp = { pointer = \"/ts\", unit = \"ms\" }";
+    let mut h = start("fresh-stream", extra).await;
+    let peer = h.accept().await;
+    let whole = format!(r#"{{"ts":{}}}"#, unix_millis_from_now(-10));
+    assert!(peer.send_batch(vec![Event::Data(DataFrame::text(whole))]));
+    h.messages(1).await;
+    h.settle().await;
+    assert_eq!(h.metric("feedvisor_upstream_latency_seconds_count", ""), Some(1.0));
+}

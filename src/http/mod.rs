@@ -12,11 +12,11 @@ mod send;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::metrics::MetricsHandle;
 use actix::Addr;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::config::{HttpConfig, Secret};
@@ -34,7 +34,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 struct AppState {
     supervisor: Addr<Supervisor>,
-    metrics: PrometheusHandle,
+    metrics: MetricsHandle,
     /// The bearer token changes need, if one is set.
     token: Option<Secret>,
 }
@@ -62,7 +62,7 @@ pub(crate) fn start(
     config: &HttpConfig,
     supervisor: Addr<Supervisor>,
     router: Addr<Router>,
-    metrics: PrometheusHandle,
+    metrics: MetricsHandle,
 ) -> std::io::Result<AdminServer> {
     let state = AppState { supervisor, metrics, token: config.token.clone() };
     let subscribe = SubscribeEndpoint::new(&config.subscribe, router);

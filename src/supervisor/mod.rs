@@ -224,7 +224,7 @@ impl Supervisor {
         self.feeds.insert(entry.config.name.clone(), entry);
     }
 
-    /// Closes a feed's connection (1000) and forgets it; its gauges show it `closed`.
+    /// Closes a feed's connection (1000) and forgets it; its series leave `/metrics`.
     fn remove_feed(&mut self, name: &str) -> bool {
         let Some(entry) = self.feeds.remove(name) else { return false };
         if let Some(actor) = entry.actor {
@@ -232,10 +232,9 @@ impl Supervisor {
                 code: feedvisor_transport_api::close_code::NORMAL,
                 retire: false,
             });
-        } else {
-            metrics::FeedMetrics::new(name).set_state(FeedState::Closed);
         }
         self.retire_all_of(name);
+        metrics::remove_feed(name);
         true
     }
 

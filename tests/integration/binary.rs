@@ -7,7 +7,7 @@ use std::process::Command;
 
 use base64::Engine;
 
-use crate::support::{http_get, sample, wait_for_line, ChildGuard, DEADLINE};
+use crate::support::{http_get, sample, spawn_demo, wait_for_line, ChildGuard, DEADLINE};
 
 fn feedvisor() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_feedvisor"));
@@ -137,13 +137,7 @@ mode = "message"
 
 #[test]
 fn demo_prints_ticks_from_both_feeds_and_serves_metrics_and_feeds() {
-    let mut demo = ChildGuard::spawn(feedvisor().args([
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--interval",
-        "20ms",
-    ]));
+    let mut demo = spawn_demo("20ms");
     let stdout = demo.stdout_lines();
     let stderr = demo.stderr_lines();
     let mut feeds_seen = HashSet::new();

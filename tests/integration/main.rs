@@ -7,6 +7,7 @@ mod deployment;
 mod faults;
 mod library;
 mod operations;
+mod prometheus;
 mod send;
 mod sinks;
 mod stream;

@@ -225,6 +225,13 @@ pub(crate) fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
     metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
+/// `feedvisor demo` on free loopback ports, one tick per `interval` (such as `"20ms"`).
+pub(crate) fn spawn_demo(interval: &str) -> ChildGuard {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_feedvisor"));
+    command.env("RUST_LOG", "info");
+    ChildGuard::spawn(command.args(["demo", "--listen", "127.0.0.1:0", "--interval", interval]))
+}
+
 /// A child process that is killed when the test ends, however it ends.
 pub(crate) struct ChildGuard {
     pub child: Child,

@@ -317,9 +317,7 @@ async fn measure(
     let ca = pki.as_ref().map(|pki| CaFile::write(&pki.ca_pem)).transpose()?;
     // The recorder is installed once per process, by the first sidecar:
     // install it now, so that it is in the figure before.
-    if let Ok(metrics) = feedvisor::install_metrics() {
-        metrics.run_upkeep();
-    }
+    let _ = feedvisor::install_metrics();
     actix_rt::time::sleep(SETTLE).await;
     let rss_before = rss()?;
     let ca_path = ca.as_ref().map(|ca| &*ca.path);

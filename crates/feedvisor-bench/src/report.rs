@@ -17,16 +17,8 @@ use crate::stats::Summary;
 
 /// The crates whose versions a report names (from the workspace's
 /// `Cargo.lock`, which `build.rs` copies into `OUT_DIR`).
-const CRATES: &[&str] = &[
-    "actix",
-    "actix-rt",
-    "awc",
-    "actix-http",
-    "tokio",
-    "tokio-tungstenite",
-    "metrics",
-    "metrics-exporter-prometheus",
-];
+const CRATES: &[&str] =
+    &["actix", "actix-rt", "awc", "actix-http", "tokio", "tokio-tungstenite", "metrics"];
 
 /// The lock file this binary was built with.
 const CARGO_LOCK: &str = include_str!(concat!(env!("OUT_DIR"), "/Cargo.lock"));

@@ -4,7 +4,7 @@
 //! but for two settings a benchmark needs: no heartbeat (the blaster does
 //! not answer pings) and no reconnect within the run (the blaster closes
 //! every connection at the end of a job; a fixed hour-long delay keeps the
-//! feeds quiet, where the `none` policy would log each one as failed). Metrics are on, with the exporter's upkeep, and
+//! feeds quiet, where the `none` policy would log each one as failed). Metrics are on, and
 //! there is no admin server. Frames go through the WebSocket transport, the
 //! connection actors (on the sidecar's worker arbiters: one per core the
 //! client may use, so one when the bench is pinned), their routes, and
@@ -55,12 +55,6 @@ impl SidecarClient {
         sink: BenchSink,
         tally: &Rc<RefCell<Tally>>,
     ) -> Result<SidecarClient, BenchError> {
-        // Sidecars of earlier runs left their latency samples in the global
-        // recorder; a new sidecar's upkeep would fold them in at its start,
-        // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = feedvisor::install_metrics() {
-            metrics.run_upkeep();
-        }
         let config = Config::from_toml_str(
             &config_text(addr, conns),
             Path::new("bench.toml"),
@@ -137,12 +131,6 @@ mod tests {
     #[test]
     fn the_bench_config_is_valid() {
         let addr = SocketAddr::from(([127, 0, 0, 1], 4242));
-        // Sidecars of earlier runs left their latency samples in the global
-        // recorder; a new sidecar's upkeep would fold them in at its start,
-        // stalling this run for what the last one did (about 5 ns a message).
-        if let Ok(metrics) = feedvisor::install_metrics() {
-            metrics.run_upkeep();
-        }
         let config = Config::from_toml_str(
             &config_text(addr, 3),
             Path::new("bench.toml"),

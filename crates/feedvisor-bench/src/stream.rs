@@ -108,9 +108,6 @@ pub fn config_text(addr: SocketAddr) -> String {
 
 async fn measure(bench: &Bench, size: u64) -> Result<StreamFigures, BenchError> {
     let mut upstream = StreamUpstream::start(size, bench.blaster.core())?;
-    if let Ok(metrics) = feedvisor::install_metrics() {
-        metrics.run_upkeep();
-    }
     let config = Config::from_toml_str(
         &config_text(upstream.addr),
         Path::new("bench-stream.toml"),
