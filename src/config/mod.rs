@@ -34,6 +34,7 @@
 //! Not `Eq`: [`ReconnectPolicy::multiplier`] is a float.
 
 mod checks;
+mod cluster;
 mod env;
 mod heartbeat;
 mod queue;
@@ -56,6 +57,8 @@ use serde::Serialize;
 use url::Url;
 
 pub use checks::parse_duration;
+pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
+pub(crate) use cluster::{is_kv_key, shown_nats_url};
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
@@ -87,6 +90,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Worker threads for connection actors; `None`: one per core.
     pub workers: Option<usize>,
+    /// `[cluster]`: the feed list shared with other replicas through NATS;
+    /// `None`: this process runs the feeds of its file alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -98,6 +104,7 @@ impl Default for Config {
             subscribers: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             workers: None,
+            cluster: None,
         }
     }
 }
@@ -462,7 +469,12 @@ fn parse_toml(
     let raw = raw::from_toml(text)
         .map_err(|error| ConfigError { origin: origin.clone(), errors: vec![error] })?;
     let context = scope::Context { base_dir, env, file_exists: &Path::is_file, transports };
-    validate::config(&raw, &context).map_err(|errors| ConfigError { origin, errors })
+    let mut config =
+        validate::config(&raw, &context).map_err(|errors| ConfigError { origin, errors })?;
+    if let Some(cluster) = &mut config.cluster {
+        cluster.seed_feeds = cluster::seed_feeds(text);
+    }
+    Ok(config)
 }
 
 /// Validates one feed given as JSON in the config's `[[feeds]]` shape (the

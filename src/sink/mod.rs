@@ -120,6 +120,11 @@ pub(crate) trait Sink: Clone + Eq + std::fmt::Debug + Serialize {
 
     /// Starts the actor of subscriber `name`; `watch` is dropped with it.
     fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver>;
+
+    /// Whether the sink needs the `[cluster]` NATS connection (it names no server of its own).
+    fn uses_cluster_connection(&self) -> bool {
+        false
+    }
 }
 
 /// What a sink's settings are turned into typed values with: the config's
@@ -208,6 +213,14 @@ macro_rules! sinks {
                 match self {
                     Self::$first(_) => SinkKind::$first,
                     $(Self::$variant(_) => SinkKind::$variant,)*
+                }
+            }
+
+            /// Whether the sink needs the `[cluster]` NATS connection.
+            pub(crate) fn uses_cluster_connection(&self) -> bool {
+                match self {
+                    Self::$first(config) => config.uses_cluster_connection(),
+                    $(Self::$variant(config) => config.uses_cluster_connection(),)*
                 }
             }
 
