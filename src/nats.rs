@@ -63,7 +63,7 @@ pub(crate) async fn connect(
     label: &str,
 ) -> Result<async_nats::Client, NatsConnectError> {
     let servers: String =
-        urls.iter().map(|url| crate::config::shown_nats_url(url)).collect::<Vec<_>>().join(", ");
+        urls.iter().map(|url| shown_url(url)).collect::<Vec<_>>().join(", ");
     let urls = urls.to_vec();
     let gauge = metrics::nats_connected(label);
     gauge.set(0.0);
@@ -102,6 +102,19 @@ pub(crate) async fn connect(
         Ok(Ok(client)) => Ok(client),
         Ok(Err(error)) => Err(NatsConnectError::Refused { servers, reason: error.to_string() }),
         Err(_) => Err(NatsConnectError::ArbiterGone),
+    }
+}
+
+/// A NATS URL without its credentials, for display and errors.
+pub(crate) fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let had_credentials = !parsed.username().is_empty() || parsed.password().is_some();
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username(if had_credentials { "***" } else { "" });
+            parsed.to_string()
+        }
+        Err(_) => "***".to_owned(),
     }
 }
 
@@ -155,6 +168,13 @@ impl ClusterLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(shown_url("nats://user:pw@host:4222"), "nats://***@host:4222");
+        assert_eq!(shown_url("nats://s3cret@host:4222"), "nats://***@host:4222");
+        assert_eq!(shown_url("nats://host:4222"), "nats://host:4222");
+    }
 
     #[test]
     fn reconnects_wait_at_most_two_seconds() {

@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 use super::raw::{RawCluster, RawFeed};
 use super::scope::{Context, Scope};
 use super::{checks::label, FieldError, Secret, SubscriberConfig};
+pub(crate) use crate::nats::shown_url as shown_nats_url;
 
 /// The default `lease_ttl`.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -215,19 +216,6 @@ pub(super) fn seed_feeds(text: &str) -> Vec<serde_json::Value> {
     feeds.iter().filter_map(|feed| serde_json::to_value(feed).ok()).collect()
 }
 
-/// A NATS URL without its credentials, for display.
-pub(crate) fn shown_nats_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let had_credentials = !parsed.username().is_empty() || parsed.password().is_some();
-            let _ = parsed.set_password(None);
-            let _ = parsed.set_username(if had_credentials { "***" } else { "" });
-            parsed.to_string()
-        }
-        Err(_) => "***".to_owned(),
-    }
-}
-
 fn serialize_urls<S: Serializer>(urls: &[Secret], serializer: S) -> Result<S::Ok, S::Error> {
     let shown: Vec<String> = urls.iter().map(|url| shown_nats_url(url.expose())).collect();
     shown.serialize(serializer)
@@ -250,13 +238,6 @@ mod tests {
         assert!(!is_kv_key("a..b"));
         assert!(!is_kv_key(""));
         assert!(!is_kv_key("a b"));
-    }
-
-    #[test]
-    fn credentials_never_show() {
-        assert_eq!(shown_nats_url("nats://user:pw@host:4222"), "nats://***@host:4222");
-        assert_eq!(shown_nats_url("nats://s3cret@host:4222"), "nats://***@host:4222");
-        assert_eq!(shown_nats_url("nats://host:4222"), "nats://host:4222");
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 pub use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
 pub use crate::secret::Secret;
 pub use crate::sink::{
-    ExecSinkConfig, FileLayout, FileSinkConfig, SinkConfig, SinkKind, StdoutSinkConfig,
+    ExecSinkConfig, FileLayout, FileSinkConfig, NatsSinkConfig, SinkConfig, SinkKind, StdoutSinkConfig,
     SubscribeEndpointConfig, WebhookSinkConfig,
 };
 

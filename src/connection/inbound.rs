@@ -148,6 +148,7 @@ impl FeedConnection {
                             received_at,
                             received,
                             gap_before,
+                            sequence: found.sequence.filter(|_| self.feed.sequence.is_some()),
                             chunk: None,
                         });
                     }
@@ -240,6 +241,7 @@ impl FeedConnection {
             received_at,
             received,
             gap_before: None,
+            sequence: None,
             chunk: Some(chunk),
         }
     }
