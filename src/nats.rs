@@ -105,6 +105,18 @@ pub(crate) async fn connect(
     }
 }
 
+/// Checks a NATS server URL: `nats://` or `tls://` with a host; the problem otherwise.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "nats" | "tls") && parsed.host().is_some() => Ok(()),
+        Ok(parsed) if matches!(parsed.scheme(), "nats" | "tls") => {
+            Err("the URL names no host".to_owned())
+        }
+        Ok(parsed) => Err(format!("unsupported scheme {:?}: use nats:// or tls://", parsed.scheme())),
+        Err(error) => Err(format!("invalid URL: {error}")),
+    }
+}
+
 /// A NATS URL without its credentials, for display and errors.
 pub(crate) fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -111,15 +111,9 @@ pub(super) fn cluster(
     for (index, template) in raw.nats.iter().enumerate() {
         let field = format!("nats[{index}]");
         let Some(url) = scope.expand(&field, template, context.env) else { continue };
-        match url::Url::parse(&url) {
-            Ok(parsed) if matches!(parsed.scheme(), "nats" | "tls") && parsed.host().is_some() => {
-                nats.push(Secret::new(url));
-            }
-            Ok(parsed) => scope.error(
-                &field,
-                format!("unsupported scheme {:?}: use nats:// or tls://", parsed.scheme()),
-            ),
-            Err(error) => scope.error(&field, format!("invalid URL: {error}")),
+        match crate::nats::check_url(&url) {
+            Ok(()) => nats.push(Secret::new(url)),
+            Err(problem) => scope.error(&field, problem),
         }
     }
     let replica = match &raw.replica {

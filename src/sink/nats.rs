@@ -103,13 +103,8 @@ impl Sink for NatsSinkConfig {
         let mut errors = Vec::new();
         for (index, url) in self.nats.iter().enumerate() {
             let field = format!("nats[{index}]");
-            match url::Url::parse(url.expose()) {
-                Ok(url) if matches!(url.scheme(), "nats" | "tls") && url.host().is_some() => {}
-                Ok(url) => errors.push(SinkConfigError::new(
-                    field,
-                    format!("unsupported scheme {:?}: use nats:// or tls://", url.scheme()),
-                )),
-                Err(error) => errors.push(SinkConfigError::new(field, format!("invalid URL: {error}"))),
+            if let Err(problem) = crate::nats::check_url(url.expose()) {
+                errors.push(SinkConfigError::new(field, problem));
             }
         }
         let tokens_ok = self.subject_prefix.split('.').all(|token| {

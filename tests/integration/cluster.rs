@@ -582,3 +582,38 @@ async fn read_ticks(count: usize, subscription: &mut async_nats::Subscriber) -> 
     }
     batch
 }
+
+/// `config/kubernetes/cluster.yaml`: its `feedvisor.toml` loads as a
+/// cluster config, three feedvisor replicas, and the NATS URL names the NATS Service.
+#[test]
+fn the_kubernetes_cluster_example_agrees_with_the_loader() {
+    use yaml_rust2::YamlLoader;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes/cluster.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the example");
+    let documents = YamlLoader::load_from_str(&text).expect("valid YAML");
+    let named = |kind: &str, name: &str| {
+        documents
+            .iter()
+            .find(|doc| doc["kind"].as_str() == Some(kind) && doc["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{kind} {name} in {}", path.display()))
+    };
+    let toml = named("ConfigMap", "feedvisor-cluster")["data"]["feedvisor.toml"]
+        .as_str()
+        .expect("feedvisor.toml in the ConfigMap");
+    let env = |name: &str| Some(format!("test-value-for-{name}"));
+    let config = feedvisor::config::Config::from_toml_str_with_env(
+        toml,
+        &path,
+        &env,
+        &feedvisor::transports::TransportRegistry::with_defaults(),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let cluster = config.cluster.expect("a [cluster] section");
+    assert_eq!(named("StatefulSet", "feedvisor")["spec"]["replicas"].as_i64(), Some(3));
+    let nats_service = named("Service", "nats");
+    let port = nats_service["spec"]["ports"][0]["port"].as_i64().expect("NATS port");
+    assert_eq!(cluster.nats[0].expose(), format!("nats://nats:{port}"));
+    assert_eq!(cluster.seed_feeds.len(), config.feeds.len());
+    // The seeded feed keeps its ${VAR} for each replica to expand.
+    assert!(cluster.seed_feeds[0]["url"].as_str().is_some_and(|url| url.contains("${STOCKS_TOKEN}")));
+}
