@@ -212,6 +212,14 @@ pub(crate) enum FeedChangeError {
     /// The name cannot be a NATS KV key.
     #[error("feed name {0:?} cannot be a NATS KV key: no leading, trailing or double '.'")]
     BadName(String),
+    /// The feed, as stored, is larger than a NATS message may be.
+    #[error("the feed takes {size} bytes stored, more than the {limit} bytes a NATS message may carry")]
+    TooLarge {
+        /// The stored size.
+        size: usize,
+        /// The server's `max_payload`.
+        limit: usize,
+    },
     /// NATS could not be reached or refused the write.
     #[error("the cluster's feed list cannot be changed now: {0}; try again")]
     Unavailable(String),
@@ -224,11 +232,12 @@ impl Handler<FeedChange> for Cluster {
         let store = self.stores.as_ref().map(|stores| stores.feeds.clone());
         let supervisor = self.supervisor.clone();
         let timeout = self.config.lease_ttl;
+        let limit = self.client.as_ref().map_or(usize::MAX, |client| client.server_info().max_payload);
         Box::pin(async move {
             let store = store.ok_or_else(|| {
                 FeedChangeError::Unavailable("this replica has not joined the cluster yet".into())
             })?;
-            let write = apply_change(change, &store, &supervisor);
+            let write = apply_change(change, &store, &supervisor, limit);
             actix_rt::time::timeout(timeout, write).await.unwrap_or_else(|_| {
                 Err(FeedChangeError::Unavailable(format!("no answer from NATS within {timeout:?}")))
             })
@@ -240,6 +249,7 @@ async fn apply_change(
     change: FeedChange,
     store: &kv::Store,
     supervisor: &Addr<crate::supervisor::Supervisor>,
+    limit: usize,
 ) -> Result<serde_json::Value, FeedChangeError> {
     let unavailable = |error: &dyn std::fmt::Display| FeedChangeError::Unavailable(error.to_string());
     let (name, feed, adding) = match change {
@@ -281,6 +291,10 @@ async fn apply_change(
     };
     let stored = StoredFeed { origin: Origin::Api, feed };
     let value = Bytes::from(serde_json::to_vec(&stored).map_err(|error| unavailable(&error))?);
+    // The key and headers take a little of the message too.
+    if value.len() + 1024 > limit {
+        return Err(FeedChangeError::TooLarge { size: value.len(), limit });
+    }
     let existing = store.entry(name.clone()).await.map_err(|error| unavailable(&error))?;
     let existing = existing.filter(|entry| entry.operation == kv::Operation::Put);
     match (existing, adding) {

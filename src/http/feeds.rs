@@ -82,6 +82,9 @@ async fn cluster_change(
         Ok(Err(error @ FeedChangeError::BadName(_))) => {
             error_body(HttpResponse::BadRequest(), &error)
         }
+        Ok(Err(error @ FeedChangeError::TooLarge { .. })) => {
+            error_body(HttpResponse::PayloadTooLarge(), &error)
+        }
         Ok(Err(error @ FeedChangeError::Unavailable(_))) => {
             error_body(HttpResponse::ServiceUnavailable(), &error)
         }

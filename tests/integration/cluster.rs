@@ -462,6 +462,39 @@ async fn replicas_stop_their_feeds_while_nats_is_down_and_recover_after() {
         .collect();
     settle(&replicas[0], &upstream, &feeds, 2).await;
 
+    // Bad changes get clear refusals.
+    let post = |replica: &Replica, body: String| {
+        crate::support::http_post(replica.http, "/feeds", Some("application/json"), body)
+    };
+    let url = format!("ws://{}/raced", upstream.addr);
+    let (status, body) = post(&replicas[0], format!(r#"{{"name":".dot","url":"{url}"}}"#)).await;
+    assert_eq!(status, 400, "a name that cannot be a NATS key: {body}");
+    assert!(body.contains("NATS KV key"), "{body}");
+    let huge = "x".repeat(2 << 20);
+    let (status, body) =
+        post(&replicas[0], format!(r#"{{"name":"huge","url":"{url}","on_open":["{huge}"]}}"#)).await;
+    assert_eq!(status, 413, "a feed larger than a NATS message: {body}");
+    let (status, _) = http_delete(replicas[1].http, "/feeds/nothing").await;
+    assert_eq!(status, 404);
+    // The same feed posted to both replicas at once is added once.
+    let raced = format!(r#"{{"name":"raced","url":"{url}"}}"#);
+    let (first, second) =
+        tokio::join!(post(&replicas[0], raced.clone()), post(&replicas[1], raced));
+    let mut statuses = [first.0, second.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{first:?} {second:?}");
+    let raced = vec!["raced".to_owned()];
+    eventually(DEADLINE, "the raced feed connected once", || {
+        std::future::ready(upstream.each_once(&raced).then_some(()))
+    })
+    .await;
+    let (status, _) = http_delete(replicas[1].http, "/feeds/raced").await;
+    assert_eq!(status, 200);
+    eventually(DEADLINE, "the removed feed closed", || {
+        std::future::ready((upstream.snapshot()["raced"].open == 0).then_some(()))
+    })
+    .await;
+
     // nats_unreachable = "stop_feeds" (the default): every feed stops before its lease could expire.
     nats.stop();
     eventually(DEADLINE, "every feed stopped", || {
@@ -475,6 +508,10 @@ async fn replicas_stop_their_feeds_while_nats_is_down_and_recover_after() {
         let lost = sample(&metrics, "feedvisor_cluster_lease_losses_total", "reason=\"unrenewed\"");
         assert!(lost.unwrap_or(0.0) >= 1.0, "{}: {metrics}", replica.name);
     }
+
+    // Changes cannot be stored meanwhile: 503, try again.
+    let (status, body) = post(&replicas[0], format!(r#"{{"name":"later","url":"{url}"}}"#)).await;
+    assert_eq!(status, 503, "{body}");
 
     // Back: every feed is owned and connected exactly once again.
     nats.restart();
@@ -616,4 +653,16 @@ fn the_kubernetes_cluster_example_agrees_with_the_loader() {
     assert_eq!(cluster.seed_feeds.len(), config.feeds.len());
     // The seeded feed keeps its ${VAR} for each replica to expand.
     assert!(cluster.seed_feeds[0]["url"].as_str().is_some_and(|url| url.contains("${STOCKS_TOKEN}")));
+}
+
+/// DELETEs `path` from an admin server: status and body.
+async fn http_delete(addr: SocketAddr, path: &str) -> (u16, String) {
+    let client = awc::Client::default();
+    let request = client.delete(format!("http://{addr}{path}")).send();
+    let mut response = tokio::time::timeout(DEADLINE, request)
+        .await
+        .expect("answer in time")
+        .expect("request sent");
+    let body = response.body().await.expect("body read");
+    (response.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
