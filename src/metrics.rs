@@ -522,41 +522,6 @@ pub(crate) fn subscribe_metrics() -> SubscribeMetrics {
     handles
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscriber_sink_and_subscribe_metrics_are_described_with_the_others() {
-        let handle = install().expect("recorder");
-        let _subscriber = SubscriberMetrics::new("described".to_owned());
-        let _sink = SinkMetrics::new("described", "file", &["write"], &["write"]);
-        let _subscribe = subscribe_metrics();
-        subscriber_restarts("described").increment(0);
-        let rendered = handle.render();
-        let names = [
-            SUBSCRIBER_QUEUE_DEPTH,
-            SUBSCRIBER_DELIVERED,
-            SUBSCRIBER_DROPPED,
-            SUBSCRIBER_RESTARTS,
-            SINK_MESSAGES_WRITTEN,
-            SINK_MESSAGES_DROPPED,
-            SINK_ERRORS,
-            SUBSCRIBE_CLIENTS,
-            SUBSCRIBE_CLIENTS_CLOSED,
-            SUBSCRIBE_REFUSED,
-        ];
-        for name in names {
-            assert!(rendered.contains(&format!("# HELP {name} ")), "{name} has no help text");
-        }
-        for reason in SUBSCRIBER_DROP_REASONS {
-            let series =
-                format!(r#"{SUBSCRIBER_DROPPED}{{subscriber="described",reason="{reason}"}} 0"#);
-            assert!(rendered.contains(&series), "{series} missing");
-        }
-    }
-}
-
 // ---- The cluster (src/cluster/) and NATS connections (src/nats.rs, the nats sink). ----
 
 /// Feeds whose lease this replica holds, by `replica`.
@@ -658,4 +623,39 @@ pub(crate) fn nats_duplicates(subscriber: &str) -> Counter {
     let counter = counter!(NATS_DUPLICATES, "subscriber" => subscriber.to_owned());
     counter.increment(0);
     counter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriber_sink_and_subscribe_metrics_are_described_with_the_others() {
+        let handle = install().expect("recorder");
+        let _subscriber = SubscriberMetrics::new("described".to_owned());
+        let _sink = SinkMetrics::new("described", "file", &["write"], &["write"]);
+        let _subscribe = subscribe_metrics();
+        subscriber_restarts("described").increment(0);
+        let rendered = handle.render();
+        let names = [
+            SUBSCRIBER_QUEUE_DEPTH,
+            SUBSCRIBER_DELIVERED,
+            SUBSCRIBER_DROPPED,
+            SUBSCRIBER_RESTARTS,
+            SINK_MESSAGES_WRITTEN,
+            SINK_MESSAGES_DROPPED,
+            SINK_ERRORS,
+            SUBSCRIBE_CLIENTS,
+            SUBSCRIBE_CLIENTS_CLOSED,
+            SUBSCRIBE_REFUSED,
+        ];
+        for name in names {
+            assert!(rendered.contains(&format!("# HELP {name} ")), "{name} has no help text");
+        }
+        for reason in SUBSCRIBER_DROP_REASONS {
+            let series =
+                format!(r#"{SUBSCRIBER_DROPPED}{{subscriber="described",reason="{reason}"}} 0"#);
+            assert!(rendered.contains(&series), "{series} missing");
+        }
+    }
 }

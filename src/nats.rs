@@ -62,8 +62,7 @@ pub(crate) async fn connect(
     urls: &[String],
     label: &str,
 ) -> Result<async_nats::Client, NatsConnectError> {
-    let servers: String =
-        urls.iter().map(|url| shown_url(url)).collect::<Vec<_>>().join(", ");
+    let servers: String = urls.iter().map(|url| shown_url(url)).collect::<Vec<_>>().join(", ");
     let urls = urls.to_vec();
     let gauge = metrics::nats_connected(label);
     gauge.set(0.0);
@@ -108,11 +107,15 @@ pub(crate) async fn connect(
 /// Checks a NATS server URL: `nats://` or `tls://` with a host; the problem otherwise.
 pub(crate) fn check_url(url: &str) -> Result<(), String> {
     match url::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "nats" | "tls") && parsed.host().is_some() => Ok(()),
+        Ok(parsed) if matches!(parsed.scheme(), "nats" | "tls") && parsed.host().is_some() => {
+            Ok(())
+        }
         Ok(parsed) if matches!(parsed.scheme(), "nats" | "tls") => {
             Err("the URL names no host".to_owned())
         }
-        Ok(parsed) => Err(format!("unsupported scheme {:?}: use nats:// or tls://", parsed.scheme())),
+        Ok(parsed) => {
+            Err(format!("unsupported scheme {:?}: use nats:// or tls://", parsed.scheme()))
+        }
         Err(error) => Err(format!("invalid URL: {error}")),
     }
 }

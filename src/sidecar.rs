@@ -130,7 +130,8 @@ impl SidecarBuilder {
         let cluster_config = config.cluster.clone();
         // Made before the admin server, which routes feed changes to it, and
         // started once the server's address is known, which it announces.
-        let cluster_context: Option<Context<Cluster>> = cluster_config.as_ref().map(|_| Context::new());
+        let cluster_context: Option<Context<Cluster>> =
+            cluster_config.as_ref().map(|_| Context::new());
         let cluster = cluster_context.as_ref().map(Context::address);
         let supervisor =
             Supervisor::new(config, config_path, transports, router.clone(), routes).start();

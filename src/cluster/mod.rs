@@ -51,8 +51,8 @@ use crate::nats::ClusterLink;
 use crate::status::FeedState;
 use crate::supervisor::{GetFeedStatus, RunFeed, StopFeed, Supervisor};
 
-pub(crate) use view::{FeedChange, FeedChangeError, GetClusterFeeds, GetClusterView};
 use state::{Announcement, Held, Lease, Origin, Seen, StoredFeed};
+pub(crate) use view::{FeedChange, FeedChangeError, GetClusterFeeds, GetClusterView};
 
 /// The three buckets, once they exist.
 #[derive(Clone)]
@@ -93,14 +93,32 @@ enum Action {
 /// What came of an [`Action`].
 enum Outcome {
     Announced,
-    Acquired { feed: String, revision: u64, sent: Instant, handed_in: bool },
-    Conflict { feed: String },
-    Renewed { feed: String, revision: u64, sent: Instant, handover_to: Option<String> },
-    Lost { feed: String },
+    Acquired {
+        feed: String,
+        revision: u64,
+        sent: Instant,
+        handed_in: bool,
+    },
+    Conflict {
+        feed: String,
+    },
+    Renewed {
+        feed: String,
+        revision: u64,
+        sent: Instant,
+        handover_to: Option<String>,
+    },
+    Lost {
+        feed: String,
+    },
     Released,
     /// A handover waits for the connection here to open.
     Waiting,
-    Failed { what: &'static str, feed: Option<String>, error: String },
+    Failed {
+        what: &'static str,
+        feed: Option<String>,
+        error: String,
+    },
 }
 
 /// The cluster member this process is.
@@ -176,7 +194,8 @@ impl Cluster {
 
     /// Connects, then makes (or opens) the buckets, seeds the feed list and watches.
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let urls: Vec<String> = self.config.nats.iter().map(|url| url.expose().to_owned()).collect();
+        let urls: Vec<String> =
+            self.config.nats.iter().map(|url| url.expose().to_owned()).collect();
         let fut = async move { crate::nats::connect(&urls, "cluster").await };
         ctx.spawn(fut.into_actor(self).map(|result, cluster, ctx| match result {
             Ok(client) => {
@@ -196,7 +215,8 @@ impl Cluster {
         let config = self.config.clone();
         let fut = async move {
             let jetstream = async_nats::jetstream::new(client);
-            let replicas = bucket(&jetstream, config.replicas_bucket(), Some(config.lease_ttl)).await?;
+            let replicas =
+                bucket(&jetstream, config.replicas_bucket(), Some(config.lease_ttl)).await?;
             let leases = bucket(&jetstream, config.leases_bucket(), Some(config.lease_ttl)).await?;
             let feeds = bucket(&jetstream, config.feeds_bucket(), None).await?;
             let stores = Stores { replicas, leases, feeds };
@@ -248,7 +268,9 @@ impl Cluster {
             }
             Err(error) => {
                 tracing::warn!(%error, ?bucket, "cluster: cannot watch yet; retrying");
-                ctx.run_later(cluster.tick_interval(), move |cluster, ctx| cluster.watch(bucket, ctx));
+                ctx.run_later(cluster.tick_interval(), move |cluster, ctx| {
+                    cluster.watch(bucket, ctx)
+                });
             }
         }));
     }
@@ -403,10 +425,7 @@ impl Cluster {
                 self.absent_since.remove(&feed);
                 tracing::info!(%feed, epoch = revision, handover = handed_in, "cluster: lease taken");
                 self.link.set_epoch(&feed, Some(revision));
-                self.held.insert(
-                    feed.clone(),
-                    Held { revision, renewed: sent, handover_to: None },
-                );
+                self.held.insert(feed.clone(), Held { revision, renewed: sent, handover_to: None });
                 if !handed_in {
                     self.run_feed(&feed);
                 }
@@ -472,7 +491,8 @@ impl Cluster {
 
     fn run_feed(&mut self, feed: &str) {
         let Some(stored) = self.feeds.get(feed) else { return };
-        let run = RunFeed { feed: stored.feed.clone(), expand_env: stored.origin == Origin::Config };
+        let run =
+            RunFeed { feed: stored.feed.clone(), expand_env: stored.origin == Origin::Config };
         let name = feed.to_owned();
         let supervisor = self.supervisor.clone();
         actix_rt::spawn(async move {
@@ -528,7 +548,9 @@ impl Cluster {
                         Ok(stored) => {
                             let changed = self.feeds.get(&key) != Some(&stored);
                             self.feeds.insert(key.clone(), stored);
-                            if changed && (self.held.contains_key(&key) || self.joining.contains(&key)) {
+                            if changed
+                                && (self.held.contains_key(&key) || self.joining.contains(&key))
+                            {
                                 self.run_feed(&key);
                             }
                         }
@@ -539,7 +561,8 @@ impl Cluster {
                 }
             }
             Bucket::Leases => {
-                let newer = self.leases.get(&key).is_none_or(|seen| entry.revision >= seen.revision);
+                let newer =
+                    self.leases.get(&key).is_none_or(|seen| entry.revision >= seen.revision);
                 if !newer {
                     return;
                 }
@@ -593,7 +616,9 @@ async fn seed(feeds: &Store, seed_feeds: &[serde_json::Value]) {
         let stored = StoredFeed { origin: Origin::Config, feed: feed.clone() };
         let Ok(value) = serde_json::to_vec(&stored) else { continue };
         match feeds.create(name, Bytes::from(value)).await {
-            Ok(_) => tracing::info!(feed = %name, "cluster: feed added to the shared list from the config file"),
+            Ok(_) => {
+                tracing::info!(feed = %name, "cluster: feed added to the shared list from the config file")
+            }
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(error) => tracing::warn!(feed = %name, %error, "cluster: cannot seed the feed"),
         }
@@ -619,21 +644,31 @@ async fn run(
             let value = Bytes::from(serde_json::to_vec(announcement).unwrap_or_default());
             match stores.replicas.put(me, value).await {
                 Ok(_) => Outcome::Announced,
-                Err(error) => Outcome::Failed { what: "announce", feed: None, error: error.to_string() },
+                Err(error) => {
+                    Outcome::Failed { what: "announce", feed: None, error: error.to_string() }
+                }
             }
         }
-        Action::Acquire { feed } => match stores.leases.create(&feed, lease_value(me, None)).await {
-            Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in: false },
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Outcome::Conflict { feed },
-            Err(error) => Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() },
-        },
+        Action::Acquire { feed } => {
+            match stores.leases.create(&feed, lease_value(me, None)).await {
+                Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in: false },
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    Outcome::Conflict { feed }
+                }
+                Err(error) => {
+                    Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
+                }
+            }
+        }
         Action::Adopt { feed, revision } => {
             match stores.leases.update(&feed, lease_value(me, None), revision).await {
                 Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in: false },
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     Outcome::Conflict { feed }
                 }
-                Err(error) => Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() },
+                Err(error) => {
+                    Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
+                }
             }
         }
         Action::TakeOver { feed, revision } => {
@@ -651,7 +686,9 @@ async fn run(
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     Outcome::Conflict { feed }
                 }
-                Err(error) => Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() },
+                Err(error) => {
+                    Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
+                }
             }
         }
         Action::Renew { feed, revision, handover_to } => {
@@ -661,13 +698,17 @@ async fn run(
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     Outcome::Lost { feed }
                 }
-                Err(error) => Outcome::Failed { what: "renew", feed: Some(feed), error: error.to_string() },
+                Err(error) => {
+                    Outcome::Failed { what: "renew", feed: Some(feed), error: error.to_string() }
+                }
             }
         }
         Action::Release { feed, revision } => {
             match stores.leases.delete_expect_revision(&feed, Some(revision)).await {
                 Ok(()) => Outcome::Released,
-                Err(error) => Outcome::Failed { what: "release", feed: Some(feed), error: error.to_string() },
+                Err(error) => {
+                    Outcome::Failed { what: "release", feed: Some(feed), error: error.to_string() }
+                }
             }
         }
     }

@@ -44,7 +44,8 @@ pub(crate) fn place<'a>(feeds: &[&'a str], replicas: &[&'a str]) -> BTreeMap<&'a
     sorted.dedup();
     for feed in sorted {
         let mut ranking: Vec<&str> = replicas.to_vec();
-        ranking.sort_unstable_by_key(|replica| (std::cmp::Reverse(weight(feed, replica)), *replica));
+        ranking
+            .sort_unstable_by_key(|replica| (std::cmp::Reverse(weight(feed, replica)), *replica));
         let chosen = ranking
             .iter()
             .copied()

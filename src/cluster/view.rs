@@ -213,7 +213,9 @@ pub(crate) enum FeedChangeError {
     #[error("feed name {0:?} cannot be a NATS KV key: no leading, trailing or double '.'")]
     BadName(String),
     /// The feed, as stored, is larger than a NATS message may be.
-    #[error("the feed takes {size} bytes stored, more than the {limit} bytes a NATS message may carry")]
+    #[error(
+        "the feed takes {size} bytes stored, more than the {limit} bytes a NATS message may carry"
+    )]
     TooLarge {
         /// The stored size.
         size: usize,
@@ -232,7 +234,8 @@ impl Handler<FeedChange> for Cluster {
         let store = self.stores.as_ref().map(|stores| stores.feeds.clone());
         let supervisor = self.supervisor.clone();
         let timeout = self.config.lease_ttl;
-        let limit = self.client.as_ref().map_or(usize::MAX, |client| client.server_info().max_payload);
+        let limit =
+            self.client.as_ref().map_or(usize::MAX, |client| client.server_info().max_payload);
         Box::pin(async move {
             let store = store.ok_or_else(|| {
                 FeedChangeError::Unavailable("this replica has not joined the cluster yet".into())
@@ -251,7 +254,8 @@ async fn apply_change(
     supervisor: &Addr<crate::supervisor::Supervisor>,
     limit: usize,
 ) -> Result<serde_json::Value, FeedChangeError> {
-    let unavailable = |error: &dyn std::fmt::Display| FeedChangeError::Unavailable(error.to_string());
+    let unavailable =
+        |error: &dyn std::fmt::Display| FeedChangeError::Unavailable(error.to_string());
     let (name, feed, adding) = match change {
         FeedChange::Remove(name) => {
             if !is_kv_key(&name) {

@@ -123,7 +123,9 @@ pub(super) fn cluster(
             } else {
                 scope.fail(
                     "replica",
-                    format!("{name:?} is not a valid replica name: use letters, digits, '-' and '_'"),
+                    format!(
+                        "{name:?} is not a valid replica name: use letters, digits, '-' and '_'"
+                    ),
                 )
             }
         }),
@@ -144,13 +146,16 @@ pub(super) fn cluster(
         ),
         other => other,
     };
-    let bucket_prefix = raw.bucket_prefix.clone().unwrap_or_else(|| DEFAULT_BUCKET_PREFIX.to_owned());
+    let bucket_prefix =
+        raw.bucket_prefix.clone().unwrap_or_else(|| DEFAULT_BUCKET_PREFIX.to_owned());
     let bucket_prefix = if bucket_prefix.is_empty()
         || !bucket_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
     {
         scope.fail(
             "bucket_prefix",
-            format!("{bucket_prefix:?} cannot start a bucket name: use letters, digits, '-' and '_'"),
+            format!(
+                "{bucket_prefix:?} cannot start a bucket name: use letters, digits, '-' and '_'"
+            ),
         )
     } else {
         Some(bucket_prefix)
@@ -215,7 +220,10 @@ fn serialize_urls<S: Serializer>(urls: &[Secret], serializer: S) -> Result<S::Ok
     shown.serialize(serializer)
 }
 
-fn serialize_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_duration<S: Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&humantime::format_duration(*duration).to_string())
 }
 

@@ -57,8 +57,8 @@ use serde::Serialize;
 use url::Url;
 
 pub use checks::parse_duration;
-pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
 pub(crate) use cluster::{is_kv_key, shown_nats_url};
+pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
@@ -68,8 +68,8 @@ pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 pub use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
 pub use crate::secret::Secret;
 pub use crate::sink::{
-    ExecSinkConfig, FileLayout, FileSinkConfig, NatsSinkConfig, SinkConfig, SinkKind, StdoutSinkConfig,
-    SubscribeEndpointConfig, WebhookSinkConfig,
+    ExecSinkConfig, FileLayout, FileSinkConfig, NatsSinkConfig, SinkConfig, SinkKind,
+    StdoutSinkConfig, SubscribeEndpointConfig, WebhookSinkConfig,
 };
 
 use crate::transports::TransportRegistry;

@@ -108,7 +108,8 @@ impl Sink for NatsSinkConfig {
             }
         }
         let tokens_ok = self.subject_prefix.split('.').all(|token| {
-            !token.is_empty() && token.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '*' | '>'))
+            !token.is_empty()
+                && token.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '*' | '>'))
         });
         if !tokens_ok {
             errors.push(SinkConfigError::new(
@@ -138,8 +139,7 @@ impl Sink for NatsSinkConfig {
 }
 
 fn serialize_urls<S: Serializer>(urls: &[Secret], serializer: S) -> Result<S::Ok, S::Error> {
-    let shown: Vec<String> =
-        urls.iter().map(|url| crate::nats::shown_url(url.expose())).collect();
+    let shown: Vec<String> = urls.iter().map(|url| crate::nats::shown_url(url.expose())).collect();
     shown.serialize(serializer)
 }
 
@@ -237,7 +237,8 @@ impl Actor for NatsSink {
         if self.config.nats.is_empty() {
             return;
         }
-        let urls: Vec<String> = self.config.nats.iter().map(|url| url.expose().to_owned()).collect();
+        let urls: Vec<String> =
+            self.config.nats.iter().map(|url| url.expose().to_owned()).collect();
         let label = self.name.clone();
         // No batch is taken before the connection is made.
         ctx.wait(
@@ -342,7 +343,11 @@ async fn publish_acked(
         let mut failed = Vec::new();
         for message in pending {
             let sent = context
-                .publish_with_headers(message.subject.clone(), message.headers.clone(), message.payload.clone())
+                .publish_with_headers(
+                    message.subject.clone(),
+                    message.headers.clone(),
+                    message.payload.clone(),
+                )
                 .await;
             match sent {
                 Ok(ack) => acks.push((ack, message)),
@@ -372,7 +377,10 @@ async fn publish_acked(
             actix_rt::time::sleep(RETRY_DELAY * attempt).await;
         }
     }
-    tracing::warn!(dropped = pending.len(), "nats sink: messages not acknowledged after {PUBLISH_TRIES} tries; dropped");
+    tracing::warn!(
+        dropped = pending.len(),
+        "nats sink: messages not acknowledged after {PUBLISH_TRIES} tries; dropped"
+    );
     (published, pending.len(), duplicates)
 }
 

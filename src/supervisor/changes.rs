@@ -53,7 +53,10 @@ impl Supervisor {
     /// Validates a feed given as JSON, with the config's defaults, the
     /// supervisor's transports and no `${VAR}` expansion (a client must not be
     /// able to make the sidecar send it a secret).
-    pub(super) fn feed_from_json(&self, json: serde_json::Value) -> Result<FeedConfig, ChangeError> {
+    pub(super) fn feed_from_json(
+        &self,
+        json: serde_json::Value,
+    ) -> Result<FeedConfig, ChangeError> {
         self.feed_from_json_with(json, &|_| None)
     }
 

@@ -49,8 +49,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir()
-            .join(format!("feedvisor-cluster-{name}-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("feedvisor-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("make a temporary directory");
         TempDir(path)
@@ -323,7 +323,9 @@ impl Replica {
 fn feed_tables(upstream: SocketAddr, names: &[String], extra: &str) -> String {
     names
         .iter()
-        .map(|name| format!("[[feeds]]\nname = \"{name}\"\nurl = \"ws://{upstream}/{name}\"\n{extra}\n"))
+        .map(|name| {
+            format!("[[feeds]]\nname = \"{name}\"\nurl = \"ws://{upstream}/{name}\"\n{extra}\n")
+        })
         .collect()
 }
 
@@ -418,13 +420,18 @@ async fn three_replicas_own_thirty_feeds_once_fail_over_and_move_back() {
     assert_even(&spread, feeds.len());
     let tracks = upstream.snapshot();
     assert!(tracks.values().all(|track| track.went_down == 0 && track.most <= 2), "{tracks:?}");
-    let moved_in = sample(&replicas[1].metrics().await, "feedvisor_cluster_handovers_total", "direction=\"in\"");
+    let moved_in = sample(
+        &replicas[1].metrics().await,
+        "feedvisor_cluster_handovers_total",
+        "direction=\"in\"",
+    );
     assert!(moved_in.unwrap_or(0.0) >= 1.0, "bravo took feeds over make-before-break");
 
     // A feed added through one replica's API is owned and connected by exactly one.
     let added = format!(r#"{{"name":"added","url":"ws://{}/added"}}"#, upstream.addr);
     let (status, body) =
-        crate::support::http_post(replicas[2].http, "/feeds", Some("application/json"), added).await;
+        crate::support::http_post(replicas[2].http, "/feeds", Some("application/json"), added)
+            .await;
     assert_eq!(status, 201, "{body}");
     let owner = eventually(DEADLINE, "the added feed to be owned", || async {
         let (_, body) = http_get(replicas[0].http, "/feeds").await;
@@ -443,7 +450,8 @@ async fn three_replicas_own_thirty_feeds_once_fail_over_and_move_back() {
     // Posting it again through another replica is refused: the list is shared.
     let again = format!(r#"{{"name":"added","url":"ws://{}/added"}}"#, upstream.addr);
     let (status, _) =
-        crate::support::http_post(replicas[0].http, "/feeds", Some("application/json"), again).await;
+        crate::support::http_post(replicas[0].http, "/feeds", Some("application/json"), again)
+            .await;
     assert_eq!(status, 409);
     drop(replicas);
     upstream.handle.stop(false).await;
@@ -472,7 +480,8 @@ async fn replicas_stop_their_feeds_while_nats_is_down_and_recover_after() {
     assert!(body.contains("NATS KV key"), "{body}");
     let huge = "x".repeat(2 << 20);
     let (status, body) =
-        post(&replicas[0], format!(r#"{{"name":"huge","url":"{url}","on_open":["{huge}"]}}"#)).await;
+        post(&replicas[0], format!(r#"{{"name":"huge","url":"{url}","on_open":["{huge}"]}}"#))
+            .await;
     assert_eq!(status, 413, "a feed larger than a NATS message: {body}");
     let (status, _) = http_delete(replicas[1].http, "/feeds/nothing").await;
     assert_eq!(status, 404);
@@ -504,7 +513,10 @@ async fn replicas_stop_their_feeds_while_nats_is_down_and_recover_after() {
     .await;
     for replica in &replicas {
         let metrics = replica.metrics().await;
-        assert_eq!(sample(&metrics, "feedvisor_nats_connected", "connection=\"cluster\""), Some(0.0));
+        assert_eq!(
+            sample(&metrics, "feedvisor_nats_connected", "connection=\"cluster\""),
+            Some(0.0)
+        );
         let lost = sample(&metrics, "feedvisor_cluster_lease_losses_total", "reason=\"unrenewed\"");
         assert!(lost.unwrap_or(0.0) >= 1.0, "{}: {metrics}", replica.name);
     }
@@ -579,19 +591,22 @@ async fn the_nats_sink_publishes_every_message_and_jetstream_drops_duplicates_ac
         .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
         .await
         .expect("consumer");
-    let mut messages = consumer.fetch().max_messages(stored as usize).messages().await.expect("fetch");
+    let mut messages =
+        consumer.fetch().max_messages(stored as usize).messages().await.expect("fetch");
     let mut in_stream = Vec::new();
     while let Some(message) = messages.next().await {
         let message = message.expect("message");
         let headers = message.headers.clone().expect("headers");
-        let seq: u64 = headers.get("Feedvisor-Sequence").expect("sequence").as_str().parse().expect("n");
+        let seq: u64 =
+            headers.get("Feedvisor-Sequence").expect("sequence").as_str().parse().expect("n");
         in_stream.push(seq);
     }
     let distinct: BTreeSet<u64> = in_stream.iter().copied().collect();
     assert_eq!(in_stream.len() as u64, stored);
     assert_eq!(distinct.len(), in_stream.len(), "a duplicate in the stream");
     let survivor = &replicas[1 - index];
-    let duplicates = sample(&survivor.metrics().await, "feedvisor_nats_duplicates_total", "subscriber=\"bus\"");
+    let duplicates =
+        sample(&survivor.metrics().await, "feedvisor_nats_duplicates_total", "subscriber=\"bus\"");
     assert!(duplicates.unwrap_or(0.0) >= 1.0, "the survivor's replay was recognised as duplicates");
     upstream.handle.stop(false).await;
 }
@@ -610,7 +625,8 @@ async fn read_ticks(count: usize, subscription: &mut async_nats::Subscriber) -> 
         assert_eq!(header("Feedvisor-Kind").as_deref(), Some("text"));
         let seq: u64 = header("Feedvisor-Sequence").expect("sequence").parse().expect("number");
         // No epoch while a replica connects a feed it is about to take over.
-        let epoch: u64 = header("Feedvisor-Epoch").map_or(0, |epoch| epoch.parse().expect("number"));
+        let epoch: u64 =
+            header("Feedvisor-Epoch").map_or(0, |epoch| epoch.parse().expect("number"));
         assert_eq!(header("Nats-Msg-Id"), Some(format!("ticks:{seq}")));
         assert_eq!(message.subject.as_str(), "fv.ticks._");
         let body: serde_json::Value = serde_json::from_slice(&message.payload).expect("JSON");
@@ -631,7 +647,9 @@ fn the_kubernetes_cluster_example_agrees_with_the_loader() {
     let named = |kind: &str, name: &str| {
         documents
             .iter()
-            .find(|doc| doc["kind"].as_str() == Some(kind) && doc["metadata"]["name"].as_str() == Some(name))
+            .find(|doc| {
+                doc["kind"].as_str() == Some(kind) && doc["metadata"]["name"].as_str() == Some(name)
+            })
             .unwrap_or_else(|| panic!("{kind} {name} in {}", path.display()))
     };
     let toml = named("ConfigMap", "feedvisor-cluster")["data"]["feedvisor.toml"]
@@ -652,7 +670,9 @@ fn the_kubernetes_cluster_example_agrees_with_the_loader() {
     assert_eq!(cluster.nats[0].expose(), format!("nats://nats:{port}"));
     assert_eq!(cluster.seed_feeds.len(), config.feeds.len());
     // The seeded feed keeps its ${VAR} for each replica to expand.
-    assert!(cluster.seed_feeds[0]["url"].as_str().is_some_and(|url| url.contains("${STOCKS_TOKEN}")));
+    assert!(cluster.seed_feeds[0]["url"]
+        .as_str()
+        .is_some_and(|url| url.contains("${STOCKS_TOKEN}")));
 }
 
 /// DELETEs `path` from an admin server: status and body.

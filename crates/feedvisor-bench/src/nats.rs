@@ -97,7 +97,8 @@ fn nats_server_program() -> Option<PathBuf> {
 fn free_port() -> Result<u16, BenchError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|source| BenchError::io("find a free port", source))?;
-    let port = listener.local_addr().map_err(|source| BenchError::io("find a free port", source))?;
+    let port =
+        listener.local_addr().map_err(|source| BenchError::io("find a free port", source))?;
     Ok(port.port())
 }
 
@@ -138,20 +139,26 @@ fn timeout_error(system: SystemKind, timeout: Duration, expected: u64) -> BenchE
 }
 
 /// The bare publisher: `messages` messages with the sink's headers, as fast as it can.
-async fn bare_run(server: &NatsServer, messages: u64, timeout: Duration) -> Result<RunResult, BenchError> {
+async fn bare_run(
+    server: &NatsServer,
+    messages: u64,
+    timeout: Duration,
+) -> Result<RunResult, BenchError> {
     let subject = format!("{BARE_PREFIX}.bench-0._");
     let finished = counter(&server.url, &format!("{BARE_PREFIX}.>"), messages).await?;
     let client = async_nats::connect(&server.url)
         .await
         .map_err(|error| BenchError::Incomplete(format!("connect to nats-server: {error}")))?;
     let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
-    let cpu_before = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
+    let cpu_before =
+        ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
     let started = Instant::now();
     for _ in 0..messages {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Feedvisor-Feed", "bench-0");
         headers.insert("Feedvisor-Kind", "binary");
-        let received_at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+        let received_at =
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
         headers.insert("Feedvisor-Received-At", received_at.as_str());
         client
             .publish_with_headers(subject.clone(), headers, payload.clone())
@@ -162,9 +169,15 @@ async fn bare_run(server: &NatsServer, messages: u64, timeout: Duration) -> Resu
         .await
         .map_err(|_| timeout_error(SystemKind::B1, timeout, messages))?
         .map_err(|_| timeout_error(SystemKind::B1, timeout, messages))?;
-    let cpu_after = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
-    let blaster =
-        BlastReport { sent: messages, cpu: Duration::ZERO, wall: Duration::ZERO, max_lag: Duration::ZERO, late: 0 };
+    let cpu_after =
+        ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
+    let blaster = BlastReport {
+        sent: messages,
+        cpu: Duration::ZERO,
+        wall: Duration::ZERO,
+        max_lag: Duration::ZERO,
+        late: 0,
+    };
     Ok(RunResult {
         system: SystemKind::B1,
         messages,
@@ -189,7 +202,11 @@ pub fn config_text(blaster: std::net::SocketAddr, url: &str) -> String {
 }
 
 /// The sidecar: the blaster's messages through a nats sink.
-async fn sidecar_run(bench: &Bench, server: &NatsServer, load: Load) -> Result<RunResult, BenchError> {
+async fn sidecar_run(
+    bench: &Bench,
+    server: &NatsServer,
+    load: Load,
+) -> Result<RunResult, BenchError> {
     let spec = JobSpec { conns: 1, size: load.size, per_conn: load.per_conn, pace: Pace::Saturate };
     let mut job = bench.blaster.prepare(spec).await?;
     let messages = load.per_conn;
@@ -202,11 +219,13 @@ async fn sidecar_run(bench: &Bench, server: &NatsServer, load: Load) -> Result<R
     .map_err(|error| BenchError::Config(error.to_string()))?;
     let sidecar = Sidecar::builder(config).without_http().start().await?;
     job.ready(bench.timeout).await?;
-    let cpu_before = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
+    let cpu_before =
+        ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
     let started = Instant::now();
     job.go();
     let last = tokio::time::timeout(bench.timeout, finished).await;
-    let cpu_after = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
+    let cpu_after =
+        ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
     let blaster = job.report(bench.timeout).await?;
     sidecar.stop().await;
     let last = last
@@ -228,7 +247,8 @@ async fn sidecar_run(bench: &Bench, server: &NatsServer, load: Load) -> Result<R
 pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     let server = NatsServer::start()?;
     let messages = args.messages_for(SIZE);
-    let load = Load { conns: 1, size: SIZE, per_conn: messages, pace: Pace::Saturate, subscribers: 1 };
+    let load =
+        Load { conns: 1, size: SIZE, per_conn: messages, pace: Pace::Saturate, subscribers: 1 };
     let label = "nats 1 × 64 B";
     let mut results = Vec::with_capacity(2 * args.runs);
     for run in 0..args.runs {
@@ -239,7 +259,13 @@ pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError
         progress(label, run, args.runs, &sidecar);
         results.push(sidecar);
     }
-    Ok(vec![Row::from_runs(Scenario::Nats, "1 × 64 B, core NATS".to_owned(), &load, None, &results)])
+    Ok(vec![Row::from_runs(
+        Scenario::Nats,
+        "1 × 64 B, core NATS".to_owned(),
+        &load,
+        None,
+        &results,
+    )])
 }
 
 /// The nats table.
