@@ -630,6 +630,28 @@ fn lease_value(me: &str, handover_to: Option<String>) -> Bytes {
     Bytes::from(serde_json::to_vec(&lease).unwrap_or_default())
 }
 
+/// Whether an update failed because the lease was written since (not our revision).
+fn moved_on(error: &kv::UpdateError) -> bool {
+    error.kind() == kv::UpdateErrorKind::WrongLastRevision
+}
+
+/// What came of writing a lease to take it: ours, held elsewhere (`conflict`), or failed.
+fn acquisition<E: std::fmt::Display>(
+    result: Result<u64, E>,
+    conflict: impl Fn(&E) -> bool,
+    feed: String,
+    sent: Instant,
+    handed_in: bool,
+) -> Outcome {
+    match result {
+        Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in },
+        Err(error) if conflict(&error) => Outcome::Conflict { feed },
+        Err(error) => {
+            Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
+        }
+    }
+}
+
 /// Runs one [`Action`] against the buckets.
 async fn run(
     action: Action,
@@ -650,26 +672,14 @@ async fn run(
             }
         }
         Action::Acquire { feed } => {
-            match stores.leases.create(&feed, lease_value(me, None)).await {
-                Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in: false },
-                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    Outcome::Conflict { feed }
-                }
-                Err(error) => {
-                    Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
-                }
-            }
+            let created = stores.leases.create(&feed, lease_value(me, None)).await;
+            let exists =
+                |error: &kv::CreateError| error.kind() == kv::CreateErrorKind::AlreadyExists;
+            acquisition(created, exists, feed, sent, false)
         }
         Action::Adopt { feed, revision } => {
-            match stores.leases.update(&feed, lease_value(me, None), revision).await {
-                Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in: false },
-                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    Outcome::Conflict { feed }
-                }
-                Err(error) => {
-                    Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
-                }
-            }
+            let updated = stores.leases.update(&feed, lease_value(me, None), revision).await;
+            acquisition(updated, moved_on, feed, sent, false)
         }
         Action::TakeOver { feed, revision } => {
             let open = supervisor
@@ -681,23 +691,14 @@ async fn run(
             if !open {
                 return Outcome::Waiting;
             }
-            match stores.leases.update(&feed, lease_value(me, None), revision).await {
-                Ok(revision) => Outcome::Acquired { feed, revision, sent, handed_in: true },
-                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    Outcome::Conflict { feed }
-                }
-                Err(error) => {
-                    Outcome::Failed { what: "acquire", feed: Some(feed), error: error.to_string() }
-                }
-            }
+            let updated = stores.leases.update(&feed, lease_value(me, None), revision).await;
+            acquisition(updated, moved_on, feed, sent, true)
         }
         Action::Renew { feed, revision, handover_to } => {
             let value = lease_value(me, handover_to.clone());
             match stores.leases.update(&feed, value, revision).await {
                 Ok(revision) => Outcome::Renewed { feed, revision, sent, handover_to },
-                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    Outcome::Lost { feed }
-                }
+                Err(error) if moved_on(&error) => Outcome::Lost { feed },
                 Err(error) => {
                     Outcome::Failed { what: "renew", feed: Some(feed), error: error.to_string() }
                 }
