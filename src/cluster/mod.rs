@@ -32,6 +32,8 @@
 
 mod placement;
 mod state;
+#[cfg(test)]
+mod tests;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};

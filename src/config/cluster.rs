@@ -229,6 +229,8 @@ fn serialize_duration<S: Serializer>(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -240,6 +242,82 @@ mod tests {
         assert!(!is_kv_key("a..b"));
         assert!(!is_kv_key(""));
         assert!(!is_kv_key("a b"));
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        let env = |name: &str| (name == "HOSTNAME").then(|| "host-1".to_owned());
+        let transports = crate::transports::TransportRegistry::with_defaults();
+        match super::super::Config::from_toml_str_with_env(
+            text,
+            Path::new("c.toml"),
+            &env,
+            &transports,
+        ) {
+            Ok(_) => Vec::new(),
+            Err(error) => error.errors.into_iter().map(|error| error.path).collect(),
+        }
+    }
+
+    #[test]
+    fn every_bad_cluster_setting_is_named() {
+        let text = r#"
+            [cluster]
+            nats = ["http://x:1", "nats://"]
+            replica = "a.b"
+            lease_ttl = "1s"
+            bucket_prefix = "no spaces"
+            nats_unreachable = "panic"
+            [[feeds]]
+            name = "trailing."
+            url = "ws://127.0.0.1:1/"
+        "#;
+        assert_eq!(
+            errors(text),
+            [
+                "cluster.nats[0]",
+                "cluster.nats[1]",
+                "cluster.replica",
+                "cluster.lease_ttl",
+                "cluster.bucket_prefix",
+                "cluster.nats_unreachable",
+                "feeds[0] (trailing.).name",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_and_the_seed_are_as_documented() {
+        let text = "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\n[[feeds]]\nname = \"s\"\nurl = \"ws://h/${TOKEN}\"\n";
+        let env = |name: &str| match name {
+            "HOSTNAME" => Some("pod-0".to_owned()),
+            "TOKEN" => Some("secret".to_owned()),
+            _ => None,
+        };
+        let transports = crate::transports::TransportRegistry::with_defaults();
+        let config = super::super::Config::from_toml_str_with_env(
+            text,
+            Path::new("c.toml"),
+            &env,
+            &transports,
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let cluster = config.cluster.expect("cluster");
+        assert_eq!(cluster.replica, "pod-0");
+        assert_eq!(cluster.lease_ttl, DEFAULT_LEASE_TTL);
+        assert_eq!(cluster.bucket_prefix, DEFAULT_BUCKET_PREFIX);
+        assert_eq!(cluster.nats_unreachable, NatsUnreachable::StopFeeds);
+        assert_eq!(
+            cluster.seed_feeds,
+            [serde_json::json!({ "name": "s", "url": "ws://h/${TOKEN}" })]
+        );
+    }
+
+    #[test]
+    fn a_nats_sink_without_servers_needs_a_cluster() {
+        let text = "[[subscribers]]\nname = \"bus\"\nfeeds = [\"*\"]\nsink = \"nats\"\n";
+        assert_eq!(errors(text), ["subscribers[0] (bus).nats"]);
+        let own = format!("{text}nats = [\"nats://127.0.0.1:4222\"]\n");
+        assert_eq!(errors(&own), Vec::<String>::new());
     }
 
     #[test]
