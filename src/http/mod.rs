@@ -190,6 +190,15 @@ async fn cluster_view(state: web::Data<AppState>) -> HttpResponse {
 
 async fn get_feed(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
     let name = name.into_inner();
+    if let Some(cluster) = &state.cluster {
+        return match cluster.send(GetClusterFeeds).await {
+            Ok(feeds) => match feeds.into_iter().find(|feed| feed.name == name) {
+                Some(feed) => HttpResponse::Ok().json(feed),
+                None => error_body(HttpResponse::NotFound(), format!("no feed named {name:?}")),
+            },
+            Err(_) => unavailable(),
+        };
+    }
     match state.supervisor.send(GetFeedStatus { name: name.clone() }).await {
         Ok(Some(feed)) => HttpResponse::Ok().json(feed),
         Ok(None) => error_body(HttpResponse::NotFound(), format!("no feed named {name:?}")),

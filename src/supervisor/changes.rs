@@ -290,7 +290,14 @@ impl Supervisor {
         if new.http != self.config.http {
             report.needs_restart.push("http".to_owned());
         }
-        if new.cluster != self.config.cluster {
+        // The file's feeds only seed the shared list: not a setting of the cluster.
+        let settings = |config: &Config| {
+            config
+                .cluster
+                .clone()
+                .map(|cluster| config::ClusterConfig { seed_feeds: Vec::new(), ..cluster })
+        };
+        if settings(&new) != settings(&self.config) {
             report.needs_restart.push("cluster".to_owned());
         }
         if new.workers != self.config.workers {
