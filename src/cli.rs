@@ -204,6 +204,10 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path, &TransportRegistry::with_defaults())?;
     println!("{}: ok", path.display());
     println!("http.listen = {}", config.http.listen);
+    if let Some(cluster) = &config.cluster {
+        let shown = serde_json::to_string(cluster).context("describe cluster")?;
+        println!("cluster = {shown} (the feeds below seed the shared feed list)");
+    }
     println!("feeds ({}):", config.feeds.len());
     for feed in &config.feeds {
         println!("  {}", serde_json::to_string(feed).context("describe feed")?);

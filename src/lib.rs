@@ -17,12 +17,14 @@
 //! internal.
 
 mod backoff;
+mod cluster;
 pub mod config;
 mod connection;
 mod flow;
 mod http;
 mod inbox;
 mod metrics;
+mod nats;
 mod router;
 mod secret;
 mod sidecar;

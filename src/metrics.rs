@@ -281,6 +281,7 @@ fn describe() {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
     }
     counter!(ACTOR_RESTARTS, "actor" => "connection").absolute(0);
+    describe_cluster();
 }
 
 /// Counts an actor restarted after an unexpected death.
@@ -661,6 +662,109 @@ pub(crate) fn subscribe_metrics() -> SubscribeMetrics {
         counter.increment(0);
     }
     handles
+}
+
+// ---- The cluster (src/cluster/) and NATS connections (src/nats.rs, the nats sink). ----
+
+/// Feeds whose lease this replica holds, by `replica`.
+pub(crate) const CLUSTER_FEEDS_OWNED: &str = "feedvisor_cluster_feeds_owned";
+/// Replicas this replica sees alive (itself included).
+pub(crate) const CLUSTER_REPLICAS: &str = "feedvisor_cluster_replicas";
+/// Attempts to take a feed's lease, by `result` (acquired, conflict, error).
+pub(crate) const CLUSTER_LEASE_ACQUISITIONS: &str = "feedvisor_cluster_lease_acquisitions_total";
+/// Renewals of a held lease, by `result` (ok, lost, error).
+pub(crate) const CLUSTER_LEASE_RENEWALS: &str = "feedvisor_cluster_lease_renewals_total";
+/// Leases this replica stopped holding unasked, by `reason` (taken: another
+/// replica holds it now; unrenewed: renewals failed too long, feed stopped).
+pub(crate) const CLUSTER_LEASE_LOSSES: &str = "feedvisor_cluster_lease_losses_total";
+/// Feeds handed over make-before-break, by `direction` (in, out).
+pub(crate) const CLUSTER_HANDOVERS: &str = "feedvisor_cluster_handovers_total";
+/// 1 while a NATS connection is up, by `connection` (cluster, or a nats sink's subscriber).
+pub(crate) const NATS_CONNECTED: &str = "feedvisor_nats_connected";
+/// Messages a JetStream-publishing nats sink sent that the stream already
+/// held (same `Nats-Msg-Id`), by `subscriber`.
+pub(crate) const NATS_DUPLICATES: &str = "feedvisor_nats_duplicates_total";
+
+/// The `result` labels of [`CLUSTER_LEASE_ACQUISITIONS`].
+pub(crate) const LEASE_ACQUISITION_RESULTS: [&str; 3] = ["acquired", "conflict", "error"];
+/// The `result` labels of [`CLUSTER_LEASE_RENEWALS`].
+pub(crate) const LEASE_RENEWAL_RESULTS: [&str; 3] = ["ok", "lost", "error"];
+/// The `reason` labels of [`CLUSTER_LEASE_LOSSES`].
+pub(crate) const LEASE_LOSS_REASONS: [&str; 2] = ["taken", "unrenewed"];
+/// The `direction` labels of [`CLUSTER_HANDOVERS`].
+pub(crate) const HANDOVER_DIRECTIONS: [&str; 2] = ["in", "out"];
+
+fn describe_cluster() {
+    describe_gauge!(CLUSTER_FEEDS_OWNED, "Feeds whose lease this replica holds.");
+    describe_gauge!(CLUSTER_REPLICAS, "Replicas seen alive, this one included.");
+    describe_counter!(CLUSTER_LEASE_ACQUISITIONS, "Attempts to take a feed's lease, by result.");
+    describe_counter!(CLUSTER_LEASE_RENEWALS, "Renewals of held leases, by result.");
+    describe_counter!(CLUSTER_LEASE_LOSSES, "Leases lost unasked, by reason.");
+    describe_counter!(CLUSTER_HANDOVERS, "Feeds handed over make-before-break, by direction.");
+    describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up.");
+    describe_counter!(NATS_DUPLICATES, "Messages JetStream already held (same Nats-Msg-Id).");
+}
+
+/// The handles of the cluster's metrics, resolved once for `replica`.
+pub(crate) struct ClusterMetrics {
+    /// See [`CLUSTER_FEEDS_OWNED`].
+    pub feeds_owned: Gauge,
+    /// See [`CLUSTER_REPLICAS`].
+    pub replicas: Gauge,
+}
+
+impl ClusterMetrics {
+    /// Resolves the gauges and creates every counter series at zero.
+    pub(crate) fn new(replica: &str) -> Self {
+        for result in LEASE_ACQUISITION_RESULTS {
+            counter!(CLUSTER_LEASE_ACQUISITIONS, "result" => result).increment(0);
+        }
+        for result in LEASE_RENEWAL_RESULTS {
+            counter!(CLUSTER_LEASE_RENEWALS, "result" => result).increment(0);
+        }
+        for reason in LEASE_LOSS_REASONS {
+            counter!(CLUSTER_LEASE_LOSSES, "reason" => reason).increment(0);
+        }
+        for direction in HANDOVER_DIRECTIONS {
+            counter!(CLUSTER_HANDOVERS, "direction" => direction).increment(0);
+        }
+        ClusterMetrics {
+            feeds_owned: gauge!(CLUSTER_FEEDS_OWNED, "replica" => replica.to_owned()),
+            replicas: gauge!(CLUSTER_REPLICAS),
+        }
+    }
+
+    /// Counts an attempt to take a lease.
+    pub(crate) fn acquisition(&self, result: &'static str) {
+        counter!(CLUSTER_LEASE_ACQUISITIONS, "result" => result).increment(1);
+    }
+
+    /// Counts a renewal.
+    pub(crate) fn renewal(&self, result: &'static str) {
+        counter!(CLUSTER_LEASE_RENEWALS, "result" => result).increment(1);
+    }
+
+    /// Counts a lease lost unasked.
+    pub(crate) fn loss(&self, reason: &'static str) {
+        counter!(CLUSTER_LEASE_LOSSES, "reason" => reason).increment(1);
+    }
+
+    /// Counts a handover.
+    pub(crate) fn handover(&self, direction: &'static str) {
+        counter!(CLUSTER_HANDOVERS, "direction" => direction).increment(1);
+    }
+}
+
+/// The connection gauge of NATS connection `label`.
+pub(crate) fn nats_connected(label: &str) -> Gauge {
+    gauge!(NATS_CONNECTED, "connection" => label.to_owned())
+}
+
+/// The duplicate counter of nats sink `subscriber`, created at zero.
+pub(crate) fn nats_duplicates(subscriber: &str) -> Counter {
+    let counter = counter!(NATS_DUPLICATES, "subscriber" => subscriber.to_owned());
+    counter.increment(0);
+    counter
 }
 
 #[cfg(test)]

@@ -487,6 +487,7 @@ mod tests {
             received_at: SystemTime::now(),
             received: Instant::now(),
             gap_before: None,
+            sequence: None,
             chunk: None,
         }
     }

@@ -22,6 +22,7 @@ use actix::prelude::*;
 
 use feedvisor_transport_api::{Outbound, Transport};
 
+use crate::cluster::{Cluster, Leave};
 use crate::config::{Config, ConfigError};
 use crate::connection::{send_in_pieces, SendError, SendOutcome};
 use crate::http::{self, AdminServer};
@@ -126,18 +127,33 @@ impl SidecarBuilder {
         }
         let http_config = config.http.clone();
         let shutdown_timeout = config.shutdown_timeout;
+        let cluster_config = config.cluster.clone();
+        // Made before the admin server, which routes feed changes to it, and
+        // started once the server's address is known, which it announces.
+        let cluster_context: Option<Context<Cluster>> =
+            cluster_config.as_ref().map(|_| Context::new());
+        let cluster = cluster_context.as_ref().map(Context::address);
         let supervisor =
             Supervisor::new(config, config_path, transports, router.clone(), routes).start();
         let admin = if serve_http {
             let listen = http_config.listen;
-            let server =
-                http::start(&http_config, supervisor.clone(), router.clone(), metrics.clone())
-                    .map_err(|source| StartError::Http { addr: listen, source })?;
+            let server = http::start(
+                &http_config,
+                supervisor.clone(),
+                router.clone(),
+                metrics.clone(),
+                cluster.clone(),
+            )
+            .map_err(|source| StartError::Http { addr: listen, source })?;
             Some(server)
         } else {
             None
         };
-        Ok(Sidecar { supervisor, router, admin, metrics, shutdown_timeout })
+        if let (Some(context), Some(config)) = (cluster_context, cluster_config) {
+            let http = admin.as_ref().map(|admin| admin.addr);
+            context.run(Cluster::new(config, http, supervisor.clone()));
+        }
+        Ok(Sidecar { supervisor, router, admin, metrics, shutdown_timeout, cluster })
     }
 }
 
@@ -148,6 +164,8 @@ pub struct Sidecar {
     admin: Option<AdminServer>,
     metrics: MetricsHandle,
     shutdown_timeout: Duration,
+    /// The cluster member, in a `[cluster]`.
+    cluster: Option<Addr<Cluster>>,
 }
 
 /// What a shutdown could not finish.
@@ -270,11 +288,17 @@ impl Sidecar {
         self.metrics.render()
     }
 
-    /// Shuts down gracefully: refuses changes, closes every feed (1001), lets
+    /// Shuts down gracefully: in a cluster, releases this replica's leases
+    /// (its feeds stop here and the other replicas take them); then refuses
+    /// changes, closes every feed (1001), lets
     /// subscribers handle what they hold for up to `shutdown_timeout`, then
     /// stops the admin server and the actors. What was left undelivered is
     /// logged with its count and reported.
     pub async fn stop(self) -> ShutdownReport {
+        if let Some(cluster) = &self.cluster {
+            // Release the leases first, so that other replicas take the feeds at once.
+            let _ = cluster.send(Leave).await;
+        }
         let _ = self.supervisor.send(CloseFeeds).await;
         let deadline = actix_rt::time::Instant::now() + self.shutdown_timeout;
         let undelivered = loop {

@@ -34,6 +34,7 @@
 //! Not `Eq`: [`ReconnectPolicy::multiplier`] is a float.
 
 mod checks;
+mod cluster;
 mod env;
 mod heartbeat;
 mod metrics;
@@ -57,6 +58,8 @@ use serde::Serialize;
 use url::Url;
 
 pub use checks::parse_duration;
+pub(crate) use cluster::{is_kv_key, shown_nats_url};
+pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use metrics::{HistogramBuckets, MetricsConfig, TimestampConfig, TimestampUnit};
 pub use queue::{OutboundQueueConfig, Overflow};
@@ -67,8 +70,8 @@ pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
 pub use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
 pub use crate::secret::Secret;
 pub use crate::sink::{
-    ExecSinkConfig, FileLayout, FileSinkConfig, SinkConfig, SinkKind, StdoutSinkConfig,
-    SubscribeEndpointConfig, WebhookSinkConfig,
+    ExecSinkConfig, FileLayout, FileSinkConfig, NatsSinkConfig, SinkConfig, SinkKind,
+    StdoutSinkConfig, SubscribeEndpointConfig, WebhookSinkConfig,
 };
 
 use crate::transports::TransportRegistry;
@@ -91,6 +94,9 @@ pub struct Config {
     pub workers: Option<usize>,
     /// `[metrics]`: histogram buckets.
     pub metrics: MetricsConfig,
+    /// `[cluster]`: the feed list shared with other replicas through NATS;
+    /// `None`: this process runs the feeds of its file alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -103,6 +109,7 @@ impl Default for Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             workers: None,
             metrics: MetricsConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -474,7 +481,12 @@ fn parse_toml(
     let raw = raw::from_toml(text)
         .map_err(|error| ConfigError { origin: origin.clone(), errors: vec![error] })?;
     let context = scope::Context { base_dir, env, file_exists: &Path::is_file, transports };
-    validate::config(&raw, &context).map_err(|errors| ConfigError { origin, errors })
+    let mut config =
+        validate::config(&raw, &context).map_err(|errors| ConfigError { origin, errors })?;
+    if let Some(cluster) = &mut config.cluster {
+        cluster.seed_feeds = cluster::seed_feeds(text);
+    }
+    Ok(config)
 }
 
 /// Validates one feed given as JSON in the config's `[[feeds]]` shape (the

@@ -40,6 +40,25 @@ pub(crate) struct RawConfig {
     pub workers: Option<usize>,
     /// `[metrics]`: histogram buckets.
     pub metrics: Option<RawMetrics>,
+    /// `[cluster]`: replicas sharing the feed list through NATS.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`, checked in `cluster.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    /// NATS server URLs; `${VAR}` expanded (credentials).
+    #[serde(default)]
+    pub nats: Vec<String>,
+    /// This replica's name; default the host name.
+    pub replica: Option<String>,
+    /// How long a lease and an announcement live without renewal.
+    pub lease_ttl: Option<RawDuration>,
+    /// Prefix of the KV buckets' names.
+    pub bucket_prefix: Option<String>,
+    /// `"stop_feeds"` or `"keep_feeds"` while NATS cannot be reached.
+    pub nats_unreachable: Option<String>,
 }
 
 /// `[http]`.

@@ -95,8 +95,13 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
         }
     }
 
+    let cluster = raw.cluster.as_ref().and_then(|raw_cluster| {
+        super::cluster::cluster(raw_cluster, &raw.feeds, context, &mut errors)
+    });
+    super::cluster::check_subscribers(cluster.is_some(), &subscribers, &mut errors);
+
     if errors.is_empty() {
-        Ok(Config { http, defaults, feeds, subscribers, shutdown_timeout, workers, metrics })
+        Ok(Config { http, defaults, feeds, subscribers, shutdown_timeout, workers, metrics, cluster })
     } else {
         Err(errors)
     }

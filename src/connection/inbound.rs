@@ -149,6 +149,7 @@ impl FeedConnection {
                             received_at,
                             received,
                             gap_before,
+                            sequence: found.sequence.filter(|_| self.feed.sequence.is_some()),
                             chunk: None,
                         });
                     }
@@ -248,6 +249,7 @@ impl FeedConnection {
             received_at,
             received,
             gap_before: None,
+            sequence: None,
             chunk: Some(chunk),
         }
     }

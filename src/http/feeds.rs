@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{error_body, refusal, unavailable, AppState};
+use crate::cluster::{FeedChange, FeedChangeError};
 use crate::supervisor::{
     AddFeed, ChangeError, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed, Supervisor,
 };
@@ -63,12 +64,47 @@ fn to_json<T: serde::Serialize>(value: T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
+/// In a cluster, writes a change to the shared feed list (every replica
+/// sees it; the feed's owner runs it). `None` outside a cluster.
+async fn cluster_change(
+    state: &AppState,
+    request: &HttpRequest,
+    change: impl FnOnce() -> FeedChange,
+    success: fn() -> actix_web::HttpResponseBuilder,
+) -> Option<HttpResponse> {
+    let cluster = state.cluster.as_ref()?;
+    if let Some(refused) = refusal(state, request) {
+        return Some(refused);
+    }
+    Some(match cluster.send(change()).await {
+        Ok(Ok(answer)) => success().json(answer),
+        Ok(Err(FeedChangeError::Change(error))) => change_error(error),
+        Ok(Err(error @ FeedChangeError::BadName(_))) => {
+            error_body(HttpResponse::BadRequest(), &error)
+        }
+        Ok(Err(error @ FeedChangeError::TooLarge { .. })) => {
+            error_body(HttpResponse::PayloadTooLarge(), &error)
+        }
+        Ok(Err(error @ FeedChangeError::Unavailable(_))) => {
+            error_body(HttpResponse::ServiceUnavailable(), &error)
+        }
+        Err(_) => unavailable(),
+    })
+}
+
 pub(super) async fn add(
     state: web::Data<AppState>,
     request: HttpRequest,
     feed: web::Json<serde_json::Value>,
 ) -> HttpResponse {
-    let add = AddFeed { feed: feed.into_inner() };
+    let feed = feed.into_inner();
+    if let Some(answer) =
+        cluster_change(&state, &request, || FeedChange::Add(feed.clone()), HttpResponse::Created)
+            .await
+    {
+        return answer;
+    }
+    let add = AddFeed { feed };
     change(&state, &request, add, HttpResponse::Created, to_json).await
 }
 
@@ -78,7 +114,12 @@ pub(super) async fn replace(
     name: web::Path<String>,
     feed: web::Json<serde_json::Value>,
 ) -> HttpResponse {
-    let replace = ReplaceFeed { name: name.into_inner(), feed: feed.into_inner() };
+    let (name, feed) = (name.into_inner(), feed.into_inner());
+    let shared = || FeedChange::Replace(name.clone(), feed.clone());
+    if let Some(answer) = cluster_change(&state, &request, shared, HttpResponse::Ok).await {
+        return answer;
+    }
+    let replace = ReplaceFeed { name, feed };
     change(&state, &request, replace, HttpResponse::Ok, to_json).await
 }
 
@@ -88,6 +129,10 @@ pub(super) async fn remove(
     name: web::Path<String>,
 ) -> HttpResponse {
     let name = name.into_inner();
+    let shared = || FeedChange::Remove(name.clone());
+    if let Some(answer) = cluster_change(&state, &request, shared, HttpResponse::Ok).await {
+        return answer;
+    }
     let remove = RemoveFeed { name: name.clone() };
     change(&state, &request, remove, HttpResponse::Ok, |()| json!({ "removed": name })).await
 }

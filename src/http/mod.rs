@@ -19,6 +19,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::json;
 
+use crate::cluster::{Cluster, GetClusterFeeds, GetClusterView};
 use crate::config::{HttpConfig, Secret};
 use crate::router::Router;
 use crate::sink::subscribe::{self, SubscribeEndpoint};
@@ -37,6 +38,8 @@ struct AppState {
     metrics: MetricsHandle,
     /// The bearer token changes need, if one is set.
     token: Option<Secret>,
+    /// In a `[cluster]`: feed changes go to the shared list, and `/feeds` shows every owner.
+    cluster: Option<Addr<Cluster>>,
 }
 
 /// The admin server, running.
@@ -63,8 +66,9 @@ pub(crate) fn start(
     supervisor: Addr<Supervisor>,
     router: Addr<Router>,
     metrics: MetricsHandle,
+    cluster: Option<Addr<Cluster>>,
 ) -> std::io::Result<AdminServer> {
-    let state = AppState { supervisor, metrics, token: config.token.clone() };
+    let state = AppState { supervisor, metrics, token: config.token.clone(), cluster };
     let subscribe = SubscribeEndpoint::new(&config.subscribe, router);
     let endpoint = subscribe.clone();
     let server = HttpServer::new(move || {
@@ -78,6 +82,7 @@ pub(crate) fn start(
             .route("/readyz", web::get().to(readyz))
             .route("/reload", web::post().to(feeds::reload))
             .route("/feeds", web::get().to(list_feeds))
+            .route("/cluster", web::get().to(cluster_view))
             .route("/feeds", web::post().to(feeds::add))
             .route("/feeds/{name}", web::get().to(get_feed))
             .route("/feeds/{name}", web::put().to(feeds::replace))
@@ -157,14 +162,43 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn list_feeds(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(cluster) = &state.cluster {
+        return match cluster.send(GetClusterFeeds).await {
+            Ok(feeds) => HttpResponse::Ok().json(feeds),
+            Err(_) => unavailable(),
+        };
+    }
     match state.supervisor.send(GetStatus).await {
         Ok(feeds) => HttpResponse::Ok().json(feeds),
         Err(_) => unavailable(),
     }
 }
 
+/// `GET /cluster`: replicas, their feeds and lease ages; 404 outside a cluster.
+async fn cluster_view(state: web::Data<AppState>) -> HttpResponse {
+    let Some(cluster) = &state.cluster else {
+        return error_body(
+            HttpResponse::NotFound(),
+            "this sidecar runs alone: add a [cluster] section to share feeds between replicas",
+        );
+    };
+    match cluster.send(GetClusterView).await {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(_) => unavailable(),
+    }
+}
+
 async fn get_feed(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
     let name = name.into_inner();
+    if let Some(cluster) = &state.cluster {
+        return match cluster.send(GetClusterFeeds).await {
+            Ok(feeds) => match feeds.into_iter().find(|feed| feed.name == name) {
+                Some(feed) => HttpResponse::Ok().json(feed),
+                None => error_body(HttpResponse::NotFound(), format!("no feed named {name:?}")),
+            },
+            Err(_) => unavailable(),
+        };
+    }
     match state.supervisor.send(GetFeedStatus { name: name.clone() }).await {
         Ok(Some(feed)) => HttpResponse::Ok().json(feed),
         Ok(None) => error_body(HttpResponse::NotFound(), format!("no feed named {name:?}")),

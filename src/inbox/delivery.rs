@@ -32,6 +32,8 @@ pub struct FeedMessage {
     pub received: Instant,
     /// On a sequenced feed, the first message after a gap: how many were missed.
     pub gap_before: Option<u64>,
+    /// On a sequenced feed, the message's sequence number.
+    pub sequence: Option<u64>,
     /// In stream mode: where this piece belongs. `None` in message mode.
     pub chunk: Option<Chunk>,
 }

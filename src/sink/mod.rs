@@ -1,5 +1,5 @@
 //! Built-in sinks: the subscribers a config names (`sink = "stdout"`,
-//! `"file"`, `"exec"`, `"webhook"`), and the `/subscribe` endpoint's clients.
+//! `"file"`, `"exec"`, `"webhook"`, `"nats"`), and the `/subscribe` endpoint's clients.
 //!
 //! Every sink writes the same JSON object per message (see [`write_json_line`]).
 //!
@@ -20,7 +20,7 @@
 //! one that stops unasked is started again (see `supervisor/sinks.rs`).
 //!
 //! Files: stdout here; `file.rs` (config) with `file/json_lines.rs` and
-//! `file/per_message.rs`; `exec.rs`; `webhook.rs`; `subscribe.rs` (the
+//! `file/per_message.rs`; `exec.rs`; `webhook.rs`; `nats.rs`; `subscribe.rs` (the
 //! `/subscribe` clients); `watch.rs`.
 
 use std::io::Write;
@@ -37,12 +37,14 @@ use crate::inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 
 mod exec;
 mod file;
+mod nats;
 pub(crate) mod subscribe;
 mod watch;
 mod webhook;
 
 pub use exec::ExecSinkConfig;
 pub use file::{FileLayout, FileSinkConfig};
+pub use nats::NatsSinkConfig;
 pub use subscribe::SubscribeEndpointConfig;
 pub(crate) use watch::{SinkStopped, SinkWatch};
 pub use webhook::WebhookSinkConfig;
@@ -120,6 +122,11 @@ pub(crate) trait Sink: Clone + Eq + std::fmt::Debug + Serialize {
 
     /// Starts the actor of subscriber `name`; `watch` is dropped with it.
     fn start(&self, name: &str, watch: SinkWatch) -> Recipient<Deliver>;
+
+    /// Whether the sink needs the `[cluster]` NATS connection (it names no server of its own).
+    fn uses_cluster_connection(&self) -> bool {
+        false
+    }
 }
 
 /// What a sink's settings are turned into typed values with: the config's
@@ -211,6 +218,14 @@ macro_rules! sinks {
                 }
             }
 
+            /// Whether the sink needs the `[cluster]` NATS connection.
+            pub(crate) fn uses_cluster_connection(&self) -> bool {
+                match self {
+                    Self::$first(config) => config.uses_cluster_connection(),
+                    $(Self::$variant(config) => config.uses_cluster_connection(),)*
+                }
+            }
+
             /// A one-line description of the sink, for `feedvisor check`.
             pub fn describe(&self) -> String {
                 match self {
@@ -253,6 +268,8 @@ sinks! {
     Exec(ExecSinkConfig),
     /// POST to `url`: one JSON object per request, or a JSON array of up to `batch`.
     Webhook(WebhookSinkConfig),
+    /// Publish to NATS subjects `<subject_prefix>.<feed>.<topic>`, optionally through JetStream.
+    Nats(NatsSinkConfig),
 }
 
 /// One message as a JSON line.
@@ -556,6 +573,7 @@ mod tests {
             received_at: at,
             received: Instant::now(),
             gap_before: None,
+            sequence: None,
             chunk: None,
         };
         let binary = FeedMessage {

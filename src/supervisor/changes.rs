@@ -42,7 +42,7 @@ pub enum ChangeError {
 }
 
 impl Supervisor {
-    fn check_accepting(&self) -> Result<(), ChangeError> {
+    pub(super) fn check_accepting(&self) -> Result<(), ChangeError> {
         if self.accepting_changes {
             Ok(())
         } else {
@@ -53,14 +53,26 @@ impl Supervisor {
     /// Validates a feed given as JSON, with the config's defaults, the
     /// supervisor's transports and no `${VAR}` expansion (a client must not be
     /// able to make the sidecar send it a secret).
-    fn feed_from_json(&self, json: serde_json::Value) -> Result<FeedConfig, ChangeError> {
+    pub(super) fn feed_from_json(
+        &self,
+        json: serde_json::Value,
+    ) -> Result<FeedConfig, ChangeError> {
+        self.feed_from_json_with(json, &|_| None)
+    }
+
+    /// Validates a feed given as JSON with `${VAR}` looked up in `env`.
+    pub(super) fn feed_from_json_with(
+        &self,
+        json: serde_json::Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<FeedConfig, ChangeError> {
         let base_dir = self
             .config_path
             .as_deref()
             .and_then(Path::parent)
             .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
         let defaults = &self.config.defaults;
-        Ok(config::parse_feed_json(json, defaults, &base_dir, &|_| None, &self.transports)?)
+        Ok(config::parse_feed_json(json, defaults, &base_dir, env, &self.transports)?)
     }
 
     fn status_of(&self, name: &str) -> Result<FeedStatus, ChangeError> {
@@ -237,14 +249,17 @@ impl Supervisor {
     /// Makes the running feeds and sinks match `new`.
     fn apply(&mut self, new: Config, ctx: &mut Context<Self>) -> ReloadReport {
         let mut report = ReloadReport::default();
-        let old_names: Vec<String> = self.feeds.keys().cloned().collect();
+        // In a cluster the feeds come from the shared list, not from the file.
+        let old_names: Vec<String> =
+            if self.clustered { Vec::new() } else { self.feeds.keys().cloned().collect() };
+        let new_feeds = if self.clustered { &[][..] } else { &new.feeds[..] };
         for name in old_names {
             if !new.feeds.iter().any(|feed| feed.name == name) {
                 self.remove_feed(&name);
                 report.feeds_removed.push(name);
             }
         }
-        for feed in &new.feeds {
+        for feed in new_feeds {
             match self.feeds.get(&feed.name) {
                 None => {
                     report.feeds_added.push(feed.name.clone());
@@ -274,6 +289,16 @@ impl Supervisor {
         }
         if new.http != self.config.http {
             report.needs_restart.push("http".to_owned());
+        }
+        // The file's feeds only seed the shared list: not a setting of the cluster.
+        let settings = |config: &Config| {
+            config
+                .cluster
+                .clone()
+                .map(|cluster| config::ClusterConfig { seed_feeds: Vec::new(), ..cluster })
+        };
+        if settings(&new) != settings(&self.config) {
+            report.needs_restart.push("cluster".to_owned());
         }
         if new.workers != self.config.workers {
             report.needs_restart.push("workers".to_owned());

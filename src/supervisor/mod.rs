@@ -23,6 +23,7 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod changes;
+mod cluster;
 mod sinks;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use feedvisor_transport_api::DeliveryMode;
 
 pub(crate) use changes::{AddFeed, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed};
 pub use changes::{ChangeError, ReloadReport};
+pub(crate) use cluster::{CheckFeed, RunFeed, StopFeed};
 
 use crate::config::{self, Config, FeedConfig};
 use crate::connection::sequence::FeedSequence;
@@ -131,6 +133,9 @@ pub(crate) struct Supervisor {
     incarnations: u64,
     /// False once shutdown began: changes are refused.
     accepting_changes: bool,
+    /// In a `[cluster]`, feeds run here only while this replica holds their
+    /// lease: the file's feeds are not started, nor reloaded, by the supervisor.
+    clustered: bool,
 }
 
 impl Supervisor {
@@ -149,7 +154,9 @@ impl Supervisor {
         let arbiters: Vec<Arbiter> = (1..threads).map(|_| Arbiter::new()).collect();
         let mut workers = vec![Arbiter::current()];
         workers.extend(arbiters.iter().map(Arbiter::handle));
+        let clustered = config.cluster.is_some();
         Supervisor {
+            clustered,
             config,
             config_path,
             feeds: BTreeMap::new(),
@@ -334,8 +341,10 @@ impl Actor for Supervisor {
         for subscriber in self.config.subscribers.clone() {
             self.start_sink(subscriber, ctx);
         }
-        for feed in self.config.feeds.clone() {
-            self.add_feed(feed, ctx);
+        if !self.clustered {
+            for feed in self.config.feeds.clone() {
+                self.add_feed(feed, ctx);
+            }
         }
     }
 

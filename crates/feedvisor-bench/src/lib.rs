@@ -51,6 +51,7 @@ pub mod format;
 pub mod frames;
 pub mod latency;
 pub mod memory;
+pub mod nats;
 pub mod options;
 pub mod pki;
 pub mod report;
@@ -124,6 +125,7 @@ async fn run_scenario(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, Bench
         Scenario::Feeds => feeds::run(bench, args).await,
         Scenario::Stream => stream::run(bench, args).await,
         Scenario::Soak => soak::run(bench, args).await,
+        Scenario::Nats => nats::run(bench, args).await,
     }
 }
 
@@ -140,6 +142,7 @@ pub fn render(report: &Report) -> String {
         Scenario::Feeds => (vec![feeds::table(rows)], feeds::NOTE),
         Scenario::Stream => (vec![stream::table(rows)], stream::NOTE),
         Scenario::Soak => (vec![soak::table(rows)], soak::NOTE),
+        Scenario::Nats => (vec![nats::table(rows)], nats::NOTE),
     };
     report.render(&tables, note)
 }

@@ -53,6 +53,8 @@ pub enum Scenario {
     Stream,
     /// A fixed rate for `--duration`, nobody scraping `/metrics`: the RSS slope.
     Soak,
+    /// One feed into a `nats` sink against a bare async-nats publisher.
+    Nats,
 }
 
 impl Scenario {
@@ -66,6 +68,7 @@ impl Scenario {
             Scenario::Feeds => "feeds",
             Scenario::Stream => "stream",
             Scenario::Soak => "soak",
+            Scenario::Nats => "nats",
         }
     }
 }

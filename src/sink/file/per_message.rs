@@ -299,6 +299,7 @@ mod tests {
             received_at: SystemTime::UNIX_EPOCH,
             received: Instant::now(),
             gap_before: None,
+            sequence: None,
             chunk: Some(Chunk { message, offset, last, aborted }),
         }
     }

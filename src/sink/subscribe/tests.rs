@@ -51,6 +51,7 @@ fn message(topic: &str, seq: usize) -> FeedMessage {
         received_at: SystemTime::now(),
         received: StdInstant::now(),
         gap_before: None,
+        sequence: None,
         chunk: None,
     }
 }

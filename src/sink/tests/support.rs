@@ -41,6 +41,7 @@ pub(super) fn text(feed: &str, payload: &str) -> FeedMessage {
         received_at: SystemTime::now(),
         received: Instant::now(),
         gap_before: None,
+        sequence: None,
         chunk: None,
     }
 }
