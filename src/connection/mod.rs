@@ -187,6 +187,8 @@ impl FeedConnection {
             tls: self.feed.tls.clone(),
             mode: self.feed.mode,
             framing: self.feed.framing,
+            compression: self.feed.compression.unwrap_or_default(),
+            compressed: self.compressed.clone(),
         }
     }
 

@@ -144,7 +144,9 @@ impl TransportError {
             TransportError::Handshake(_) => ErrorKind::Handshake,
             TransportError::Protocol { .. } => ErrorKind::Protocol,
             TransportError::FrameTooLarge { .. } => ErrorKind::TooLarge,
-            TransportError::Inflate { failure: InflateFailure::TooLarge, .. } => ErrorKind::TooLarge,
+            TransportError::Inflate { failure: InflateFailure::TooLarge, .. } => {
+                ErrorKind::TooLarge
+            }
             TransportError::Inflate { .. } => ErrorKind::Protocol,
             TransportError::Io(_) => ErrorKind::Io,
             TransportError::Closed => ErrorKind::Closed,

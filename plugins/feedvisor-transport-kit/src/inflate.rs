@@ -11,8 +11,8 @@
 //! The backend is zlib-rs (through flate2), which honours a window smaller
 //! than 32 KiB and reports a broken stream as an error.
 
-use flate2::{Decompress, FlushDecompress, Status};
 use feedvisor_transport_api::InflateFailure;
+use flate2::{Decompress, FlushDecompress, Status};
 
 /// The container around the deflate data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,8 @@ impl Inflater {
             .decompress
             .decompress_vec(input, out, FlushDecompress::None)
             .map_err(|error| InflateError::corrupt(format!("invalid compressed data: {error}")))?;
-        let consumed = usize::try_from(self.decompress.total_in() - in_before).unwrap_or(usize::MAX);
+        let consumed =
+            usize::try_from(self.decompress.total_in() - in_before).unwrap_or(usize::MAX);
         let produced =
             usize::try_from(self.decompress.total_out() - out_before).unwrap_or(usize::MAX);
         let ended = status == Status::StreamEnd;
@@ -199,7 +200,11 @@ mod tests {
             (InflateFormat::Raw { window_bits: 15 }, raw.finish().expect("in memory")),
         ];
         for (format, compressed) in cases {
-            assert_eq!(inflate_whole(format, &compressed, data.len()), Ok(data.clone()), "{format:?}");
+            assert_eq!(
+                inflate_whole(format, &compressed, data.len()),
+                Ok(data.clone()),
+                "{format:?}"
+            );
         }
     }
 
@@ -207,14 +212,18 @@ mod tests {
     fn a_bomb_stops_at_the_limit_with_the_capacity_bounded() {
         let compressed = gzip(&vec![0u8; 16 << 20]);
         assert!(compressed.len() < 32 << 10, "16 MiB of zeros compress to {}", compressed.len());
-        let error = inflate_whole(InflateFormat::Gzip, &compressed, 1 << 20).expect_err("too large");
+        let error =
+            inflate_whole(InflateFormat::Gzip, &compressed, 1 << 20).expect_err("too large");
         assert_eq!(error.failure, InflateFailure::TooLarge);
     }
 
     #[test]
     fn exactly_the_limit_is_accepted() {
         let compressed = gzip(&[7u8; 1000]);
-        assert_eq!(inflate_whole(InflateFormat::Gzip, &compressed, 1000).map(|v| v.len()), Ok(1000));
+        assert_eq!(
+            inflate_whole(InflateFormat::Gzip, &compressed, 1000).map(|v| v.len()),
+            Ok(1000)
+        );
         let error = inflate_whole(InflateFormat::Gzip, &compressed, 999).expect_err("one over");
         assert_eq!(error.failure, InflateFailure::TooLarge);
     }
@@ -222,7 +231,8 @@ mod tests {
     #[test]
     fn corrupt_truncated_and_trailing_input_are_told_apart() {
         let compressed = gzip(b"hello hello hello");
-        let truncated = inflate_whole(InflateFormat::Gzip, &compressed[..compressed.len() - 9], 100);
+        let truncated =
+            inflate_whole(InflateFormat::Gzip, &compressed[..compressed.len() - 9], 100);
         assert_eq!(truncated.map_err(|e| e.failure), Err(InflateFailure::Truncated));
         let mut trailing = compressed.clone();
         trailing.extend_from_slice(b"junk");

@@ -42,6 +42,8 @@ fn request(url: &str) -> ConnectRequest {
         tls: TlsOptions::default(),
         mode: Default::default(),
         framing: Default::default(),
+        compression: Default::default(),
+        compressed: Default::default(),
     }
 }
 
