@@ -34,6 +34,7 @@
 //! Not `Eq`: [`ReconnectPolicy::multiplier`] is a float.
 
 mod checks;
+mod compression;
 mod env;
 mod heartbeat;
 mod queue;
@@ -51,11 +52,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
+use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions};
 use serde::Serialize;
 use url::Url;
 
 pub use checks::parse_duration;
+pub use compression::PayloadDecoding;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
@@ -235,6 +237,12 @@ pub struct FeedConfig {
     pub sequence: Option<String>,
     /// Whether `/readyz` waits for this feed to be open.
     pub required: bool,
+    /// WebSocket permessage-deflate as the feed set it (`None`: not set, so
+    /// the transport's default, offering deflate).
+    pub compression: Option<Compression>,
+    /// How each binary message's payload is encoded, inflated before
+    /// anything else looks at it; `None`: delivered as received.
+    pub decode: Option<PayloadDecoding>,
     /// The fields that used `${VAR}`, as written: for display.
     pub unexpanded: Unexpanded,
 }
@@ -274,6 +282,8 @@ impl FeedConfig {
             outbound_queue: defaults.outbound_queue,
             sequence: None,
             required: defaults.required,
+            compression: None,
+            decode: None,
             unexpanded: Unexpanded::default(),
         }
     }

@@ -23,6 +23,7 @@
 
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod decode;
 mod inbound;
 mod liveness;
 mod outbound;
@@ -40,8 +41,8 @@ use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 
 use feedvisor_transport_api::{
-    CloseFrame, ConnectRequest, Connection, MessageAssembler, Outbound, OutboundSender, Transport,
-    TransportError,
+    CloseFrame, CompressedBytes, ConnectRequest, Connection, MessageAssembler, Outbound,
+    OutboundSender, Transport, TransportError,
 };
 
 use crate::backoff::Backoff;
@@ -137,6 +138,9 @@ pub(crate) struct FeedConnection {
     /// Set when the actor is being replaced: its states no longer reach the
     /// feed's gauges, which belong to the replacement.
     retired: bool,
+    /// What the transport inflated (compressed bytes, and what they became),
+    /// taken after each batch to count wire bytes.
+    compressed: CompressedBytes,
 }
 
 impl FeedConnection {
@@ -166,6 +170,7 @@ impl FeedConnection {
             pieces: None,
             watch,
             retired: false,
+            compressed: CompressedBytes::default(),
         }
     }
 

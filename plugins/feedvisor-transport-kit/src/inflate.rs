@@ -139,7 +139,7 @@ pub fn inflate_whole(
 ) -> Result<Vec<u8>, InflateError> {
     let mut inflater = Inflater::new(format);
     let cap_limit = limit.saturating_add(1);
-    let mut out = Vec::with_capacity(input.len().saturating_mul(4).clamp(64, cap_limit));
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).max(64).min(cap_limit));
     let mut position = 0;
     loop {
         if out.len() == out.capacity() {
