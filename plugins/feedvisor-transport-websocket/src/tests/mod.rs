@@ -7,6 +7,7 @@
 
 mod check;
 mod compliance;
+mod deflate;
 mod echo;
 mod handshake;
 mod session;
