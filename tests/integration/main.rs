@@ -2,6 +2,7 @@
 //! ports chosen at run time, every wait bounded.
 
 mod binary;
+mod compression;
 mod config_examples;
 mod deployment;
 mod faults;
