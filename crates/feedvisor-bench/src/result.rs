@@ -156,6 +156,8 @@ pub enum Extra {
     Soak(SoakFigures),
     /// The highest rates sustained, and the steps that found them.
     Capacity(CapacityFigures),
+    /// What permessage-deflate costs.
+    Compressed(crate::compressed::CompressedFigures),
     /// A case that could not run here, and why.
     Skipped(String),
 }

@@ -53,6 +53,8 @@ pub enum Scenario {
     Stream,
     /// A fixed rate for `--duration`, nobody scraping `/metrics`: the RSS slope.
     Soak,
+    /// permessage-deflate: CPU per message against the same stream uncompressed, idle RSS per feed.
+    Compressed,
 }
 
 impl Scenario {
@@ -66,6 +68,7 @@ impl Scenario {
             Scenario::Feeds => "feeds",
             Scenario::Stream => "stream",
             Scenario::Soak => "soak",
+            Scenario::Compressed => "compressed",
         }
     }
 }
