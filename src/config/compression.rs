@@ -82,3 +82,94 @@ pub(super) fn decode(
         RawDecode::DeflateRaw => PayloadDecoding::DeflateRaw,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use feedvisor_transport_api::{Compression, DeflateParams};
+
+    use crate::config::{Config, PayloadDecoding};
+    use crate::transports::TransportRegistry;
+
+    fn load(feed: &str) -> Result<Config, Vec<String>> {
+        let text = format!("[[feeds]]\nname = \"f\"\n{feed}\n");
+        Config::from_toml_str(&text, Path::new("test.toml"), &TransportRegistry::with_defaults())
+            .map_err(|error| error.errors.iter().map(ToString::to_string).collect())
+    }
+
+    fn errors(feed: &str) -> String {
+        load(feed).err().expect("refused").join("\n")
+    }
+
+    #[test]
+    fn unset_compression_is_left_to_the_transport_and_parameters_imply_deflate() {
+        let plain = load("url = \"ws://h/\"").expect("valid");
+        assert_eq!(plain.feeds[0].compression, None);
+        let window = load("url = \"ws://h/\"\nserver_max_window_bits = 9").expect("valid");
+        assert_eq!(
+            window.feeds[0].compression,
+            Some(Compression::Deflate(DeflateParams {
+                server_max_window_bits: Some(9),
+                ..DeflateParams::default()
+            }))
+        );
+        let off = load("url = \"wss://h/\"\ncompression = \"off\"").expect("valid");
+        assert_eq!(off.feeds[0].compression, Some(Compression::Off));
+    }
+
+    #[test]
+    fn parameters_with_compression_off_are_refused_by_name() {
+        let error = errors(
+            "url = \"ws://h/\"\ncompression = \"off\"\nclient_no_context_takeover = true\nserver_max_window_bits = 10",
+        );
+        assert!(error.contains("feeds[0] (f).client_no_context_takeover"), "{error}");
+        assert!(error.contains("feeds[0] (f).server_max_window_bits"), "{error}");
+        assert!(error.contains("compression = \"off\""), "{error}");
+    }
+
+    #[test]
+    fn window_sizes_out_of_range_are_refused_by_the_websocket_transport() {
+        let error =
+            errors("url = \"ws://h/\"\nclient_max_window_bits = 8\nserver_max_window_bits = 16");
+        assert!(error.contains("client_max_window_bits: must be from 9 to 15"), "{error}");
+        assert!(error.contains("server_max_window_bits: must be from 8 to 15"), "{error}");
+        assert!(load("url = \"ws://h/\"\nserver_max_window_bits = 8").is_ok());
+        let huge = errors("url = \"ws://h/\"\nserver_max_window_bits = 300");
+        assert!(huge.contains("server_max_window_bits"), "{huge}");
+        assert!(errors("url = \"ws://h/\"\ncompression = \"gzip\"").contains("compression"));
+    }
+
+    #[test]
+    fn tcp_feeds_refuse_compression_but_decode() {
+        let error = errors("url = \"tcp://127.0.0.1:7000\"\ncompression = \"deflate\"");
+        assert!(error.contains("compression") && error.contains("decode"), "{error}");
+        let decoded =
+            load("url = \"tcp://127.0.0.1:7000\"\ndecode = \"deflate-raw\"").expect("valid");
+        assert_eq!(decoded.feeds[0].decode, Some(PayloadDecoding::DeflateRaw));
+    }
+
+    #[test]
+    fn decode_needs_message_mode_and_a_known_encoding() {
+        let error = errors("url = \"ws://h/\"\nmode = \"stream\"\ndecode = \"gzip\"");
+        assert!(error.contains("decode: needs mode = \"message\""), "{error}");
+        assert!(errors("url = \"ws://h/\"\ndecode = \"brotli\"").contains("decode"));
+    }
+
+    #[test]
+    fn shown_settings_load_back_the_same() {
+        let feed = "url = \"ws://h/\"\nserver_max_window_bits = 10\nclient_no_context_takeover = true\ndecode = \"zlib\"";
+        let config = load(feed).expect("valid");
+        let shown = serde_json::to_value(&config.feeds[0]).expect("serializes");
+        let reparsed = crate::config::parse_feed_json(
+            shown,
+            &config.defaults,
+            Path::new("."),
+            &|_| None,
+            &TransportRegistry::with_defaults(),
+        )
+        .expect("what is shown loads");
+        assert_eq!(reparsed.compression, config.feeds[0].compression);
+        assert_eq!(reparsed.decode, config.feeds[0].decode);
+    }
+}
