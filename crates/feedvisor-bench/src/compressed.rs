@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use flate2::{Compress, FlushCompress};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -31,6 +30,7 @@ use feedvisor::config::{Config, SubscriberOverflow};
 use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
 
 use crate::cpu::{self, ProcessCpu};
+use crate::figures::CompressedFigures;
 use crate::format::Table;
 use crate::memory::{self, format_kib};
 use crate::options::BenchArgs;
@@ -58,25 +58,6 @@ wire: payload bytes per message on the wire; RSS/feed: VmRSS growth over 500 inf
 (zlib-rs, as the transport keeps one per compressed connection) that each inflated 300 ticks \
 (38 KiB) compressed with that window, per inflater: what a compressed feed holds while idle, \
 on top of what any feed holds.";
-
-/// The figures of one case.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CompressedFigures {
-    /// `plain` or `deflate` (with `server_max_window_bits` when set).
-    pub compression: String,
-    /// Messages handled in the CPU case (0 in an idle case).
-    pub messages: u64,
-    /// CPU nanoseconds per message in the CPU case.
-    pub cpu_ns_per_msg: Option<f64>,
-    /// Wire payload bytes per message in the CPU case.
-    pub wire_bytes_per_msg: Option<f64>,
-    /// Payload bytes per message.
-    pub payload_bytes_per_msg: f64,
-    /// Feeds of the idle case.
-    pub idle_feeds: usize,
-    /// VmRSS growth per idle feed, KiB.
-    pub rss_per_feed_kib: Option<f64>,
-}
 
 /// Runs the CPU cases, then the idle ones.
 pub async fn run(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
