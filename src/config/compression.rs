@@ -99,7 +99,7 @@ mod tests {
     }
 
     fn errors(feed: &str) -> String {
-        load(feed).err().expect("refused").join("\n")
+        load(feed).expect_err("refused").join("\n")
     }
 
     #[test]

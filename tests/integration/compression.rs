@@ -11,31 +11,17 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::Command;
 
 use base64::Engine;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
 use sha2::{Digest, Sha256};
 
+use crate::binary::{feedvisor, temp_config};
 use crate::support::{http_get, sample, wait_for_line, ChildGuard, DEADLINE};
 
 /// Messages each peer sends after its hello (see `tests/peers/ws_deflate_server.py`).
 const PEER_MESSAGES: u64 = 40;
-
-fn feedvisor() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_feedvisor"));
-    command.env("RUST_LOG", "info");
-    command
-}
-
-fn temp_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("feedvisor-compression-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("config written");
-    path
-}
 
 /// One peer configuration and the feed pointed at it.
 struct Case {
@@ -303,8 +289,11 @@ fn node_ws_with_per_message_deflate_delivers_byte_exact() {
     drop(peer);
 }
 
+/// Compresses a payload one way.
+type Encode = fn(&[u8]) -> Vec<u8>;
+
 /// Payloads for a `decode` feed: a message, a bomb, a corrupt one, a message.
-fn encoded_payloads(encode: fn(&[u8]) -> Vec<u8>) -> Vec<Vec<u8>> {
+fn encoded_payloads(encode: Encode) -> Vec<Vec<u8>> {
     vec![
         encode(br#"{"topic":"first","n":1}"#),
         encode(&vec![0u8; 16 << 20]),
@@ -352,7 +341,7 @@ fn tcp_upstream(payloads: Vec<Vec<u8>>) -> (SocketAddr, std::thread::JoinHandle<
 
 #[test]
 fn tcp_feeds_decode_gzip_zlib_and_raw_deflate_and_drop_bombs_and_garbage() {
-    let formats: [(&str, fn(&[u8]) -> Vec<u8>); 3] =
+    let formats: [(&str, Encode); 3] =
         [("gzip", gzip), ("zlib", zlib), ("deflate-raw", deflate_raw)];
     let mut config = String::from("[http]\nlisten = \"127.0.0.1:0\"\n\n");
     let mut upstreams = Vec::new();

@@ -12,7 +12,7 @@
 //! sidecar moved by more than that from one group of feeds to the next
 //! (freed message buffers are reused), so it could not tell.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,16 +27,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use feedvisor::config::{Config, SubscriberOverflow};
-use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
+use feedvisor::{Sidecar, SubscriptionSpec};
 
 use crate::cpu::{self, ProcessCpu};
 use crate::figures::CompressedFigures;
 use crate::format::Table;
+use crate::frames::frame_header;
 use crate::memory::{self, format_kib};
 use crate::options::BenchArgs;
 use crate::result::{Extra, Row};
 use crate::run::Bench;
 use crate::scenario::{BenchError, Scenario};
+use crate::tally::{CountingSubscriber, Tally};
 
 /// Messages of the CPU cases, at most (`--messages` when fewer).
 pub const MESSAGES: u64 = 200_000;
@@ -150,23 +152,6 @@ fn tick(seq: u64) -> String {
     )
 }
 
-/// A server frame header for `len` payload bytes, with `first` as its first byte.
-fn header(first: u8, len: usize) -> Vec<u8> {
-    let mut out = vec![first];
-    match len {
-        0..=125 => out.push(len as u8),
-        126..=65_535 => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out
-}
-
 /// A raw-deflate compressor as a server keeps one per connection.
 struct Deflater(Compress);
 
@@ -208,7 +193,7 @@ fn encode_stream(compressed: bool, messages: u64, window_bits: u8) -> (Vec<u8>, 
             (0x81, text.into_bytes())
         };
         wire += body.len() as u64;
-        bytes.extend(header(first, body.len()));
+        bytes.extend(frame_header(first, body.len()));
         bytes.extend(body);
     }
     (bytes, payload, wire)
@@ -312,31 +297,13 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) -> io::Result<()> {
     Ok(())
 }
 
-/// Counts what it is handed.
-struct Counter {
-    handled: Rc<Cell<u64>>,
-}
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for Counter {
-    type Result = ();
-
-    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
-        let count = deliver.messages().len() as u64;
-        self.handled.set(self.handled.get() + count);
-    }
-}
-
 /// A feed's TOML on `addr`.
 fn feed_toml(name: &str, addr: SocketAddr, extra: &str) -> String {
     format!("\n[[feeds]]\nname = \"{name}\"\nurl = \"ws://{addr}/\"\n{extra}\n")
 }
 
 /// The sidecar of a case, its feeds in `feeds`, a counting subscriber to all of them.
-async fn start_sidecar(feeds: &str, handled: &Rc<Cell<u64>>) -> Result<Sidecar, BenchError> {
+async fn start_sidecar(feeds: &str, tally: &Rc<RefCell<Tally>>) -> Result<Sidecar, BenchError> {
     let text = format!(
         "[defaults.heartbeat]\ninterval = \"0s\"\n\
          [defaults.reconnect]\npolicy = \"fixed\"\ninitial = \"1h\"\njitter = \"none\"\n{feeds}"
@@ -347,7 +314,7 @@ async fn start_sidecar(feeds: &str, handled: &Rc<Cell<u64>>) -> Result<Sidecar, 
         &feedvisor::transports::TransportRegistry::with_defaults(),
     )
     .map_err(|error| BenchError::Config(error.to_string()))?;
-    let counter = Counter { handled: handled.clone() }.start();
+    let counter = CountingSubscriber { tally: tally.clone() }.start();
     let spec = SubscriptionSpec::new("bench-count", ["*"])
         .with_queue(4096, SubscriberOverflow::Backpressure);
     Ok(Sidecar::builder(config)
@@ -355,18 +322,6 @@ async fn start_sidecar(feeds: &str, handled: &Rc<Cell<u64>>) -> Result<Sidecar, 
         .subscriber(spec, counter.recipient())
         .start()
         .await?)
-}
-
-/// Waits until `done` or the deadline.
-async fn wait(timeout: Duration, what: &str, done: impl Fn() -> bool) -> Result<(), BenchError> {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() >= deadline {
-            return Err(BenchError::Incomplete(format!("{what} within {timeout:?}")));
-        }
-        actix_rt::time::sleep(POLL).await;
-    }
-    Ok(())
 }
 
 async fn cpu_case(
@@ -381,9 +336,8 @@ async fn cpu_case(
     let behaviour = Behaviour { plain: Arc::new(plain), compressed: Arc::new(deflated), go: going };
     let upstream = Upstream::start(behaviour, core)?;
     let extra = if compressed { "" } else { "compression = \"off\"" };
-    let handled = Rc::new(Cell::new(0));
-    let sidecar =
-        start_sidecar(&feed_toml("bench-deflate", upstream.addr, extra), &handled).await?;
+    let (tally, complete) = Tally::new(messages, Instant::now());
+    let sidecar = start_sidecar(&feed_toml("bench-deflate", upstream.addr, extra), &tally).await?;
     let deadline = Instant::now() + timeout;
     while !sidecar.readiness().await.is_some_and(|readiness| readiness.ready) {
         if Instant::now() >= deadline {
@@ -395,7 +349,12 @@ async fn cpu_case(
     }
     let before = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
     let _ = go.send(true);
-    wait(timeout, "every message handled", || handled.get() >= messages).await?;
+    if actix_rt::time::timeout(timeout, complete).await.is_err() {
+        let handled = tally.borrow().received();
+        return Err(BenchError::Incomplete(format!(
+            "{handled} of {messages} messages handled within {timeout:?}"
+        )));
+    }
     let after = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
     let used = after.used_since(&before, &[upstream.thread_id]);
     sidecar.stop().await;
