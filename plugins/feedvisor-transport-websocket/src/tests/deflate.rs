@@ -366,3 +366,43 @@ async fn what_we_send_is_compressed_and_control_frames_are_not() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_message_sent_in_pieces_is_one_compressed_message() {
+    within(async {
+        let (mut stream, connection, _) = open_deflate(base(), ACCEPT, b"").await;
+        let Connection { mut inbound, outbound, .. } = connection.expect("connected");
+        let reader = actix_rt::spawn(async move {
+            use futures_util::StreamExt;
+            while inbound.next().await.is_some() {}
+        });
+        let pieces = [b"first piece, ".repeat(50), b"second piece, ".repeat(50), b"end".to_vec()];
+        for (index, piece) in pieces.iter().enumerate() {
+            let opcode = if index == 0 { Opcode::Binary } else { Opcode::Continuation };
+            let fin = index == pieces.len() - 1;
+            let frame = DataFrame { opcode, fin, payload: Bytes::from(piece.clone()) };
+            outbound.send(Outbound::Fragment(frame)).expect("open");
+        }
+        let mut compressed = Vec::new();
+        for index in 0..pieces.len() {
+            let (first_byte, payload) = read_raw_frame(&mut stream).await;
+            let expected = match index {
+                0 => 0x42, // RSV1, binary, not final
+                2 => 0x80, // final continuation, no RSV1
+                _ => 0x00,
+            };
+            assert_eq!(first_byte, expected, "frame {index}");
+            compressed.extend(payload);
+        }
+        let input = [compressed.as_slice(), &TAIL, &[0x03, 0x00]].concat();
+        let inflated = feedvisor_transport_kit::inflate_whole(
+            feedvisor_transport_kit::InflateFormat::Raw { window_bits: 15 },
+            &input,
+            1 << 20,
+        )
+        .expect("one valid deflate stream");
+        assert_eq!(inflated, pieces.concat());
+        reader.abort();
+    })
+    .await;
+}
