@@ -406,3 +406,31 @@ async fn a_message_sent_in_pieces_is_one_compressed_message() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn inflated_text_split_inside_a_character_is_still_valid_utf8() {
+    let text = "héllo wörld ✓ ".repeat(200);
+    let mut deflater = Deflater::new(15);
+    let frames = encode_frame(0xC1, &deflater.message(text.as_bytes()));
+    let mut request = base();
+    // Pieces of 5 bytes cut most of the two- and three-byte characters in two.
+    request.mode = DeliveryMode::Stream { chunk_size: 5 };
+    within(async {
+        let (_s, connection, _) = open_deflate(request, ACCEPT, &frames).await;
+        let mut connection = connection.expect("connected");
+        let mut received = Vec::new();
+        loop {
+            let (events, _) = read_events(&mut connection, 1).await;
+            for event in events {
+                let Event::Data(frame) = event else { continue };
+                assert!(frame.payload.len() <= 5);
+                received.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    assert_eq!(String::from_utf8(received).expect("UTF-8"), text);
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
