@@ -22,6 +22,8 @@ use std::sync::{Arc, OnceLock};
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, Unit};
 use ::metrics::{gauge, histogram, Counter, Gauge, Histogram};
 
+use feedvisor_transport_api::InflateFailure;
+
 use crate::status::FeedState;
 use registry::{BucketTable, Registry, RegistryRecorder};
 
@@ -62,6 +64,11 @@ pub(crate) const SEQUENCE_GAPS: &str = "feedvisor_sequence_gaps_total";
 pub(crate) const SEQUENCE_MISSED: &str = "feedvisor_sequence_missed_total";
 /// Messages whose sequence number was at or below one already seen.
 pub(crate) const SEQUENCE_DUPLICATES: &str = "feedvisor_sequence_duplicates_total";
+/// Data payload bytes as they arrived, before permessage-deflate or `decode`
+/// inflated them (beside [`BYTES_RECEIVED`], what they became).
+pub(crate) const WIRE_BYTES_RECEIVED: &str = "feedvisor_wire_bytes_received_total";
+/// Compressed messages that could not be inflated, by `reason` ([`InflateFailure`]).
+pub(crate) const INFLATE_ERRORS: &str = "feedvisor_inflate_errors_total";
 /// Actors restarted after dying unexpectedly, by `actor` (connection).
 pub(crate) const ACTOR_RESTARTS: &str = "feedvisor_actor_restarts_total";
 /// Config reloads, by `result` (ok, invalid).
@@ -257,6 +264,12 @@ fn describe() {
     describe_counter!(CLOCK_SKEW, "Messages whose timestamp was ahead of our clock.");
     describe_gauge!(CLOCK_OFFSET, Unit::Seconds, "Least arrival minus event time, last minute.");
     describe_counter!(TIMESTAMP_INVALID, "Messages in which no timestamp could be read.");
+    describe_counter!(
+        WIRE_BYTES_RECEIVED,
+        Unit::Bytes,
+        "Data bytes received as they came off the wire, before any inflating."
+    );
+    describe_counter!(INFLATE_ERRORS, "Compressed messages that could not be inflated, by reason.");
     describe_counter!(ACTOR_RESTARTS, "Actors restarted after dying unexpectedly, by actor.");
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
     describe_gauge!(SUBSCRIBER_QUEUE_DEPTH, "Messages waiting in a subscriber's queue.");
@@ -403,6 +416,10 @@ pub(crate) struct FeedMetrics {
     pub clock_offset: Gauge,
     /// See [`TIMESTAMP_INVALID`].
     pub timestamp_invalid: Counter,
+    /// See [`WIRE_BYTES_RECEIVED`].
+    pub wire_bytes: Counter,
+    /// See [`INFLATE_ERRORS`], one per [`InflateFailure`] (every series exists from the start).
+    inflate_errors: [Counter; 3],
 }
 
 impl FeedMetrics {
@@ -433,6 +450,10 @@ impl FeedMetrics {
             sequence_missed: counter!(SEQUENCE_MISSED, "feed" => label.clone()),
             sequence_duplicates: counter!(SEQUENCE_DUPLICATES, "feed" => label.clone()),
             sequence_missing: counter!(SEQUENCE_MISSING, "feed" => label.clone()),
+            wire_bytes: counter!(WIRE_BYTES_RECEIVED, "feed" => label.clone()),
+            inflate_errors: INFLATE_FAILURES.map(|failure| {
+                counter!(INFLATE_ERRORS, "feed" => label.clone(), "reason" => failure.as_str())
+            }),
             upstream_latency: histogram!(UPSTREAM_LATENCY, "feed" => label.clone()),
             clock_skew: counter!(CLOCK_SKEW, "feed" => label.clone()),
             clock_offset: gauge!(CLOCK_OFFSET, "feed" => label.clone()),
@@ -454,6 +475,12 @@ impl FeedMetrics {
         self.rejected[reason as usize].increment(1);
     }
 
+    /// Counts a compressed message that could not be inflated.
+    pub(crate) fn inflate_error(&self, failure: InflateFailure) {
+        let index = INFLATE_FAILURES.iter().position(|known| *known == failure).unwrap_or(0);
+        self.inflate_errors[index].increment(1);
+    }
+
     /// Counts `count` outbound messages that never went out.
     pub(crate) fn outbound_dropped(&self, reason: OutboundDropReason, count: u64) {
         self.outbound_dropped[reason as usize].increment(count);
@@ -464,6 +491,10 @@ impl FeedMetrics {
         counter!(CONNECT_ATTEMPTS, "feed" => self.feed.clone(), "result" => result).increment(1);
     }
 }
+
+/// The `reason` label values of [`INFLATE_ERRORS`].
+const INFLATE_FAILURES: [InflateFailure; 3] =
+    [InflateFailure::TooLarge, InflateFailure::Corrupt, InflateFailure::Truncated];
 
 /// The delivery latency histogram of one feed and subscriber pair.
 pub(crate) fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {

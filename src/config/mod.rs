@@ -35,6 +35,7 @@
 
 mod checks;
 mod cluster;
+mod compression;
 mod env;
 mod heartbeat;
 mod metrics;
@@ -53,13 +54,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
+use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions};
 use serde::Serialize;
 use url::Url;
 
 pub use checks::parse_duration;
 pub(crate) use cluster::{is_kv_key, shown_nats_url};
 pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
+pub use compression::PayloadDecoding;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use metrics::{HistogramBuckets, MetricsConfig, TimestampConfig, TimestampUnit};
 pub use queue::{OutboundQueueConfig, Overflow};
@@ -252,6 +254,12 @@ pub struct FeedConfig {
     pub timestamp: Option<TimestampConfig>,
     /// An open feed without a data message for this long is `stale`; `None`: off.
     pub stale_after: Option<Duration>,
+    /// WebSocket permessage-deflate as the feed set it (`None`: not set, so
+    /// the transport's default, offering deflate).
+    pub compression: Option<Compression>,
+    /// How each binary message's payload is encoded, inflated before
+    /// anything else looks at it; `None`: delivered as received.
+    pub decode: Option<PayloadDecoding>,
     /// The fields that used `${VAR}`, as written: for display.
     pub unexpanded: Unexpanded,
 }
@@ -293,6 +301,8 @@ impl FeedConfig {
             required: defaults.required,
             timestamp: None,
             stale_after: None,
+            compression: None,
+            decode: None,
             unexpanded: Unexpanded::default(),
         }
     }

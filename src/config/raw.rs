@@ -144,6 +144,40 @@ pub(crate) struct RawFeed {
     pub timestamp: Option<RawTimestamp>,
     /// Report the feed `stale` after this long open without a data message; `"0s"` is off.
     pub stale_after: Option<RawDuration>,
+    /// WebSocket permessage-deflate: `"deflate"` (the default) or `"off"`.
+    pub compression: Option<RawCompression>,
+    /// permessage-deflate: the largest window our compressor may use (9 to 15).
+    pub client_max_window_bits: Option<u8>,
+    /// permessage-deflate: the largest window the server may use (8 to 15).
+    pub server_max_window_bits: Option<u8>,
+    /// permessage-deflate: we reset our compressor after each message.
+    pub client_no_context_takeover: Option<bool>,
+    /// permessage-deflate: the server must reset its compressor after each message.
+    pub server_no_context_takeover: Option<bool>,
+    /// Each binary message's payload is inflated from this encoding.
+    pub decode: Option<RawDecode>,
+}
+
+/// `compression = "deflate" | "off"`, mapped onto the transport API's `Compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawCompression {
+    /// Offer permessage-deflate (the default).
+    Deflate,
+    /// Offer nothing.
+    Off,
+}
+
+/// `decode = "gzip" | "zlib" | "deflate-raw"`, mapped onto `PayloadDecoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawDecode {
+    /// A gzip member.
+    Gzip,
+    /// A zlib stream.
+    Zlib,
+    /// Bare deflate blocks.
+    DeflateRaw,
 }
 
 /// `mode = "message" | "stream"`, mapped onto the transport API's

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
+use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions};
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
@@ -47,6 +47,8 @@ impl fmt::Debug for FeedConfig {
             .field("required", &self.required)
             .field("timestamp", &self.timestamp)
             .field("stale_after", &self.stale_after)
+            .field("compression", &self.compression)
+            .field("decode", &self.decode)
             .finish_non_exhaustive()
     }
 }
@@ -107,8 +109,39 @@ impl Serialize for FeedConfig {
             Some(after) => out.serialize_field("stale_after", &format_duration(after))?,
             None => out.skip_field("stale_after")?,
         }
+        show_compression(self.compression, &mut out)?;
+        match self.decode {
+            Some(decode) => out.serialize_field("decode", decode.name())?,
+            None => out.skip_field("decode")?,
+        }
         out.end()
     }
+}
+
+/// permessage-deflate's fields as the feed set them (none when it set none).
+fn show_compression<S: SerializeStruct>(
+    compression: Option<Compression>,
+    out: &mut S,
+) -> Result<(), S::Error> {
+    let params = match compression {
+        None => return Ok(()),
+        Some(Compression::Off) => return out.serialize_field("compression", "off"),
+        Some(Compression::Deflate(params)) => params,
+    };
+    out.serialize_field("compression", "deflate")?;
+    if let Some(bits) = params.client_max_window_bits {
+        out.serialize_field("client_max_window_bits", &bits)?;
+    }
+    if let Some(bits) = params.server_max_window_bits {
+        out.serialize_field("server_max_window_bits", &bits)?;
+    }
+    if params.client_no_context_takeover {
+        out.serialize_field("client_no_context_takeover", &true)?;
+    }
+    if params.server_no_context_takeover {
+        out.serialize_field("server_no_context_takeover", &true)?;
+    }
+    Ok(())
 }
 
 impl FeedDefaults {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
 
 use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
+use super::compression;
 use super::env::has_reference;
 use super::metrics;
 use super::raw::{RawConfig, RawDefaults, RawFeed, RawHttp, RawMode};
@@ -328,6 +329,8 @@ pub(crate) fn feed(
     let timestamp = metrics::timestamp(raw.timestamp.as_ref(), &mut scope);
     let stale_after = metrics::stale_after(raw.stale_after.as_ref(), &mut scope);
 
+    let compression = compression::compression(raw, &mut scope);
+    let decode = compression::decode(raw, stream, &mut scope);
     let mut framing_used = false;
     if let (Some(url), Some(transport)) = (&url, &transport) {
         let header_names: Vec<&str> = raw.headers.keys().map(String::as_str).collect();
@@ -341,6 +344,7 @@ pub(crate) fn feed(
             protocol_pings: heartbeat
                 .as_ref()
                 .is_some_and(|heartbeat| asks_protocol_pings(heartbeat.config.as_ref())),
+            compression,
         };
         // A heartbeat the feed did not ask for itself (the built-in default or
         // [defaults]) that its transport cannot do, such as protocol pings on
@@ -397,6 +401,8 @@ pub(crate) fn feed(
         required: raw.required.unwrap_or(defaults.required),
         timestamp: timestamp?,
         stale_after: stale_after?,
+        compression,
+        decode,
         unexpanded,
     })
 }
@@ -437,6 +443,7 @@ pub(crate) fn resolved_feeds(
             framing: feed.written_framing(),
             tls: &feed.tls,
             protocol_pings: asks_protocol_pings(feed.heartbeat.as_ref()),
+            compression: feed.compression,
         };
         match transports.check(&options) {
             Ok(problems) => {

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use feedvisor_transport_api::{
     close_code, AssembleError, CloseFrame, DataFrame, DataKind, DeliveryMode, ErrorKind, Event,
-    Opcode, TransportError,
+    InflateFailure, Message, Opcode, TransportError,
 };
 
 use super::pointer::{lookup_pair, Scalar};
@@ -112,6 +112,7 @@ impl FeedConnection {
         if let Some(link) = self.link.as_mut() {
             link.last_inbound = actix_rt::time::Instant::now();
         }
+        self.count_wire_bytes(&events);
         let mut messages = crate::inbox::delivery::batch_vec(events.len());
         for event in events {
             match event {
@@ -128,6 +129,7 @@ impl FeedConnection {
                 }
                 Event::Data(frame) => match self.assembler.push(frame) {
                     Ok(Some(message)) => {
+                        let Some(message) = self.decoded(message) else { continue };
                         if self.is_heartbeat_reply(&message.payload) {
                             continue;
                         }
@@ -185,6 +187,38 @@ impl FeedConnection {
             self.data_arrived(ctx);
         }
         self.publish(messages);
+    }
+
+    /// Counts the data bytes of a batch as they came off the wire: what the
+    /// transport handed over, with what it inflated counted at its compressed size.
+    fn count_wire_bytes(&self, events: &[Event]) {
+        let handed_over: u64 = events
+            .iter()
+            .map(|event| match event {
+                Event::Data(frame) => frame.payload.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let (wire, inflated) = self.compressed.take();
+        let bytes = handed_over.saturating_sub(inflated).saturating_add(wire);
+        if bytes > 0 {
+            self.metrics.wire_bytes.increment(bytes);
+        }
+    }
+
+    /// The message with its payload decoded as the feed's `decode` says; a
+    /// payload that fails to decode is dropped, logged and counted (the
+    /// connection stays open: the transport itself did nothing wrong).
+    fn decoded(&self, message: Message) -> Option<Message> {
+        let Some(decoding) = self.feed.decode else { return Some(message) };
+        match super::decode::decode(decoding, message, self.assembler.max_message_size()) {
+            Ok(message) => Some(message),
+            Err(error) => {
+                self.metrics.inflate_error(error.failure);
+                tracing::warn!(feed = %self.name, decode = decoding.name(), %error, "payload dropped");
+                None
+            }
+        }
     }
 
     /// Turns one piece of a frame into chunks of at most `chunk_size` (stream mode).
@@ -330,6 +364,14 @@ impl FeedConnection {
 
     /// Counts a connection-ending error that refused what the peer sent.
     pub(super) fn count_refusal(&self, error: &TransportError) {
+        if let TransportError::Inflate { failure, .. } = error {
+            self.metrics.inflate_error(*failure);
+            self.metrics.rejected(match failure {
+                InflateFailure::TooLarge => RejectReason::TooLarge,
+                _ => RejectReason::Protocol,
+            });
+            return;
+        }
         match error.kind() {
             ErrorKind::TooLarge => self.metrics.rejected(RejectReason::TooLarge),
             ErrorKind::Protocol if error.close_code() == Some(close_code::INVALID_PAYLOAD) => {

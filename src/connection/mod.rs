@@ -24,6 +24,7 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod freshness;
+mod decode;
 mod inbound;
 mod liveness;
 mod outbound;
@@ -41,8 +42,8 @@ use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 
 use feedvisor_transport_api::{
-    CloseFrame, ConnectRequest, Connection, MessageAssembler, Outbound, OutboundSender, Transport,
-    TransportError,
+    CloseFrame, CompressedBytes, ConnectRequest, Connection, MessageAssembler, Outbound,
+    OutboundSender, Transport, TransportError,
 };
 
 use crate::backoff::Backoff;
@@ -140,6 +141,9 @@ pub(crate) struct FeedConnection {
     retired: bool,
     /// Event-time latency, the clock offset estimate, and staleness.
     freshness: freshness::Freshness,
+    /// What the transport inflated (compressed bytes, and what they became),
+    /// taken after each batch to count wire bytes.
+    compressed: CompressedBytes,
 }
 
 impl FeedConnection {
@@ -170,6 +174,7 @@ impl FeedConnection {
             pieces: None,
             watch,
             retired: false,
+            compressed: CompressedBytes::default(),
         }
     }
 
@@ -191,6 +196,8 @@ impl FeedConnection {
             tls: self.feed.tls.clone(),
             mode: self.feed.mode,
             framing: self.feed.framing,
+            compression: self.feed.compression.unwrap_or_default(),
+            compressed: self.compressed.clone(),
         }
     }
 

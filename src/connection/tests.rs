@@ -1093,3 +1093,66 @@ async fn a_stream_mode_message_in_one_chunk_has_its_timestamp_read() {
     h.settle().await;
     assert_eq!(h.metric("feedvisor_upstream_latency_seconds_count", ""), Some(1.0));
 }
+
+// Compressed feeds: payloads decoded on the connection side, wire bytes,
+// inflate errors.
+
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("in memory");
+    Bytes::from(encoder.finish().expect("in memory"))
+}
+
+#[actix::test]
+async fn decoded_payloads_route_by_topic_and_a_bomb_is_dropped_not_the_connection() {
+    let mut h =
+        start("decoded", "decode = \"gzip\"\ntopic = \"/s\"\nmax_message_size = \"64KiB\"").await;
+    let peer = h.accept().await;
+    let tick = gzip(br#"{"s":"AAPL","p":1}"#);
+    let bomb = gzip(&vec![b' '; 1 << 20]);
+    let wire = (tick.len() * 2 + bomb.len() + 4) as f64;
+    assert!(peer.send_batch(vec![
+        Event::Data(DataFrame::binary(tick.clone())),
+        Event::Data(DataFrame::binary(bomb)),
+        Event::Data(DataFrame::binary(Bytes::from_static(b"junk"))),
+        Event::Data(DataFrame::binary(tick)),
+    ]));
+    let messages = h.messages(2).await;
+    for message in &messages {
+        assert_eq!(message.kind, DataKind::Text);
+        assert_eq!(message.topic.as_deref(), Some("AAPL"));
+        assert_eq!(&message.payload[..], br#"{"s":"AAPL","p":1}"#);
+    }
+    h.settle().await;
+    assert_eq!(h.shared.state(), FeedState::Open, "the connection stays");
+    assert_eq!(h.metric(crate::metrics::INFLATE_ERRORS, ",reason=\"too_large\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::INFLATE_ERRORS, ",reason=\"corrupt\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::WIRE_BYTES_RECEIVED, ""), Some(wire));
+    assert_eq!(h.metric(crate::metrics::BYTES_RECEIVED, ""), Some(36.0));
+}
+
+#[actix::test]
+async fn what_the_transport_inflated_counts_at_its_wire_size() {
+    let mut h = start("inflated", "").await;
+    let peer = h.accept().await;
+    // As the WebSocket transport does: 20 compressed bytes became this 131-byte message.
+    let message = "x".repeat(131);
+    peer.request().compressed.record(20, 131);
+    assert!(peer.send_text(&message));
+    assert_eq!(h.messages(1).await.len(), 1);
+    assert_eq!(h.metric(crate::metrics::WIRE_BYTES_RECEIVED, ""), Some(20.0));
+    assert_eq!(h.metric(crate::metrics::BYTES_RECEIVED, ""), Some(131.0));
+}
+
+#[actix::test]
+async fn an_inflate_error_of_the_transport_is_counted_by_reason_and_reconnects() {
+    let mut h = start("broken", "").await;
+    let peer = h.accept().await;
+    let failure = feedvisor_transport_api::InflateFailure::Corrupt;
+    assert!(peer.fail(TransportError::Inflate { failure, reason: "bad".to_owned() }));
+    let _again = h.accept().await;
+    assert_eq!(h.metric(crate::metrics::INFLATE_ERRORS, ",reason=\"corrupt\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"protocol\""), Some(1.0));
+    assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"invalid_utf8\""), Some(0.0));
+}

@@ -9,13 +9,15 @@ use base64::Engine;
 
 use crate::support::{http_get, sample, spawn_demo, wait_for_line, ChildGuard, DEADLINE};
 
-fn feedvisor() -> Command {
+/// The `feedvisor` binary under test, logging at `info`.
+pub(crate) fn feedvisor() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_feedvisor"));
     command.env("RUST_LOG", "info");
     command
 }
 
-fn temp_config(name: &str, text: &str) -> PathBuf {
+/// Writes `text` to a file `name` in this test run's temporary directory.
+pub(crate) fn temp_config(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("feedvisor-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);

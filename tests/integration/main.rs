@@ -3,6 +3,7 @@
 
 mod binary;
 mod cluster;
+mod compression;
 mod config_examples;
 mod deployment;
 mod faults;

@@ -212,3 +212,22 @@ pub struct CapacityFigures {
     /// Every step, in the order run.
     pub steps: Vec<Step>,
 }
+
+/// What permessage-deflate costs, one case of the compressed scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompressedFigures {
+    /// `plain` or `deflate` (with `server_max_window_bits` when set).
+    pub compression: String,
+    /// Messages handled in the CPU case (0 in an idle case).
+    pub messages: u64,
+    /// CPU nanoseconds per message in the CPU case.
+    pub cpu_ns_per_msg: Option<f64>,
+    /// Wire payload bytes per message in the CPU case.
+    pub wire_bytes_per_msg: Option<f64>,
+    /// Payload bytes per message.
+    pub payload_bytes_per_msg: f64,
+    /// Feeds of the idle case.
+    pub idle_feeds: usize,
+    /// VmRSS growth per idle feed, KiB.
+    pub rss_per_feed_kib: Option<f64>,
+}

@@ -36,6 +36,25 @@ pub fn frame_len(size: usize) -> usize {
     header_len(size) + size
 }
 
+/// The header of an unmasked server frame: `first_byte` (FIN, reserved
+/// bits, opcode), then the shortest length encoding for `size`.
+pub fn frame_header(first_byte: u8, size: usize) -> Vec<u8> {
+    let mut header = Vec::with_capacity(header_len(size));
+    header.push(first_byte);
+    match header_len(size) {
+        2 => header.push(size as u8),
+        4 => {
+            header.push(126);
+            header.extend_from_slice(&(size as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(127);
+            header.extend_from_slice(&(size as u64).to_be_bytes());
+        }
+    }
+    header
+}
+
 /// A batch of identical pre-encoded text frames; the first one carries the stamp.
 pub struct Frames {
     /// The encoded frames, back to back.
@@ -50,18 +69,7 @@ impl Frames {
     /// `count` unmasked text frames of `size` bytes of `x` each.
     pub fn new(size: usize, count: usize) -> Frames {
         let mut frame = Vec::with_capacity(frame_len(size));
-        frame.push(0x81);
-        match header_len(size) {
-            2 => frame.push(size as u8),
-            4 => {
-                frame.push(126);
-                frame.extend_from_slice(&(size as u16).to_be_bytes());
-            }
-            _ => {
-                frame.push(127);
-                frame.extend_from_slice(&(size as u64).to_be_bytes());
-            }
-        }
+        frame.extend(frame_header(0x81, size));
         let payload_start = frame.len();
         frame.resize(payload_start + size, b'x');
         Frames { bytes: frame.repeat(count.max(1)), frame_len: frame.len(), payload_start }

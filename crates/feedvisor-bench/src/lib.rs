@@ -43,6 +43,7 @@
 pub mod baseline;
 pub mod blaster;
 pub mod capacity;
+pub mod compressed;
 pub mod cpu;
 pub mod fanout;
 pub mod feeds;
@@ -126,6 +127,7 @@ async fn run_scenario(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, Bench
         Scenario::Stream => stream::run(bench, args).await,
         Scenario::Soak => soak::run(bench, args).await,
         Scenario::Nats => nats::run(bench, args).await,
+        Scenario::Compressed => compressed::run(bench, args).await,
     }
 }
 
@@ -143,6 +145,7 @@ pub fn render(report: &Report) -> String {
         Scenario::Stream => (vec![stream::table(rows)], stream::NOTE),
         Scenario::Soak => (vec![soak::table(rows)], soak::NOTE),
         Scenario::Nats => (vec![nats::table(rows)], nats::NOTE),
+        Scenario::Compressed => (vec![compressed::table(rows)], compressed::NOTE),
     };
     report.render(&tables, note)
 }
@@ -302,5 +305,29 @@ mod tests {
             assert_eq!(report.rows.len(), if scenario == Scenario::Feeds { 2 } else { 1 });
             assert!(render(&report).contains(scenario.name()));
         }
+    }
+
+    #[test]
+    fn the_compressed_scenario_runs_with_tiny_counts() {
+        let args = BenchArgs {
+            messages: 500,
+            no_pin: true,
+            timeout: Duration::from_secs(30),
+            ..BenchArgs::defaults(Scenario::Compressed).expect("defaults")
+        };
+        let report = run(&args).expect("the compressed scenario runs");
+        let rows: Vec<serde_json::Value> =
+            report.rows.iter().map(|row| row.to_json(&report.env)).collect();
+        assert_eq!(rows.len(), 4, "plain, deflate, two inflater rows: {rows:?}");
+        for json in &rows[..2] {
+            assert_eq!(json["messages"], 500, "{json}");
+            assert!(json["cpu_ns_per_msg"].as_f64().unwrap_or(0.0) > 0.0, "{json}");
+        }
+        let wire = |json: &serde_json::Value| json["wire_bytes_per_msg"].as_f64().unwrap_or(0.0);
+        assert!(wire(&rows[1]) < wire(&rows[0]) / 2.0, "ticks compress: {rows:?}");
+        for json in &rows[2..] {
+            assert!(json["rss_per_feed_kib"].as_f64().unwrap_or(0.0) > 0.0, "{json}");
+        }
+        assert!(render(&report).contains("compressed"));
     }
 }

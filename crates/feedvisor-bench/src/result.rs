@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::blaster::{BlastReport, Pace};
-use crate::figures::{CapacityFigures, FeedsFigures, SoakFigures, StreamFigures};
+use crate::figures::{
+    CapacityFigures, CompressedFigures, FeedsFigures, SoakFigures, StreamFigures,
+};
 use crate::scenario::{Scenario, SystemKind, MAX_BLASTER_SHARE, MAX_LATE_SHARE};
 use crate::stats::{Percentiles, Summary};
 
@@ -156,6 +158,8 @@ pub enum Extra {
     Soak(SoakFigures),
     /// The highest rates sustained, and the steps that found them.
     Capacity(CapacityFigures),
+    /// What permessage-deflate costs.
+    Compressed(CompressedFigures),
     /// A case that could not run here, and why.
     Skipped(String),
 }

@@ -55,6 +55,8 @@ pub enum Scenario {
     Soak,
     /// One feed into a `nats` sink against a bare async-nats publisher.
     Nats,
+    /// permessage-deflate: CPU per message against the same stream uncompressed, idle RSS per feed.
+    Compressed,
 }
 
 impl Scenario {
@@ -69,6 +71,7 @@ impl Scenario {
             Scenario::Stream => "stream",
             Scenario::Soak => "soak",
             Scenario::Nats => "nats",
+            Scenario::Compressed => "compressed",
         }
     }
 }

@@ -21,7 +21,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use feedvisor::config::{Config, SubscriberOverflow, DEFAULT_QUEUE};
-use feedvisor::{Deliver, Sidecar, SubscriptionSpec};
+use feedvisor::{Sidecar, SubscriptionSpec};
 
 use crate::blaster::{BlastJob, JobSpec, Pace};
 use crate::cpu::ProcessCpu;
@@ -34,7 +34,7 @@ use crate::run::Bench;
 use crate::scenario::{BenchError, Scenario, SystemKind};
 use crate::sidecar;
 use crate::table;
-use crate::tally::Tally;
+use crate::tally::{CountingSubscriber, Tally};
 
 /// Payload bytes per message.
 const SIZE: usize = 64;
@@ -233,23 +233,6 @@ async fn start_sidecar(
         .subscriber(spec, subscriber.recipient())
         .start()
         .await?)
-}
-
-/// Counts what it is handed, and keeps nothing.
-struct CountingSubscriber {
-    tally: Rc<RefCell<Tally>>,
-}
-
-impl Actor for CountingSubscriber {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for CountingSubscriber {
-    type Result = ();
-
-    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
-        self.tally.borrow_mut().handled(deliver.messages().len() as u64);
-    }
 }
 
 /// The soak table.

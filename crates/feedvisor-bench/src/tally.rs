@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
+use actix::prelude::*;
+use feedvisor::Deliver;
 use tokio::sync::oneshot;
 
 use crate::frames;
@@ -58,6 +60,24 @@ impl Tally {
                 let _ = finished.send(Instant::now());
             }
         }
+    }
+}
+
+/// Counts what it is handed, and keeps nothing.
+pub struct CountingSubscriber {
+    /// Where the count goes.
+    pub tally: Rc<RefCell<Tally>>,
+}
+
+impl Actor for CountingSubscriber {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for CountingSubscriber {
+    type Result = ();
+
+    fn handle(&mut self, mut deliver: Deliver, _: &mut Context<Self>) {
+        self.tally.borrow_mut().handled(deliver.messages().len() as u64);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::compression::InflateFailure;
 use crate::frame::close_code;
 
 /// Why a connect attempt or an open connection failed.
@@ -66,6 +67,15 @@ pub enum TransportError {
         announced: u64,
         /// The limit in force.
         limit: usize,
+    },
+    /// A compressed message could not be inflated, or inflated past the
+    /// size limit (checked while inflating: nothing past it was kept).
+    #[error("inflating a compressed message failed: {reason}")]
+    Inflate {
+        /// The class of failure (a metric label).
+        failure: InflateFailure,
+        /// What went wrong.
+        reason: String,
     },
     /// Reading or writing the socket failed.
     #[error("i/o error: {0}")]
@@ -134,6 +144,10 @@ impl TransportError {
             TransportError::Handshake(_) => ErrorKind::Handshake,
             TransportError::Protocol { .. } => ErrorKind::Protocol,
             TransportError::FrameTooLarge { .. } => ErrorKind::TooLarge,
+            TransportError::Inflate { failure: InflateFailure::TooLarge, .. } => {
+                ErrorKind::TooLarge
+            }
+            TransportError::Inflate { .. } => ErrorKind::Protocol,
             TransportError::Io(_) => ErrorKind::Io,
             TransportError::Closed => ErrorKind::Closed,
         }
@@ -144,6 +158,10 @@ impl TransportError {
         match self {
             TransportError::Protocol { close_code, .. } => Some(*close_code),
             TransportError::FrameTooLarge { .. } => Some(close_code::MESSAGE_TOO_BIG),
+            TransportError::Inflate { failure: InflateFailure::TooLarge, .. } => {
+                Some(close_code::MESSAGE_TOO_BIG)
+            }
+            TransportError::Inflate { .. } => Some(close_code::INVALID_PAYLOAD),
             _ => None,
         }
     }

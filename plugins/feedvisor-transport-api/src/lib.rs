@@ -24,11 +24,13 @@
 //! connection actor, not a plugin, uses it.
 
 mod assemble;
+mod compression;
 mod error;
 mod frame;
 mod transport;
 
 pub use assemble::{AssembleError, MessageAssembler};
+pub use compression::{CompressedBytes, Compression, DeflateParams, InflateFailure};
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{

@@ -12,6 +12,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{LocalBoxStream, Stream};
 use futures_util::task::AtomicWaker;
 
+use crate::compression::{CompressedBytes, Compression};
 use crate::error::TransportError;
 use crate::frame::{Event, Outbound};
 
@@ -70,6 +71,10 @@ pub struct ConnectRequest {
     pub mode: DeliveryMode,
     /// Message boundaries for byte-stream transports (ignored by WebSocket).
     pub framing: Framing,
+    /// permessage-deflate to offer (ignored by transports without it).
+    pub compression: Compression,
+    /// Where a transport that inflates counts compressed bytes and what they became.
+    pub compressed: CompressedBytes,
 }
 
 impl std::fmt::Debug for ConnectRequest {
@@ -85,7 +90,8 @@ impl std::fmt::Debug for ConnectRequest {
             .field("tls", &self.tls)
             .field("mode", &self.mode)
             .field("framing", &self.framing)
-            .finish()
+            .field("compression", &self.compression)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,6 +118,9 @@ pub struct FeedOptions<'a> {
     /// Whether the feed's heartbeat asks for protocol pings (such as WebSocket
     /// ping frames) rather than an application message and reply.
     pub protocol_pings: bool,
+    /// permessage-deflate, when the feed sets any of its options (`None`: left
+    /// to the transport's default).
+    pub compression: Option<Compression>,
 }
 
 /// Something a transport refuses in a feed's settings.

@@ -12,16 +12,20 @@
 //! - [`tls`]: rustls client configs (ring, webpki roots, an optional CA
 //!   file), also used by the webhook sink;
 //! - [`redacted_url`]: a feed's URL as errors and logs may show it;
+//! - [`Inflater`]: raw deflate, zlib or gzip inflated into output whose size
+//!   the caller bounds, so that no compressed input can allocate past a limit;
 //! - [`Utf8Validator`]: incremental UTF-8 validation of text split into
 //!   fragments, which every transport owes the connection actor.
 
 mod inbound;
+mod inflate;
 mod redact;
 mod session;
 pub mod tls;
 mod utf8;
 
 pub use inbound::session_inbound;
+pub use inflate::{inflate_whole, InflateError, InflateFormat, Inflated, Inflater};
 pub use redact::redacted_url;
 pub use session::{ReadEnd, Session, SessionIo, MAX_READ_BATCH};
 pub use utf8::Utf8Validator;

@@ -125,7 +125,8 @@ impl Transport for TcpTransport {
 
 /// The rules of a byte-stream feed: the URL is a host and a port (the same
 /// check as at connect), framing only in message mode, nothing that needs a
-/// handshake (headers, subprotocols) or protocol pings, a CA file only for `tls`.
+/// handshake (headers, subprotocols, compression) or protocol pings, a CA
+/// file only for `tls`.
 fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
     let mut problems = Vec::new();
     let scheme = feed.url.scheme();
@@ -162,6 +163,13 @@ fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
     }
     if feed.tls.ca_file.is_some() && scheme != "tls" {
         problems.push(OptionProblem::new("tls.ca_file", "only used by tls:// feeds"));
+    }
+    if feed.compression.is_some() {
+        problems.push(OptionProblem::new(
+            "compression",
+            "permessage-deflate is WebSocket's (ws:// and wss://); for compressed \
+             payloads on tcp:// and tls:// use decode = \"gzip\", \"zlib\" or \"deflate-raw\"",
+        ));
     }
     problems
 }

@@ -2,7 +2,8 @@
 //! feedvisor's duties rather than taken from actix-http.
 //!
 //! Decoding turns server frames into [`Event`]s. It rejects masked server
-//! frames, reserved bits (no extension is negotiated), unknown opcodes and bad
+//! frames, reserved bits (RSV1 only marks the first frame of a compressed
+//! message, once permessage-deflate is negotiated), unknown opcodes and bad
 //! control frames; it checks that continuation frames continue something and
 //! that text messages are valid UTF-8 across fragments. Payloads are split off
 //! the read buffer without a copy. Data frames are handed over in one of two
@@ -22,15 +23,27 @@
 //!   A piece is split off the buffer, so the pieces of one read share its
 //!   allocation until the last of them is dropped.
 //!
+//! With permessage-deflate negotiated, a compressed message's payload is
+//! inflated (`deflate.rs`) as its frames or pieces are decoded, and handed
+//! over as pieces of the message (at most `chunk_size` in stream mode; in
+//! message mode one piece per frame, the message refused with 1009 as soon
+//! as its inflated size passes the limit). Control frames, continuation
+//! frames and every frame without the extension must not carry RSV1 (1002).
+//!
 //! Encoding writes every client frame unfragmented and masked with a fresh
-//! random key.
+//! random key; with the extension, data frames are compressed (RSV1 on the
+//! first frame of a message), control frames never.
 
 use actix_codec::{Decoder, Encoder};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use feedvisor_transport_api::{
-    close_code, CloseFrame, DataFrame, DeliveryMode, Event, Opcode, Outbound, TransportError,
+    close_code, CloseFrame, CompressedBytes, DataFrame, DeliveryMode, Event, Opcode, Outbound,
+    TransportError,
 };
 use feedvisor_transport_kit::Utf8Validator;
+
+use crate::deflate::{MessageDeflater, MessageInflater};
+use crate::extension::Negotiated;
 
 /// Wire opcodes (RFC 6455 section 5.2).
 mod wire {
@@ -129,6 +142,22 @@ pub struct FrameCodec {
     /// In stream mode, the data frame between its header and its last piece:
     /// while it is set, the buffer starts with payload, not with a header.
     in_frame: Option<FrameInProgress>,
+    /// permessage-deflate's inflater, once negotiated: RSV1 is then allowed
+    /// on the first frame of a message.
+    inflater: Option<MessageInflater>,
+    /// Compresses what we send; `None` without the extension, or when the
+    /// window the server allows us is one we cannot compress with.
+    deflater: Option<MessageDeflater>,
+    /// The message being decoded is compressed (its first frame had RSV1).
+    compressed: bool,
+}
+
+/// What decoding one frame (or piece) gave.
+enum Decoded {
+    /// An event to hand over.
+    Event(Event),
+    /// Compressed data handed to the inflater, which hands over what it makes.
+    Compressed,
 }
 
 impl FrameCodec {
@@ -156,7 +185,69 @@ impl FrameCodec {
     }
 
     fn with_delivery(delivery: Delivery) -> Self {
-        FrameCodec { delivery, open: OpenMessage::None, utf8: Utf8Validator::new(), in_frame: None }
+        FrameCodec {
+            delivery,
+            open: OpenMessage::None,
+            utf8: Utf8Validator::new(),
+            in_frame: None,
+            inflater: None,
+            deflater: None,
+            compressed: false,
+        }
+    }
+
+    /// Turns permessage-deflate on, as `agreed` in the handshake; inflated
+    /// and compressed bytes are counted in `counts`.
+    pub(crate) fn with_deflate(mut self, agreed: &Negotiated, counts: CompressedBytes) -> Self {
+        self.inflater = Some(MessageInflater::new(agreed, counts));
+        self.deflater = MessageDeflater::new(agreed);
+        self
+    }
+
+    /// Hands the inflater's next piece over, if it has one ready.
+    fn inflated(&mut self) -> Result<Option<Event>, TransportError> {
+        let (max_piece, limit) = match self.delivery {
+            Delivery::Whole { max_frame_size } => (usize::MAX, Some(max_frame_size)),
+            Delivery::Pieces { chunk_size } => (chunk_size, None),
+        };
+        let Some(inflater) = self.inflater.as_mut() else { return Ok(None) };
+        match inflater.next_piece(max_piece, limit)? {
+            Some(piece) => self.data(piece.opcode, piece.fin, piece.payload).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A data frame's payload (or a piece of it): handed over as it is, or
+    /// to the inflater when its message is compressed.
+    fn data_or_inflate(
+        &mut self,
+        opcode: Opcode,
+        fin: bool,
+        payload: Bytes,
+    ) -> Result<Decoded, TransportError> {
+        match self.inflater.as_mut() {
+            Some(inflater) if self.compressed => {
+                inflater.push(opcode, fin, payload);
+                if fin {
+                    self.compressed = false;
+                }
+                Ok(Decoded::Compressed)
+            }
+            _ => self.data(opcode, fin, payload).map(Decoded::Event),
+        }
+    }
+
+    /// Decodes the next frame or piece.
+    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, TransportError> {
+        match self.delivery {
+            Delivery::Pieces { chunk_size } => self.decode_piece(src, chunk_size),
+            Delivery::Whole { max_frame_size } => {
+                let Some(header) = parse_header(src, self.inflater.is_some())? else {
+                    return Ok(None);
+                };
+                self.decode_whole(src, header, max_frame_size)
+            }
+        }
     }
 
     /// The largest piece in stream mode; `None` in message mode.
@@ -168,22 +259,27 @@ impl FrameCodec {
     }
 
     /// Turns a whole frame into an event, checking fragmentation and UTF-8.
-    fn event(&mut self, fin: bool, opcode: u8, payload: Bytes) -> Result<Event, TransportError> {
-        match opcode {
-            wire::PING => Ok(Event::Ping(payload)),
-            wire::PONG => Ok(Event::Pong(payload)),
-            wire::CLOSE => parse_close(&payload).map(Event::Close),
+    fn event(&mut self, header: Header, payload: Bytes) -> Result<Decoded, TransportError> {
+        match header.opcode {
+            wire::PING => Ok(Decoded::Event(Event::Ping(payload))),
+            wire::PONG => Ok(Decoded::Event(Event::Pong(payload))),
+            wire::CLOSE => parse_close(&payload).map(|close| Decoded::Event(Event::Close(close))),
             _ => {
-                let data_opcode = self.start_data_frame(opcode)?;
-                self.data(data_opcode, fin, payload)
+                let data_opcode = self.start_data_frame(header)?;
+                self.data_or_inflate(data_opcode, header.fin, payload)
             }
         }
     }
 
-    /// Checks that a data frame with wire `opcode` may start here and notes
-    /// the message it opens; returns its opcode.
-    fn start_data_frame(&mut self, opcode: u8) -> Result<Opcode, TransportError> {
-        match opcode {
+    /// Checks that a data frame may start here and notes the message it
+    /// opens (and whether it is compressed); returns its opcode.
+    fn start_data_frame(&mut self, header: Header) -> Result<Opcode, TransportError> {
+        if header.opcode != wire::CONTINUATION {
+            self.compressed = header.rsv1;
+        } else if header.rsv1 {
+            return Err(protocol_error("RSV1 set on a continuation frame"));
+        }
+        match header.opcode {
             wire::TEXT | wire::BINARY if self.open != OpenMessage::None => {
                 Err(protocol_error("new message started inside a fragmented message"))
             }
@@ -224,7 +320,7 @@ impl FrameCodec {
         src: &mut BytesMut,
         header: Header,
         limit: usize,
-    ) -> Result<Option<Event>, TransportError> {
+    ) -> Result<Option<Decoded>, TransportError> {
         let too_large = || TransportError::FrameTooLarge { announced: header.payload_len, limit };
         let payload_len = usize::try_from(header.payload_len).map_err(|_| too_large())?;
         if payload_len > limit {
@@ -238,7 +334,7 @@ impl FrameCodec {
         }
         src.advance(header.len);
         let payload = src.split_to(payload_len).freeze();
-        self.event(header.fin, header.opcode, payload).map(Some)
+        self.event(header, payload).map(Some)
     }
 
     /// Stream mode: hands over the next piece of the current data frame, or
@@ -247,18 +343,18 @@ impl FrameCodec {
         &mut self,
         src: &mut BytesMut,
         chunk_size: usize,
-    ) -> Result<Option<Event>, TransportError> {
+    ) -> Result<Option<Decoded>, TransportError> {
         let mut frame = match self.in_frame {
             Some(frame) => frame,
             None => {
-                let Some(header) = parse_header(src)? else {
+                let Some(header) = parse_header(src, self.inflater.is_some())? else {
                     return Ok(None);
                 };
                 if header.opcode & 0x08 != 0 {
                     // parse_header has checked that it is final and at most 125 bytes.
                     return self.decode_whole(src, header, MAX_CONTROL_PAYLOAD);
                 }
-                let opcode = self.start_data_frame(header.opcode)?;
+                let opcode = self.start_data_frame(header)?;
                 src.advance(header.len);
                 FrameInProgress {
                     next_opcode: opcode,
@@ -283,7 +379,7 @@ impl FrameCodec {
         let opcode = std::mem::replace(&mut frame.next_opcode, Opcode::Continuation);
         let last = frame.remaining == 0;
         self.in_frame = if last { None } else { Some(frame) };
-        self.data(opcode, last && frame.fin, payload).map(Some)
+        self.data_or_inflate(opcode, last && frame.fin, payload).map(Some)
     }
 }
 
@@ -292,6 +388,8 @@ impl FrameCodec {
 struct Header {
     /// True on the last frame of a message.
     fin: bool,
+    /// RSV1: the first frame of a compressed message (checked to be allowed).
+    rsv1: bool,
     /// The wire opcode (already checked to be a known one).
     opcode: u8,
     /// Bytes before the payload.
@@ -301,13 +399,18 @@ struct Header {
 }
 
 /// Parses a frame header, or returns `None` while it is incomplete.
-fn parse_header(src: &[u8]) -> Result<Option<Header>, TransportError> {
+/// `deflate`: permessage-deflate was negotiated, so RSV1 may be set on a data frame.
+fn parse_header(src: &[u8], deflate: bool) -> Result<Option<Header>, TransportError> {
     let [first, second, ..] = *src else {
         return Ok(None);
     };
     let fin = first & 0x80 != 0;
-    if first & 0x70 != 0 {
-        return Err(protocol_error("reserved bits set but no extension was negotiated"));
+    let rsv1 = first & 0x40 != 0;
+    if first & 0x30 != 0 {
+        return Err(protocol_error("RSV2 or RSV3 set; no extension using them was negotiated"));
+    }
+    if rsv1 && !deflate {
+        return Err(protocol_error("RSV1 set but permessage-deflate was not negotiated"));
     }
     let opcode = first & 0x0F;
     if !matches!(
@@ -323,6 +426,9 @@ fn parse_header(src: &[u8]) -> Result<Option<Header>, TransportError> {
     let is_control = opcode & 0x08 != 0;
     if is_control && !fin {
         return Err(protocol_error("fragmented control frame"));
+    }
+    if is_control && rsv1 {
+        return Err(protocol_error("RSV1 set on a control frame"));
     }
     if is_control && usize::from(short_len) > MAX_CONTROL_PAYLOAD {
         return Err(protocol_error("control frame payload over 125 bytes"));
@@ -346,7 +452,7 @@ fn parse_header(src: &[u8]) -> Result<Option<Header>, TransportError> {
         }
         short => (2, u64::from(short)),
     };
-    Ok(Some(Header { fin, opcode, len, payload_len }))
+    Ok(Some(Header { fin, rsv1, opcode, len, payload_len }))
 }
 
 /// Parses a close frame's payload: nothing, or a valid code and a UTF-8 reason.
@@ -385,13 +491,21 @@ impl Decoder for FrameCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, TransportError> {
         #[cfg(test)]
         probe::record(src);
-        match self.delivery {
-            Delivery::Pieces { chunk_size } => self.decode_piece(src, chunk_size),
-            Delivery::Whole { max_frame_size } => {
-                let Some(header) = parse_header(src)? else {
-                    return Ok(None);
-                };
-                self.decode_whole(src, header, max_frame_size)
+        loop {
+            // What a compressed frame inflates to leaves before the next frame is read.
+            if self.inflater.as_ref().is_some_and(MessageInflater::has_input) {
+                if let Some(event) = self.inflated()? {
+                    return Ok(Some(event));
+                }
+            }
+            match self.decode_frame(src)? {
+                None => return Ok(None),
+                Some(Decoded::Event(event)) => return Ok(Some(event)),
+                Some(Decoded::Compressed) => {
+                    if let Some(event) = self.inflated()? {
+                        return Ok(Some(event));
+                    }
+                }
             }
         }
     }
@@ -411,6 +525,23 @@ impl Encoder<ClientFrame> for FrameCodec {
     type Error = TransportError;
 
     fn encode(&mut self, frame: ClientFrame, dst: &mut BytesMut) -> Result<(), TransportError> {
+        if let Some(deflater) = self.deflater.as_mut() {
+            let data = match &frame {
+                ClientFrame::Text(payload) => Some((wire::TEXT, true, payload)),
+                ClientFrame::Binary(payload) => Some((wire::BINARY, true, payload)),
+                ClientFrame::Fragment(frame) => {
+                    Some((wire_opcode(frame.opcode), frame.fin, &frame.payload))
+                }
+                _ => None,
+            };
+            if let Some((opcode, fin, payload)) = data {
+                let compressed = deflater.compress(payload, fin)?;
+                // RSV1 marks the first frame of a compressed message only.
+                let rsv1 = if opcode == wire::CONTINUATION { 0 } else { RSV1 };
+                write_frame_bits(dst, rsv1 | opcode, fin, &compressed);
+                return Ok(());
+            }
+        }
         match frame {
             ClientFrame::Text(payload) => write_frame(dst, wire::TEXT, &payload),
             ClientFrame::Binary(payload) => write_frame(dst, wire::BINARY, &payload),
@@ -418,12 +549,7 @@ impl Encoder<ClientFrame> for FrameCodec {
             ClientFrame::Pong(payload) => write_frame(dst, wire::PONG, control_payload(&payload)),
             ClientFrame::Close(None) => write_frame(dst, wire::CLOSE, &[]),
             ClientFrame::Fragment(frame) => {
-                let opcode = match frame.opcode {
-                    Opcode::Text => wire::TEXT,
-                    Opcode::Binary => wire::BINARY,
-                    Opcode::Continuation => wire::CONTINUATION,
-                };
-                write_frame_fin(dst, opcode, frame.fin, &frame.payload);
+                write_frame_bits(dst, wire_opcode(frame.opcode), frame.fin, &frame.payload);
             }
             ClientFrame::Close(Some(frame)) => {
                 let reason = truncate_at_char(&frame.reason, MAX_CONTROL_PAYLOAD - 2);
@@ -451,16 +577,28 @@ fn truncate_at_char(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Writes one final, masked frame.
-fn write_frame(dst: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    write_frame_fin(dst, opcode, true, payload);
+/// RSV1 in a frame's first byte: a compressed message.
+const RSV1: u8 = 0x40;
+
+/// The wire opcode of a data frame.
+fn wire_opcode(opcode: Opcode) -> u8 {
+    match opcode {
+        Opcode::Text => wire::TEXT,
+        Opcode::Binary => wire::BINARY,
+        Opcode::Continuation => wire::CONTINUATION,
+    }
 }
 
-/// Writes one masked frame, final or not.
-fn write_frame_fin(dst: &mut BytesMut, opcode: u8, fin: bool, payload: &[u8]) {
+/// Writes one final, masked frame.
+fn write_frame(dst: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    write_frame_bits(dst, opcode, true, payload);
+}
+
+/// Writes one masked frame, final or not; `bits` is the opcode with any reserved bit.
+fn write_frame_bits(dst: &mut BytesMut, bits: u8, fin: bool, payload: &[u8]) {
     let len = payload.len();
     dst.reserve(MAX_HEADER_LEN + len);
-    dst.put_u8(if fin { 0x80 } else { 0 } | opcode);
+    dst.put_u8(if fin { 0x80 } else { 0 } | bits);
     if len < 126 {
         dst.put_u8(0x80 | len as u8);
     } else if let Ok(len) = u16::try_from(len) {

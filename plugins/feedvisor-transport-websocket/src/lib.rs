@@ -9,6 +9,9 @@
 //! - `client.rs`: per-thread awc clients and the middleware that keeps `Retry-After`;
 //! - `error.rs`: awc errors to [`TransportError`] kinds;
 //! - [`codec`]: the frame codec;
+//! - `extension.rs`: permessage-deflate's offer and the server's answer, held
+//!   to the offer (RFC 7692 section 7.1);
+//! - `deflate.rs`: inflating and compressing messages once it is negotiated;
 //! - `session.rs`: what a session does with the socket (framing, pongs, close
 //!   replies); its life (close, drain, close timeout) is the kit's `Session`.
 //!
@@ -21,16 +24,20 @@
 
 mod client;
 pub mod codec;
+mod deflate;
 mod error;
+mod extension;
 mod session;
 
 use std::time::Duration;
 
-use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
+use awc::http::header::{
+    HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, USER_AGENT,
+};
 use awc::ClientResponse;
 use feedvisor_transport_api::{
-    close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection,
-    FeedOptions, OptionProblem, Outbound, Transport, TransportError,
+    close_code, outbound_channel, CloseFrame, Compression, ConnectFuture, ConnectRequest,
+    Connection, FeedOptions, OptionProblem, Outbound, Transport, TransportError,
 };
 use feedvisor_transport_kit::{redacted_url, session_inbound};
 use url::Url;
@@ -130,6 +137,21 @@ fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
     if feed.tls.ca_file.is_some() && feed.url.scheme() != "wss" {
         problems.push(OptionProblem::new("tls.ca_file", "only used by wss:// feeds"));
     }
+    if let Some(Compression::Deflate(params)) = feed.compression {
+        // zlib cannot compress with a window of 8 (RFC 7692 allows it): 9 is the least we can keep to.
+        if params.client_max_window_bits.is_some_and(|bits| !(9..=15).contains(&bits)) {
+            problems.push(OptionProblem::new(
+                "client_max_window_bits",
+                "must be from 9 to 15 (the base-2 logarithm of our compressor's window)",
+            ));
+        }
+        if params.server_max_window_bits.is_some_and(|bits| !(8..=15).contains(&bits)) {
+            problems.push(OptionProblem::new(
+                "server_max_window_bits",
+                "must be from 8 to 15 (the base-2 logarithm of the server's window)",
+            ));
+        }
+    }
     problems
 }
 
@@ -199,6 +221,13 @@ async fn connect(
     if !request.subprotocols.is_empty() {
         upgrade = upgrade.protocols(&request.subprotocols);
     }
+    let offered = match &request.compression {
+        Compression::Deflate(params) => Some(params),
+        Compression::Off => None,
+    };
+    if let Some(params) = offered {
+        upgrade = upgrade.header(SEC_WEBSOCKET_EXTENSIONS, extension::offer(params));
+    }
     let (response, framed) =
         match actix_rt::time::timeout(request.handshake_timeout, upgrade.connect()).await {
             Err(_elapsed) => return Err(attempt.timed_out()),
@@ -206,11 +235,24 @@ async fn connect(
             Ok(Ok(upgraded)) => upgraded,
         };
     let protocol = picked_subprotocol(&response, &request.subprotocols)?;
+    let answers: Vec<&str> = response
+        .headers()
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+        .collect();
+    let deflate = extension::accept(offered, &answers).map_err(TransportError::Handshake)?;
     let (mode, max_frame_size) = (request.mode, request.max_frame_size);
-    let framed = framed.into_map_codec(|_| FrameCodec::for_mode(mode, max_frame_size));
+    let counts = request.compressed.clone();
+    let framed = framed.into_map_codec(|_| {
+        let codec = FrameCodec::for_mode(mode, max_frame_size);
+        match &deflate {
+            Some(agreed) => codec.with_deflate(agreed, counts.clone()),
+            None => codec,
+        }
+    });
     let (outbound, receiver) = outbound_channel();
     let session = session::session(framed, receiver, close_timeout);
-    tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
+    tracing::debug!(url = %target.shown, protocol = ?protocol, deflate = ?deflate, "websocket connected");
     let inbound = session_inbound(
         session,
         outbound.clone(),

@@ -18,6 +18,7 @@ fn refused(url: &str, framing: Option<Framing>, ca_file: Option<&str>) -> Vec<St
         framing,
         tls: &tls,
         protocol_pings: true,
+        compression: None,
     };
     let transport = MemoryTransport::new(MemoryHub::new());
     transport.check(&feed).into_iter().map(|problem| problem.field).collect()

@@ -42,6 +42,8 @@ fn request(name: &str, setup: Setup) -> ConnectRequest {
         tls: TlsOptions::default(),
         mode: setup.mode,
         framing: Default::default(),
+        compression: Default::default(),
+        compressed: Default::default(),
     }
 }
 

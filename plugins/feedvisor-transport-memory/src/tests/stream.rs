@@ -30,6 +30,8 @@ fn open(mode: DeliveryMode) -> (MemoryPeer, Connection) {
         tls: TlsOptions::default(),
         mode,
         framing: Default::default(),
+        compression: Default::default(),
+        compressed: Default::default(),
     };
     let connection = MemoryTransport::new(hub).connect(request).now_or_never();
     let connection = connection.expect("a memory connect is immediate").expect("someone listens");

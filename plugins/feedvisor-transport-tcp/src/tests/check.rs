@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use feedvisor_transport_api::Transport;
-use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
+use feedvisor_transport_api::{
+    Compression, DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions,
+};
 use url::Url;
 
 use crate::TcpTransport;
@@ -17,6 +19,7 @@ struct Feed {
     framing: Option<Framing>,
     ca_file: Option<&'static str>,
     protocol_pings: bool,
+    compression: Option<Compression>,
 }
 
 impl Feed {
@@ -37,6 +40,7 @@ impl Feed {
             framing: self.framing,
             tls: &tls,
             protocol_pings: self.protocol_pings,
+            compression: self.compression,
         })
     }
 
@@ -72,10 +76,11 @@ fn handshake_options_protocol_pings_and_framing_in_stream_mode_are_refused() {
         framing: Some(Framing::Lines),
         protocol_pings: true,
         ca_file: None,
+        compression: Some(Compression::Off),
     };
     assert_eq!(
         feed.fields("tcp://127.0.0.1:7000"),
-        ["headers.Authorization", "subprotocols", "framing", "heartbeat"]
+        ["headers.Authorization", "subprotocols", "framing", "heartbeat", "compression"]
     );
 }
 

@@ -48,6 +48,8 @@ fn request(url: &str) -> ConnectRequest {
         tls: TlsOptions::default(),
         mode: DeliveryMode::Message,
         framing: Framing::Lines,
+        compression: Default::default(),
+        compressed: Default::default(),
     }
 }
 

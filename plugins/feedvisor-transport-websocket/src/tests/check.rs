@@ -27,6 +27,7 @@ fn problems(
         framing,
         tls: &tls,
         protocol_pings: true,
+        compression: None,
     })
 }
 

@@ -7,6 +7,7 @@
 
 mod check;
 mod compliance;
+mod deflate;
 mod echo;
 mod handshake;
 mod session;
@@ -42,6 +43,8 @@ fn request(url: &str) -> ConnectRequest {
         tls: TlsOptions::default(),
         mode: Default::default(),
         framing: Default::default(),
+        compression: Default::default(),
+        compressed: Default::default(),
     }
 }
 
