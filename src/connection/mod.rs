@@ -185,6 +185,7 @@ impl FeedConnection {
             max_frame_size: self.assembler.max_message_size(),
             handshake_timeout: self.feed.handshake_timeout,
             tls: self.feed.tls.clone(),
+            proxy: self.feed.proxy.clone(),
             mode: self.feed.mode,
             framing: self.feed.framing,
         }

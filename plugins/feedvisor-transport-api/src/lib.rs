@@ -26,10 +26,12 @@
 mod assemble;
 mod error;
 mod frame;
+mod network;
 mod transport;
 
 pub use assemble::{AssembleError, MessageAssembler};
 pub use error::{ErrorKind, TransportError};
+pub use network::{HttpProxy, ProxyOptions, TrustRoots};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
 pub use transport::{
     outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,

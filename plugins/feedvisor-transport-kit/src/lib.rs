@@ -11,12 +11,14 @@
 //!   place, and finishes its close on a task of its own once the actor lets go;
 //! - [`tls`]: rustls client configs (ring, webpki roots, an optional CA
 //!   file), also used by the webhook sink;
+//! - [`proxy`]: HTTP CONNECT tunnels, and the proxy a feed goes through;
 //! - [`redacted_url`]: a feed's URL as errors and logs may show it;
 //! - [`Utf8Validator`]: incremental UTF-8 validation of text split into
 //!   fragments, which every transport owes the connection actor.
 
 mod inbound;
 mod redact;
+pub mod proxy;
 mod session;
 pub mod tls;
 mod utf8;
