@@ -137,6 +137,28 @@ pub fn check(options: &TlsOptions) -> Vec<OptionProblem> {
     problems
 }
 
+/// A transport's check of a feed's TLS settings: [`check`] for a secure
+/// scheme; for a plain one, every field that is set is refused as
+/// `only used by {secure_feeds}` (such as `"wss:// feeds"`).
+pub fn check_feed(options: &TlsOptions, secure: bool, secure_feeds: &str) -> Vec<OptionProblem> {
+    if secure {
+        return check(options);
+    }
+    let set = [
+        ("tls.roots", options.roots != TrustRoots::default()),
+        ("tls.ca_file", options.ca_file.is_some()),
+        ("tls.client_cert", options.client_cert.is_some()),
+        ("tls.client_key", options.client_key.is_some()),
+        ("tls.server_name", options.server_name.is_some()),
+        ("tls.pin_sha256", !options.pin_sha256.is_empty()),
+        ("tls.insecure_skip_verify", options.insecure_skip_verify),
+    ];
+    set.into_iter()
+        .filter(|(_, is_set)| *is_set)
+        .map(|(field, _)| OptionProblem::new(field, format!("only used by {secure_feeds}")))
+        .collect()
+}
+
 /// The verifier for `options`: webpki chain validation against the chosen
 /// roots, then the pins; or, with `insecure_skip_verify`, signatures only.
 fn verifier(

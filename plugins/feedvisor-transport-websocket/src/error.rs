@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime};
 use actix_http::header::HttpDate;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use feedvisor_transport_api::TransportError;
+use feedvisor_transport_kit::tls;
+
+use crate::client::TunnelFailure;
 
 /// A non-101 answer to the upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,16 +109,19 @@ impl Attempt<'_> {
 
     fn classify_io(&self, error: std::io::Error) -> TransportError {
         use std::io::ErrorKind;
+        if let Some(TunnelFailure(failure)) =
+            error.get_ref().and_then(|inner| inner.downcast_ref::<TunnelFailure>())
+        {
+            return failure.clone();
+        }
         if error.kind() == ErrorKind::ConnectionRefused {
             return TransportError::Refused { addr: self.addr.to_owned() };
         }
         let from_rustls = error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-        let tls_kind = matches!(
-            error.kind(),
-            ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof
-        );
-        if from_rustls || (self.secure && tls_kind) {
-            return TransportError::Tls(format!("handshake with {} failed: {error}", self.addr));
+        if from_rustls || self.secure {
+            if let Some(failure) = tls::handshake_failure(self.addr, &error) {
+                return failure;
+            }
         }
         TransportError::Io(format!("connect to {}: {error}", self.addr))
     }

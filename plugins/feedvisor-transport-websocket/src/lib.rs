@@ -32,7 +32,7 @@ use feedvisor_transport_api::{
     close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection,
     FeedOptions, OptionProblem, Outbound, Transport, TransportError,
 };
-use feedvisor_transport_kit::{redacted_url, session_inbound};
+use feedvisor_transport_kit::{proxy, redacted_url, session_inbound, tls};
 use url::Url;
 
 use crate::codec::FrameCodec;
@@ -127,9 +127,7 @@ fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
             "not used by ws:// and wss:// feeds: each WebSocket message is one message",
         ));
     }
-    if feed.tls.ca_file.is_some() && feed.url.scheme() != "wss" {
-        problems.push(OptionProblem::new("tls.ca_file", "only used by wss:// feeds"));
-    }
+    problems.extend(tls::check_feed(feed.tls, feed.url.scheme() == "wss", "wss:// feeds"));
     problems
 }
 
@@ -190,7 +188,8 @@ async fn connect(
         secure: target.secure,
         timeout: request.handshake_timeout,
     };
-    let client = client::client_for(&request.tls)?;
+    let proxy = proxy::choose(&request.proxy, &target.host, target.secure, &proxy::process_env)?;
+    let client = client::client_for(&request.tls, proxy.as_ref())?;
     let mut upgrade = client.ws(target.request_uri.as_str()).max_frame_size(request.max_frame_size);
     for (name, value) in headers {
         upgrade = upgrade.header(name, value);
@@ -210,7 +209,8 @@ async fn connect(
     let framed = framed.into_map_codec(|_| FrameCodec::for_mode(mode, max_frame_size));
     let (outbound, receiver) = outbound_channel();
     let session = session::session(framed, receiver, close_timeout);
-    tracing::debug!(url = %target.shown, protocol = ?protocol, "websocket connected");
+    // The address only: a path may hold an expanded `${VAR}`.
+    tracing::debug!(addr = %target.addr, protocol = ?protocol, "websocket connected");
     let inbound = session_inbound(
         session,
         outbound.clone(),

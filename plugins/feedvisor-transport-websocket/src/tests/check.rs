@@ -18,7 +18,7 @@ fn problems(
     ca_file: Option<&str>,
 ) -> Vec<OptionProblem> {
     let url = Url::parse(url).expect("test url");
-    let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from) };
+    let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from), ..TlsOptions::default() };
     WebSocketTransport::new().check(&FeedOptions {
         url: &url,
         header_names,
