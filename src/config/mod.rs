@@ -36,6 +36,7 @@
 mod checks;
 mod env;
 mod heartbeat;
+mod network;
 mod queue;
 mod raw;
 mod scope;
@@ -51,7 +52,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use feedvisor_transport_api::{DeliveryMode, Framing, TlsOptions};
+use feedvisor_transport_api::{DeliveryMode, Framing, ProxyOptions, TlsOptions};
 use serde::Serialize;
 use url::Url;
 
@@ -70,7 +71,7 @@ pub use crate::sink::{
 };
 
 use crate::transports::TransportRegistry;
-use show::{mask_password, mask_query};
+use show::{mask_literal_query, mask_password, mask_query};
 
 /// A whole, valid, resolved config.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,6 +153,11 @@ pub struct FeedDefaults {
     pub outbound_queue: OutboundQueueConfig,
     /// Default [`FeedConfig::required`].
     pub required: bool,
+    /// Default [`FeedConfig::tls`] (`[defaults.tls]`); a feed's `tls` table
+    /// overrides it field by field.
+    pub tls: TlsOptions,
+    /// Default [`FeedConfig::proxy`].
+    pub proxy: ProxyOptions,
     /// The heartbeat message as written, when it uses `${VAR}`: for display,
     /// and for feeds that inherit it.
     pub unexpanded_heartbeat_message: Option<String>,
@@ -182,6 +188,8 @@ impl Default for FeedDefaults {
             idle_timeout: None,
             outbound_queue: OutboundQueueConfig::default(),
             required: true,
+            tls: TlsOptions::default(),
+            proxy: ProxyOptions::default(),
             unexpanded_heartbeat_message: None,
         }
     }
@@ -222,6 +230,8 @@ pub struct FeedConfig {
     /// TLS settings for secure schemes; `ca_file` resolved against the config
     /// file's directory.
     pub tls: TlsOptions,
+    /// Directly, through a proxy, or as the environment says at connect time.
+    pub proxy: ProxyOptions,
     /// When and how fast to reconnect after a failure.
     pub reconnect: ReconnectPolicy,
     /// Pings that detect a dead connection; `None`: off (`interval = "0s"`).
@@ -267,7 +277,8 @@ impl FeedConfig {
             framing: Framing::default(),
             framing_used: false,
             handshake_timeout: defaults.handshake_timeout,
-            tls: TlsOptions::default(),
+            tls: defaults.tls,
+            proxy: defaults.proxy,
             reconnect: defaults.reconnect,
             heartbeat: defaults.heartbeat,
             idle_timeout: defaults.idle_timeout,
@@ -282,7 +293,7 @@ impl FeedConfig {
     pub(crate) fn display_url(&self) -> String {
         match self.unexpanded.url.as_deref() {
             // As written: `${VAR}` placeholders show where secrets go, not the secrets.
-            Some(written) => mask_password(written),
+            Some(written) => mask_literal_query(&mask_password(written)),
             None => mask_query(&mask_password(self.url.as_str())),
         }
     }

@@ -13,6 +13,7 @@ use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem,
 
 use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
 use super::env::has_reference;
+use super::network;
 use super::raw::{RawConfig, RawDefaults, RawFeed, RawHttp, RawMode};
 use super::scope::{Context, Scope};
 use super::session::{self, Heartbeat};
@@ -164,7 +165,11 @@ fn defaults(
     let outbound_queue =
         session::outbound_queue(raw.outbound_queue.as_ref(), &builtin.outbound_queue, &mut scope)
             .unwrap_or(builtin.outbound_queue);
+    let tls = network::tls(raw.tls.as_ref(), &builtin.tls, context, &mut scope);
+    let proxy = network::proxy(raw.proxy.as_deref(), &builtin.proxy, context, &mut scope);
     FeedDefaults {
+        tls,
+        proxy,
         stream: raw.mode.map_or(builtin.stream, |mode| mode == RawMode::Stream),
         max_message_size,
         chunk_size,
@@ -292,17 +297,9 @@ pub(crate) fn feed(
         defaults.handshake_timeout,
     );
 
-    // Which schemes take a CA file is the transport's rule; the path is ours.
-    let mut tls = TlsOptions::default();
-    if let Some(ca_file) = raw.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()) {
-        let path = context.base_dir.join(ca_file);
-        if ca_file.is_empty() {
-            scope.error("tls.ca_file", "must not be empty");
-        } else if !(context.file_exists)(&path) {
-            scope.error("tls.ca_file", format!("no such file: {}", path.display()));
-        }
-        tls.ca_file = Some(path);
-    }
+    // Which schemes use TLS and a proxy is the transport's rule; paths are ours.
+    let mut tls = network::tls(raw.tls.as_ref(), &defaults.tls, context, &mut scope);
+    let proxy = network::proxy(raw.proxy.as_deref(), &defaults.proxy, context, &mut scope);
 
     let reconnect = session::reconnect(raw.reconnect.as_ref(), &defaults.reconnect, &mut scope);
     let inherited_heartbeat = Heartbeat {
@@ -317,6 +314,7 @@ pub(crate) fn feed(
         session::outbound_queue(raw.outbound_queue.as_ref(), &defaults.outbound_queue, &mut scope);
 
     let mut framing_used = false;
+    let mut inherited_tls_unused = false;
     if let (Some(url), Some(transport)) = (&url, &transport) {
         let header_names: Vec<&str> = raw.headers.keys().map(String::as_str).collect();
         let options = FeedOptions {
@@ -340,6 +338,9 @@ pub(crate) fn feed(
                 if let Some(heartbeat) = heartbeat.as_mut() {
                     heartbeat.config = None;
                 }
+            } else if is_unused_tls(&problem) && raw.tls.is_none() {
+                // [defaults.tls] on a feed whose scheme has no TLS: not this feed's.
+                inherited_tls_unused = true;
             } else {
                 scope.error(&problem.field, problem.message);
             }
@@ -351,6 +352,9 @@ pub(crate) fn feed(
         }));
     }
 
+    if inherited_tls_unused {
+        tls = TlsOptions::default();
+    }
     if errors.len() != before {
         return None;
     }
@@ -377,6 +381,7 @@ pub(crate) fn feed(
         max_message_size: max_message_size?,
         handshake_timeout: handshake_timeout?,
         tls,
+        proxy,
         reconnect: reconnect?,
         heartbeat: heartbeat.config,
         idle_timeout: idle_timeout?,
@@ -385,6 +390,11 @@ pub(crate) fn feed(
         required: raw.required.unwrap_or(defaults.required),
         unexpanded,
     })
+}
+
+/// A transport's refusal of a TLS setting on a scheme without TLS.
+fn is_unused_tls(problem: &OptionProblem) -> bool {
+    problem.field.starts_with("tls.") && problem.message.starts_with("only used by")
 }
 
 /// Whether a heartbeat is protocol pings (rather than an application message).

@@ -31,8 +31,8 @@ mod transport;
 
 pub use assemble::{AssembleError, MessageAssembler};
 pub use error::{ErrorKind, TransportError};
-pub use network::{HttpProxy, ProxyOptions, TrustRoots};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
+pub use network::{HttpProxy, ProxyOptions, TrustRoots};
 pub use transport::{
     outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
     Framing, Inbound, OptionProblem, OutboundReceiver, OutboundSender, TlsOptions, Transport,

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use url::Url;
+
 /// Which certificate authorities a TLS feed trusts besides its `ca_file`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum TrustRoots {
@@ -54,6 +56,32 @@ pub struct HttpProxy {
 }
 
 impl HttpProxy {
+    /// Parses `http://[user[:password]@]host[:port]` (port 80 by default).
+    /// Messages never quote the URL: it may hold a password.
+    pub fn parse(text: &str) -> Result<HttpProxy, String> {
+        let url = Url::parse(text.trim()).map_err(|error| format!("invalid proxy URL: {error}"))?;
+        if url.scheme() != "http" {
+            return Err(format!(
+                "proxy scheme {:?} is not supported: use http://host:port (the tunnel carries TLS itself)",
+                url.scheme()
+            ));
+        }
+        let host = url.host_str().ok_or("the proxy URL has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err("a proxy URL is only http://[user:password@]host:port".to_owned());
+        }
+        let decode = |part: &str| {
+            percent_decode(part).ok_or("the proxy credentials are not valid percent-encoded UTF-8")
+        };
+        let username = match url.username() {
+            "" => None,
+            name => Some(decode(name)?),
+        };
+        let password = url.password().map(decode).transpose()?;
+        Ok(HttpProxy { host, port: url.port().unwrap_or(80), username, password })
+    }
+
     /// `host:port`, with brackets around an IPv6 address: what messages name.
     pub fn addr(&self) -> String {
         if self.host.contains(':') {
@@ -72,6 +100,24 @@ impl fmt::Debug for HttpProxy {
             .field("credentials", &self.username.is_some())
             .finish()
     }
+}
+
+/// Decodes `%XX` escapes; `None` when they do not make UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

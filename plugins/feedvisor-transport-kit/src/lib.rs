@@ -17,8 +17,8 @@
 //!   fragments, which every transport owes the connection actor.
 
 mod inbound;
-mod redact;
 pub mod proxy;
+mod redact;
 mod session;
 pub mod tls;
 mod utf8;

@@ -11,39 +11,12 @@ use base64::Engine as _;
 use feedvisor_transport_api::{HttpProxy, ProxyOptions, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use url::Url;
 
 /// The largest proxy answer (status line and headers) read.
 pub const MAX_ANSWER: usize = 16 * 1024;
 
 /// The most header lines a proxy answer may have.
 pub const MAX_ANSWER_HEADERS: usize = 64;
-
-/// Parses `http://[user[:password]@]host[:port]` (port 80 by default).
-/// Messages never quote the URL: it may hold a password.
-pub fn parse_proxy_url(text: &str) -> Result<HttpProxy, String> {
-    let url = Url::parse(text.trim()).map_err(|error| format!("invalid proxy URL: {error}"))?;
-    if url.scheme() != "http" {
-        return Err(format!(
-            "proxy scheme {:?} is not supported: use http://host:port (the tunnel carries TLS itself)",
-            url.scheme()
-        ));
-    }
-    let host = url.host_str().ok_or("the proxy URL has no host")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err("a proxy URL is only http://[user:password@]host:port".to_owned());
-    }
-    let decode = |part: &str| {
-        percent_decode(part).ok_or("the proxy credentials are not valid percent-encoded UTF-8")
-    };
-    let username = match url.username() {
-        "" => None,
-        name => Some(decode(name)?),
-    };
-    let password = url.password().map(decode).transpose()?;
-    Ok(HttpProxy { host, port: url.port().unwrap_or(80), username, password })
-}
 
 /// The proxy a connect to `host` goes through, if any: the feed's own, or
 /// with [`ProxyOptions::Environment`], `HTTPS_PROXY` (`secure`) or
@@ -66,10 +39,9 @@ pub fn choose(
                     return Ok(None);
                 }
             }
-            parse_proxy_url(&value).map(Some).map_err(|reason| TransportError::InvalidUrl {
-                url: format!("${name}"),
-                reason,
-            })
+            HttpProxy::parse(&value)
+                .map(Some)
+                .map_err(|reason| TransportError::InvalidUrl { url: format!("${name}"), reason })
         }
     }
 }
@@ -96,7 +68,9 @@ fn bypasses(no_proxy: &str, host: &str) -> bool {
         }
         let entry = entry.to_ascii_lowercase();
         let entry = match entry.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') => {
+            Some((name, port))
+                if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') =>
+            {
                 name.to_owned()
             }
             _ => entry,
@@ -110,16 +84,18 @@ fn bypasses(no_proxy: &str, host: &str) -> bool {
 /// tunnel to `host:port`. The caller bounds the whole by its handshake timeout.
 pub async fn tunnel(proxy: &HttpProxy, host: &str, port: u16) -> Result<TcpStream, TransportError> {
     let fail = |reason: String| TransportError::Proxy { proxy: proxy.addr(), reason };
-    let mut stream = TcpStream::connect((proxy.host.as_str(), proxy.port))
-        .await
-        .map_err(|error| match error.kind() {
+    let mut stream =
+        TcpStream::connect((proxy.host.as_str(), proxy.port)).await.map_err(|error| match error
+            .kind()
+        {
             std::io::ErrorKind::ConnectionRefused => fail("refused the connection".to_owned()),
             _ => fail(format!("cannot connect: {error}")),
         })?;
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
-    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let target =
+        if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(username) = &proxy.username {
         let pair = format!("{username}:{}", proxy.password.as_deref().unwrap_or(""));
@@ -200,24 +176,6 @@ fn parse_answer(head: &[u8]) -> Result<Answer, String> {
         }
         _ => Err(format!("answered CONNECT with something that is not HTTP: {shown:?}")),
     }
-}
-
-/// Decodes `%XX` escapes; `None` when they do not make UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let hex = text.get(index + 1..index + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

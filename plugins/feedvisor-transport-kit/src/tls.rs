@@ -86,10 +86,7 @@ impl TlsError {
 }
 
 /// A client config for `options`, offering `alpn` (none when empty).
-pub fn client_config(
-    options: &TlsOptions,
-    alpn: &[&[u8]],
-) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(options: &TlsOptions, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = verifier(options, &provider)?;
     let builder = ClientConfig::builder_with_provider(provider)
@@ -423,15 +420,16 @@ fn describe_certificate(error: &CertificateError) -> String {
 /// failures are `None`, for the caller to classify.
 pub fn handshake_failure(addr: &str, error: &std::io::Error) -> Option<TransportError> {
     use std::io::ErrorKind;
-    if let Some(refused) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    if let Some(refused) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         return Some(TransportError::Tls(format!(
             "handshake with {addr} failed: {}",
             describe(refused)
         )));
     }
-    let tls_kind =
-        matches!(error.kind(), ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof);
+    let tls_kind = matches!(
+        error.kind(),
+        ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof
+    );
     tls_kind.then(|| TransportError::Tls(format!("handshake with {addr} failed: {error}")))
 }
 

@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use actix_http::{StatusCode, Uri};
 use actix_service::Service;
-use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection};
+use actix_tls::connect::{
+    ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection,
+};
 use awc::error::SendRequestError;
 use awc::http::header::RETRY_AFTER;
 use awc::middleware::Transform;

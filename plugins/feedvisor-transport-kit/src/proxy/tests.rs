@@ -23,15 +23,15 @@ fn proxy_at(addr: std::net::SocketAddr) -> HttpProxy {
 
 #[test]
 fn proxy_urls_carry_decoded_credentials_and_default_to_port_80() {
-    let proxy = parse_proxy_url("http://alice:p%40ss@proxy.internal:3128").expect("valid");
+    let proxy = HttpProxy::parse("http://alice:p%40ss@proxy.internal:3128").expect("valid");
     assert_eq!(proxy.host, "proxy.internal");
     assert_eq!(proxy.port, 3128);
     assert_eq!(proxy.username.as_deref(), Some("alice"));
     assert_eq!(proxy.password.as_deref(), Some("p@ss"));
-    assert_eq!(parse_proxy_url("http://[::1]/").expect("valid").addr(), "[::1]:80");
-    let refused = parse_proxy_url("https://alice:hunter2@proxy:3128").expect_err("https");
+    assert_eq!(HttpProxy::parse("http://[::1]/").expect("valid").addr(), "[::1]:80");
+    let refused = HttpProxy::parse("https://alice:hunter2@proxy:3128").expect_err("https");
     assert!(refused.contains("not supported") && !refused.contains("hunter2"), "{refused}");
-    assert!(parse_proxy_url("http://proxy:3128/path").is_err());
+    assert!(HttpProxy::parse("http://proxy:3128/path").is_err());
 }
 
 #[test]
@@ -104,9 +104,10 @@ async fn a_tunnel_sends_connect_with_basic_credentials() {
 
 #[actix_rt::test]
 async fn a_407_names_the_answer_and_what_to_check_without_the_password() {
-    let (server, _) =
-        answering(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n")
-            .await;
+    let (server, _) = answering(
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
+    )
+    .await;
     let error = tunnel(&proxy_at(server.addr), "feed.example.com", 443).await.expect_err("407");
     let shown = error.to_string();
     assert_eq!(error.kind().as_str(), "proxy");

@@ -104,7 +104,9 @@ fn missing_and_broken_files_name_the_field_and_the_file() {
         ..TlsOptions::default()
     };
     let found = problems(&missing);
-    assert!(found[0].starts_with("tls.ca_file: ") && found[0].contains("/nonexistent/feedvisor/ca.pem"));
+    assert!(
+        found[0].starts_with("tls.ca_file: ") && found[0].contains("/nonexistent/feedvisor/ca.pem")
+    );
 
     let certificates = TestCertificates::generate();
     let cert_as_key = TlsOptions {
@@ -115,7 +117,8 @@ fn missing_and_broken_files_name_the_field_and_the_file() {
     let found = problems(&cert_as_key);
     assert!(found[0].starts_with("tls.client_key: "), "{found:?}");
 
-    let half = TlsOptions { client_cert: Some(certificates.client_cert_file()), ..TlsOptions::default() };
+    let half =
+        TlsOptions { client_cert: Some(certificates.client_cert_file()), ..TlsOptions::default() };
     assert_eq!(
         problems(&half),
         vec!["tls.client_key: client_cert and client_key go together: set both or neither"]
@@ -155,7 +158,9 @@ fn handshake_alerts_are_explained() {
         "localhost:1",
         &std::io::Error::new(std::io::ErrorKind::InvalidData, required),
     );
-    assert!(matches!(failure, Some(TransportError::Tls(message)) if message.contains("client_cert")));
+    assert!(
+        matches!(failure, Some(TransportError::Tls(message)) if message.contains("client_cert"))
+    );
     let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
     assert_eq!(handshake_failure("localhost:1", &reset), None);
 }
