@@ -27,6 +27,8 @@ pub(crate) const BYTES_RECEIVED: &str = "feedvisor_bytes_received_total";
 pub(crate) const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 /// Connect attempts, by `result` (ok or an error kind).
 pub(crate) const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
+/// Connect attempts of feeds with `tls.insecure_skip_verify = true`.
+pub(crate) const TLS_INSECURE_CONNECTS: &str = "feedvisor_tls_insecure_connects_total";
 /// Time from a message's arrival to the end of its handling by a subscriber:
 /// sampled at most once a millisecond per subscriber (for every feed in the
 /// batch then handled), each sample the slowest batch of its feed (by its
@@ -111,6 +113,10 @@ fn describe() {
     describe_counter!(BYTES_RECEIVED, Unit::Bytes, "Payload bytes received from the feed.");
     describe_counter!(MESSAGES_REJECTED, "Messages refused (too large, invalid), by reason.");
     describe_counter!(CONNECT_ATTEMPTS, "Connect attempts, by result.");
+    describe_counter!(
+        TLS_INSECURE_CONNECTS,
+        "Connect attempts that accept any server certificate (tls.insecure_skip_verify)."
+    );
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,
@@ -314,6 +320,11 @@ impl FeedMetrics {
     /// Counts `count` outbound messages that never went out.
     pub(crate) fn outbound_dropped(&self, reason: OutboundDropReason, count: u64) {
         self.outbound_dropped[reason as usize].increment(count);
+    }
+
+    /// Counts a connect attempt that skips certificate verification.
+    pub(crate) fn insecure_connect(&self) {
+        counter!(TLS_INSECURE_CONNECTS, "feed" => self.feed.clone()).increment(1);
     }
 
     /// Counts a connect attempt with its result ("ok" or an error kind).

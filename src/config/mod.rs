@@ -111,8 +111,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HttpConfig {
     /// Address to listen on; loopback by default so nothing is exposed.
     pub listen: SocketAddr,
-    /// When set, requests that change anything need `Authorization: Bearer <token>`.
+    /// When set, requests that change anything, and `/subscribe`, need
+    /// `Authorization: Bearer <token>` (`/subscribe` also takes `?token=`).
     pub token: Option<Secret>,
+    /// Serve on a non-loopback address without a token (warned at start).
+    pub allow_public: bool,
     /// `[http.subscribe]`: the local WebSocket endpoint `/subscribe`.
     pub subscribe: SubscribeEndpointConfig,
 }
@@ -122,6 +125,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)),
             token: None,
+            allow_public: false,
             subscribe: SubscribeEndpointConfig::default(),
         }
     }

@@ -46,8 +46,10 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawHttp {
     /// `IP:PORT` to listen on.
     pub listen: Option<String>,
-    /// Bearer token that changes (POST, PUT, DELETE) must carry.
+    /// Bearer token that changes (POST, PUT, DELETE) and `/subscribe` must carry.
     pub token: Option<String>,
+    /// Allows a non-loopback `listen` without a token (refused otherwise).
+    pub allow_public: Option<bool>,
     /// `[http.subscribe]`.
     pub subscribe: Option<RawSubscribeEndpoint>,
 }

@@ -126,6 +126,19 @@ fn http(raw: &RawHttp, context: &Context<'_>, errors: &mut Vec<FieldError>) -> H
             )),
         }
     }
+    config.allow_public = raw.allow_public.unwrap_or(false);
+    // Found by trying: 0.0.0.0 without a token started with an info line,
+    // open to every machine that can reach the port.
+    if !config.listen.ip().is_loopback() && raw.token.is_none() && !config.allow_public {
+        errors.push(FieldError::new(
+            "http.listen",
+            format!(
+                "{} is reachable from other machines and [http].token is not set: \
+                 set a token, or allow_public = true to serve without one",
+                config.listen
+            ),
+        ));
+    }
     config
 }
 

@@ -198,6 +198,13 @@ impl FeedConnection {
         self.set_state(FeedState::Connecting);
         tracing::debug!(feed = %self.name, url = %self.feed.display_url(), "connecting");
         let timeout = self.feed.handshake_timeout;
+        if self.feed.tls.insecure_skip_verify {
+            tracing::warn!(
+                feed = %self.feed.name,
+                "connecting with tls.insecure_skip_verify = true: any server certificate is accepted"
+            );
+            self.metrics.insecure_connect();
+        }
         let attempt = self.transport.connect(self.connect_request());
         let url = self.feed.display_url();
         let started = Instant::now();

@@ -3,8 +3,11 @@
 //!
 //! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
 //! plenty for an admin API and keeps the thread count of the sidecar small.
-//! When `[http].token` is set, every request that changes something needs
-//! `Authorization: Bearer <token>`; reads stay open.
+//! When `[http].token` is set, every request that changes something, and
+//! `/subscribe` (which streams every feed), needs `Authorization: Bearer
+//! <token>` (`/subscribe` also takes `?token=`, for browsers, which cannot set
+//! headers on a WebSocket); other reads stay open. Tokens are compared in
+//! constant time.
 
 mod feeds;
 mod send;
@@ -84,7 +87,7 @@ pub(crate) fn start(
             .route("/feeds/{name}", web::delete().to(feeds::remove))
             .route("/feeds/{name}/reconnect", web::post().to(feeds::reconnect))
             .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
-            .route("/subscribe", web::get().to(subscribe::subscribe))
+            .route("/subscribe", web::get().to(subscribe_with_token))
     })
     .on_connect(subscribe::remember_socket)
     .workers(1)
@@ -94,7 +97,15 @@ pub(crate) fn start(
     let server: Server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
-    tracing::info!(%addr, token = config.token.is_some(), "admin HTTP server listening");
+    if config.token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "admin HTTP server listening on a non-loopback address without a token \
+             (allow_public = true): anyone who reaches it can change feeds and read them"
+        );
+    } else {
+        tracing::info!(%addr, token = config.token.is_some(), "admin HTTP server listening");
+    }
     Ok(AdminServer { addr, handle, subscribe })
 }
 
@@ -106,19 +117,58 @@ fn error_body(
     response.json(json!({ "error": message.to_string() }))
 }
 
+/// `/subscribe`, once the token (when one is set) is presented.
+async fn subscribe_with_token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+    endpoint: web::Data<SubscribeEndpoint>,
+) -> HttpResponse {
+    if let Some(refused) = token_refusal(&state, &request, true) {
+        return refused;
+    }
+    subscribe::subscribe(request, payload, endpoint).await
+}
+
 /// Checks the bearer token of a request that changes something: the refusal, if refused.
 fn refusal(state: &AppState, request: &HttpRequest) -> Option<HttpResponse> {
-    let token = state.token.as_ref()?;
-    let presented = request
+    token_refusal(state, request, false)
+}
+
+/// The token a request presents: its `Authorization: Bearer` header, or
+/// (when `in_query`) its `token` query parameter.
+fn presented_token(request: &HttpRequest, in_query: bool) -> Option<String> {
+    let header = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    header.or_else(|| {
+        in_query
+            .then(|| {
+                url::form_urlencoded::parse(request.query_string().as_bytes())
+                    .find(|(key, _)| key == "token")
+                    .map(|(_, value)| value.into_owned())
+            })
+            .flatten()
+    })
+}
+
+/// The refusal of a request without the right token, when a token is set.
+fn token_refusal(state: &AppState, request: &HttpRequest, in_query: bool) -> Option<HttpResponse> {
+    let token = state.token.as_ref()?;
+    let presented = presented_token(request, in_query);
+    let presented = presented.as_deref();
     match presented {
         Some(presented) if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) => {
             None
         }
         Some(_) => Some(error_body(HttpResponse::Unauthorized(), "the bearer token is wrong")),
+        None if in_query => Some(error_body(
+            HttpResponse::Unauthorized(),
+            "/subscribe needs an Authorization: Bearer <token> header or ?token= ([http].token is set)",
+        )),
         None => Some(error_body(
             HttpResponse::Unauthorized(),
             "this change needs an Authorization: Bearer <token> header ([http].token is set)",
