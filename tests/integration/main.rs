@@ -15,4 +15,5 @@ mod support;
 mod switchover;
 mod tcp;
 mod tidy;
+mod tls;
 mod transports;

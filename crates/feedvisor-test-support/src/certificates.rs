@@ -185,10 +185,27 @@ impl TestCertificates {
         Arc::new(config)
     }
 
+    /// The base64 SHA-256 of the server certificate's SubjectPublicKeyInfo,
+    /// as a feed's `pin_sha256` lists it.
+    pub fn server_pin(&self) -> String {
+        use base64::Engine as _;
+        let parsed = webpki::EndEntityCert::try_from(&self.server).expect("a parsable certificate");
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            parsed.subject_public_key_info().as_ref(),
+        );
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    }
+
     /// A TLS acceptor (tokio-rustls) for [`TestCertificates::server_config`].
     pub fn acceptor(&self, alpn: &[&[u8]]) -> TlsAcceptor {
         TlsAcceptor::from(self.server_config(alpn))
     }
+}
+
+/// A TLS acceptor (tokio-rustls) for any server config.
+pub fn acceptor_for(config: Arc<ServerConfig>) -> TlsAcceptor {
+    TlsAcceptor::from(config)
 }
 
 const CA_FILE: &str = "ca.pem";

@@ -82,6 +82,14 @@ impl Attempt<'_> {
             SendRequestError::Send(error) => {
                 TransportError::Io(format!("sending the upgrade request failed: {error}"))
             }
+            // With TLS 1.3 a server's refusal of our client certificate
+            // arrives as an alert at the first read, after the handshake.
+            SendRequestError::Response(actix_http::error::ParseError::Io(error))
+                if error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                tls::handshake_failure(self.addr, &error)
+                    .unwrap_or_else(|| TransportError::Tls(error.to_string()))
+            }
             SendRequestError::Response(error) => {
                 TransportError::Handshake(format!("bad answer to the upgrade request: {error}"))
             }
