@@ -7,6 +7,7 @@ mod deployment;
 mod faults;
 mod library;
 mod operations;
+mod proxy;
 mod send;
 mod sinks;
 mod stream;

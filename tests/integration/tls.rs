@@ -15,8 +15,9 @@ use rustls::ServerConfig;
 
 use crate::support::{http_get, sample, wait_for_line, ChildGuard};
 
-/// A wss upstream on its own thread: each connection gets "hello", then is
-/// served until the peer leaves. Stops when dropped.
+/// A wss (or, without a TLS config, ws) upstream on its own thread: each
+/// connection gets "hello", then is served until the peer leaves. Stops when
+/// dropped.
 pub(crate) struct WssUpstream {
     /// Where it listens.
     pub(crate) addr: SocketAddr,
@@ -26,6 +27,15 @@ pub(crate) struct WssUpstream {
 
 impl WssUpstream {
     pub(crate) fn start(config: Arc<ServerConfig>) -> WssUpstream {
+        WssUpstream::start_with(Some(config))
+    }
+
+    /// A plain ws upstream.
+    pub(crate) fn start_plain() -> WssUpstream {
+        WssUpstream::start_with(None)
+    }
+
+    fn start_with(config: Option<Arc<ServerConfig>>) -> WssUpstream {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -33,15 +43,18 @@ impl WssUpstream {
                 let listener =
                     tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
                 ready.send(listener.local_addr().expect("an address")).expect("test waits");
-                let acceptor = acceptor_for(config);
+                let acceptor = config.map(acceptor_for);
                 let accept_loop = async move {
                     while let Ok((socket, _)) = listener.accept().await {
                         let acceptor = acceptor.clone();
                         actix_rt::spawn(async move {
-                            let Ok(tls) = acceptor.accept(socket).await else { return };
-                            let Ok(mut ws) = RawWs::accept(tls).await else { return };
-                            if ws.send_text("hello").await.is_ok() {
-                                ws.serve(None).await;
+                            match acceptor {
+                                Some(acceptor) => {
+                                    if let Ok(tls) = acceptor.accept(socket).await {
+                                        greet(tls).await;
+                                    }
+                                }
+                                None => greet(socket).await,
                             }
                         });
                     }
@@ -57,12 +70,19 @@ impl WssUpstream {
     }
 }
 
+/// Accepts the upgrade, sends "hello" and serves until the peer leaves.
+async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(socket: S) {
+    let Ok(mut ws) = RawWs::accept(socket).await else { return };
+    if ws.send_text("hello").await.is_ok() {
+        ws.serve(None).await;
+    }
+}
+
 /// The `feedvisor` binary at `RUST_LOG=level`.
 pub(crate) fn feedvisor(level: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_feedvisor"));
     command.env("RUST_LOG", level);
-    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"]
-    {
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"] {
         command.env_remove(name);
     }
     command
@@ -156,7 +176,11 @@ fn every_tls_setting_connects_or_explains_its_refusal() {
             format!("wss://localhost:{p}/"),
             format!("roots = \"none\", ca_file = \"{ca}\""),
         ),
-        entry("insecure", format!("wss://localhost:{p}/"), "insecure_skip_verify = true".to_owned()),
+        entry(
+            "insecure",
+            format!("wss://localhost:{p}/"),
+            "insecure_skip_verify = true".to_owned(),
+        ),
     ];
     let failing = [
         (entry("unknown-ca", format!("wss://localhost:{p}/"), String::new()), "unknown issuer"),
@@ -224,7 +248,9 @@ fn every_tls_setting_connects_or_explains_its_refusal() {
     }
     let insecure = sample(&metrics, "feedvisor_tls_insecure_connects_total", "feed=\"insecure\"");
     assert!(insecure.is_some_and(|count| count >= 1.0), "insecure connects counted:\n{metrics}");
-    wait_for_line(&stderr, |line| line.contains("insecure_skip_verify = true") && line.contains("WARN"));
+    wait_for_line(&stderr, |line| {
+        line.contains("insecure_skip_verify = true") && line.contains("WARN")
+    });
 }
 
 #[test]

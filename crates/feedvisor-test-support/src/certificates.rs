@@ -190,10 +190,8 @@ impl TestCertificates {
     pub fn server_pin(&self) -> String {
         use base64::Engine as _;
         let parsed = webpki::EndEntityCert::try_from(&self.server).expect("a parsable certificate");
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            parsed.subject_public_key_info().as_ref(),
-        );
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, parsed.subject_public_key_info().as_ref());
         base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
     }
 

@@ -110,7 +110,8 @@ pub async fn tunnel(proxy: &HttpProxy, host: &str, port: u16) -> Result<TcpStrea
     let answer = read_answer(&mut stream).await.map_err(fail)?;
     match answer.status {
         200..=299 => Ok(stream),
-        407 => Err(fail(format!(
+        // 407 is the standard answer; tinyproxy 1.11 answers a CONNECT with 401.
+        401 | 407 => Err(fail(format!(
             "answered \"{}\": check the user name and password in the proxy URL",
             answer.status_line
         ))),
@@ -127,8 +128,9 @@ struct Answer {
     status_line: String,
 }
 
-/// Reads the answer head, bounded; refuses data after it (the tunnel's
-/// first bytes are ours to send, so a proxy that sends more is broken).
+/// Reads the answer head, bounded; refuses data after a 2xx head (the
+/// tunnel's first bytes are ours to send, so a proxy that sends more is
+/// broken); a refusal's body is left unread.
 async fn read_answer(stream: &mut TcpStream) -> Result<Answer, String> {
     let mut head = Vec::with_capacity(512);
     let mut buffer = [0u8; 1024];
@@ -142,10 +144,13 @@ async fn read_answer(stream: &mut TcpStream) -> Result<Answer, String> {
         }
         head.extend_from_slice(&buffer[..read]);
         if let Some(end) = find_end(&head) {
-            if end != head.len() {
+            let answer = parse_answer(&head[..end])?;
+            // A refusal may carry a body (tinyproxy's 407 has an HTML page);
+            // after a 2xx the bytes are the tunnel's, and the server speaks second.
+            if end != head.len() && (200..300).contains(&answer.status) {
                 return Err("sent data after its answer to CONNECT".to_owned());
             }
-            return parse_answer(&head[..end]);
+            return Ok(answer);
         }
         if head.len() > MAX_ANSWER {
             return Err(format!("its answer to CONNECT is longer than {MAX_ANSWER} bytes"));
