@@ -42,7 +42,7 @@ use futures_util::future::LocalBoxFuture;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
 
-use crate::error::{parse_retry_after, UpgradeRejected};
+use crate::error::{parse_retry_after, TunnelFailure, UpgradeRejected};
 
 /// The only application protocol offered: a WebSocket upgrade needs HTTP/1.1.
 static TLS: ClientTls = ClientTls::new(&[b"http/1.1"]);
@@ -107,12 +107,6 @@ fn build_client(config: Arc<ClientConfig>, tunnel: TunnelConnector) -> Client {
         .wrap(UpgradeStatusCheck)
         .finish()
 }
-
-/// A failure of [`TunnelConnector`], already classified; carried through
-/// awc's I/O error and taken out again by the error classification.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct TunnelFailure(pub(crate) TransportError);
 
 /// awc's TCP step, our way: through the feed's proxy when it has one (else
 /// actix-tls's resolver and connector, as awc's default), and naming

@@ -11,8 +11,6 @@ use awc::error::{ConnectError, SendRequestError, WsClientError};
 use feedvisor_transport_api::TransportError;
 use feedvisor_transport_kit::tls;
 
-use crate::client::TunnelFailure;
-
 /// A non-101 answer to the upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("upgrade rejected with HTTP status {status}")]
@@ -31,6 +29,12 @@ impl From<UpgradeRejected> for TransportError {
         }
     }
 }
+
+/// A failure of the client's `TunnelConnector`, already classified; carried
+/// through awc's I/O error and taken out again by [`Attempt::classify`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct TunnelFailure(pub(crate) TransportError);
 
 /// Parses a `Retry-After` value: delay seconds, or an HTTP date (a past date is no delay).
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
