@@ -302,6 +302,22 @@ impl FeedConfig {
         }
     }
 
+    /// `text` (a transport's error) as it may be shown: a transport names the
+    /// expanded URL (without credentials and query), whose path may hold a
+    /// `${VAR}`'s value, so that URL is replaced by the one written.
+    pub(crate) fn shown_error(&self, text: &str) -> String {
+        let Some(written) = self.unexpanded.url.as_deref() else { return text.to_owned() };
+        let mut expanded = self.url.clone();
+        // Only cannot-be-a-base URLs refuse these, and they have no credentials to hide.
+        let _ = expanded.set_username("");
+        let _ = expanded.set_password(None);
+        expanded.set_query(None);
+        expanded.set_fragment(None);
+        let shown = mask_password(written);
+        let shown = shown.split(['?', '#']).next().unwrap_or_default();
+        text.replace(expanded.as_str(), shown)
+    }
+
     /// The `on_open` messages safe to show: as written if any used `${VAR}`.
     pub(crate) fn display_on_open(&self) -> &[String] {
         if self.unexpanded.on_open.len() == self.on_open.len() && !self.on_open.is_empty() {

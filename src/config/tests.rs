@@ -856,6 +856,24 @@ fn a_literal_query_secret_beside_a_reference_is_hidden_too() {
 }
 
 #[test]
+fn a_transport_error_naming_the_expanded_url_shows_the_url_as_written() {
+    // Found by trying: a ${VAR} in the URL path reached last_error expanded.
+    let feed = feed_of(
+        "[[feeds]]\nname = \"q\"\nurl = \"wss://example.com/v1/${PATH_PART}?t=${STOCKS_KEY}\"\n",
+    );
+    let error = "connect to wss://example.com/v1/path-value timed out after 1s";
+    assert_eq!(
+        feed.shown_error(error),
+        "connect to wss://example.com/v1/${PATH_PART} timed out after 1s"
+    );
+    let plain = feed_of("[[feeds]]\nname = \"p\"\nurl = \"wss://example.com/v1/open\"\n");
+    assert_eq!(
+        plain.shown_error("refused by wss://example.com/v1/open"),
+        "refused by wss://example.com/v1/open"
+    );
+}
+
+#[test]
 fn names_longer_than_128_bytes_are_refused() {
     // Found by trying: a 1 MB feed name made /metrics 74 MB.
     let long = "a".repeat(129);

@@ -234,8 +234,9 @@ impl FeedConnection {
             Ok(connection) => connection,
             Err(error) => {
                 self.metrics.connect_attempt(error.kind().as_str());
-                tracing::warn!(feed = %self.name, %error, attempt = self.backoff.attempts() + 1, "connect failed");
-                self.shared.set_error(&error);
+                let shown = self.feed.shown_error(&error.to_string());
+                tracing::warn!(feed = %self.name, error = %shown, attempt = self.backoff.attempts() + 1, "connect failed");
+                self.shared.set_error(shown);
                 let retry_after = match &error {
                     TransportError::HandshakeStatus { retry_after, .. } => *retry_after,
                     _ => None,
@@ -346,8 +347,9 @@ impl FeedConnection {
         if let Some(code) = error.close_code() {
             self.shared.set_close(CloseRecord::local(code, error.to_string()));
         }
-        tracing::warn!(feed = %self.name, %error, "connection lost");
-        self.shared.set_error(&error);
+        let shown = self.feed.shown_error(&error.to_string());
+        tracing::warn!(feed = %self.name, error = %shown, "connection lost");
+        self.shared.set_error(shown);
         self.connection_lost(ctx);
     }
 }

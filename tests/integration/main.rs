@@ -6,6 +6,7 @@ mod config_examples;
 mod deployment;
 mod faults;
 mod library;
+mod lockdown;
 mod operations;
 mod proxy;
 mod send;

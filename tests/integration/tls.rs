@@ -21,6 +21,8 @@ use crate::support::{http_get, sample, wait_for_line, ChildGuard};
 pub(crate) struct WssUpstream {
     /// Where it listens.
     pub(crate) addr: SocketAddr,
+    /// The head of every upgrade request, in order of arrival.
+    pub(crate) heads: std::sync::mpsc::Receiver<String>,
     /// Dropping it ends the accept loop.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -38,6 +40,7 @@ impl WssUpstream {
     fn start_with(config: Option<Arc<ServerConfig>>) -> WssUpstream {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = std::sync::mpsc::channel();
+        let (seen, heads) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let listener =
@@ -47,14 +50,15 @@ impl WssUpstream {
                 let accept_loop = async move {
                     while let Ok((socket, _)) = listener.accept().await {
                         let acceptor = acceptor.clone();
+                        let seen = seen.clone();
                         actix_rt::spawn(async move {
                             match acceptor {
                                 Some(acceptor) => {
                                     if let Ok(tls) = acceptor.accept(socket).await {
-                                        greet(tls).await;
+                                        greet(tls, seen).await;
                                     }
                                 }
-                                None => greet(socket).await,
+                                None => greet(socket, seen).await,
                             }
                         });
                     }
@@ -66,13 +70,18 @@ impl WssUpstream {
             });
         });
         let addr = addr.recv_timeout(crate::support::DEADLINE).expect("the upstream started");
-        WssUpstream { addr, _stop: stop }
+        WssUpstream { addr, heads, _stop: stop }
     }
 }
 
-/// Accepts the upgrade, sends "hello" and serves until the peer leaves.
-async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(socket: S) {
-    let Ok(mut ws) = RawWs::accept(socket).await else { return };
+/// Accepts the upgrade (handing its request head to `seen`), sends "hello"
+/// and serves until the peer leaves.
+async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    socket: S,
+    seen: std::sync::mpsc::Sender<String>,
+) {
+    let Ok((mut ws, head)) = RawWs::accept_with(socket, "", b"").await else { return };
+    let _ = seen.send(head);
     if ws.send_text("hello").await.is_ok() {
         ws.serve(None).await;
     }
