@@ -32,6 +32,7 @@ mod supervisor;
 pub mod transports;
 
 pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
+pub use http::limits::OpenFilesError;
 pub use inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use metrics::{install as install_metrics, MetricsError};
 pub use router::SubscriptionSpec;

@@ -153,6 +153,7 @@ fn describe() {
         SUBSCRIBE_REFUSED,
         "/subscribe requests refused before the upgrade, by reason."
     );
+    describe_limits();
     // Present from the start, so that dashboards and alerts see zeros, not gaps.
     for result in ["ok", "invalid"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
@@ -565,4 +566,24 @@ mod tests {
             assert!(rendered.contains(&series), "{series} missing");
         }
     }
+}
+
+/// Connections the admin server holds now.
+pub(crate) const HTTP_CONNECTIONS: &str = "feedvisor_http_connections";
+/// `[http].max_connections`: past it, connections wait in the backlog.
+pub(crate) const HTTP_CONNECTIONS_MAX: &str = "feedvisor_http_connections_max";
+/// Upstream `Retry-After` waits longer than the feed's `max_retry_after`, cut to it, by `feed`.
+pub(crate) const RETRY_AFTER_CAPPED: &str = "feedvisor_retry_after_capped_total";
+
+/// Describes the metrics of the limits that guard the sidecar.
+fn describe_limits() {
+    describe_gauge!(HTTP_CONNECTIONS, "Connections the admin HTTP server holds now.");
+    describe_gauge!(
+        HTTP_CONNECTIONS_MAX,
+        "[http].max_connections: past it, connections wait in the backlog."
+    );
+    describe_counter!(
+        RETRY_AFTER_CAPPED,
+        "Retry-After waits longer than the feed's max_retry_after, cut to it."
+    );
 }

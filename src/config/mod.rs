@@ -33,6 +33,7 @@
 //!
 //! Not `Eq`: [`ReconnectPolicy::multiplier`] is a float.
 
+mod admin;
 mod checks;
 mod env;
 mod heartbeat;
@@ -56,6 +57,7 @@ use feedvisor_transport_api::{DeliveryMode, Framing, ProxyOptions, TlsOptions};
 use serde::Serialize;
 use url::Url;
 
+pub use admin::{HttpTls, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS, RESERVED_CONNECTIONS};
 pub use checks::parse_duration;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use queue::{OutboundQueueConfig, Overflow};
@@ -118,6 +120,13 @@ pub struct HttpConfig {
     pub allow_public: bool,
     /// `[http.subscribe]`: the local WebSocket endpoint `/subscribe`.
     pub subscribe: SubscribeEndpointConfig,
+    /// `[http.tls]`: serve https (and `/subscribe` as wss) when set.
+    pub tls: Option<HttpTls>,
+    /// Connections held at once; at least `subscribe.max_clients` plus
+    /// [`RESERVED_CONNECTIONS`]. More wait in the backlog.
+    pub max_connections: usize,
+    /// Connections the kernel queues before they are accepted.
+    pub backlog: u32,
 }
 
 impl Default for HttpConfig {
@@ -127,6 +136,9 @@ impl Default for HttpConfig {
             token: None,
             allow_public: false,
             subscribe: SubscribeEndpointConfig::default(),
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            backlog: DEFAULT_BACKLOG,
         }
     }
 }

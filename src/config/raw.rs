@@ -52,6 +52,22 @@ pub(crate) struct RawHttp {
     pub allow_public: Option<bool>,
     /// `[http.subscribe]`.
     pub subscribe: Option<RawSubscribeEndpoint>,
+    /// `[http.tls]`: serve https.
+    pub tls: Option<RawHttpTls>,
+    /// Connections held at once (more wait in the backlog).
+    pub max_connections: Option<usize>,
+    /// Connections the kernel queues before they are accepted.
+    pub backlog: Option<u32>,
+}
+
+/// `[http.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpTls {
+    /// Certificate chain file (PEM).
+    pub cert: String,
+    /// Private key file (PEM).
+    pub key: String,
 }
 
 /// `[defaults]`: the per-feed fields that have a default.

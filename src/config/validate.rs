@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
 
+use super::admin;
 use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
 use super::env::has_reference;
 use super::network;
@@ -125,6 +126,12 @@ fn http(raw: &RawHttp, context: &Context<'_>, errors: &mut Vec<FieldError>) -> H
                 format!("invalid address {text:?}: use IP:PORT, such as \"127.0.0.1:9900\""),
             )),
         }
+    }
+    {
+        let mut scope = Scope { prefix: "http", errors: &mut *errors };
+        config.tls = raw.tls.as_ref().and_then(|tls| admin::tls(tls, context, &mut scope));
+        (config.max_connections, config.backlog) =
+            admin::limits(raw, config.subscribe.max_clients, &mut scope);
     }
     config.allow_public = raw.allow_public.unwrap_or(false);
     // Found by trying: 0.0.0.0 without a token started with an info line,

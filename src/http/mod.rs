@@ -3,6 +3,10 @@
 //!
 //! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
 //! plenty for an admin API and keeps the thread count of the sidecar small.
+//! It serves https when `[http.tls]` is set, holds at most
+//! `[http].max_connections` connections (more wait in the backlog), which
+//! leaves room beyond `/subscribe`'s clients for health checks and scrapes
+//! (`limits.rs`).
 //! When `[http].token` is set, every request that changes something, and
 //! `/subscribe` (which streams every feed), needs `Authorization: Bearer
 //! <token>` (`/subscribe` also takes `?token=`, for browsers, which cannot set
@@ -10,6 +14,7 @@
 //! constant time.
 
 mod feeds;
+pub(crate) mod limits;
 mod send;
 
 use std::net::SocketAddr;
@@ -20,6 +25,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
+use rustls::ServerConfig;
 use serde_json::json;
 
 use crate::config::{HttpConfig, Secret};
@@ -70,6 +76,7 @@ pub(crate) fn start(
     let state = AppState { supervisor, metrics, token: config.token.clone() };
     let subscribe = SubscribeEndpoint::new(&config.subscribe, router);
     let endpoint = subscribe.clone();
+    let connections = limits::ConnectionCount::new(config.max_connections);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
@@ -89,10 +96,21 @@ pub(crate) fn start(
             .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
             .route("/subscribe", web::get().to(subscribe_with_token))
     })
-    .on_connect(subscribe::remember_socket)
+    .on_connect(move |connection, data| {
+        subscribe::remember_socket(connection, data);
+        connections.opened(data);
+    })
     .workers(1)
-    .disable_signals()
-    .bind(config.listen)?;
+    .max_connections(config.max_connections)
+    .backlog(config.backlog)
+    .disable_signals();
+    let server = match &config.tls {
+        Some(tls) => {
+            let tls_config = tls.server_config().map_err(std::io::Error::other)?;
+            server.bind_rustls_0_23(config.listen, ServerConfig::clone(&tls_config))?
+        }
+        None => server.bind(config.listen)?,
+    };
     let addr = server.addrs().first().copied().unwrap_or(config.listen);
     let server: Server = server.run();
     let handle = server.handle();
@@ -104,7 +122,7 @@ pub(crate) fn start(
              (allow_public = true): anyone who reaches it can change feeds and read them"
         );
     } else {
-        tracing::info!(%addr, token = config.token.is_some(), "admin HTTP server listening");
+        tracing::info!(%addr, token = config.token.is_some(), tls = config.tls.is_some(), "admin HTTP server listening");
     }
     Ok(AdminServer { addr, handle, subscribe })
 }

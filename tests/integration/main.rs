@@ -1,6 +1,7 @@
 //! feedvisor's integration tests, in one binary: real servers on 127.0.0.1,
 //! ports chosen at run time, every wait bounded.
 
+mod admin_limits;
 mod binary;
 mod config_examples;
 mod deployment;
