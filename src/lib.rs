@@ -38,5 +38,5 @@ pub use metrics::{install as install_metrics, MetricsError};
 pub use router::SubscriptionSpec;
 pub use sidecar::{ShutdownReport, Sidecar, SidecarBuilder, StartError};
 pub use sink::JsonLinesSink;
-pub use status::{CloseRecord, FeedState, FeedStatus};
+pub use status::{CloseRecord, FeedState, FeedStatus, RetryWait};
 pub use supervisor::{ChangeError, FeedReadiness, Readiness, ReloadReport};

@@ -323,6 +323,11 @@ impl FeedMetrics {
         self.outbound_dropped[reason as usize].increment(count);
     }
 
+    /// Counts a server's `Retry-After` cut to `reconnect.max_retry_after`.
+    pub(crate) fn retry_after_capped(&self) {
+        counter!(RETRY_AFTER_CAPPED, "feed" => self.feed.clone()).increment(1);
+    }
+
     /// Counts a connect attempt that skips certificate verification.
     pub(crate) fn insecure_connect(&self) {
         counter!(TLS_INSECURE_CONNECTS, "feed" => self.feed.clone()).increment(1);

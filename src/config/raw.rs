@@ -194,6 +194,8 @@ pub(crate) struct RawReconnect {
     pub max_attempts: Option<u32>,
     /// How long a connection must stay open for the attempts to start over.
     pub reset_after: Option<RawDuration>,
+    /// The longest wait a server's `Retry-After` may impose.
+    pub max_retry_after: Option<RawDuration>,
 }
 
 /// `heartbeat = { ... }`: every field optional, like [`RawReconnect`].

@@ -201,7 +201,7 @@ struct ShowReconnect<'a>(&'a ReconnectPolicy);
 impl Serialize for ShowReconnect<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let policy = self.0;
-        let mut out = serializer.serialize_struct("ReconnectPolicy", 7)?;
+        let mut out = serializer.serialize_struct("ReconnectPolicy", 8)?;
         out.serialize_field("policy", policy.kind.as_str())?;
         out.serialize_field("initial", &format_duration(policy.initial))?;
         out.serialize_field("max", &format_duration(policy.max))?;
@@ -209,6 +209,7 @@ impl Serialize for ShowReconnect<'_> {
         out.serialize_field("jitter", policy.jitter.as_str())?;
         out.serialize_field("max_attempts", &policy.max_attempts)?;
         out.serialize_field("reset_after", &format_duration(policy.reset_after))?;
+        out.serialize_field("max_retry_after", &format_duration(policy.max_retry_after))?;
         out.end()
     }
 }

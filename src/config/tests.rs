@@ -922,7 +922,7 @@ fn session_defaults_apply_to_a_bare_feed() {
 #[test]
 fn session_fields_parse() {
     let fields = r#"
-        reconnect = { policy = "fixed", initial = "2s", max = "1m", multiplier = 3, jitter = "equal", max_attempts = 5, reset_after = "5m" }
+        reconnect = { policy = "fixed", initial = "2s", max = "1m", multiplier = 3, jitter = "equal", max_attempts = 5, reset_after = "5m", max_retry_after = "2m" }
         heartbeat = { interval = "20s", timeout = "5s" }
         idle_timeout = "90s"
         outbound_queue = { max_messages = 10, max_bytes = "64KiB", overflow = "drop_oldest" }
@@ -941,6 +941,7 @@ fn session_fields_parse() {
             jitter: Jitter::Equal,
             max_attempts: 5,
             reset_after: secs(300),
+            max_retry_after: secs(120),
         }
     );
     assert_eq!(
@@ -1370,6 +1371,7 @@ fn serialized_session_settings_read_back() {
         serde_json::json!({
             "policy": "exponential", "initial": "250ms", "max": "1m 30s", "multiplier": 1.5,
             "jitter": "decorrelated", "max_attempts": 7, "reset_after": "2m",
+            "max_retry_after": "5m",
         })
     );
     assert_eq!(json["outbound_queue"]["max_bytes"], "1500B");

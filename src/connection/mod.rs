@@ -45,11 +45,11 @@ use feedvisor_transport_api::{
 };
 
 use crate::backoff::Backoff;
-use crate::config::FeedConfig;
+use crate::config::{format_duration, FeedConfig};
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
-use crate::status::{CloseRecord, FeedState, StatusCell};
+use crate::status::{CloseRecord, FeedState, RetryWait, StatusCell};
 
 pub(crate) use outbound::{send_in_pieces, SendMessage};
 pub use outbound::{SendError, SendOutcome};
@@ -196,6 +196,7 @@ impl FeedConnection {
         self.generation += 1;
         let generation = self.generation;
         self.set_state(FeedState::Connecting);
+        self.shared.set_retry(None);
         tracing::debug!(feed = %self.name, url = %self.feed.display_url(), "connecting");
         let timeout = self.feed.handshake_timeout;
         if self.feed.tls.insecure_skip_verify {
@@ -307,6 +308,22 @@ impl FeedConnection {
             self.give_up();
             return;
         };
+        let cap = self.feed.reconnect.max_retry_after;
+        let capped = retry_after.is_some_and(|asked| asked > cap);
+        if capped {
+            self.metrics.retry_after_capped();
+            tracing::warn!(
+                feed = %self.name,
+                retry_after = ?retry_after,
+                max_retry_after = ?cap,
+                "the server's Retry-After is longer than reconnect.max_retry_after: waiting that long instead"
+            );
+        }
+        self.shared.set_retry(Some(RetryWait {
+            delay: format_duration(delay),
+            retry_after_secs: retry_after.map(|asked| asked.as_secs()),
+            capped,
+        }));
         self.set_state(FeedState::BackingOff);
         tracing::debug!(feed = %self.name, ?delay, attempt = self.backoff.attempts(), "reconnecting after delay");
         let generation = self.generation;

@@ -205,3 +205,75 @@ fn an_open_file_limit_too_low_for_max_connections_is_refused_with_what_to_do() {
     let addr = admin_addr(&stderr);
     assert_eq!(admin_request(addr, Method::GET, "/healthz", None, ""), 200);
 }
+
+/// An upstream that answers every upgrade with 503 and `Retry-After:
+/// retry_after`, on its own thread; counts the requests it answered.
+fn unavailable_upstream(
+    retry_after: &'static str,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("an address");
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { break };
+            let _ = socket.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes());
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, answered)
+}
+
+#[test]
+fn a_retry_after_of_years_is_capped_shown_in_feeds_and_counted() {
+    let (years, _) = unavailable_upstream("99999999999");
+    let (short, answered) = unavailable_upstream("99999999999");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[feeds]]\nname = \"default-cap\"\nurl = \"ws://{years}/\"\n\n\
+         [[feeds]]\nname = \"short-cap\"\nurl = \"ws://{short}/\"\n\
+         reconnect = {{ initial = \"10ms\", max = \"20ms\", max_retry_after = \"100ms\" }}\n"
+    );
+    let config = config_file("retry-after.toml", &text);
+    let mut sidecar = ChildGuard::spawn(feedvisor("info").arg("run").arg("--config").arg(&config));
+    let stderr = sidecar.stderr_lines();
+    let addr = admin_addr(&stderr);
+    let feeds = crate::tls::feeds_until(addr, |feeds| {
+        feeds.as_array().is_some_and(|all| all.iter().all(|feed| feed["retry"]["capped"] == true))
+    });
+    let by_name = |name: &str| {
+        feeds.as_array().and_then(|all| all.iter().find(|feed| feed["name"] == name)).cloned()
+    };
+    let default_cap = by_name("default-cap").expect("the feed");
+    assert_eq!(default_cap["state"], "backing_off", "{default_cap:#}");
+    assert_eq!(default_cap["retry"]["delay"], "5m", "{default_cap:#}");
+    assert_eq!(default_cap["retry"]["retry_after_secs"], 99_999_999_999u64, "{default_cap:#}");
+    assert!(default_cap["last_error"].as_str().is_some_and(|error| error.contains("503")));
+    let short_cap = by_name("short-cap").expect("the feed");
+    assert_eq!(short_cap["retry"]["delay"], "100ms", "{short_cap:#}");
+    // Not parked: the short cap lets it try again, and again.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(std::time::Instant::now() < deadline, "the feed stopped trying");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let metrics = actix_rt::System::new().block_on(http_get(addr, "/metrics")).1;
+    for feed in ["default-cap", "short-cap"] {
+        let labels = format!("feed=\"{feed}\"");
+        let capped = sample(&metrics, "feedvisor_retry_after_capped_total", &labels);
+        assert!(capped.is_some_and(|count| count >= 1.0), "{labels} in\n{metrics}");
+    }
+    wait_for_line(&stderr, |line| line.contains("longer than reconnect.max_retry_after"));
+}
