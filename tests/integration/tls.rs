@@ -279,3 +279,34 @@ fn check_refuses_a_key_given_as_ca_file_and_explains_it() {
     assert!(stderr.contains("holds a private key, not a certificate"), "{stderr}");
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
 }
+
+#[test]
+fn a_rotated_ca_file_is_picked_up_without_a_restart() {
+    let certificates = TestCertificates::generate();
+    let stranger = TestCertificates::generate();
+    let upstream = WssUpstream::start(certificates.server_config(&[b"http/1.1"]));
+    // The file first holds a CA that did not sign the server's certificate.
+    let ca_copy = config_file("rotated-ca.pem", "");
+    std::fs::copy(stranger.ca_file(), &ca_copy).expect("CA copied");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[[feeds]]\nname = \"rotating\"\n\
+         url = \"wss://localhost:{}/\"\ntls = {{ ca_file = \"{}\" }}\n\
+         reconnect = {{ initial = \"50ms\", max = \"200ms\" }}\n",
+        upstream.addr.port(),
+        ca_copy.display()
+    );
+    let config = config_file("rotated-ca.toml", &text);
+    let mut sidecar = ChildGuard::spawn(feedvisor("info").arg("run").arg("--config").arg(&config));
+    let stderr = sidecar.stderr_lines();
+    let addr = admin_addr(&stderr);
+    // Both test CAs carry one name: the issuer is found, its signature fails.
+    let refused = feeds_until(addr, |feeds| {
+        feeds[0]["last_error"].as_str().is_some_and(|error| error.contains("did not sign it"))
+    });
+    assert_ne!(refused[0]["state"], "open", "{refused:#}");
+
+    // The right CA written over it: the next attempt trusts it, no reload asked.
+    std::fs::copy(certificates.ca_file(), &ca_copy).expect("CA rotated");
+    feeds_until(addr, |feeds| feeds[0]["state"] == "open");
+    assert!(upstream.heads.recv_timeout(crate::support::DEADLINE).is_ok(), "the upgrade arrived");
+}

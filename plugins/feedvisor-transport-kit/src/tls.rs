@@ -397,6 +397,13 @@ fn describe_certificate(error: &CertificateError) -> String {
         C::Expired | C::ExpiredContext { .. } => {
             format!("the server's certificate has expired ({error})")
         }
+        // Found by trying: a CA rotated under the same name (or two test
+        // CAs with one name) showed only "BadSignature".
+        C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => format!(
+            "the server's certificate names a trusted CA as its issuer but that CA's key did \
+             not sign it ({error:?}): tls.ca_file may hold an old or another CA of the same \
+             name; put the CA that issued the server's certificate in it"
+        ),
         C::NotValidYet | C::NotValidYetContext { .. } => {
             format!("the server's certificate is not valid yet ({error}): check the clocks")
         }
@@ -438,13 +445,27 @@ pub fn handshake_failure(addr: &str, error: &std::io::Error) -> Option<Transport
 ///
 /// Meant for a `static`: `static TLS: ClientTls = ClientTls::new(&[b"http/1.1"]);`.
 /// A config whose files fail to load is not kept: the next connect reads
-/// them again, so fixing a file needs no restart; one that loaded is kept
-/// for the process's life.
+/// them again, so fixing a file needs no restart. One that loaded is kept
+/// while its files hold the same bytes ([`files_fingerprint`]): a rotated
+/// CA or client certificate is picked up at the next connect.
 pub struct ClientTls {
     /// The ALPN protocols offered, most preferred first (none when empty).
     alpn: &'static [&'static [u8]],
-    /// The configs that loaded, by their options.
-    built: OnceLock<Mutex<HashMap<TlsOptions, Arc<ClientConfig>>>>,
+    /// The configs that loaded, by their options, with the fingerprint of
+    /// the files they were built from.
+    built: OnceLock<Mutex<HashMap<TlsOptions, (u64, Arc<ClientConfig>)>>>,
+}
+
+/// A fingerprint of the contents of the files `options` names (CA, client
+/// certificate and key): it changes when one of them is rewritten. An
+/// unreadable file counts as empty (loading it will say why).
+pub fn files_fingerprint(options: &TlsOptions) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in [&options.ca_file, &options.client_cert, &options.client_key] {
+        path.as_ref().and_then(|path| std::fs::read(path).ok()).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl ClientTls {
@@ -453,16 +474,20 @@ impl ClientTls {
         ClientTls { alpn, built: OnceLock::new() }
     }
 
-    /// The config for `options`, built on first use.
+    /// The config for `options` and its files as they are now (see
+    /// [`files_fingerprint`]), built on first use and again after a file changed.
     pub fn config(&self, options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+        let fingerprint = files_fingerprint(options);
         let built = self.built.get_or_init(Mutex::default);
         // A panic elsewhere while holding the lock leaves a usable map.
         let mut built = built.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(config) = built.get(options) {
-            return Ok(config.clone());
+        if let Some((built_from, config)) = built.get(options) {
+            if *built_from == fingerprint {
+                return Ok(config.clone());
+            }
         }
         let config = client_config(options, self.alpn)?;
-        built.insert(options.clone(), config.clone());
+        built.insert(options.clone(), (fingerprint, config.clone()));
         Ok(config)
     }
 }

@@ -52,8 +52,8 @@ static TLS: ClientTls = ClientTls::new(&[b"http/1.1"]);
 const AWC_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 thread_local! {
-    /// This thread's clients, by TLS options and proxy.
-    static CLIENTS: RefCell<HashMap<ClientKey, Client>> = RefCell::new(HashMap::new());
+    /// This thread's clients, by TLS options and proxy, each with the fingerprint of the TLS files it was built from.
+    static CLIENTS: RefCell<HashMap<ClientKey, (u64, Client)>> = RefCell::new(HashMap::new());
 }
 
 /// What makes two feeds need different clients.
@@ -71,9 +71,12 @@ pub(crate) fn client_for(
     proxy: Option<&HttpProxy>,
 ) -> Result<Client, TransportError> {
     let key = ClientKey { tls: options.clone(), proxy: proxy.cloned() };
+    let fingerprint = tls::files_fingerprint(options);
     CLIENTS.with(|clients| {
-        if let Some(client) = clients.borrow().get(&key) {
-            return Ok(client.clone());
+        if let Some((built_from, client)) = clients.borrow().get(&key) {
+            if *built_from == fingerprint {
+                return Ok(client.clone());
+            }
         }
         let config = TLS.config(options)?;
         let connector = TunnelConnector {
@@ -82,7 +85,7 @@ pub(crate) fn client_for(
             server_name: key.tls.server_name.clone(),
         };
         let client = build_client(config, connector);
-        clients.borrow_mut().insert(key, client.clone());
+        clients.borrow_mut().insert(key, (fingerprint, client.clone()));
         Ok(client)
     })
 }
