@@ -538,6 +538,26 @@ pub(crate) fn subscribe_metrics() -> SubscribeMetrics {
     handles
 }
 
+/// Connections the admin server holds now.
+pub(crate) const HTTP_CONNECTIONS: &str = "feedvisor_http_connections";
+/// `[http].max_connections`: past it, connections wait in the backlog.
+pub(crate) const HTTP_CONNECTIONS_MAX: &str = "feedvisor_http_connections_max";
+/// Upstream `Retry-After` waits longer than the feed's `max_retry_after`, cut to it, by `feed`.
+pub(crate) const RETRY_AFTER_CAPPED: &str = "feedvisor_retry_after_capped_total";
+
+/// Describes the metrics of the limits that guard the sidecar.
+fn describe_limits() {
+    describe_gauge!(HTTP_CONNECTIONS, "Connections the admin HTTP server holds now.");
+    describe_gauge!(
+        HTTP_CONNECTIONS_MAX,
+        "[http].max_connections: past it, connections wait in the backlog."
+    );
+    describe_counter!(
+        RETRY_AFTER_CAPPED,
+        "Retry-After waits longer than the feed's max_retry_after, cut to it."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,24 +591,4 @@ mod tests {
             assert!(rendered.contains(&series), "{series} missing");
         }
     }
-}
-
-/// Connections the admin server holds now.
-pub(crate) const HTTP_CONNECTIONS: &str = "feedvisor_http_connections";
-/// `[http].max_connections`: past it, connections wait in the backlog.
-pub(crate) const HTTP_CONNECTIONS_MAX: &str = "feedvisor_http_connections_max";
-/// Upstream `Retry-After` waits longer than the feed's `max_retry_after`, cut to it, by `feed`.
-pub(crate) const RETRY_AFTER_CAPPED: &str = "feedvisor_retry_after_capped_total";
-
-/// Describes the metrics of the limits that guard the sidecar.
-fn describe_limits() {
-    describe_gauge!(HTTP_CONNECTIONS, "Connections the admin HTTP server holds now.");
-    describe_gauge!(
-        HTTP_CONNECTIONS_MAX,
-        "[http].max_connections: past it, connections wait in the backlog."
-    );
-    describe_counter!(
-        RETRY_AFTER_CAPPED,
-        "Retry-After waits longer than the feed's max_retry_after, cut to it."
-    );
 }

@@ -453,8 +453,11 @@ pub struct ClientTls {
     alpn: &'static [&'static [u8]],
     /// The configs that loaded, by their options, with the fingerprint of
     /// the files they were built from.
-    built: OnceLock<Mutex<HashMap<TlsOptions, (u64, Arc<ClientConfig>)>>>,
+    built: OnceLock<Mutex<HashMap<TlsOptions, Fingerprinted>>>,
 }
+
+/// A config with the fingerprint of the files it was built from.
+type Fingerprinted = (u64, Arc<ClientConfig>);
 
 /// A fingerprint of the contents of the files `options` names (CA, client
 /// certificate and key): it changes when one of them is rewritten. An
