@@ -90,7 +90,13 @@ pub struct ReconnectPolicy {
     /// How long a connection must stay open for the attempts to start over:
     /// a connection that drops right after opening still counts as a failure.
     pub reset_after: Duration,
+    /// The longest wait a server's `Retry-After` may impose: a longer one is
+    /// cut to this (a `Retry-After` of years would park the feed silently).
+    pub max_retry_after: Duration,
 }
+
+/// The default [`ReconnectPolicy::max_retry_after`].
+pub(crate) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 impl Default for ReconnectPolicy {
     fn default() -> Self {
@@ -102,6 +108,7 @@ impl Default for ReconnectPolicy {
             jitter: Jitter::Full,
             max_attempts: 0,
             reset_after: Duration::from_secs(60),
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
         }
     }
 }
@@ -171,8 +178,9 @@ impl Backoff {
     /// reset (the `n + 1`-th call, and every later one, returns `None` and
     /// counts nothing).
     ///
-    /// `retry_after` (from an HTTP 429 or 503 answer) is a floor: the delay
-    /// is at least that long, even past `max`. It does not feed the
+    /// `retry_after` (from an HTTP 429 or 503 answer), cut to
+    /// `max_retry_after`, is a floor: the delay is at least that long, even
+    /// past `max`. It does not feed the
     /// decorrelated state, so one long server-imposed wait does not inflate
     /// the delays after it.
     pub(crate) fn next_delay(
@@ -203,7 +211,8 @@ impl Backoff {
             }
         };
         self.attempts = self.attempts.saturating_add(1);
-        Some(retry_after.map_or(delay, |floor| delay.max(floor)))
+        let floor = retry_after.map(|floor| floor.min(policy.max_retry_after));
+        Some(floor.map_or(delay, |floor| delay.max(floor)))
     }
 
     /// A connection that was open for `open_for` has ended: when `open_for`
@@ -415,6 +424,23 @@ mod tests {
         backoff.connection_ended(Duration::from_secs(3600));
         let first = backoff.next_delay(&mut rng, None).expect("delay");
         assert!(first >= policy.initial && first <= policy.initial * 3, "{first:?}");
+    }
+
+    #[test]
+    fn a_retry_after_of_years_is_cut_to_max_retry_after() {
+        // Found by trying: Retry-After: 99999999999 parked a feed for millennia.
+        let policy = ReconnectPolicy {
+            max_retry_after: Duration::from_secs(90),
+            ..policy(PolicyKind::Exponential, Jitter::None)
+        };
+        let mut backoff = Backoff::new(policy);
+        let mut rng = rng();
+        let years = Duration::from_secs(99_999_999_999);
+        assert_eq!(backoff.next_delay(&mut rng, Some(years)), Some(Duration::from_secs(90)));
+        assert_eq!(
+            backoff.next_delay(&mut rng, Some(Duration::MAX)),
+            Some(Duration::from_secs(90))
+        );
     }
 
     #[test]

@@ -34,10 +34,11 @@ mod supervisor;
 pub mod transports;
 
 pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
+pub use http::limits::OpenFilesError;
 pub use inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use metrics::{install as install_metrics, MetricsError, MetricsHandle};
 pub use router::SubscriptionSpec;
 pub use sidecar::{ShutdownReport, Sidecar, SidecarBuilder, StartError};
 pub use sink::JsonLinesSink;
-pub use status::{CloseRecord, FeedState, FeedStatus};
+pub use status::{CloseRecord, FeedState, FeedStatus, RetryWait};
 pub use supervisor::{ChangeError, FeedReadiness, Readiness, ReloadReport};

@@ -37,6 +37,8 @@ pub(crate) const BYTES_RECEIVED: &str = "feedvisor_bytes_received_total";
 pub(crate) const MESSAGES_REJECTED: &str = "feedvisor_messages_rejected_total";
 /// Connect attempts, by `result` (ok or an error kind).
 pub(crate) const CONNECT_ATTEMPTS: &str = "feedvisor_connect_attempts_total";
+/// Connect attempts of feeds with `tls.insecure_skip_verify = true`.
+pub(crate) const TLS_INSECURE_CONNECTS: &str = "feedvisor_tls_insecure_connects_total";
 /// Time from a message's arrival to the end of its handling by a subscriber:
 /// sampled at most once a millisecond per subscriber (for every feed in the
 /// batch then handled), each sample the slowest batch of its feed (by its
@@ -243,6 +245,10 @@ fn describe() {
     describe_counter!(BYTES_RECEIVED, Unit::Bytes, "Payload bytes received from the feed.");
     describe_counter!(MESSAGES_REJECTED, "Messages refused (too large, invalid), by reason.");
     describe_counter!(CONNECT_ATTEMPTS, "Connect attempts, by result.");
+    describe_counter!(
+        TLS_INSECURE_CONNECTS,
+        "Connect attempts that accept any server certificate (tls.insecure_skip_verify)."
+    );
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,
@@ -289,6 +295,7 @@ fn describe() {
         SUBSCRIBE_REFUSED,
         "/subscribe requests refused before the upgrade, by reason."
     );
+    describe_limits();
     // Present from the start, so that dashboards and alerts see zeros, not gaps.
     for result in ["ok", "invalid"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
@@ -484,6 +491,16 @@ impl FeedMetrics {
     /// Counts `count` outbound messages that never went out.
     pub(crate) fn outbound_dropped(&self, reason: OutboundDropReason, count: u64) {
         self.outbound_dropped[reason as usize].increment(count);
+    }
+
+    /// Counts a server's `Retry-After` cut to `reconnect.max_retry_after`.
+    pub(crate) fn retry_after_capped(&self) {
+        counter!(RETRY_AFTER_CAPPED, "feed" => self.feed.clone()).increment(1);
+    }
+
+    /// Counts a connect attempt that skips certificate verification.
+    pub(crate) fn insecure_connect(&self) {
+        counter!(TLS_INSECURE_CONNECTS, "feed" => self.feed.clone()).increment(1);
     }
 
     /// Counts a connect attempt with its result ("ok" or an error kind).
@@ -796,6 +813,26 @@ pub(crate) fn nats_duplicates(subscriber: &str) -> Counter {
     let counter = counter!(NATS_DUPLICATES, "subscriber" => subscriber.to_owned());
     counter.increment(0);
     counter
+}
+
+/// Connections the admin server holds now.
+pub(crate) const HTTP_CONNECTIONS: &str = "feedvisor_http_connections";
+/// `[http].max_connections`: past it, connections wait in the backlog.
+pub(crate) const HTTP_CONNECTIONS_MAX: &str = "feedvisor_http_connections_max";
+/// Upstream `Retry-After` waits longer than the feed's `max_retry_after`, cut to it, by `feed`.
+pub(crate) const RETRY_AFTER_CAPPED: &str = "feedvisor_retry_after_capped_total";
+
+/// Describes the metrics of the limits that guard the sidecar.
+fn describe_limits() {
+    describe_gauge!(HTTP_CONNECTIONS, "Connections the admin HTTP server holds now.");
+    describe_gauge!(
+        HTTP_CONNECTIONS_MAX,
+        "[http].max_connections: past it, connections wait in the backlog."
+    );
+    describe_counter!(
+        RETRY_AFTER_CAPPED,
+        "Retry-After waits longer than the feed's max_retry_after, cut to it."
+    );
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub enum StartError {
     /// The metrics recorder could not be installed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The open-file limit is lower than the config may need.
+    #[error(transparent)]
+    OpenFiles(#[from] http::limits::OpenFilesError),
     /// The admin HTTP server could not bind.
     #[error("cannot listen for HTTP on {addr}: {source} (is another process using it? set [http].listen or --listen)")]
     Http {
@@ -116,6 +119,7 @@ impl SidecarBuilder {
             .as_ref()
             .map_or_else(|| "config".to_owned(), |path| path.display().to_string());
         config.check_transports(&origin, &transports)?;
+        http::limits::check_open_files(&config, serve_http)?;
         let metrics = metrics::install()?;
         metrics.set_buckets(&config.metrics.buckets);
         let router = Router::new();

@@ -87,6 +87,20 @@ impl CloseRecord {
 struct Details {
     last_error: Option<String>,
     last_close: Option<CloseRecord>,
+    /// The wait before the next connect attempt, while backing off.
+    retry: Option<RetryWait>,
+}
+
+/// A feed's wait before its next connect attempt, while it backs off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryWait {
+    /// The wait, in human form (`"5m"`, `"1s 500ms"`).
+    pub delay: String,
+    /// The server's `Retry-After` in seconds, when its last answer had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// True when that `Retry-After` was longer than `reconnect.max_retry_after` and was cut to it.
+    pub capped: bool,
 }
 
 /// One feed's live status: written by its connection actor, read by the
@@ -184,6 +198,16 @@ impl StatusCell {
     pub(crate) fn last_close(&self) -> Option<CloseRecord> {
         self.details().last_close.clone()
     }
+
+    /// Sets (or clears, when connecting) the wait before the next attempt.
+    pub(crate) fn set_retry(&self, retry: Option<RetryWait>) {
+        self.details().retry = retry;
+    }
+
+    /// The wait before the next attempt, while backing off.
+    pub(crate) fn retry(&self) -> Option<RetryWait> {
+        self.details().retry.clone()
+    }
 }
 
 /// A feed's status as reported by `GET /feeds`.
@@ -211,6 +235,9 @@ pub struct FeedStatus {
     pub last_error: Option<String>,
     /// The last close, if any.
     pub last_close: Option<CloseRecord>,
+    /// While backing off: the wait before the next attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryWait>,
 }
 
 #[cfg(test)]

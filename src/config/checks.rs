@@ -36,13 +36,31 @@ pub(super) fn parse_url(text: &str) -> Result<Url, String> {
     if url.fragment().is_some() {
         return Err("a feed URL cannot have a #fragment".to_owned());
     }
+    // Never sent by any transport, so such a feed would fail every connect;
+    // and credentials in a URL end up wherever URLs are shown.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL (user@ or user:password@) are not sent: \
+                    put them in a header, such as headers.Authorization = \"Bearer ${TOKEN}\""
+            .to_owned());
+    }
     Ok(url)
 }
 
-/// Feed and subscriber names become metric labels: `[A-Za-z0-9_.-]+`.
+/// The longest feed or subscriber name, in bytes: names are metric labels,
+/// repeated on every series of a feed.
+pub(crate) const MAX_NAME_LENGTH: usize = 128;
+
+/// Feed and subscriber names become metric labels: `[A-Za-z0-9_.-]+`, at
+/// most [`MAX_NAME_LENGTH`] bytes.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if name.len() > MAX_NAME_LENGTH {
+        return Err(format!(
+            "is {} bytes long: names are metric labels, at most {MAX_NAME_LENGTH} bytes",
+            name.len()
+        ));
     }
     match name.chars().find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
         Some(bad) => {

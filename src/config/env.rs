@@ -1,6 +1,10 @@
 //! `${VAR}` substitution from the environment, for secrets kept out of the
 //! config file (API keys in headers, tokens in URLs and `on_open` messages).
 //!
+//! `${file:/run/secrets/key}` is replaced by that file's contents (one
+//! trailing newline dropped), read again at every load and reload, so a
+//! rotated secret file takes effect at the next reload.
+//!
 //! `$${` writes a literal `${`. Any other `$` is left alone. Expansion is one
 //! pass: a value taken from the environment is never expanded again. Errors
 //! name the variable, never its value.
@@ -16,6 +20,13 @@ pub(crate) enum ExpandError {
     Unterminated,
     /// What sits between `${` and `}` is not a variable name.
     BadName(String),
+    /// A `${file:PATH}` that cannot be read: the path and the reason, never contents.
+    File {
+        /// The path as written.
+        path: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ExpandError {
@@ -24,6 +35,10 @@ impl fmt::Display for ExpandError {
             Self::Missing(name) => write!(f, "environment variable {name} is not set"),
             Self::Unterminated => f.write_str(
                 r#"unterminated "${": close it with "}" or write "$${" for a literal "${""#,
+            ),
+            Self::File { path, reason } => write!(
+                f,
+                "cannot read the secret file {path}: {reason}; check that it exists and is readable"
             ),
             Self::BadName(name) => write!(
                 f,
@@ -55,7 +70,12 @@ pub(crate) fn expand(
                 break;
             };
             let name = &after[..close];
-            if !is_variable_name(name) {
+            if let Some(path) = name.strip_prefix("file:") {
+                match read_secret_file(path) {
+                    Ok(value) => out.push_str(&value),
+                    Err(error) => errors.push(error),
+                }
+            } else if !is_variable_name(name) {
                 errors.push(ExpandError::BadName(name.to_owned()));
             } else if let Some(value) = env(name) {
                 out.push_str(&value);
@@ -77,6 +97,17 @@ pub(crate) fn expand(
     } else {
         Err(errors)
     }
+}
+
+/// A `${file:PATH}`'s value: the file's text, one trailing newline dropped.
+fn read_secret_file(path: &str) -> Result<String, ExpandError> {
+    let fail = |reason: String| ExpandError::File { path: path.to_owned(), reason };
+    if path.is_empty() {
+        return Err(fail("no path after \"file:\"".to_owned()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
 }
 
 /// Whether `text` holds a `${VAR}` reference (so its expansion may hold a secret).
@@ -115,6 +146,21 @@ mod tests {
         assert_eq!(expand("$${KEY}", &env), Ok("${KEY}".to_owned()));
         assert!(!has_reference("$${KEY}"));
         assert!(has_reference("x${KEY}"));
+    }
+
+    #[test]
+    fn file_references_read_the_file_each_time_without_its_last_newline() {
+        let path = std::env::temp_dir().join(format!("feedvisor-env-{}", std::process::id()));
+        std::fs::write(&path, "first\n").expect("write the secret file");
+        let text = format!("Bearer ${{file:{}}}", path.display());
+        assert_eq!(expand(&text, &env), Ok("Bearer first".to_owned()));
+        std::fs::write(&path, "second").expect("rotate the secret file");
+        assert_eq!(expand(&text, &env), Ok("Bearer second".to_owned()));
+        assert!(has_reference(&text));
+        std::fs::remove_file(&path).expect("remove the secret file");
+        let errors = expand(&text, &env).expect_err("gone");
+        let shown = errors[0].to_string();
+        assert!(shown.starts_with("cannot read the secret file /") && !shown.contains("second"));
     }
 
     #[test]

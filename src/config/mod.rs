@@ -33,12 +33,14 @@
 //!
 //! Not `Eq`: [`ReconnectPolicy::multiplier`] is a float.
 
+mod admin;
 mod checks;
 mod cluster;
 mod compression;
 mod env;
 mod heartbeat;
 mod metrics;
+mod network;
 mod queue;
 mod raw;
 mod scope;
@@ -54,10 +56,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions};
+use feedvisor_transport_api::{Compression, DeliveryMode, Framing, ProxyOptions, TlsOptions};
 use serde::Serialize;
 use url::Url;
 
+pub use admin::{HttpTls, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS, RESERVED_CONNECTIONS};
 pub use checks::parse_duration;
 pub(crate) use cluster::{is_kv_key, shown_nats_url};
 pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
@@ -77,7 +80,7 @@ pub use crate::sink::{
 };
 
 use crate::transports::TransportRegistry;
-use show::{mask_password, mask_query};
+use show::{mask_literal_query, mask_password, mask_query};
 
 /// A whole, valid, resolved config.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -124,10 +127,20 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HttpConfig {
     /// Address to listen on; loopback by default so nothing is exposed.
     pub listen: SocketAddr,
-    /// When set, requests that change anything need `Authorization: Bearer <token>`.
+    /// When set, requests that change anything, and `/subscribe`, need
+    /// `Authorization: Bearer <token>` (`/subscribe` also takes `?token=`).
     pub token: Option<Secret>,
+    /// Serve on a non-loopback address without a token (warned at start).
+    pub allow_public: bool,
     /// `[http.subscribe]`: the local WebSocket endpoint `/subscribe`.
     pub subscribe: SubscribeEndpointConfig,
+    /// `[http.tls]`: serve https (and `/subscribe` as wss) when set.
+    pub tls: Option<HttpTls>,
+    /// Connections held at once; at least `subscribe.max_clients` plus
+    /// [`RESERVED_CONNECTIONS`]. More wait in the backlog.
+    pub max_connections: usize,
+    /// Connections the kernel queues before they are accepted.
+    pub backlog: u32,
 }
 
 impl Default for HttpConfig {
@@ -135,7 +148,11 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)),
             token: None,
+            allow_public: false,
             subscribe: SubscribeEndpointConfig::default(),
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            backlog: DEFAULT_BACKLOG,
         }
     }
 }
@@ -166,6 +183,11 @@ pub struct FeedDefaults {
     pub outbound_queue: OutboundQueueConfig,
     /// Default [`FeedConfig::required`].
     pub required: bool,
+    /// Default [`FeedConfig::tls`] (`[defaults.tls]`); a feed's `tls` table
+    /// overrides it field by field.
+    pub tls: TlsOptions,
+    /// Default [`FeedConfig::proxy`].
+    pub proxy: ProxyOptions,
     /// The heartbeat message as written, when it uses `${VAR}`: for display,
     /// and for feeds that inherit it.
     pub unexpanded_heartbeat_message: Option<String>,
@@ -196,6 +218,8 @@ impl Default for FeedDefaults {
             idle_timeout: None,
             outbound_queue: OutboundQueueConfig::default(),
             required: true,
+            tls: TlsOptions::default(),
+            proxy: ProxyOptions::default(),
             unexpanded_heartbeat_message: None,
         }
     }
@@ -236,6 +260,8 @@ pub struct FeedConfig {
     /// TLS settings for secure schemes; `ca_file` resolved against the config
     /// file's directory.
     pub tls: TlsOptions,
+    /// Directly, through a proxy, or as the environment says at connect time.
+    pub proxy: ProxyOptions,
     /// When and how fast to reconnect after a failure.
     pub reconnect: ReconnectPolicy,
     /// Pings that detect a dead connection; `None`: off (`interval = "0s"`).
@@ -292,7 +318,8 @@ impl FeedConfig {
             framing: Framing::default(),
             framing_used: false,
             handshake_timeout: defaults.handshake_timeout,
-            tls: TlsOptions::default(),
+            tls: defaults.tls,
+            proxy: defaults.proxy,
             reconnect: defaults.reconnect,
             heartbeat: defaults.heartbeat,
             idle_timeout: defaults.idle_timeout,
@@ -311,9 +338,25 @@ impl FeedConfig {
     pub(crate) fn display_url(&self) -> String {
         match self.unexpanded.url.as_deref() {
             // As written: `${VAR}` placeholders show where secrets go, not the secrets.
-            Some(written) => mask_password(written),
+            Some(written) => mask_literal_query(&mask_password(written)),
             None => mask_query(&mask_password(self.url.as_str())),
         }
+    }
+
+    /// `text` (a transport's error) as it may be shown: a transport names the
+    /// expanded URL (without credentials and query), whose path may hold a
+    /// `${VAR}`'s value, so that URL is replaced by the one written.
+    pub(crate) fn shown_error(&self, text: &str) -> String {
+        let Some(written) = self.unexpanded.url.as_deref() else { return text.to_owned() };
+        let mut expanded = self.url.clone();
+        // Only cannot-be-a-base URLs refuse these, and they have no credentials to hide.
+        let _ = expanded.set_username("");
+        let _ = expanded.set_password(None);
+        expanded.set_query(None);
+        expanded.set_fragment(None);
+        let shown = mask_password(written);
+        let shown = shown.split(['?', '#']).next().unwrap_or_default();
+        text.replace(expanded.as_str(), shown)
     }
 
     /// The `on_open` messages safe to show: as written if any used `${VAR}`.

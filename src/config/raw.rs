@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Unexpected};
 use serde::Deserialize;
 
-use feedvisor_transport_api::Framing;
+use feedvisor_transport_api::{Framing, TrustRoots};
 
 use super::checks::label;
 use super::{FieldError, Location, Overflow, SinkKind, SubscriberOverflow};
@@ -67,10 +67,28 @@ pub(crate) struct RawCluster {
 pub(crate) struct RawHttp {
     /// `IP:PORT` to listen on.
     pub listen: Option<String>,
-    /// Bearer token that changes (POST, PUT, DELETE) must carry.
+    /// Bearer token that changes (POST, PUT, DELETE) and `/subscribe` must carry.
     pub token: Option<String>,
+    /// Allows a non-loopback `listen` without a token (refused otherwise).
+    pub allow_public: Option<bool>,
     /// `[http.subscribe]`.
     pub subscribe: Option<RawSubscribeEndpoint>,
+    /// `[http.tls]`: serve https.
+    pub tls: Option<RawHttpTls>,
+    /// Connections held at once (more wait in the backlog).
+    pub max_connections: Option<usize>,
+    /// Connections the kernel queues before they are accepted.
+    pub backlog: Option<u32>,
+}
+
+/// `[http.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpTls {
+    /// Certificate chain file (PEM).
+    pub cert: String,
+    /// Private key file (PEM).
+    pub key: String,
 }
 
 /// `[defaults]`: the per-feed fields that have a default.
@@ -95,6 +113,10 @@ pub(crate) struct RawDefaults {
     pub outbound_queue: Option<RawOutboundQueue>,
     /// Default `required`.
     pub required: Option<bool>,
+    /// `[defaults.tls]`: feeds override it field by field.
+    pub tls: Option<RawTls>,
+    /// Default `proxy`.
+    pub proxy: Option<String>,
 }
 
 /// One `[[feeds]]` entry, or the JSON body that adds a feed at run time.
@@ -126,8 +148,10 @@ pub(crate) struct RawFeed {
     pub framing: Option<RawFraming>,
     /// Falls back to `[defaults]`.
     pub handshake_timeout: Option<RawDuration>,
-    /// TLS settings.
+    /// TLS settings; override `[defaults.tls]` field by field.
     pub tls: Option<RawTls>,
+    /// `http://[user:password@]host:port` or `none`; `${VAR}` expanded.
+    pub proxy: Option<String>,
     /// Overrides `[defaults.reconnect]` field by field.
     pub reconnect: Option<RawReconnect>,
     /// Overrides `[defaults.heartbeat]` field by field.
@@ -229,6 +253,8 @@ pub(crate) struct RawReconnect {
     pub max_attempts: Option<u32>,
     /// How long a connection must stay open for the attempts to start over.
     pub reset_after: Option<RawDuration>,
+    /// The longest wait a server's `Retry-After` may impose.
+    pub max_retry_after: Option<RawDuration>,
 }
 
 /// `heartbeat = { ... }`: every field optional, like [`RawReconnect`].
@@ -281,12 +307,47 @@ pub(crate) struct RawTimestamp {
     pub unit: Option<String>,
 }
 
-/// `tls = { ... }` of a feed.
+/// `tls = { ... }` of a feed or `[defaults.tls]`: every field optional, so
+/// that a feed's table overrides only what it sets.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
+    /// `webpki`, `system` or `none`.
+    pub roots: Option<RawRoots>,
     /// Extra CA certificates (PEM), relative to the config file's directory.
     pub ca_file: Option<String>,
+    /// The client certificate chain (PEM), for mutual TLS.
+    pub client_cert: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub client_key: Option<String>,
+    /// The name sent as SNI and checked, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Base64 SHA-256 digests of the server's SubjectPublicKeyInfo.
+    pub pin_sha256: Option<Vec<String>>,
+    /// Accepts any certificate (warned at every connect, counted).
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// `roots = "webpki" | "system" | "none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawRoots {
+    /// The compiled-in Mozilla roots.
+    Webpki,
+    /// The operating system's store.
+    System,
+    /// Only `ca_file` (or the pins).
+    None,
+}
+
+impl From<RawRoots> for TrustRoots {
+    fn from(raw: RawRoots) -> TrustRoots {
+        match raw {
+            RawRoots::Webpki => TrustRoots::Webpki,
+            RawRoots::System => TrustRoots::System,
+            RawRoots::None => TrustRoots::None,
+        }
+    }
 }
 
 /// One `[[subscribers]]` entry: the fields every subscriber shares, and

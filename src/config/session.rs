@@ -28,6 +28,11 @@ pub(super) fn reconnect(
     let max = scope.duration("reconnect.max", raw.max.as_ref(), base.max);
     let reset_after =
         scope.duration("reconnect.reset_after", raw.reset_after.as_ref(), base.reset_after);
+    let max_retry_after = scope.duration(
+        "reconnect.max_retry_after",
+        raw.max_retry_after.as_ref(),
+        base.max_retry_after,
+    );
     let multiplier = match raw.multiplier {
         None => Some(base.multiplier),
         Some(multiplier) if multiplier.is_finite() && multiplier >= 1.0 => Some(multiplier),
@@ -44,6 +49,7 @@ pub(super) fn reconnect(
         jitter: raw.jitter.unwrap_or(base.jitter),
         max_attempts: raw.max_attempts.unwrap_or(base.max_attempts),
         reset_after: reset_after?,
+        max_retry_after: max_retry_after?,
     };
     // A fixed policy never reaches `max`, so only an exponential one needs it above `initial`.
     let sets_bounds = raw.policy.is_some() || raw.initial.is_some() || raw.max.is_some();

@@ -10,11 +10,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions};
+use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions, TrustRoots};
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::heartbeat::as_written;
+use super::network::show_proxy;
 use super::{
     FeedConfig, FeedDefaults, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig, ReplyMatch,
 };
@@ -39,6 +40,7 @@ impl fmt::Debug for FeedConfig {
             .field("framing", &self.written_framing())
             .field("handshake_timeout", &self.handshake_timeout)
             .field("tls", &self.tls)
+            .field("proxy", &show_proxy(&self.proxy))
             .field("reconnect", &self.reconnect)
             .field("heartbeat", &self.display_heartbeat())
             .field("idle_timeout", &self.idle_timeout)
@@ -92,6 +94,10 @@ impl Serialize for FeedConfig {
         }
         out.serialize_field("handshake_timeout", &format_duration(self.handshake_timeout))?;
         out.serialize_field("tls", &ShowTls(&self.tls))?;
+        match show_proxy(&self.proxy) {
+            Some(proxy) => out.serialize_field("proxy", &proxy)?,
+            None => out.skip_field("proxy")?,
+        }
         out.serialize_field("reconnect", &ShowReconnect(&self.reconnect))?;
         out.serialize_field("heartbeat", &ShowHeartbeat(self.display_heartbeat().as_ref()))?;
         out.serialize_field("idle_timeout", &format_off(self.idle_timeout))?;
@@ -200,14 +206,33 @@ pub(crate) fn framing_name(framing: Framing) -> &'static str {
     }
 }
 
-/// `tls = { ... }` of a feed; an unset `ca_file` is left out.
+/// `tls = { ... }` of a feed; fields at their default are left out.
 struct ShowTls<'a>(&'a TlsOptions);
 
 impl Serialize for ShowTls<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tls = self.0;
         let mut out = serializer.serialize_map(None)?;
-        if let Some(ca_file) = &self.0.ca_file {
-            out.serialize_entry("ca_file", ca_file)?;
+        if tls.roots != TrustRoots::default() {
+            out.serialize_entry("roots", tls.roots.as_str())?;
+        }
+        for (name, file) in [
+            ("ca_file", &tls.ca_file),
+            ("client_cert", &tls.client_cert),
+            ("client_key", &tls.client_key),
+        ] {
+            if let Some(file) = file {
+                out.serialize_entry(name, file)?;
+            }
+        }
+        if let Some(server_name) = &tls.server_name {
+            out.serialize_entry("server_name", server_name)?;
+        }
+        if !tls.pin_sha256.is_empty() {
+            out.serialize_entry("pin_sha256", &tls.pin_sha256)?;
+        }
+        if tls.insecure_skip_verify {
+            out.serialize_entry("insecure_skip_verify", &true)?;
         }
         out.end()
     }
@@ -219,7 +244,7 @@ struct ShowReconnect<'a>(&'a ReconnectPolicy);
 impl Serialize for ShowReconnect<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let policy = self.0;
-        let mut out = serializer.serialize_struct("ReconnectPolicy", 7)?;
+        let mut out = serializer.serialize_struct("ReconnectPolicy", 8)?;
         out.serialize_field("policy", policy.kind.as_str())?;
         out.serialize_field("initial", &format_duration(policy.initial))?;
         out.serialize_field("max", &format_duration(policy.max))?;
@@ -227,6 +252,7 @@ impl Serialize for ShowReconnect<'_> {
         out.serialize_field("jitter", policy.jitter.as_str())?;
         out.serialize_field("max_attempts", &policy.max_attempts)?;
         out.serialize_field("reset_after", &format_duration(policy.reset_after))?;
+        out.serialize_field("max_retry_after", &format_duration(policy.max_retry_after))?;
         out.end()
     }
 }
@@ -302,6 +328,26 @@ pub(super) fn mask_password(url: &str) -> String {
     let Some(at) = url[start..end].rfind('@') else { return url.to_owned() };
     let Some(colon) = url[start..start + at].find(':') else { return url.to_owned() };
     format!("{}:{REDACTED}{}", &url[..start + colon], &url[start + at..])
+}
+
+/// Hides each query value of a URL as written that is not only a `${VAR}`
+/// reference: `?key=literal&t=${TOKEN}` becomes `?key=***&t=${TOKEN}`.
+pub(super) fn mask_literal_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let only_reference =
+                value.starts_with("${") && value.ends_with('}') && value.matches("${").count() == 1;
+            if value.is_empty() || only_reference {
+                pair.to_owned()
+            } else {
+                format!("{key}={REDACTED}")
+            }
+        })
+        .collect();
+    format!("{base}?{}", masked.join("&"))
 }
 
 /// Hides a query string written out literally: API keys often travel there.

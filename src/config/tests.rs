@@ -19,6 +19,7 @@ fn test_env(name: &str) -> Option<String> {
     match name {
         "STOCKS_KEY" => Some("k3y-value".to_owned()),
         "TOKEN" => Some("t0ken-value".to_owned()),
+        "PATH_PART" => Some("path-value".to_owned()),
         "WITH_NEWLINE" => Some("value\r\nInjected: yes".to_owned()),
         _ => None,
     }
@@ -94,8 +95,12 @@ fn full_config_parses_every_field() {
         topics = ["AAPL", "MS*"]
         sink = "stdout"
     "#;
+    // A wss feed's CA file is read and parsed at load: a real one.
+    let certificates = feedvisor_test_support::TestCertificates::generate();
+    let ca_file = certificates.ca_file();
+    let text = text.replace("Cargo.toml", &ca_file.display().to_string());
     let origin = manifest_dir().join("feedvisor.toml");
-    let config = Config::from_toml_str_with_env(text, &origin, &test_env, &transports())
+    let config = Config::from_toml_str_with_env(&text, &origin, &test_env, &transports())
         .expect("valid config");
 
     assert_eq!(config.http.listen, "127.0.0.1:9901".parse().expect("address"));
@@ -116,7 +121,7 @@ fn full_config_parses_every_field() {
     assert_eq!(feed.max_message_size, 4 << 20);
     assert_eq!(config.defaults.chunk_size, 32 << 10);
     assert_eq!(feed.handshake_timeout, Duration::from_secs(90));
-    assert_eq!(feed.tls.ca_file, Some(manifest_dir().join("Cargo.toml")));
+    assert_eq!(feed.tls.ca_file, Some(ca_file));
 
     let subscriber = &config.subscribers[0];
     assert_eq!(subscriber.name, "print");
@@ -203,15 +208,14 @@ fn env_references_expand_in_url_headers_and_on_open() {
 }
 
 #[test]
-fn header_values_and_url_passwords_are_redacted_without_env() {
-    let text = format!("{}headers = {{ Authorization = \"Bearer literal\" }}\n", STOCKS)
-        .replace("ws://127.0.0.1", "ws://user:hunter2@127.0.0.1");
+fn header_values_are_redacted_without_env() {
+    let text = format!("{}headers = {{ Authorization = \"Bearer literal\" }}\n", STOCKS);
     let feed = parse_ok(&text).feeds.remove(0);
     let debug = format!("{feed:?}");
     let json = serde_json::to_value(&feed).expect("serialize");
-    assert!(!debug.contains("literal") && !debug.contains("hunter2"), "{debug}");
+    assert!(!debug.contains("literal"), "{debug}");
     assert_eq!(json["headers"]["Authorization"], "***");
-    assert_eq!(json["url"], "ws://user:***@127.0.0.1:8080/ticks");
+    assert_eq!(json["url"], "ws://127.0.0.1:8080/ticks");
     assert_eq!(json["max_message_size"], "1MiB");
     assert_eq!(json["handshake_timeout"], "10s");
 }
@@ -822,12 +826,62 @@ fn mode_and_sink_names() {
 
 #[test]
 fn a_literal_query_string_is_hidden_when_shown() {
-    let text =
-        "[[feeds]]\nname = \"q\"\nurl = \"wss://user:pw@example.com/feed?apikey=literal-secret\"\n";
+    let text = "[[feeds]]\nname = \"q\"\nurl = \"wss://example.com/feed?apikey=literal-secret\"\n";
     let config = Config::from_toml_str(text, Path::new("q.toml"), &transports()).expect("valid");
     let shown = config.feeds[0].display_url();
-    assert_eq!(shown, "wss://user:***@example.com/feed?***");
+    assert_eq!(shown, "wss://example.com/feed?***");
     assert!(!format!("{:?}", config.feeds[0]).contains("literal-secret"));
+}
+
+#[test]
+fn urls_with_credentials_are_refused_at_load_without_showing_them() {
+    // Found by trying: `ws://TOKEN@host/` passed `check` (shown whole), then
+    // failed every connect for ever; no transport sends URL credentials.
+    for url in ["ws://TOKEN123@127.0.0.1:8080/", "wss://user:hunter2@example.com/feed"] {
+        let text = format!("[[feeds]]\nname = \"q\"\nurl = \"{url}\"\n");
+        let error = parse(&text).expect_err("credentials in the URL").to_string();
+        assert!(error.contains("feeds[0] (q).url: credentials in the URL"), "{error}");
+        assert!(!error.contains("TOKEN123") && !error.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
+fn a_literal_query_secret_beside_a_reference_is_hidden_too() {
+    // Found by trying: a URL written with ${VAR} was shown as written, literal query and all.
+    let text = "[[feeds]]\nname = \"q\"\nurl = \"wss://example.com/${PATH_PART}?apikey=literal-secret&t=${STOCKS_KEY}\"\n";
+    let feed = feed_of(text);
+    let shown = feed.display_url();
+    assert!(!shown.contains("literal-secret"), "{shown}");
+    assert!(shown.contains("${PATH_PART}"), "{shown}");
+}
+
+#[test]
+fn a_transport_error_naming_the_expanded_url_shows_the_url_as_written() {
+    // Found by trying: a ${VAR} in the URL path reached last_error expanded.
+    let feed = feed_of(
+        "[[feeds]]\nname = \"q\"\nurl = \"wss://example.com/v1/${PATH_PART}?t=${STOCKS_KEY}\"\n",
+    );
+    let error = "connect to wss://example.com/v1/path-value timed out after 1s";
+    assert_eq!(
+        feed.shown_error(error),
+        "connect to wss://example.com/v1/${PATH_PART} timed out after 1s"
+    );
+    let plain = feed_of("[[feeds]]\nname = \"p\"\nurl = \"wss://example.com/v1/open\"\n");
+    assert_eq!(
+        plain.shown_error("refused by wss://example.com/v1/open"),
+        "refused by wss://example.com/v1/open"
+    );
+}
+
+#[test]
+fn names_longer_than_128_bytes_are_refused() {
+    // Found by trying: a 1 MB feed name made /metrics 74 MB.
+    let long = "a".repeat(129);
+    let text = format!("[[feeds]]\nname = \"{long}\"\nurl = \"ws://127.0.0.1:1/\"\n");
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|error| error.message.contains("at most 128 bytes")), "{errors:#?}");
+    let ok = format!("[[feeds]]\nname = \"{}\"\nurl = \"ws://127.0.0.1:1/\"\n", "a".repeat(128));
+    parse_ok(&ok);
 }
 
 // Session settings: reconnect, heartbeat, idle timeout, outbound queue,
@@ -868,7 +922,7 @@ fn session_defaults_apply_to_a_bare_feed() {
 #[test]
 fn session_fields_parse() {
     let fields = r#"
-        reconnect = { policy = "fixed", initial = "2s", max = "1m", multiplier = 3, jitter = "equal", max_attempts = 5, reset_after = "5m" }
+        reconnect = { policy = "fixed", initial = "2s", max = "1m", multiplier = 3, jitter = "equal", max_attempts = 5, reset_after = "5m", max_retry_after = "2m" }
         heartbeat = { interval = "20s", timeout = "5s" }
         idle_timeout = "90s"
         outbound_queue = { max_messages = 10, max_bytes = "64KiB", overflow = "drop_oldest" }
@@ -887,6 +941,7 @@ fn session_fields_parse() {
             jitter: Jitter::Equal,
             max_attempts: 5,
             reset_after: secs(300),
+            max_retry_after: secs(120),
         }
     );
     assert_eq!(
@@ -1316,6 +1371,7 @@ fn serialized_session_settings_read_back() {
         serde_json::json!({
             "policy": "exponential", "initial": "250ms", "max": "1m 30s", "multiplier": 1.5,
             "jitter": "decorrelated", "max_attempts": 7, "reset_after": "2m",
+            "max_retry_after": "5m",
         })
     );
     assert_eq!(json["outbound_queue"]["max_bytes"], "1500B");

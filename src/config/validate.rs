@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 
 use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
 
+use super::admin;
 use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
 use super::compression;
 use super::env::has_reference;
 use super::metrics;
+use super::network;
 use super::raw::{RawConfig, RawDefaults, RawFeed, RawHttp, RawMode};
 use super::scope::{Context, Scope};
 use super::session::{self, Heartbeat};
@@ -102,7 +104,16 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
     super::cluster::check_subscribers(cluster.is_some(), &subscribers, &mut errors);
 
     if errors.is_empty() {
-        Ok(Config { http, defaults, feeds, subscribers, shutdown_timeout, workers, metrics, cluster })
+        Ok(Config {
+            http,
+            defaults,
+            feeds,
+            subscribers,
+            shutdown_timeout,
+            workers,
+            metrics,
+            cluster,
+        })
     } else {
         Err(errors)
     }
@@ -135,6 +146,25 @@ fn http(raw: &RawHttp, context: &Context<'_>, errors: &mut Vec<FieldError>) -> H
                 format!("invalid address {text:?}: use IP:PORT, such as \"127.0.0.1:9900\""),
             )),
         }
+    }
+    {
+        let mut scope = Scope { prefix: "http", errors: &mut *errors };
+        config.tls = raw.tls.as_ref().and_then(|tls| admin::tls(tls, context, &mut scope));
+        (config.max_connections, config.backlog) =
+            admin::limits(raw, config.subscribe.max_clients, &mut scope);
+    }
+    config.allow_public = raw.allow_public.unwrap_or(false);
+    // Found by trying: 0.0.0.0 without a token started with an info line,
+    // open to every machine that can reach the port.
+    if !config.listen.ip().is_loopback() && raw.token.is_none() && !config.allow_public {
+        errors.push(FieldError::new(
+            "http.listen",
+            format!(
+                "{} is reachable from other machines and [http].token is not set: \
+                 set a token, or allow_public = true to serve without one",
+                config.listen
+            ),
+        ));
     }
     config
 }
@@ -175,7 +205,11 @@ fn defaults(
     let outbound_queue =
         session::outbound_queue(raw.outbound_queue.as_ref(), &builtin.outbound_queue, &mut scope)
             .unwrap_or(builtin.outbound_queue);
+    let tls = network::tls(raw.tls.as_ref(), &builtin.tls, context, &mut scope);
+    let proxy = network::proxy(raw.proxy.as_deref(), &builtin.proxy, context, &mut scope);
     FeedDefaults {
+        tls,
+        proxy,
         stream: raw.mode.map_or(builtin.stream, |mode| mode == RawMode::Stream),
         max_message_size,
         chunk_size,
@@ -303,17 +337,9 @@ pub(crate) fn feed(
         defaults.handshake_timeout,
     );
 
-    // Which schemes take a CA file is the transport's rule; the path is ours.
-    let mut tls = TlsOptions::default();
-    if let Some(ca_file) = raw.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()) {
-        let path = context.base_dir.join(ca_file);
-        if ca_file.is_empty() {
-            scope.error("tls.ca_file", "must not be empty");
-        } else if !(context.file_exists)(&path) {
-            scope.error("tls.ca_file", format!("no such file: {}", path.display()));
-        }
-        tls.ca_file = Some(path);
-    }
+    // Which schemes use TLS and a proxy is the transport's rule; paths are ours.
+    let mut tls = network::tls(raw.tls.as_ref(), &defaults.tls, context, &mut scope);
+    let proxy = network::proxy(raw.proxy.as_deref(), &defaults.proxy, context, &mut scope);
 
     let reconnect = session::reconnect(raw.reconnect.as_ref(), &defaults.reconnect, &mut scope);
     let inherited_heartbeat = Heartbeat {
@@ -332,6 +358,7 @@ pub(crate) fn feed(
     let compression = compression::compression(raw, &mut scope);
     let decode = compression::decode(raw, stream, &mut scope);
     let mut framing_used = false;
+    let mut inherited_tls_unused = false;
     if let (Some(url), Some(transport)) = (&url, &transport) {
         let header_names: Vec<&str> = raw.headers.keys().map(String::as_str).collect();
         let options = FeedOptions {
@@ -356,6 +383,9 @@ pub(crate) fn feed(
                 if let Some(heartbeat) = heartbeat.as_mut() {
                     heartbeat.config = None;
                 }
+            } else if is_unused_tls(&problem) && raw.tls.is_none() {
+                // [defaults.tls] on a feed whose scheme has no TLS: not this feed's.
+                inherited_tls_unused = true;
             } else {
                 scope.error(&problem.field, problem.message);
             }
@@ -367,6 +397,9 @@ pub(crate) fn feed(
         }));
     }
 
+    if inherited_tls_unused {
+        tls = TlsOptions::default();
+    }
     if errors.len() != before {
         return None;
     }
@@ -393,6 +426,7 @@ pub(crate) fn feed(
         max_message_size: max_message_size?,
         handshake_timeout: handshake_timeout?,
         tls,
+        proxy,
         reconnect: reconnect?,
         heartbeat: heartbeat.config,
         idle_timeout: idle_timeout?,
@@ -405,6 +439,11 @@ pub(crate) fn feed(
         decode,
         unexpanded,
     })
+}
+
+/// A transport's refusal of a TLS setting on a scheme without TLS.
+fn is_unused_tls(problem: &OptionProblem) -> bool {
+    problem.field.starts_with("tls.") && problem.message.starts_with("only used by")
 }
 
 /// Whether a heartbeat is protocol pings (rather than an application message).

@@ -23,8 +23,8 @@
 
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
-mod freshness;
 mod decode;
+mod freshness;
 mod inbound;
 mod liveness;
 mod outbound;
@@ -47,11 +47,11 @@ use feedvisor_transport_api::{
 };
 
 use crate::backoff::Backoff;
-use crate::config::FeedConfig;
+use crate::config::{format_duration, FeedConfig};
 use crate::flow::{FlowGate, Gated};
 use crate::metrics::FeedMetrics;
 use crate::router::{FeedRoutes, Routes};
-use crate::status::{CloseRecord, FeedState, StatusCell};
+use crate::status::{CloseRecord, FeedState, RetryWait, StatusCell};
 
 pub(crate) use outbound::{send_in_pieces, SendMessage};
 pub use outbound::{SendError, SendOutcome};
@@ -194,6 +194,7 @@ impl FeedConnection {
             max_frame_size: self.assembler.max_message_size(),
             handshake_timeout: self.feed.handshake_timeout,
             tls: self.feed.tls.clone(),
+            proxy: self.feed.proxy.clone(),
             mode: self.feed.mode,
             framing: self.feed.framing,
             compression: self.feed.compression.unwrap_or_default(),
@@ -206,8 +207,16 @@ impl FeedConnection {
         self.generation += 1;
         let generation = self.generation;
         self.set_state(FeedState::Connecting);
+        self.shared.set_retry(None);
         tracing::debug!(feed = %self.name, url = %self.feed.display_url(), "connecting");
         let timeout = self.feed.handshake_timeout;
+        if self.feed.tls.insecure_skip_verify {
+            tracing::warn!(
+                feed = %self.feed.name,
+                "connecting with tls.insecure_skip_verify = true: any server certificate is accepted"
+            );
+            self.metrics.insecure_connect();
+        }
         let attempt = self.transport.connect(self.connect_request());
         let url = self.feed.display_url();
         let started = Instant::now();
@@ -237,8 +246,9 @@ impl FeedConnection {
             Ok(connection) => connection,
             Err(error) => {
                 self.metrics.connect_attempt(error.kind().as_str());
-                tracing::warn!(feed = %self.name, %error, attempt = self.backoff.attempts() + 1, "connect failed");
-                self.shared.set_error(&error);
+                let shown = self.feed.shown_error(&error.to_string());
+                tracing::warn!(feed = %self.name, error = %shown, attempt = self.backoff.attempts() + 1, "connect failed");
+                self.shared.set_error(shown);
                 let retry_after = match &error {
                     TransportError::HandshakeStatus { retry_after, .. } => *retry_after,
                     _ => None,
@@ -310,6 +320,22 @@ impl FeedConnection {
             self.give_up();
             return;
         };
+        let cap = self.feed.reconnect.max_retry_after;
+        let capped = retry_after.is_some_and(|asked| asked > cap);
+        if capped {
+            self.metrics.retry_after_capped();
+            tracing::warn!(
+                feed = %self.name,
+                retry_after = ?retry_after,
+                max_retry_after = ?cap,
+                "the server's Retry-After is longer than reconnect.max_retry_after: waiting that long instead"
+            );
+        }
+        self.shared.set_retry(Some(RetryWait {
+            delay: format_duration(delay),
+            retry_after_secs: retry_after.map(|asked| asked.as_secs()),
+            capped,
+        }));
         self.set_state(FeedState::BackingOff);
         tracing::debug!(feed = %self.name, ?delay, attempt = self.backoff.attempts(), "reconnecting after delay");
         let generation = self.generation;
@@ -350,8 +376,9 @@ impl FeedConnection {
         if let Some(code) = error.close_code() {
             self.shared.set_close(CloseRecord::local(code, error.to_string()));
         }
-        tracing::warn!(feed = %self.name, %error, "connection lost");
-        self.shared.set_error(&error);
+        let shown = self.feed.shown_error(&error.to_string());
+        tracing::warn!(feed = %self.name, error = %shown, "connection lost");
+        self.shared.set_error(shown);
         self.connection_lost(ctx);
     }
 }

@@ -3,10 +3,18 @@
 //!
 //! Bound to 127.0.0.1 by default (`[http].listen`); one worker thread is
 //! plenty for an admin API and keeps the thread count of the sidecar small.
-//! When `[http].token` is set, every request that changes something needs
-//! `Authorization: Bearer <token>`; reads stay open.
+//! It serves https when `[http.tls]` is set, holds at most
+//! `[http].max_connections` connections (more wait in the backlog), which
+//! leaves room beyond `/subscribe`'s clients for health checks and scrapes
+//! (`limits.rs`).
+//! When `[http].token` is set, every request that changes something, and
+//! `/subscribe` (which streams every feed), needs `Authorization: Bearer
+//! <token>` (`/subscribe` also takes `?token=`, for browsers, which cannot set
+//! headers on a WebSocket); other reads stay open. Tokens are compared in
+//! constant time.
 
 mod feeds;
+pub(crate) mod limits;
 mod send;
 
 use std::net::SocketAddr;
@@ -17,6 +25,7 @@ use actix::Addr;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use rustls::ServerConfig;
 use serde_json::json;
 
 use crate::cluster::{Cluster, GetClusterFeeds, GetClusterView};
@@ -71,6 +80,7 @@ pub(crate) fn start(
     let state = AppState { supervisor, metrics, token: config.token.clone(), cluster };
     let subscribe = SubscribeEndpoint::new(&config.subscribe, router);
     let endpoint = subscribe.clone();
+    let connections = limits::ConnectionCount::new(config.max_connections);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
@@ -89,17 +99,36 @@ pub(crate) fn start(
             .route("/feeds/{name}", web::delete().to(feeds::remove))
             .route("/feeds/{name}/reconnect", web::post().to(feeds::reconnect))
             .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
-            .route("/subscribe", web::get().to(subscribe::subscribe))
+            .route("/subscribe", web::get().to(subscribe_with_token))
     })
-    .on_connect(subscribe::remember_socket)
+    .on_connect(move |connection, data| {
+        subscribe::remember_socket(connection, data);
+        connections.opened(data);
+    })
     .workers(1)
-    .disable_signals()
-    .bind(config.listen)?;
+    .max_connections(config.max_connections)
+    .backlog(config.backlog)
+    .disable_signals();
+    let server = match &config.tls {
+        Some(tls) => {
+            let tls_config = tls.server_config().map_err(std::io::Error::other)?;
+            server.bind_rustls_0_23(config.listen, ServerConfig::clone(&tls_config))?
+        }
+        None => server.bind(config.listen)?,
+    };
     let addr = server.addrs().first().copied().unwrap_or(config.listen);
     let server: Server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
-    tracing::info!(%addr, token = config.token.is_some(), "admin HTTP server listening");
+    if config.token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "admin HTTP server listening on a non-loopback address without a token \
+             (allow_public = true): anyone who reaches it can change feeds and read them"
+        );
+    } else {
+        tracing::info!(%addr, token = config.token.is_some(), tls = config.tls.is_some(), "admin HTTP server listening");
+    }
     Ok(AdminServer { addr, handle, subscribe })
 }
 
@@ -111,19 +140,58 @@ fn error_body(
     response.json(json!({ "error": message.to_string() }))
 }
 
+/// `/subscribe`, once the token (when one is set) is presented.
+async fn subscribe_with_token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+    endpoint: web::Data<SubscribeEndpoint>,
+) -> HttpResponse {
+    if let Some(refused) = token_refusal(&state, &request, true) {
+        return refused;
+    }
+    subscribe::subscribe(request, payload, endpoint).await
+}
+
 /// Checks the bearer token of a request that changes something: the refusal, if refused.
 fn refusal(state: &AppState, request: &HttpRequest) -> Option<HttpResponse> {
-    let token = state.token.as_ref()?;
-    let presented = request
+    token_refusal(state, request, false)
+}
+
+/// The token a request presents: its `Authorization: Bearer` header, or
+/// (when `in_query`) its `token` query parameter.
+fn presented_token(request: &HttpRequest, in_query: bool) -> Option<String> {
+    let header = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    header.or_else(|| {
+        in_query
+            .then(|| {
+                url::form_urlencoded::parse(request.query_string().as_bytes())
+                    .find(|(key, _)| key == "token")
+                    .map(|(_, value)| value.into_owned())
+            })
+            .flatten()
+    })
+}
+
+/// The refusal of a request without the right token, when a token is set.
+fn token_refusal(state: &AppState, request: &HttpRequest, in_query: bool) -> Option<HttpResponse> {
+    let token = state.token.as_ref()?;
+    let presented = presented_token(request, in_query);
+    let presented = presented.as_deref();
     match presented {
         Some(presented) if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) => {
             None
         }
         Some(_) => Some(error_body(HttpResponse::Unauthorized(), "the bearer token is wrong")),
+        None if in_query => Some(error_body(
+            HttpResponse::Unauthorized(),
+            "/subscribe needs an Authorization: Bearer <token> header or ?token= ([http].token is set)",
+        )),
         None => Some(error_body(
             HttpResponse::Unauthorized(),
             "this change needs an Authorization: Bearer <token> header ([http].token is set)",

@@ -72,6 +72,8 @@ pub(crate) const RESTART_POLICY: ReconnectPolicy = ReconnectPolicy {
     jitter: Jitter::None,
     max_attempts: 0,
     reset_after: std::time::Duration::from_secs(60),
+    // Nothing local answers with Retry-After.
+    max_retry_after: crate::backoff::DEFAULT_MAX_RETRY_AFTER,
 };
 
 /// A sink setting that is not valid: which field, and what is wrong with it.

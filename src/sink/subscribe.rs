@@ -292,7 +292,14 @@ impl ConnectionSocket {
 /// For `HttpServer::on_connect`: keeps a [`ConnectionSocket`] with each TCP
 /// connection, where a `/subscribe` session finds it (`conn_data`).
 pub(crate) fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
-    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    type Tcp = actix_web::rt::net::TcpStream;
+    let stream = match connection.downcast_ref::<Tcp>() {
+        Some(stream) => stream,
+        None => match connection.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>() {
+            Some(tls) => tls.get_ref().0,
+            None => return,
+        },
+    };
     match socket2::SockRef::from(stream).try_clone() {
         Ok(socket) => {
             data.insert(Rc::new(ConnectionSocket(socket)));

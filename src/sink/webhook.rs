@@ -65,6 +65,7 @@ pub(super) const RETRY_POLICY: ReconnectPolicy = ReconnectPolicy {
     max_attempts: 4,
     // Not used: a request's retries never start over.
     reset_after: Duration::MAX,
+    max_retry_after: crate::backoff::DEFAULT_MAX_RETRY_AFTER,
 };
 /// How much of an answer's body is read (then discarded) to keep the connection reusable.
 const MAX_ANSWER_BODY: usize = 64 * 1024;

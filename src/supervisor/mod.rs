@@ -84,6 +84,7 @@ impl FeedEntry {
             required: self.config.required,
             last_error: self.shared.last_error(),
             last_close: self.shared.last_close(),
+            retry: self.shared.retry(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! feedvisor's integration tests, in one binary: real servers on 127.0.0.1,
 //! ports chosen at run time, every wait bounded.
 
+mod admin_limits;
 mod binary;
 mod cluster;
 mod compression;
@@ -8,8 +9,10 @@ mod config_examples;
 mod deployment;
 mod faults;
 mod library;
+mod lockdown;
 mod operations;
 mod prometheus;
+mod proxy;
 mod send;
 mod sinks;
 mod stream;
@@ -18,4 +21,5 @@ mod support;
 mod switchover;
 mod tcp;
 mod tidy;
+mod tls;
 mod transports;

@@ -375,6 +375,7 @@ fn every_toml_block_in_the_docs_is_a_valid_config() {
     );
     let transports = feedvisor::transports::TransportRegistry::with_defaults();
     let env = |name: &str| Some(format!("value-of-{name}"));
+    let certificates = feedvisor_test_support::TestCertificates::generate();
     let mut checked = 0;
     for document in documents {
         for (index, block) in toml_blocks(&read(&document)).into_iter().enumerate() {
@@ -388,7 +389,14 @@ fn every_toml_block_in_the_docs_is_a_valid_config() {
             let mut files = Vec::new();
             named_files(&toml::Value::Table(table), &mut files);
             for file in files {
-                std::fs::write(dir.join(file), "").expect("placeholder file");
+                // TLS files are parsed at load: those get real PEM files.
+                let contents = match file.rsplit('/').next().unwrap_or_default() {
+                    "client.pem" => read(&certificates.client_cert_file()),
+                    "client.key" => read(&certificates.client_key_file()),
+                    name if name.ends_with(".pem") => read(&certificates.ca_file()),
+                    _ => String::new(),
+                };
+                std::fs::write(dir.join(file), contents).expect("placeholder file");
             }
             let origin = dir.join("feedvisor.toml");
             let loaded = feedvisor::config::Config::from_toml_str_with_env(

@@ -1,6 +1,7 @@
-//! TLS material made at test time: a CA and a server certificate it signed
-//! for `localhost` and `127.0.0.1`, as PEM files (what a feed's `ca_file`
-//! names) and as rustls types (what a test server needs).
+//! TLS material made at test time: a CA, a server certificate it signed
+//! for `localhost` and `127.0.0.1` and a client certificate it signed, as PEM
+//! files (what a feed's `ca_file`, `client_cert` and `client_key` name) and
+//! as rustls types (what a test server needs, with or without client auth).
 //!
 //! Nothing here is committed: every [`TestCertificates::generate`] makes new
 //! keys, so no private key lives in the repository and no certificate expires.
@@ -30,7 +31,12 @@ pub struct TestCertificates {
     server: CertificateDer<'static>,
     /// The server certificate's private key, PKCS#8.
     server_key: PrivatePkcs8KeyDer<'static>,
+    /// The CA's private key, PKCS#8 (for a server that presents the CA itself).
+    ca_key: PrivatePkcs8KeyDer<'static>,
 }
+
+/// The CN of the client certificate.
+pub const CLIENT_NAME: &str = "feedvisor test client";
 
 impl TestCertificates {
     /// Makes a new CA ("feedvisor test CA", P-256) and a server certificate
@@ -46,6 +52,7 @@ impl TestCertificates {
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = ca_params.self_signed(&ca_key).expect("self-sign the test CA");
+        let ca_key_der = PrivatePkcs8KeyDer::from(ca_key.serialize_der());
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().expect("generate the test server's key");
@@ -57,12 +64,22 @@ impl TestCertificates {
         server_params.use_authority_key_identifier_extension = true;
         let server = server_params.signed_by(&server_key, &issuer).expect("sign the server cert");
 
+        let client_key = KeyPair::generate().expect("generate the test client's key");
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+        client_params.distinguished_name.push(DnType::CommonName, CLIENT_NAME);
+        client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        client_params.use_authority_key_identifier_extension = true;
+        let client = client_params.signed_by(&client_key, &issuer).expect("sign the client cert");
+
         let dir =
             TempDir::new("feedvisor-test-certificates").expect("create a temporary directory");
         for (name, pem) in [
             (CA_FILE, ca.pem()),
             (SERVER_CERT_FILE, server.pem()),
             (SERVER_KEY_FILE, server_key.serialize_pem()),
+            (CLIENT_CERT_FILE, client.pem()),
+            (CLIENT_KEY_FILE, client_key.serialize_pem()),
         ] {
             let path = dir.path().join(name);
             std::fs::write(&path, pem)
@@ -73,6 +90,7 @@ impl TestCertificates {
             ca: ca.der().clone(),
             server: server.der().clone(),
             server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+            ca_key: ca_key_der,
         }
     }
 
@@ -89,6 +107,53 @@ impl TestCertificates {
     /// The server key's PEM file (PKCS#8).
     pub fn server_key_file(&self) -> PathBuf {
         self.dir.path().join(SERVER_KEY_FILE)
+    }
+
+    /// The client certificate's PEM file, as a feed's `client_cert` names it.
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.dir.path().join(CLIENT_CERT_FILE)
+    }
+
+    /// The client key's PEM file (PKCS#8), as a feed's `client_key` names it.
+    pub fn client_key_file(&self) -> PathBuf {
+        self.dir.path().join(CLIENT_KEY_FILE)
+    }
+
+    /// A rustls server config like [`TestCertificates::server_config`] that
+    /// requires a client certificate signed by the CA.
+    pub fn server_config_requiring_client(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_certificate()).expect("the generated CA is valid");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("a client verifier over the test CA");
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain(), self.server_key())
+            .expect("the generated key matches its certificate");
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// A rustls server config presenting the CA certificate itself as the
+    /// server's (what `openssl req -x509` makes and people try first).
+    pub fn server_config_presenting_the_ca(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca_key = PrivateKeyDer::Pkcs8(self.ca_key.clone_key());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.ca_certificate()], ca_key)
+            .expect("the CA key matches its certificate");
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Arc::new(config)
     }
 
     /// The CA certificate, for a client's root store.
@@ -120,15 +185,32 @@ impl TestCertificates {
         Arc::new(config)
     }
 
+    /// The base64 SHA-256 of the server certificate's SubjectPublicKeyInfo,
+    /// as a feed's `pin_sha256` lists it.
+    pub fn server_pin(&self) -> String {
+        use base64::Engine as _;
+        let parsed = webpki::EndEntityCert::try_from(&self.server).expect("a parsable certificate");
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, parsed.subject_public_key_info().as_ref());
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    }
+
     /// A TLS acceptor (tokio-rustls) for [`TestCertificates::server_config`].
     pub fn acceptor(&self, alpn: &[&[u8]]) -> TlsAcceptor {
         TlsAcceptor::from(self.server_config(alpn))
     }
 }
 
+/// A TLS acceptor (tokio-rustls) for any server config.
+pub fn acceptor_for(config: Arc<ServerConfig>) -> TlsAcceptor {
+    TlsAcceptor::from(config)
+}
+
 const CA_FILE: &str = "ca.pem";
 const SERVER_CERT_FILE: &str = "server.pem";
 const SERVER_KEY_FILE: &str = "server.key";
+const CLIENT_CERT_FILE: &str = "client.pem";
+const CLIENT_KEY_FILE: &str = "client.key";
 
 /// A directory of its own under the system's temporary directory, removed on drop.
 struct TempDir {

@@ -77,6 +77,15 @@ pub enum TransportError {
         /// What went wrong.
         reason: String,
     },
+    /// The HTTP proxy could not be reached or would not open the tunnel
+    /// (refused, 407, a bad answer); never carries its credentials.
+    #[error("proxy {proxy}: {reason}")]
+    Proxy {
+        /// The proxy's host and port.
+        proxy: String,
+        /// What went wrong, with the proxy's answer when it gave one.
+        reason: String,
+    },
     /// Reading or writing the socket failed.
     #[error("i/o error: {0}")]
     Io(String),
@@ -106,6 +115,8 @@ pub enum ErrorKind {
     Protocol,
     /// See [`TransportError::FrameTooLarge`].
     TooLarge,
+    /// See [`TransportError::Proxy`].
+    Proxy,
     /// See [`TransportError::Io`].
     Io,
     /// See [`TransportError::Closed`].
@@ -125,6 +136,7 @@ impl ErrorKind {
             ErrorKind::Handshake => "handshake",
             ErrorKind::Protocol => "protocol",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::Proxy => "proxy",
             ErrorKind::Io => "io",
             ErrorKind::Closed => "closed",
         }
@@ -148,6 +160,7 @@ impl TransportError {
                 ErrorKind::TooLarge
             }
             TransportError::Inflate { .. } => ErrorKind::Protocol,
+            TransportError::Proxy { .. } => ErrorKind::Proxy,
             TransportError::Io(_) => ErrorKind::Io,
             TransportError::Closed => ErrorKind::Closed,
         }

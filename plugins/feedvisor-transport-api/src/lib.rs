@@ -27,12 +27,14 @@ mod assemble;
 mod compression;
 mod error;
 mod frame;
+mod network;
 mod transport;
 
 pub use assemble::{AssembleError, MessageAssembler};
 pub use compression::{CompressedBytes, Compression, DeflateParams, InflateFailure};
 pub use error::{ErrorKind, TransportError};
 pub use frame::{close_code, CloseFrame, DataFrame, DataKind, Event, Message, Opcode, Outbound};
+pub use network::{HttpProxy, ProxyOptions, TrustRoots};
 pub use transport::{
     outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
     Framing, Inbound, OptionProblem, OutboundReceiver, OutboundSender, TlsOptions, Transport,

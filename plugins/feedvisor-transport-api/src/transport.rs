@@ -15,12 +15,27 @@ use futures_util::task::AtomicWaker;
 use crate::compression::{CompressedBytes, Compression};
 use crate::error::TransportError;
 use crate::frame::{Event, Outbound};
+use crate::network::{ProxyOptions, TrustRoots};
 
-/// TLS settings of one feed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// TLS settings of one feed, as plain data: the kit builds rustls from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsOptions {
-    /// A PEM file of extra CA certificates trusted besides the webpki roots.
+    /// Which certificate authorities are trusted besides `ca_file`.
+    pub roots: TrustRoots,
+    /// A PEM file of extra CA certificates trusted besides the roots.
     pub ca_file: Option<PathBuf>,
+    /// A PEM file of the client certificate chain, for mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// The PEM file of the client certificate's private key.
+    pub client_key: Option<PathBuf>,
+    /// The name sent as SNI and checked in the server's certificate, instead
+    /// of the URL's host (when connecting by IP address or through a tunnel).
+    pub server_name: Option<String>,
+    /// Base64 SHA-256 digests of the server's SubjectPublicKeyInfo: when not
+    /// empty, only a server key among them is accepted.
+    pub pin_sha256: Vec<String>,
+    /// Accepts any certificate: for tests against throwaway servers only.
+    pub insecure_skip_verify: bool,
 }
 
 /// How the feed wants its data: whole frames, or pieces as bytes arrive.
@@ -67,6 +82,8 @@ pub struct ConnectRequest {
     pub handshake_timeout: Duration,
     /// TLS settings for secure schemes.
     pub tls: TlsOptions,
+    /// How to reach the host: directly, or through an HTTP CONNECT proxy.
+    pub proxy: ProxyOptions,
     /// Whole frames or pieces.
     pub mode: DeliveryMode,
     /// Message boundaries for byte-stream transports (ignored by WebSocket).
@@ -88,6 +105,7 @@ impl std::fmt::Debug for ConnectRequest {
             .field("max_frame_size", &self.max_frame_size)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
             .field("mode", &self.mode)
             .field("framing", &self.framing)
             .field("compression", &self.compression)

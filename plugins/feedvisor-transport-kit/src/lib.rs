@@ -11,6 +11,7 @@
 //!   place, and finishes its close on a task of its own once the actor lets go;
 //! - [`tls`]: rustls client configs (ring, webpki roots, an optional CA
 //!   file), also used by the webhook sink;
+//! - [`proxy`]: HTTP CONNECT tunnels, and the proxy a feed goes through;
 //! - [`redacted_url`]: a feed's URL as errors and logs may show it;
 //! - [`Inflater`]: raw deflate, zlib or gzip inflated into output whose size
 //!   the caller bounds, so that no compressed input can allocate past a limit;
@@ -19,6 +20,7 @@
 
 mod inbound;
 mod inflate;
+pub mod proxy;
 mod redact;
 mod session;
 pub mod tls;

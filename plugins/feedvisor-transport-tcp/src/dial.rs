@@ -1,5 +1,6 @@
-//! Name resolution, the TCP connect and the TLS handshake, with their errors
-//! classified into [`TransportError`] kinds.
+//! Name resolution, the TCP connect (or a CONNECT tunnel through the feed's
+//! HTTP proxy) and the TLS handshake, with their errors classified into
+//! [`TransportError`] kinds.
 //!
 //! The caller bounds the whole of [`Attempt::dial`] by the handshake timeout.
 //! The resolved addresses are tried one after the other, in the resolver's
@@ -12,18 +13,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use feedvisor_transport_api::TransportError;
-use feedvisor_transport_kit::tls::ClientTls;
+use feedvisor_transport_api::{HttpProxy, TransportError};
+use feedvisor_transport_kit::proxy;
+use feedvisor_transport_kit::tls::{self, ClientTls};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// TLS client settings (ring provider, webpki roots plus the feed's CA
-/// file): no ALPN, since the bytes inside are the feed's own protocol, which
-/// has no registered name. A CA file is read at every connect, so a replaced
-/// file takes effect at the next reconnect.
+/// TLS client settings (built by the kit from the feed's options): no ALPN,
+/// since the bytes inside are the feed's own protocol, which has no
+/// registered name.
 pub(crate) static TLS: ClientTls = ClientTls::new(&[]);
 
 /// What a session reads and writes: a TCP stream, or a TLS stream over one.
@@ -44,6 +45,10 @@ pub(crate) struct Attempt<'a> {
     pub(crate) port: u16,
     /// The handshake timeout, for [`TransportError::Timeout`].
     pub(crate) timeout: Duration,
+    /// The name to send and check instead of the host (`tls.server_name`).
+    pub(crate) server_name: Option<&'a str>,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(crate) proxy: Option<&'a HttpProxy>,
 }
 
 impl Attempt<'_> {
@@ -55,8 +60,13 @@ impl Attempt<'_> {
     ) -> Result<BoxedSocket, TransportError> {
         // A host that cannot be a server name fails before any connect.
         let server_name = tls.as_ref().map(|_| self.server_name()).transpose()?;
-        let addresses = self.resolve().await?;
-        let stream = self.connect_any(&addresses).await?;
+        let stream = match self.proxy {
+            Some(proxy) => proxy::tunnel(proxy, self.host, self.port).await?,
+            None => {
+                let addresses = self.resolve().await?;
+                self.connect_any(&addresses).await?
+            }
+        };
         // Outbound messages are small and should leave at once.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
@@ -86,14 +96,15 @@ impl Attempt<'_> {
         }
     }
 
-    /// The name the server's certificate must carry: the host, as a DNS name
-    /// or an IP address.
+    /// The name the server's certificate must carry: `tls.server_name`, or
+    /// the host, as a DNS name or an IP address.
     fn server_name(&self) -> Result<ServerName<'static>, TransportError> {
-        if let Ok(address) = self.host.parse::<IpAddr>() {
+        let name = self.server_name.unwrap_or(self.host);
+        if let Ok(address) = name.parse::<IpAddr>() {
             return Ok(ServerName::IpAddress(address.into()));
         }
-        ServerName::try_from(self.host.to_owned()).map_err(|error| {
-            TransportError::Tls(format!("cannot use {:?} as a TLS server name: {error}", self.host))
+        ServerName::try_from(name.to_owned()).map_err(|error| {
+            TransportError::Tls(format!("cannot use {name:?} as a TLS server name: {error}"))
         })
     }
 
@@ -142,15 +153,9 @@ impl Attempt<'_> {
     /// peer that hangs up or answers with something that is not TLS, is a
     /// [`TransportError::Tls`]; other I/O failures stay [`TransportError::Io`].
     fn tls_failed(&self, error: io::Error) -> TransportError {
-        let from_rustls = error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-        let tls_kind = matches!(
-            error.kind(),
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof
-        );
-        if from_rustls || tls_kind {
-            return TransportError::Tls(format!("handshake with {} failed: {error}", self.addr()));
-        }
-        TransportError::Io(format!("tls handshake with {}: {error}", self.addr()))
+        tls::handshake_failure(&self.addr(), &error).unwrap_or_else(|| {
+            TransportError::Io(format!("tls handshake with {}: {error}", self.addr()))
+        })
     }
 
     fn dns(&self, reason: String) -> TransportError {
@@ -160,6 +165,8 @@ impl Attempt<'_> {
 
 #[cfg(test)]
 mod tests {
+    use feedvisor_transport_api::TlsOptions;
+
     use super::*;
 
     fn attempt(host: &str) -> Attempt<'_> {
@@ -168,19 +175,22 @@ mod tests {
             host,
             port: 7000,
             timeout: Duration::from_secs(3),
+            server_name: None,
+            proxy: None,
         }
     }
 
     #[test]
     fn the_tls_config_offers_no_application_protocol() {
-        let config = TLS.config(None).expect("default config");
+        let config = TLS.config(&TlsOptions::default()).expect("default config");
         assert!(config.alpn_protocols.is_empty());
     }
 
     #[test]
     fn the_test_ca_file_loads() {
         let certificates = feedvisor_test_support::TestCertificates::generate();
-        TLS.config(Some(&certificates.ca_file())).expect("config with the test CA");
+        let options = TlsOptions { ca_file: Some(certificates.ca_file()), ..TlsOptions::default() };
+        TLS.config(&options).expect("config with the test CA");
     }
 
     #[test]

@@ -63,7 +63,7 @@ use feedvisor_transport_api::{
     outbound_channel, ConnectFuture, ConnectRequest, Connection, DeliveryMode, FeedOptions,
     OptionProblem, Outbound, Transport, TransportError,
 };
-use feedvisor_transport_kit::{redacted_url, session_inbound};
+use feedvisor_transport_kit::{proxy, redacted_url, session_inbound, tls};
 use url::Url;
 
 use crate::dial::{Attempt, TLS};
@@ -161,9 +161,7 @@ fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
              heartbeat.reply, or use idle_timeout",
         ));
     }
-    if feed.tls.ca_file.is_some() && scheme != "tls" {
-        problems.push(OptionProblem::new("tls.ca_file", "only used by tls:// feeds"));
-    }
+    problems.extend(tls::check_feed(feed.tls, scheme == "tls", "tls:// feeds"));
     if feed.compression.is_some() {
         problems.push(OptionProblem::new(
             "compression",
@@ -237,12 +235,15 @@ async fn connect(
 ) -> Result<Connection, TransportError> {
     let target = Target::from_url(&request.url)?;
     // Build the TLS config first: a bad CA file fails before any connect.
-    let tls = if target.secure { Some(TLS.config(request.tls.ca_file.as_deref())?) } else { None };
+    let tls = if target.secure { Some(TLS.config(&request.tls)?) } else { None };
+    let proxy = proxy::choose(&request.proxy, &target.host, target.secure, &proxy::process_env)?;
     let attempt = Attempt {
         url: &target.shown,
         host: &target.host,
         port: target.port,
         timeout: request.handshake_timeout,
+        server_name: request.tls.server_name.as_deref(),
+        proxy: proxy.as_ref(),
     };
     let socket = match tokio::time::timeout(request.handshake_timeout, attempt.dial(tls)).await {
         Err(_elapsed) => return Err(attempt.timed_out()),

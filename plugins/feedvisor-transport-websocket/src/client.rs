@@ -1,14 +1,20 @@
 //! awc clients, built lazily per thread and kept for the thread's life.
 //!
 //! `awc::Client` is not `Send` (its config holds `Rc`), so each arbiter
-//! thread builds its own: one with the default TLS roots, and one per
-//! distinct CA file. A CA file that fails to load is not cached: the next
-//! connect reads it again, so fixing the file needs no restart (a file that
-//! loaded once is not re-read).
+//! thread builds its own: one per distinct pair of TLS options and proxy.
+//! TLS options whose files fail to load are not cached: the next connect
+//! reads them again, so fixing a file needs no restart (files that loaded
+//! once are not re-read).
 //!
-//! TLS: rustls with the ring provider, the webpki roots plus an optional
-//! per-feed CA file (the kit's [`tls`]), and
-//! ALPN `http/1.1` only.
+//! TLS: rustls built by the kit from the feed's [`TlsOptions`] (roots, CA
+//! file, client certificate, pins), ALPN `http/1.1` only.
+//!
+//! A feed with a proxy or a `tls.server_name` gets [`TunnelConnector`], our
+//! own TCP connector under awc: it opens the socket (directly, or through an
+//! HTTP CONNECT tunnel) and hands awc a URI naming the server name, so that
+//! awc's TLS step sends and checks that name. TLS and the WebSocket
+//! handshake then run through the tunnel unchanged. Other feeds use awc's
+//! own connector, with its resolver.
 //!
 //! Every client has no connection limit (awc's default of 100 makes the
 //! 101st WebSocket connect wait and time out), no request timeout and no
@@ -17,22 +23,26 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::StatusCode;
+use actix_http::{StatusCode, Uri};
 use actix_service::Service;
+use actix_tls::connect::{
+    ConnectError as TcpConnectError, ConnectInfo, Connection as TcpConnection,
+};
 use awc::error::SendRequestError;
 use awc::http::header::RETRY_AFTER;
 use awc::middleware::Transform;
 use awc::{Client, ConnectRequest as AwcRequest, ConnectResponse};
-use feedvisor_transport_api::{TlsOptions, TransportError};
+use feedvisor_transport_api::{HttpProxy, TlsOptions, TransportError};
+use feedvisor_transport_kit::proxy;
 use feedvisor_transport_kit::tls::{self, ClientTls};
 use futures_util::future::LocalBoxFuture;
 use rustls::ClientConfig;
+use tokio::net::TcpStream;
 
-use crate::error::{parse_retry_after, UpgradeRejected};
+use crate::error::{parse_retry_after, TunnelFailure, UpgradeRejected};
 
 /// The only application protocol offered: a WebSocket upgrade needs HTTP/1.1.
 static TLS: ClientTls = ClientTls::new(&[b"http/1.1"]);
@@ -42,52 +52,54 @@ static TLS: ClientTls = ClientTls::new(&[b"http/1.1"]);
 const AWC_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 thread_local! {
-    /// This thread's clients.
-    static CLIENTS: RefCell<Clients> = RefCell::new(Clients::default());
+    /// This thread's clients, by TLS options and proxy, each with the fingerprint of the TLS files it was built from.
+    static CLIENTS: RefCell<HashMap<ClientKey, (u64, Client)>> = RefCell::new(HashMap::new());
 }
 
-/// The clients of one thread.
-#[derive(Default)]
-struct Clients {
-    /// For feeds without a CA file.
-    default: Option<Client>,
-    /// For feeds with a CA file, by its path as configured.
-    by_ca_file: HashMap<PathBuf, Client>,
+/// What makes two feeds need different clients.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    /// The feed's TLS options.
+    tls: TlsOptions,
+    /// The proxy chosen for this connect, if any.
+    proxy: Option<HttpProxy>,
 }
 
-/// This thread's client for the given TLS options, built on first use.
-pub(crate) fn client_for(options: &TlsOptions) -> Result<Client, TransportError> {
+/// This thread's client for the given TLS options and proxy, built on first use.
+pub(crate) fn client_for(
+    options: &TlsOptions,
+    proxy: Option<&HttpProxy>,
+) -> Result<Client, TransportError> {
+    let key = ClientKey { tls: options.clone(), proxy: proxy.cloned() };
+    let fingerprint = tls::files_fingerprint(options);
     CLIENTS.with(|clients| {
-        let mut clients = clients.borrow_mut();
-        match &options.ca_file {
-            None => {
-                if let Some(client) = &clients.default {
-                    return Ok(client.clone());
-                }
-                let client = build_client(TLS.config(None)?);
-                clients.default = Some(client.clone());
-                Ok(client)
-            }
-            Some(path) => {
-                if let Some(client) = clients.by_ca_file.get(path) {
-                    return Ok(client.clone());
-                }
-                let client = build_client(TLS.config(Some(path))?);
-                clients.by_ca_file.insert(path.clone(), client.clone());
-                Ok(client)
+        if let Some((built_from, client)) = clients.borrow().get(&key) {
+            if *built_from == fingerprint {
+                return Ok(client.clone());
             }
         }
+        let config = TLS.config(options)?;
+        let connector = TunnelConnector {
+            direct: actix_tls::connect::ConnectorService::default(),
+            proxy: key.proxy.clone(),
+            server_name: key.tls.server_name.clone(),
+        };
+        let client = build_client(config, connector);
+        clients.borrow_mut().insert(key, (fingerprint, client.clone()));
+        Ok(client)
     })
 }
 
-/// A client with our TLS config, no connection limit and no timeouts of its own.
-fn build_client(config: Arc<ClientConfig>) -> Client {
+/// A client with our TLS config and connector, no connection limit and no
+/// timeouts of its own.
+fn build_client(config: Arc<ClientConfig>, tunnel: TunnelConnector) -> Client {
     tls::install_default_provider();
     let connector = awc::Connector::new()
         .rustls_0_23(config)
         .limit(0)
         .timeout(AWC_TIMEOUT)
-        .handshake_timeout(AWC_TIMEOUT);
+        .handshake_timeout(AWC_TIMEOUT)
+        .connector(tunnel);
     Client::builder()
         .connector(connector)
         .disable_timeout()
@@ -97,6 +109,62 @@ fn build_client(config: Arc<ClientConfig>) -> Client {
         // supported". ALPN offering only http/1.1 keeps connections on HTTP/1.1.
         .wrap(UpgradeStatusCheck)
         .finish()
+}
+
+/// awc's TCP step, our way: through the feed's proxy when it has one (else
+/// actix-tls's resolver and connector, as awc's default), and naming
+/// `tls.server_name` to awc's TLS step when set.
+#[derive(Clone)]
+pub(crate) struct TunnelConnector {
+    /// awc's default TCP connector, for feeds without a proxy.
+    direct: actix_tls::connect::ConnectorService,
+    /// The proxy to tunnel through; `None` connects directly.
+    proxy: Option<HttpProxy>,
+    /// The name TLS sends and checks instead of the URL's host.
+    server_name: Option<String>,
+}
+
+impl Service<ConnectInfo<Uri>> for TunnelConnector {
+    type Response = TcpConnection<Uri, TcpStream>;
+    type Error = TcpConnectError;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    actix_service::always_ready!();
+
+    fn call(&self, request: ConnectInfo<Uri>) -> Self::Future {
+        let host = request.hostname().to_owned();
+        let port = request.port();
+        let uri = self.tls_uri(request.request(), port);
+        let Some(proxy) = self.proxy.clone() else {
+            let direct = self.direct.call(request);
+            return Box::pin(async move {
+                let (stream, _) = direct.await?.into_parts();
+                Ok(TcpConnection::new(uri, stream))
+            });
+        };
+        Box::pin(async move {
+            let stream = proxy::tunnel(&proxy, &host, port).await.map_err(|error| {
+                TcpConnectError::Io(std::io::Error::other(TunnelFailure(error)))
+            })?;
+            Ok(TcpConnection::new(uri, stream))
+        })
+    }
+}
+
+impl TunnelConnector {
+    /// The URI awc's TLS step takes its server name from: the request's,
+    /// or one naming `server_name` when set.
+    fn tls_uri(&self, request: &Uri, port: u16) -> Uri {
+        let Some(name) = &self.server_name else { return request.clone() };
+        let host = if name.contains(':') { format!("[{name}]") } else { name.clone() };
+        Uri::builder()
+            .scheme("https")
+            .authority(format!("{host}:{port}"))
+            .path_and_query("/")
+            .build()
+            // The name passed the config check; a URI it cannot make keeps the request's.
+            .unwrap_or_else(|_| request.clone())
+    }
 }
 
 /// awc middleware that turns a non-101 answer to an upgrade request into an
@@ -158,25 +226,48 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
     fn the_tls_config_offers_only_http_1_1() {
-        let config = TLS.config(None).expect("default config");
+        let config = TLS.config(&TlsOptions::default()).expect("default config");
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
     #[actix_rt::test]
     async fn clients_are_cached_per_thread_and_broken_ca_files_are_not() {
-        let first = client_for(&TlsOptions::default()).expect("default client");
+        let first = client_for(&TlsOptions::default(), None).expect("default client");
         drop(first);
-        CLIENTS.with(|clients| assert!(clients.borrow().default.is_some()));
+        let cached = |options: &TlsOptions| {
+            let key = ClientKey { tls: options.clone(), proxy: None };
+            CLIENTS.with(|clients| clients.borrow().contains_key(&key))
+        };
+        assert!(cached(&TlsOptions::default()));
 
-        let broken = TlsOptions { ca_file: Some(PathBuf::from("/nonexistent/ca.pem")) };
-        let error = client_for(&broken).err().expect("unreadable CA file");
+        let broken = TlsOptions {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..TlsOptions::default()
+        };
+        let error = client_for(&broken, None).err().expect("unreadable CA file");
         assert!(
             matches!(error, TransportError::Tls(message) if message.contains("/nonexistent/ca.pem"))
         );
-        CLIENTS.with(|clients| assert!(clients.borrow().by_ca_file.is_empty()));
+        assert!(!cached(&broken));
+    }
+
+    #[test]
+    fn the_server_name_replaces_the_host_awc_gives_to_tls() {
+        let request: Uri = "https://127.0.0.1:8443/feed".parse().expect("a uri");
+        let connector = |server_name: Option<&str>| TunnelConnector {
+            direct: actix_tls::connect::ConnectorService::default(),
+            proxy: None,
+            server_name: server_name.map(str::to_owned),
+        };
+        let named = connector(Some("feed.example"));
+        assert_eq!(named.tls_uri(&request, 8443).host(), Some("feed.example"));
+        let plain = connector(None);
+        assert_eq!(plain.tls_uri(&request, 8443), request);
     }
 }

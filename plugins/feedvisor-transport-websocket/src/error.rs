@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use actix_http::header::HttpDate;
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use feedvisor_transport_api::TransportError;
+use feedvisor_transport_kit::tls;
 
 /// A non-101 answer to the upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +29,12 @@ impl From<UpgradeRejected> for TransportError {
         }
     }
 }
+
+/// A failure of the client's `TunnelConnector`, already classified; carried
+/// through awc's I/O error and taken out again by [`Attempt::classify`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct TunnelFailure(pub(crate) TransportError);
 
 /// Parses a `Retry-After` value: delay seconds, or an HTTP date (a past date is no delay).
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -79,6 +86,14 @@ impl Attempt<'_> {
             SendRequestError::Send(error) => {
                 TransportError::Io(format!("sending the upgrade request failed: {error}"))
             }
+            // With TLS 1.3 a server's refusal of our client certificate
+            // arrives as an alert at the first read, after the handshake.
+            SendRequestError::Response(actix_http::error::ParseError::Io(error))
+                if error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                tls::handshake_failure(self.addr, &error)
+                    .unwrap_or_else(|| TransportError::Tls(error.to_string()))
+            }
             SendRequestError::Response(error) => {
                 TransportError::Handshake(format!("bad answer to the upgrade request: {error}"))
             }
@@ -106,16 +121,19 @@ impl Attempt<'_> {
 
     fn classify_io(&self, error: std::io::Error) -> TransportError {
         use std::io::ErrorKind;
+        if let Some(TunnelFailure(failure)) =
+            error.get_ref().and_then(|inner| inner.downcast_ref::<TunnelFailure>())
+        {
+            return failure.clone();
+        }
         if error.kind() == ErrorKind::ConnectionRefused {
             return TransportError::Refused { addr: self.addr.to_owned() };
         }
         let from_rustls = error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-        let tls_kind = matches!(
-            error.kind(),
-            ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof
-        );
-        if from_rustls || (self.secure && tls_kind) {
-            return TransportError::Tls(format!("handshake with {} failed: {error}", self.addr));
+        if from_rustls || self.secure {
+            if let Some(failure) = tls::handshake_failure(self.addr, &error) {
+                return failure;
+            }
         }
         TransportError::Io(format!("connect to {}: {error}", self.addr))
     }

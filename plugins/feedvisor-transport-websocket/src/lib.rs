@@ -39,7 +39,7 @@ use feedvisor_transport_api::{
     close_code, outbound_channel, CloseFrame, Compression, ConnectFuture, ConnectRequest,
     Connection, FeedOptions, OptionProblem, Outbound, Transport, TransportError,
 };
-use feedvisor_transport_kit::{redacted_url, session_inbound};
+use feedvisor_transport_kit::{proxy, redacted_url, session_inbound, tls};
 use url::Url;
 
 use crate::codec::FrameCodec;
@@ -134,9 +134,7 @@ fn check(feed: &FeedOptions<'_>) -> Vec<OptionProblem> {
             "not used by ws:// and wss:// feeds: each WebSocket message is one message",
         ));
     }
-    if feed.tls.ca_file.is_some() && feed.url.scheme() != "wss" {
-        problems.push(OptionProblem::new("tls.ca_file", "only used by wss:// feeds"));
-    }
+    problems.extend(tls::check_feed(feed.tls, feed.url.scheme() == "wss", "wss:// feeds"));
     if let Some(Compression::Deflate(params)) = feed.compression {
         // zlib cannot compress with a window of 8 (RFC 7692 allows it): 9 is the least we can keep to.
         if params.client_max_window_bits.is_some_and(|bits| !(9..=15).contains(&bits)) {
@@ -212,7 +210,8 @@ async fn connect(
         secure: target.secure,
         timeout: request.handshake_timeout,
     };
-    let client = client::client_for(&request.tls)?;
+    let proxy = proxy::choose(&request.proxy, &target.host, target.secure, &proxy::process_env)?;
+    let client = client::client_for(&request.tls, proxy.as_ref())?;
     let mut upgrade = client.ws(target.request_uri.as_str()).max_frame_size(request.max_frame_size);
     for (name, value) in headers {
         upgrade = upgrade.header(name, value);
@@ -252,7 +251,8 @@ async fn connect(
     });
     let (outbound, receiver) = outbound_channel();
     let session = session::session(framed, receiver, close_timeout);
-    tracing::debug!(url = %target.shown, protocol = ?protocol, deflate = ?deflate, "websocket connected");
+    // The address only: a path may hold an expanded `${VAR}`.
+    tracing::debug!(addr = %target.addr, protocol = ?protocol, deflate = ?deflate, "websocket connected");
     let inbound = session_inbound(
         session,
         outbound.clone(),

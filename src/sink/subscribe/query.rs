@@ -51,6 +51,8 @@ pub(crate) fn parse_query(query: &str) -> Result<SubscribeQuery, QueryError> {
         let (parameter, list) = match key.as_ref() {
             "feed" => ("feed", &mut feeds),
             "topic" => ("topic", topics.get_or_insert_with(Vec::new)),
+            // The `[http].token` for browsers, which cannot set headers; checked by the HTTP layer.
+            "token" => continue,
             other => return Err(QueryError::UnknownParameter(other.to_owned())),
         };
         for pattern in value.split(',') {

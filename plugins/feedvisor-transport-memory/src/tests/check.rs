@@ -9,7 +9,7 @@ use crate::{FeedOptions, MemoryHub, MemoryTransport, Transport};
 /// The fields `check` refuses for a feed at `url`, with or without framing and a CA file.
 fn refused(url: &str, framing: Option<Framing>, ca_file: Option<&str>) -> Vec<String> {
     let url = url::Url::parse(url).expect("test url");
-    let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from) };
+    let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from), ..TlsOptions::default() };
     let feed = FeedOptions {
         url: &url,
         header_names: &["X-Test"],

@@ -40,6 +40,7 @@ fn request(name: &str, setup: Setup) -> ConnectRequest {
         max_frame_size: setup.max_frame_size,
         handshake_timeout: feedvisor_test_support::TEST_DEADLINE,
         tls: TlsOptions::default(),
+        proxy: feedvisor_transport_api::ProxyOptions::default(),
         mode: setup.mode,
         framing: Default::default(),
         compression: Default::default(),

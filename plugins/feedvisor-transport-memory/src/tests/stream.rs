@@ -28,6 +28,7 @@ fn open(mode: DeliveryMode) -> (MemoryPeer, Connection) {
         max_frame_size: LIMIT,
         handshake_timeout: feedvisor_test_support::TEST_DEADLINE,
         tls: TlsOptions::default(),
+        proxy: feedvisor_transport_api::ProxyOptions::default(),
         mode,
         framing: Default::default(),
         compression: Default::default(),

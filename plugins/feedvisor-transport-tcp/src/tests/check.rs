@@ -26,7 +26,7 @@ impl Feed {
     /// What the TCP transport finds wrong with this feed at `url`.
     fn problems(&self, url: &str) -> Vec<OptionProblem> {
         let url = Url::parse(url).expect("test url");
-        let tls = TlsOptions { ca_file: self.ca_file.map(PathBuf::from) };
+        let tls = TlsOptions { ca_file: self.ca_file.map(PathBuf::from), ..TlsOptions::default() };
         let mode = if self.stream {
             DeliveryMode::Stream { chunk_size: 1024 }
         } else {
@@ -54,7 +54,10 @@ impl Feed {
 fn a_host_and_a_port_with_framing_in_message_mode_pass() {
     let framed = Feed { framing: Some(Framing::LengthPrefixed), ..Feed::default() };
     assert_eq!(framed.problems("tcp://127.0.0.1:7000"), []);
-    let secure = Feed { ca_file: Some("ca.pem"), ..Feed::default() };
+    // The CA file is read and parsed at load.
+    let certificates = feedvisor_test_support::TestCertificates::generate();
+    let ca_file: &'static str = certificates.ca_file().display().to_string().leak();
+    let secure = Feed { ca_file: Some(ca_file), ..Feed::default() };
     assert_eq!(secure.problems("tls://feed.example:7000/"), []);
 }
 

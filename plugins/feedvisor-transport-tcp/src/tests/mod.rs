@@ -46,6 +46,7 @@ fn request(url: &str) -> ConnectRequest {
         max_frame_size: LIMIT,
         handshake_timeout: Duration::from_secs(2),
         tls: TlsOptions::default(),
+        proxy: feedvisor_transport_api::ProxyOptions::default(),
         mode: DeliveryMode::Message,
         framing: Framing::Lines,
         compression: Default::default(),

@@ -18,7 +18,7 @@ fn problems(
     ca_file: Option<&str>,
 ) -> Vec<OptionProblem> {
     let url = Url::parse(url).expect("test url");
-    let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from) };
+    let tls = TlsOptions { ca_file: ca_file.map(PathBuf::from), ..TlsOptions::default() };
     WebSocketTransport::new().check(&FeedOptions {
         url: &url,
         header_names,
@@ -38,7 +38,10 @@ fn fields(problems: Vec<OptionProblem>) -> Vec<String> {
 #[test]
 fn own_headers_subprotocols_pings_and_a_wss_ca_file_pass() {
     let headers = ["Authorization", "X-Api-Key"];
-    assert_eq!(problems("wss://feed.example/ticks", &headers, None, Some("ca.pem")), []);
+    // The CA file is read and parsed at load.
+    let certificates = feedvisor_test_support::TestCertificates::generate();
+    let ca_file = certificates.ca_file().display().to_string();
+    assert_eq!(problems("wss://feed.example/ticks", &headers, None, Some(&ca_file)), []);
 }
 
 #[test]

@@ -41,6 +41,7 @@ fn request(url: &str) -> ConnectRequest {
         max_frame_size: 64 * 1024,
         handshake_timeout: Duration::from_secs(2),
         tls: TlsOptions::default(),
+        proxy: feedvisor_transport_api::ProxyOptions::default(),
         mode: Default::default(),
         framing: Default::default(),
         compression: Default::default(),
