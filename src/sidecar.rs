@@ -127,7 +127,8 @@ impl SidecarBuilder {
         let router = router.start();
         // Library subscribers before any feed starts, so they see the first messages.
         for (spec, recipient) in subscribers {
-            router.do_send(Subscribe { spec, recipient });
+            // Waited for, so the table holds it before any feed starts.
+            let _ = router.send(Subscribe { spec, recipient }).await;
         }
         let http_config = config.http.clone();
         let shutdown_timeout = config.shutdown_timeout;

@@ -45,7 +45,7 @@ use crate::connection::{
     SendOutcome, SupervisorLink,
 };
 use crate::metrics;
-use crate::router::{Router, Routes};
+use crate::router::{GetInFlight, Router, Routes};
 use crate::sink;
 use crate::status::{FeedState, FeedStatus, StatusCell};
 use crate::transports::TransportRegistry;
@@ -337,16 +337,22 @@ impl Supervisor {
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
-    /// Sinks first, so that they see the feeds' first messages.
+    /// Sinks first, so that they see the feeds' first messages: the router
+    /// takes messages in the order they were sent, so once it has answered
+    /// the question sent after the sinks' subscriptions, every sink is in its
+    /// table. Until then the supervisor handles nothing else.
     fn started(&mut self, ctx: &mut Context<Self>) {
         for subscriber in self.config.subscribers.clone() {
             self.start_sink(subscriber, ctx);
         }
-        if !self.clustered {
-            for feed in self.config.feeds.clone() {
-                self.add_feed(feed, ctx);
+        let subscribed = self.router.send(GetInFlight).into_actor(self);
+        ctx.wait(subscribed.map(|_, supervisor, ctx| {
+            if !supervisor.clustered {
+                for feed in supervisor.config.feeds.clone() {
+                    supervisor.add_feed(feed, ctx);
+                }
             }
-        }
+        }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

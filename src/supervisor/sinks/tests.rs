@@ -193,3 +193,36 @@ async fn once_shutdown_began_a_sink_that_stops_is_not_restarted() {
     assert!(seen.try_recv().is_err(), "nothing restarted");
     assert_eq!(restarts("at-shutdown"), 0.0);
 }
+
+#[actix::test]
+async fn feeds_start_only_once_the_router_holds_the_sinks_so_a_first_message_reaches_them() {
+    metrics::install().expect("recorder");
+    let hub = MemoryHub::new();
+    let mut listener = hub.listen("ticks");
+    let text = format!("{FEED}[[subscribers]]\nname = \"early\"\nfeeds = [\"ticks\"]\n");
+    let config =
+        Config::from_toml_str(&text, Path::new("sinks.toml"), &TransportRegistry::with_memory())
+            .expect("valid");
+    let mut transports = TransportRegistry::empty();
+    transports.register(Arc::new(MemoryTransport::new(hub.clone())));
+    let router = Router::new();
+    let routes = router.routes();
+    // A router that has not handled its mailbox yet, as on a busy arbiter.
+    let router_context = Context::new();
+    let mut supervisor =
+        Supervisor::new(config, None, transports, router_context.address(), routes);
+    let (sender, mut seen) = mpsc::unbounded_channel();
+    supervisor.start_sink_actor = Box::new(move |_, _, watch| {
+        Fragile { seen: sender.clone(), _watch: watch }.start().recipient()
+    });
+    let _supervisor = supervisor.start();
+
+    // Real time: the feed's actor runs on a worker arbiter of its own.
+    let early = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(early.is_err(), "no feed connects before the router holds the sinks");
+    let _router = router_context.run(router);
+    let peer = tokio::time::timeout(DEADLINE, listener.accept()).await.expect("in time");
+    let peer = peer.expect("the feed connects");
+    assert!(peer.send_text("first"));
+    assert_eq!(next(&mut seen).await, Seen::Message("first".into()));
+}
