@@ -148,7 +148,15 @@ impl Freshness {
 
     /// Reads a message's event time and records its age at `arrival`: in
     /// the latency histogram, or as clock skew when it is negative.
+    /// Inlined, so that a feed without `timestamp` pays one check a message.
+    #[inline]
     pub(crate) fn observe(&mut self, payload: &[u8], arrival: SystemTime, metrics: &FeedMetrics) {
+        if self.timestamp.is_some() {
+            self.record(payload, arrival, metrics);
+        }
+    }
+
+    fn record(&mut self, payload: &[u8], arrival: SystemTime, metrics: &FeedMetrics) {
         let Some(timestamp) = &self.timestamp else { return };
         let Some(event) = event_time(payload, timestamp) else {
             metrics.timestamp_invalid.increment(1);

@@ -219,6 +219,7 @@ impl FrameCodec {
 
     /// A data frame's payload (or a piece of it): handed over as it is, or
     /// to the inflater when its message is compressed.
+    #[inline]
     fn data_or_inflate(
         &mut self,
         opcode: Opcode,
@@ -259,6 +260,7 @@ impl FrameCodec {
     }
 
     /// Turns a whole frame into an event, checking fragmentation and UTF-8.
+    #[inline]
     fn event(&mut self, header: Header, payload: Bytes) -> Result<Decoded, TransportError> {
         match header.opcode {
             wire::PING => Ok(Decoded::Event(Event::Ping(payload))),
