@@ -26,7 +26,9 @@ mod session;
 
 use std::time::Duration;
 
-use awc::http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL, USER_AGENT};
+use awc::http::header::{
+    HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, USER_AGENT,
+};
 use awc::ClientResponse;
 use feedvisor_transport_api::{
     close_code, outbound_channel, CloseFrame, ConnectFuture, ConnectRequest, Connection,
@@ -206,6 +208,7 @@ async fn connect(
             Ok(Ok(upgraded)) => upgraded,
         };
     let protocol = picked_subprotocol(&response, &request.subprotocols)?;
+    refuse_extensions(&response)?;
     let (mode, max_frame_size) = (request.mode, request.max_frame_size);
     let framed = framed.into_map_codec(|_| FrameCodec::for_mode(mode, max_frame_size));
     let (outbound, receiver) = outbound_channel();
@@ -269,6 +272,19 @@ fn picked_subprotocol(
     let shown: String = picked.chars().take(64).collect();
     Err(TransportError::Handshake(format!(
         "server picked subprotocol {shown:?} which was not offered"
+    )))
+}
+
+/// The client offers no extension, so a server that answers with one breaks
+/// the handshake (RFC 6455 section 4.1: the client must fail the connection).
+fn refuse_extensions(response: &ClientResponse) -> Result<(), TransportError> {
+    let Some(answer) = response.headers().get(SEC_WEBSOCKET_EXTENSIONS) else {
+        return Ok(());
+    };
+    let answer = String::from_utf8_lossy(answer.as_bytes());
+    let shown: String = answer.trim().chars().take(64).collect();
+    Err(TransportError::Handshake(format!(
+        "server answered with extension {shown:?} which was not offered"
     )))
 }
 
