@@ -3,6 +3,7 @@
 
 mod binary;
 mod config_examples;
+mod conformance;
 mod deployment;
 mod faults;
 mod library;
