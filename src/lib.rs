@@ -20,6 +20,8 @@ mod backoff;
 pub mod config;
 mod connection;
 mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod inbox;
 mod metrics;

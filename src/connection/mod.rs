@@ -23,7 +23,7 @@
 
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
-mod inbound;
+pub(crate) mod inbound;
 mod liveness;
 mod outbound;
 pub(crate) mod pointer;
