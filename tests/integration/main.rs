@@ -2,6 +2,7 @@
 //! ports chosen at run time, every wait bounded.
 
 mod binary;
+mod churn;
 mod config_examples;
 mod conformance;
 mod deployment;

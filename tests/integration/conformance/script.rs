@@ -179,19 +179,13 @@ pub(super) async fn play(case: &Case, mut socket: TcpStream) -> Transcript {
     }
     // The rest: every frame until the client closes the socket; its close
     // frame is echoed when it sent the first one.
-    loop {
-        match peer.read_frame().await {
-            Ok(Some(frame)) => {
-                let close = frame.opcode == opcode::CLOSE;
-                let echo =
-                    close && !transcript.upstream_closed_first && !transcript.client_closed();
-                transcript.frames.push((frame.opcode, frame.payload.clone()));
-                if echo {
-                    let code = frame.payload.get(..2).unwrap_or_default();
-                    let _ = peer.write_raw(&encode_frame(FIN | opcode::CLOSE, code)).await;
-                }
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(frame)) = peer.read_frame().await {
+        let close = frame.opcode == opcode::CLOSE;
+        let echo = close && !transcript.upstream_closed_first && !transcript.client_closed();
+        transcript.frames.push((frame.opcode, frame.payload.clone()));
+        if echo {
+            let code = frame.payload.get(..2).unwrap_or_default();
+            let _ = peer.write_raw(&encode_frame(FIN | opcode::CLOSE, code)).await;
         }
     }
     transcript.eof = true;
