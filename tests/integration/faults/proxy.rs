@@ -31,6 +31,21 @@ async fn stop_and_check_sockets(sidecar: Sidecar, port: u16, baseline: usize) {
     .await;
 }
 
+/// A sidecar with one `ws://` feed `name` through `proxy`, reconnecting
+/// after a fixed 50ms, plus the `extra` TOML lines.
+async fn start_through(
+    name: &str,
+    proxy: &FaultProxy,
+    extra: &str,
+) -> (Sidecar, tokio::sync::mpsc::UnboundedReceiver<feedvisor::FeedMessage>) {
+    start(&format!(
+        "[[feeds]]\nname = \"{name}\"\nurl = \"ws://{}/\"\n{extra}\n\
+         reconnect = {{ policy = \"fixed\", initial = \"50ms\", jitter = \"none\" }}\n",
+        proxy.addr
+    ))
+    .await
+}
+
 /// A raw upstream whose every connection sends `{"conn":N}` and then answers
 /// pings (counted per connection in `pings`) and closes.
 async fn counting_upstream(pings: Arc<[AtomicUsize; 8]>) -> RawServer {
@@ -119,12 +134,7 @@ async fn a_frame_cut_mid_way_is_never_delivered_and_the_feed_reconnects() {
     .await;
     let proxy = FaultProxy::start(server.addr, Faults::default()).await;
     let baseline = sockets_on(proxy.addr.port());
-    let (sidecar, mut receiver) = start(&format!(
-        "[[feeds]]\nname = \"faults-cut\"\nurl = \"ws://{}/\"\n\
-         reconnect = {{ policy = \"fixed\", initial = \"50ms\", jitter = \"none\" }}\n",
-        proxy.addr
-    ))
-    .await;
+    let (sidecar, mut receiver) = start_through("faults-cut", &proxy, "").await;
 
     assert_eq!(json(&collect(&mut receiver, 1).await[0])["n"], 0);
     // The next frame's header and 10 bytes of its payload get through; then both sockets close.
@@ -150,12 +160,7 @@ async fn a_reset_connection_is_replaced() {
     let server = counting_upstream(pings).await;
     let proxy = FaultProxy::start(server.addr, Faults::default()).await;
     let baseline = sockets_on(proxy.addr.port());
-    let (sidecar, mut receiver) = start(&format!(
-        "[[feeds]]\nname = \"faults-reset\"\nurl = \"ws://{}/\"\n\
-         reconnect = {{ policy = \"fixed\", initial = \"50ms\", jitter = \"none\" }}\n",
-        proxy.addr
-    ))
-    .await;
+    let (sidecar, mut receiver) = start_through("faults-reset", &proxy, "").await;
 
     assert_eq!(json(&collect(&mut receiver, 1).await[0])["conn"], 0);
     proxy.reset();
@@ -179,13 +184,8 @@ async fn blackholed(name: &str, faults: Faults) -> usize {
     let server = counting_upstream(pings.clone()).await;
     let proxy = FaultProxy::start(server.addr, Faults::default()).await;
     let baseline = sockets_on(proxy.addr.port());
-    let (sidecar, mut receiver) = start(&format!(
-        "[[feeds]]\nname = \"{name}\"\nurl = \"ws://{}/\"\n\
-         heartbeat = {{ interval = \"200ms\", timeout = \"100ms\" }}\n\
-         reconnect = {{ policy = \"fixed\", initial = \"50ms\", jitter = \"none\" }}\n",
-        proxy.addr
-    ))
-    .await;
+    let heartbeat = r#"heartbeat = { interval = "200ms", timeout = "100ms" }"#;
+    let (sidecar, mut receiver) = start_through(name, &proxy, heartbeat).await;
     assert_eq!(json(&collect(&mut receiver, 1).await[0])["conn"], 0);
     let label = format!(r#"feed="{name}""#);
     // Pings before the blackhole are answered: the heartbeat works.
@@ -299,12 +299,8 @@ async fn a_proxy_that_accepts_and_stays_silent_times_out_every_handshake() {
     let server = RawServer::start(|_, _socket| async {}).await;
     let proxy = FaultProxy::start(server.addr, Faults { silent: true, ..Faults::default() }).await;
     let baseline = sockets_on(proxy.addr.port());
-    let (sidecar, _receiver) = start(&format!(
-        "[[feeds]]\nname = \"faults-silent\"\nurl = \"ws://{}/\"\nhandshake_timeout = \"200ms\"\n\
-         reconnect = {{ policy = \"fixed\", initial = \"50ms\", jitter = \"none\" }}\n",
-        proxy.addr
-    ))
-    .await;
+    let (sidecar, _receiver) =
+        start_through("faults-silent", &proxy, r#"handshake_timeout = "200ms""#).await;
     let timeouts = r#"feed="faults-silent",result="timeout""#;
     wait_for_metric(&sidecar, "feedvisor_connect_attempts_total", timeouts, |n| n >= 3.0).await;
     assert_eq!(server.accepted(), 0, "a silent proxy never connects upstream");
