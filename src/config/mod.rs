@@ -38,6 +38,8 @@ mod env;
 mod heartbeat;
 mod queue;
 mod raw;
+#[cfg(test)]
+mod roundtrip_tests;
 mod scope;
 mod session;
 mod show;
@@ -84,6 +86,7 @@ pub struct Config {
     /// Who receives what; names are unique and every plain feed name exists.
     pub subscribers: Vec<SubscriberConfig>,
     /// How long shutdown lets subscribers drain what they hold (default 5s).
+    #[serde(serialize_with = "crate::sink::serialize_duration")]
     pub shutdown_timeout: Duration,
     /// Worker threads for connection actors; `None`: one per core.
     pub workers: Option<usize>,

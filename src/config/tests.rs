@@ -720,7 +720,7 @@ fn a_subscriber_is_shown_with_its_sink_name_beside_its_settings() {
         shown(webhook),
         with(serde_json::json!({
             "sink": "webhook", "url": "https://hooks.example/in?***", "batch": 1,
-            "max_in_flight": 4, "timeout": "2s", "headers": [["X-Key", "***"]],
+            "max_in_flight": 4, "timeout": "2s", "headers": { "X-Key": "***" },
         }))
     );
 }
