@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::support::{
-    eventually, http_get, http_post, refused_addr, ChildGuard, Upstream, DEADLINE,
+    eventually, http_get, http_post, proc_status_field, refused_addr, until_ready, ChildGuard,
+    Upstream, DEADLINE,
 };
 
 /// Feeds in the config.
@@ -43,16 +44,6 @@ struct Footprint {
     series: usize,
 }
 
-/// A `/proc/<pid>/status` field, in its own unit.
-fn status_field(pid: u32, name: &str) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the child's status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-}
-
 async fn footprint(pid: u32, admin: SocketAddr) -> Footprint {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read the child's fds").count();
     let (status, metrics) = http_get(admin, "/metrics").await;
@@ -60,21 +51,10 @@ async fn footprint(pid: u32, admin: SocketAddr) -> Footprint {
     let series = metrics.lines().filter(|line| !line.is_empty() && !line.starts_with('#')).count();
     Footprint {
         fds,
-        rss_kib: status_field(pid, "VmRSS:"),
-        threads: status_field(pid, "Threads:"),
+        rss_kib: proc_status_field(pid, "VmRSS:"),
+        threads: proc_status_field(pid, "Threads:"),
         series,
     }
-}
-
-/// Waits until every configured feed is open (`/readyz` answers 200).
-async fn all_open(admin: SocketAddr) {
-    eventually(DEADLINE, "every feed open", || async move {
-        // The admin server may not listen yet: a refused request is a "not yet".
-        let request = awc::Client::default().get(format!("http://{admin}/readyz")).send();
-        let answer = tokio::time::timeout(DEADLINE, request).await.ok()?.ok()?;
-        (answer.status().as_u16() == 200).then_some(())
-    })
-    .await;
 }
 
 async fn delete(admin: SocketAddr, path: &str) -> u16 {
@@ -119,7 +99,7 @@ async fn after_minutes_of_churn_fds_rss_and_threads_are_back_to_baseline() {
     let pid = sidecar.child.id();
     // Stdout and stderr are drained so that the child never blocks on a full pipe.
     let (_out, _err) = (sidecar.stdout_lines(), sidecar.stderr_lines());
-    all_open(admin).await;
+    until_ready(admin).await;
     let baseline = footprint(pid, admin).await;
 
     let started = Instant::now();
@@ -168,7 +148,7 @@ async fn after_minutes_of_churn_fds_rss_and_threads_are_back_to_baseline() {
     for index in 0..ADDED_PER_ROUND {
         assert_eq!(delete(admin, &format!("/feeds/churn-extra-{round}-{index}")).await, 200);
     }
-    all_open(admin).await;
+    until_ready(admin).await;
     let measured = eventually(DEADLINE, "the footprint back to baseline", || async move {
         let now = footprint(pid, admin).await;
         // Metric series are measured and shown, not yet held to the

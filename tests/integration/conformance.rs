@@ -10,6 +10,7 @@
 //! committing it).
 
 mod cases;
+mod limits;
 mod script;
 
 use std::path::{Path, PathBuf};
