@@ -1,16 +1,26 @@
 //! Entry points for the fuzz targets in `fuzz/`, which live outside the
-//! workspace and reach private parsers only through here. Not part of the
-//! public API: hidden from the docs, and each one only runs a parser on
-//! bytes and drops the result. A panic, a hang or an allocation out of
-//! proportion to the input is the finding.
+//! workspace and reach private parsers only through here, and for the
+//! replay of their regressions (`fuzz/regressions/<target>/`, run by
+//! `cargo test`). Not part of the public API: hidden from the docs, and
+//! each one only runs a parser on bytes and drops the result. A panic, a
+//! hang or an allocation out of proportion to the input is the finding.
 
 use std::path::Path;
 
-use crate::config::FeedDefaults;
+use crate::config::{Config, FeedDefaults};
 use crate::connection::inbound::{inspect, Topics};
 use crate::transports::TransportRegistry;
 
-/// `POST /feeds` and `PUT /feeds/{name}` bodies: JSON to a checked feed.
+/// The `config_toml` target: any text as a config file, checked against
+/// the built-in transports, with no `${VAR}` set.
+pub fn config_toml(input: &[u8]) {
+    let Ok(text) = std::str::from_utf8(input) else { return };
+    let transports = TransportRegistry::with_defaults();
+    let _ = Config::from_toml_str_with_env(text, Path::new("fuzz.toml"), &|_| None, &transports);
+}
+
+/// The `feed_json` target: `POST /feeds` and `PUT /feeds/{name}` bodies,
+/// JSON to a checked feed.
 pub fn feed_json(body: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return };
     let transports = TransportRegistry::with_defaults();
@@ -23,8 +33,19 @@ pub fn feed_json(body: &[u8]) {
     );
 }
 
-/// Topic and sequence extraction from a message, with the pointers given.
-pub fn topic_and_sequence(message: &[u8], topic: Option<&str>, sequence: Option<&str>) {
+/// The `topic_and_sequence` target: the first line of the input holds the
+/// topic and sequence pointers (separated by a space, either may be empty),
+/// the rest is the message; without a line break the pointers are `/topic`
+/// and `/seq`.
+pub fn topic_and_sequence(input: &[u8]) {
+    let (head, message) = match input.iter().position(|byte| *byte == b'\n') {
+        Some(at) => (&input[..at], &input[at + 1..]),
+        None => (&b"/topic /seq"[..], input),
+    };
+    let head = String::from_utf8_lossy(head);
+    let mut pointers = head.splitn(2, ' ');
+    let topic = pointers.next().filter(|pointer| !pointer.is_empty());
+    let sequence = pointers.next().filter(|pointer| !pointer.is_empty());
     let mut topics = Topics::default();
     let _ = inspect(&mut topics, message, topic, sequence);
 }

@@ -7,6 +7,7 @@ mod config_examples;
 mod conformance;
 mod deployment;
 mod faults;
+mod fuzz_regressions;
 mod library;
 mod operations;
 mod send;

@@ -1,10 +1,21 @@
-//! The entry point of the `tcp_framing` fuzz target in `fuzz/`: the framing
-//! decoders on bytes read in pieces. Hidden from the docs; not an API.
+//! The entry point of the `tcp_framing` fuzz target in `fuzz/` and of the
+//! replay of its regressions (`fuzz/regressions/tcp_framing/`, run by
+//! `cargo test`): the framing decoders on bytes read in pieces. Hidden from
+//! the docs; not an API.
 
 use bytes::BytesMut;
 use feedvisor_transport_api::{DeliveryMode, Framing};
 
 use crate::framing::{Decoder, Wire};
+
+/// The fuzz input: its first four bytes choose the framing, the limit and
+/// the chunk size (each in units of 16 bytes) and the read size; the rest
+/// is what the peer sends.
+pub fn framing(input: &[u8]) {
+    let [format, limit, chunk, read, bytes @ ..] = input else { return };
+    let (limit, chunk) = (usize::from(*limit) * 16, usize::from(*chunk) * 16);
+    decode(*format, limit, chunk, usize::from(*read), bytes);
+}
 
 /// Decodes `bytes` as read in pieces of `read` bytes (at least 1) with the
 /// framing `format` picks (0: lines, 1: length-prefixed, else stream mode

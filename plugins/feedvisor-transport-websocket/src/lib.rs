@@ -9,6 +9,7 @@
 //! - `client.rs`: per-thread awc clients and the middleware that keeps `Retry-After`;
 //! - `error.rs`: awc errors to [`TransportError`] kinds;
 //! - [`codec`]: the frame codec;
+//! - `fuzzing.rs`: the hidden entry point of the `websocket_frames` fuzz target;
 //! - `session.rs`: what a session does with the socket (framing, pongs, close
 //!   replies); its life (close, drain, close timeout) is the kit's `Session`.
 //!
@@ -22,6 +23,8 @@
 mod client;
 pub mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod session;
 
 use std::time::Duration;
