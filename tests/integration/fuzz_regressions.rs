@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use crate::support::DEADLINE;
 
+/// What a fuzz target calls with each input.
+type EntryPoint = fn(&[u8]);
+
 /// Each target and the entry point it calls.
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+const TARGETS: [(&str, EntryPoint); 5] = [
     ("websocket_frames", feedvisor_transport_websocket::fuzzing::frames),
     ("tcp_framing", feedvisor_transport_tcp::fuzzing::framing),
     ("config_toml", feedvisor::fuzzing::config_toml),
