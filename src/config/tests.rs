@@ -1353,6 +1353,17 @@ fn process_settings_have_defaults_and_bounds() {
     assert_error("shutdown_timeout = \"soon\"\n", "shutdown_timeout", "invalid duration");
 }
 
+/// Regression (found by `roundtrip_tests`): `shutdown_timeout` was shown
+/// as `{ secs, nanos }`, which a config file cannot hold.
+#[test]
+fn shutdown_timeout_is_shown_as_a_config_writes_it() {
+    let config = parse_ok("shutdown_timeout = \"1m 30s\"\n");
+    let shown = serde_json::to_value(&config).expect("serializable");
+    assert_eq!(shown["shutdown_timeout"], "1m 30s");
+    let text = toml::to_string(&config).expect("serializable as TOML");
+    assert_eq!(parse_ok(&text).shutdown_timeout, Duration::from_secs(90));
+}
+
 #[test]
 fn http_token_comes_from_the_environment_and_is_never_shown() {
     let config = parse_ok("[http]\ntoken = \"${TOKEN}\"\n");
