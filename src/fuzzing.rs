@@ -1,9 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/`, which live outside the
 //! workspace and reach private parsers only through here, and for the
 //! replay of their regressions (`fuzz/regressions/<target>/`, run by
-//! `cargo test`). Not part of the public API: hidden from the docs, and
-//! each one only runs a parser on bytes and drops the result. A panic, a
-//! hang or an allocation out of proportion to the input is the finding.
+//! `cargo test`). Not part of the public API: hidden from the docs. Each
+//! runs a parser on bytes; the config ones also read back what they
+//! accepted. A panic, a hang or an allocation out of proportion to the
+//! input is the finding.
 
 use std::path::Path;
 
@@ -12,25 +13,49 @@ use crate::connection::inbound::{inspect, Topics};
 use crate::transports::TransportRegistry;
 
 /// The `config_toml` target: any text as a config file, checked against
-/// the built-in transports, with no `${VAR}` set.
+/// the built-in transports, with no `${VAR}` set. A config that loads must
+/// load again from its own serialisation (what `check` and the status API
+/// show).
+///
+/// # Panics
+/// When an accepted config's TOML serialisation fails or is refused.
 pub fn config_toml(input: &[u8]) {
     let Ok(text) = std::str::from_utf8(input) else { return };
     let transports = TransportRegistry::with_defaults();
-    let _ = Config::from_toml_str_with_env(text, Path::new("fuzz.toml"), &|_| None, &transports);
+    let load = |text: &str| {
+        Config::from_toml_str_with_env(text, Path::new("fuzz.toml"), &|_| None, &transports)
+    };
+    let Ok(config) = load(text) else { return };
+    let shown = match toml::to_string(&config) {
+        Ok(shown) => shown,
+        Err(error) => panic!("an accepted config does not serialise to TOML: {error}"),
+    };
+    if let Err(error) = load(&shown) {
+        panic!("an accepted config does not load from its serialisation: {error}\n{shown}");
+    }
 }
 
 /// The `feed_json` target: `POST /feeds` and `PUT /feeds/{name}` bodies,
-/// JSON to a checked feed.
+/// JSON to a checked feed. A feed that is accepted must read back from its
+/// serialisation (what `feedvisor check` shows of it).
+///
+/// # Panics
+/// When an accepted feed's serialisation is refused.
 pub fn feed_json(body: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return };
     let transports = TransportRegistry::with_defaults();
-    let _ = crate::config::parse_feed_json(
-        value,
-        &FeedDefaults::default(),
-        Path::new("."),
-        &|_| None,
-        &transports,
-    );
+    let defaults = FeedDefaults::default();
+    let parse = |value| {
+        crate::config::parse_feed_json(value, &defaults, Path::new("."), &|_| None, &transports)
+    };
+    let Ok(feed) = parse(value) else { return };
+    let shown = match serde_json::to_value(&feed) {
+        Ok(shown) => shown,
+        Err(error) => panic!("an accepted feed does not serialise: {error}"),
+    };
+    if let Err(error) = parse(shown.clone()) {
+        panic!("an accepted feed does not read back from its serialisation: {error}\n{shown}");
+    }
 }
 
 /// The `topic_and_sequence` target: the first line of the input holds the

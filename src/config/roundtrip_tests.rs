@@ -169,6 +169,7 @@ fn heartbeat(pings: bool) -> BoxedStrategy<Value> {
         Just(r#"{"op":"ping"}"#.to_owned()),
         Just("PING".to_owned()),
         Just("${API_KEY}".to_owned()),
+        Just("$${not a reference}".to_owned()),
     ];
     let reply = (
         prop_oneof![Just("pong".to_owned()), Just("PONG".to_owned())],
@@ -276,15 +277,16 @@ impl Scheme {
 }
 
 /// A literal URL of `scheme` (no password or query: those are shown
-/// masked), or `${FEED_URL}` for a `wss` feed.
+/// masked; its path may write a literal `${` as `$${`), or `${FEED_URL}`
+/// for a `wss` feed.
 fn feed_url(scheme: Scheme) -> BoxedStrategy<String> {
     let host = prop_oneof![
         Just("127.0.0.1".to_owned()),
         Just("[::1]".to_owned()),
         "[a-z]{1,8}\\.example\\.com",
     ];
-    let path =
-        proptest::collection::vec("[a-zA-Z0-9_.-]{1,8}", 0..3).prop_map(|parts| parts.join("/"));
+    let segment = prop_oneof!["[a-zA-Z0-9_.-]{1,8}", Just("$${x}".to_owned())];
+    let path = proptest::collection::vec(segment, 0..3).prop_map(|parts| parts.join("/"));
     (host, 1u16..=65535, path, any::<bool>())
         .prop_map(move |(host, port, path, from_env)| match scheme {
             Scheme::Wss if from_env => "${FEED_URL}".to_owned(),
@@ -309,6 +311,7 @@ fn feed(name: String, scheme: Scheme) -> BoxedStrategy<Table> {
         prop_oneof![
             "[ -~]{1,20}",
             Just("${SUBSCRIPTION}".to_owned()),
+            Just("literal $${USD} and $5".to_owned()),
             Just(r#"{"resume_from":{{last_seq}}}"#.to_owned())
         ],
         0..3,
@@ -332,7 +335,7 @@ fn feed(name: String, scheme: Scheme) -> BoxedStrategy<Table> {
                 set(&mut table, "mode", mode.map(string));
                 if mode == Some("stream") {
                     set(&mut table, "chunk_size", chunk_size);
-                } else if !websocket {
+                } else if !websocket && mode == Some("message") {
                     set(&mut table, "framing", framing.map(string));
                 }
                 set(&mut table, "topic", topic.map(string));
@@ -382,7 +385,8 @@ fn subscriber(name: String, feeds: Vec<String>) -> BoxedStrategy<Table> {
             }
             names
         });
-    let topics = proptest::collection::vec("[a-z*?.]{1,8}", 0..3);
+    // An empty list is refused (it would match nothing).
+    let topics = proptest::collection::vec("[a-z*?.]{1,8}", 1..3);
     let webhook_headers = proptest::collection::btree_map(
         "X-[A-Za-z]{1,8}",
         prop_oneof!["[ -~]{0,16}", Just("${API_KEY}".to_owned())],

@@ -1333,6 +1333,28 @@ fn serialized_session_settings_read_back() {
     assert_eq!(back, off);
 }
 
+/// Regression (found by the `feed_json` fuzz target): a value writing a
+/// literal `${` as `$${` was shown expanded, and the `${` it showed read
+/// back as an unterminated reference.
+#[test]
+fn a_literal_reference_written_as_double_dollar_reads_back() {
+    let fields = r#"
+        url = "wss://example.com/$${path}?key=k3y$${x}"
+        on_open = ["price in $${USD}"]
+        heartbeat = { interval = "20s", timeout = "5s", message = "$${ping}", reply = "pong" }
+    "#;
+    let feed = feed_of(&format!("[[feeds]]\nname = \"stocks\"\n{fields}"));
+    assert_eq!(feed.on_open, ["price in ${USD}"]);
+    let json = serde_json::to_value(&feed).expect("serialize");
+    assert_eq!(json["on_open"][0], "price in $${USD}");
+    assert_eq!(json["heartbeat"]["message"], "$${ping}");
+    // Shown as written, and its literal query masked like any literal URL's.
+    assert_eq!(json["url"], "wss://example.com/$${path}?***");
+    let back = feed_json(json, &FeedDefaults::default(), &|_: &str| None).expect("reads back");
+    assert_eq!((back.on_open, back.heartbeat), (feed.on_open, feed.heartbeat));
+    assert_eq!(back.url.path(), feed.url.path());
+}
+
 #[test]
 fn overflow_names() {
     assert_eq!(Overflow::DropOldest.as_str(), "drop_oldest");
