@@ -493,4 +493,118 @@ mod tests {
             .collect();
         assert!(first.iter().all(|delay| *delay == window), "{:?}", &first[..5]);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use rand::rngs::StdRng;
+        use rand::SeedableRng;
+
+        use super::super::*;
+
+        fn kind() -> impl Strategy<Value = PolicyKind> {
+            prop_oneof![
+                Just(PolicyKind::Exponential),
+                Just(PolicyKind::Fixed),
+                Just(PolicyKind::None)
+            ]
+        }
+
+        fn jitter() -> impl Strategy<Value = Jitter> {
+            prop_oneof![
+                Just(Jitter::None),
+                Just(Jitter::Full),
+                Just(Jitter::Equal),
+                Just(Jitter::Decorrelated)
+            ]
+        }
+
+        /// Durations from nothing to far beyond any sane config (u64::MAX seconds included).
+        fn duration() -> impl Strategy<Value = Duration> {
+            prop_oneof![
+                (0u64..100_000).prop_map(Duration::from_millis),
+                any::<u64>().prop_map(Duration::from_nanos),
+                any::<u64>().prop_map(Duration::from_secs),
+                Just(Duration::MAX),
+            ]
+        }
+
+        /// Multipliers including the ones a config check refuses: below 1, NaN, infinite.
+        fn multiplier() -> impl Strategy<Value = f64> {
+            prop_oneof![1.0f64..10.0, any::<f64>(), Just(f64::NAN), Just(f64::INFINITY)]
+        }
+
+        fn policy() -> impl Strategy<Value = ReconnectPolicy> {
+            let shape = (kind(), duration(), duration(), multiplier(), jitter());
+            let limits = (0u32..20, duration(), duration());
+            (shape, limits).prop_map(
+                |(
+                    (kind, initial, max, multiplier, jitter),
+                    (max_attempts, reset_after, max_retry_after),
+                )| {
+                    ReconnectPolicy {
+                        kind,
+                        initial,
+                        max,
+                        multiplier,
+                        jitter,
+                        max_attempts,
+                        reset_after,
+                        max_retry_after,
+                    }
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Every delay lies within its policy's bounds, whatever the
+            /// policy, the attempt number (up to u32::MAX) or the
+            /// Retry-After floor, and nothing overflows or panics.
+            #[test]
+            fn delays_stay_within_the_policy_bounds(
+                policy in policy(),
+                start in prop_oneof![0u32..64, any::<u32>()],
+                floor in proptest::option::of(duration()),
+                seed in any::<u64>(),
+            ) {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut backoff = Backoff::new(policy);
+                backoff.attempts = start;
+                let limit = if policy.max_attempts == 0 { u32::MAX } else { policy.max_attempts };
+                for _ in 0..40 {
+                    let attempt = backoff.attempts;
+                    let ceiling = policy.ceiling(attempt);
+                    let delay = backoff.next_delay(&mut rng, floor);
+                    if policy.kind == PolicyKind::None || attempt >= limit {
+                        prop_assert_eq!(delay, None);
+                        prop_assert_eq!(backoff.attempts, attempt, "a refusal counts nothing");
+                        continue;
+                    }
+                    let delay = delay.expect("a delay below max_attempts");
+                    prop_assert_eq!(backoff.attempts, attempt.saturating_add(1));
+                    if policy.kind == PolicyKind::Exponential {
+                        prop_assert!(ceiling <= policy.max, "ceiling {ceiling:?} over max");
+                    } else {
+                        prop_assert_eq!(ceiling, policy.initial);
+                    }
+                    let (low, high) = match policy.jitter {
+                        Jitter::None => (ceiling, ceiling),
+                        Jitter::Full => (Duration::ZERO, ceiling),
+                        Jitter::Equal => (ceiling / 2, ceiling),
+                        Jitter::Decorrelated => (policy.initial.min(policy.cap()), policy.cap()),
+                    };
+                    // A server's Retry-After is a floor, cut to max_retry_after.
+                    let (low, high) = match floor.map(|floor| floor.min(policy.max_retry_after)) {
+                        Some(floor) => (low.max(floor), high.max(floor)),
+                        None => (low, high),
+                    };
+                    prop_assert!(
+                        low <= delay && delay <= high,
+                        "{delay:?} outside {low:?}..={high:?} for attempt {attempt} of {policy:?}"
+                    );
+                }
+            }
+        }
+    }
 }

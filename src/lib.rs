@@ -21,6 +21,8 @@ mod cluster;
 pub mod config;
 mod connection;
 mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod inbox;
 mod metrics;

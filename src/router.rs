@@ -836,4 +836,47 @@ mod tests {
         let gone = r#"subscriber="dies",reason="subscriber_gone""#;
         assert_eq!(sample(metrics::SUBSCRIBER_DROPPED, gone), Some(3.0));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use wildmatch::WildMatch;
+
+        /// The glob the docs describe, written the obvious way: `*` is any
+        /// run of characters (none included), `?` exactly one, anything else itself.
+        fn reference(pattern: &[char], text: &[char]) -> bool {
+            match (pattern.first(), text.first()) {
+                (None, _) => text.is_empty(),
+                (Some('*'), _) => {
+                    reference(&pattern[1..], text)
+                        || (!text.is_empty() && reference(pattern, &text[1..]))
+                }
+                (Some('?'), Some(_)) => reference(&pattern[1..], &text[1..]),
+                (Some(want), Some(got)) => want == got && reference(&pattern[1..], &text[1..]),
+                (Some(_), None) => false,
+            }
+        }
+
+        /// Patterns and topics over a small alphabet (with a non-ASCII
+        /// letter), so that matches are common.
+        fn word(globs: bool) -> impl Strategy<Value = String> {
+            let letters = if globs { "[ab.é*?]{0,12}" } else { "[ab.é]{0,12}" };
+            proptest::string::string_regex(letters).expect("a valid regex")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// Feed and topic patterns are compiled with `WildMatch::new`,
+            /// as the route table does, and match as the reference says.
+            #[test]
+            fn topic_patterns_match_as_the_reference_glob_does(
+                pattern in word(true),
+                topic in word(false),
+            ) {
+                let chars = |text: &str| text.chars().collect::<Vec<char>>();
+                let expected = reference(&chars(&pattern), &chars(&topic));
+                prop_assert_eq!(WildMatch::new(&pattern).matches(&topic), expected);
+            }
+        }
+    }
 }

@@ -115,6 +115,13 @@ pub(crate) fn has_reference(text: &str) -> bool {
     text.replace("$${", "").contains("${")
 }
 
+/// Whether `text` must be shown as written to read back as the same value:
+/// it holds a `${VAR}` reference, or a `$${` escape, whose expansion (`${`)
+/// would read as the start of a reference.
+pub(crate) fn shown_as_written(text: &str) -> bool {
+    text.contains("${")
+}
+
 /// A POSIX-style name: letters, digits and `_`, not starting with a digit.
 fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -146,6 +153,8 @@ mod tests {
         assert_eq!(expand("$${KEY}", &env), Ok("${KEY}".to_owned()));
         assert!(!has_reference("$${KEY}"));
         assert!(has_reference("x${KEY}"));
+        assert!(shown_as_written("$${KEY}"), "its expansion would read as a reference");
+        assert!(!shown_as_written("$KEY costs $5"));
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //!
 //! Secrets: header values are never printed (`Debug` and `Serialize` show
 //! `***`, see `show.rs`), and a URL, `on_open` message or heartbeat message
-//! that uses `${VAR}` is shown as written, with the reference unexpanded; a
+//! that uses `${VAR}` is shown as written, with the reference unexpanded
+//! (one that writes a literal `${` as `$${` too, so that it reads back); a
 //! URL password is masked.
 //!
 //! The session settings (`reconnect`, `heartbeat`, `outbound_queue`) are
@@ -43,6 +44,8 @@ mod metrics;
 mod network;
 mod queue;
 mod raw;
+#[cfg(test)]
+mod roundtrip_tests;
 mod scope;
 mod session;
 mod show;
@@ -94,6 +97,7 @@ pub struct Config {
     /// Who receives what; names are unique and every plain feed name exists.
     pub subscribers: Vec<SubscriberConfig>,
     /// How long shutdown lets subscribers drain what they hold (default 5s).
+    #[serde(serialize_with = "crate::sink::serialize_duration")]
     pub shutdown_timeout: Duration,
     /// Worker threads for connection actors; `None`: one per core.
     pub workers: Option<usize>,
@@ -294,11 +298,11 @@ pub struct FeedConfig {
 /// and `Serialize` show `${STOCKS_TOKEN}` instead of the token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unexpanded {
-    /// The URL as written, if it uses `${VAR}`.
+    /// The URL as written, if it uses `${VAR}` (or `$${`).
     pub url: Option<String>,
-    /// All `on_open` messages as written, if any uses `${VAR}`; else empty.
+    /// All `on_open` messages as written, if any uses `${VAR}` (or `$${`); else empty.
     pub on_open: Vec<String>,
-    /// The application heartbeat message as written, if it uses `${VAR}`.
+    /// The application heartbeat message as written, if it uses `${VAR}` (or `$${`).
     pub heartbeat_message: Option<String>,
 }
 
@@ -338,7 +342,12 @@ impl FeedConfig {
     pub(crate) fn display_url(&self) -> String {
         match self.unexpanded.url.as_deref() {
             // As written: `${VAR}` placeholders show where secrets go, not the secrets.
-            Some(written) => mask_literal_query(&mask_password(written)),
+            Some(written) if env::has_reference(written) => {
+                mask_literal_query(&mask_password(written))
+            }
+            // Written with a `$${` escape only: as written (so it reads back),
+            // and masked as a literal URL is.
+            Some(written) => mask_query(&mask_password(written)),
             None => mask_query(&mask_password(self.url.as_str())),
         }
     }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use super::checks::{check_pointer, parse_duration};
-use super::env::has_reference;
+use super::env::shown_as_written;
 use super::raw::{RawDuration, RawHeartbeat, RawOutboundQueue, RawReconnect};
 use super::scope::Scope;
 use super::{format_duration, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig, ReplyMatch};
@@ -129,7 +129,7 @@ pub(super) fn heartbeat(
                 }
             };
             scope.expand("heartbeat.message", template, env).map(|message| {
-                let written = has_reference(template).then(|| template.clone());
+                let written = shown_as_written(template).then(|| template.clone());
                 (HeartbeatKind::Application { message, reply }, written)
             })
         }

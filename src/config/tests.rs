@@ -724,7 +724,7 @@ fn a_subscriber_is_shown_with_its_sink_name_beside_its_settings() {
         shown(webhook),
         with(serde_json::json!({
             "sink": "webhook", "url": "https://hooks.example/in?***", "batch": 1,
-            "max_in_flight": 4, "timeout": "2s", "headers": [["X-Key", "***"]],
+            "max_in_flight": 4, "timeout": "2s", "headers": { "X-Key": "***" },
         }))
     );
 }
@@ -1389,6 +1389,28 @@ fn serialized_session_settings_read_back() {
     assert_eq!(back, off);
 }
 
+/// Regression (found by the `feed_json` fuzz target): a value writing a
+/// literal `${` as `$${` was shown expanded, and the `${` it showed read
+/// back as an unterminated reference.
+#[test]
+fn a_literal_reference_written_as_double_dollar_reads_back() {
+    let fields = r#"
+        url = "wss://example.com/$${path}?key=k3y$${x}"
+        on_open = ["price in $${USD}"]
+        heartbeat = { interval = "20s", timeout = "5s", message = "$${ping}", reply = "pong" }
+    "#;
+    let feed = feed_of(&format!("[[feeds]]\nname = \"stocks\"\n{fields}"));
+    assert_eq!(feed.on_open, ["price in ${USD}"]);
+    let json = serde_json::to_value(&feed).expect("serialize");
+    assert_eq!(json["on_open"][0], "price in $${USD}");
+    assert_eq!(json["heartbeat"]["message"], "$${ping}");
+    // Shown as written, and its literal query masked like any literal URL's.
+    assert_eq!(json["url"], "wss://example.com/$${path}?***");
+    let back = feed_json(json, &FeedDefaults::default(), &|_: &str| None).expect("reads back");
+    assert_eq!((back.on_open, back.heartbeat), (feed.on_open, feed.heartbeat));
+    assert_eq!(back.url.path(), feed.url.path());
+}
+
 #[test]
 fn overflow_names() {
     assert_eq!(Overflow::DropOldest.as_str(), "drop_oldest");
@@ -1407,6 +1429,17 @@ fn process_settings_have_defaults_and_bounds() {
     assert_error("workers = 0\n", "workers", "at least 1");
     assert_error("workers = 100000\n", "workers", "at most");
     assert_error("shutdown_timeout = \"soon\"\n", "shutdown_timeout", "invalid duration");
+}
+
+/// Regression (found by `roundtrip_tests`): `shutdown_timeout` was shown
+/// as `{ secs, nanos }`, which a config file cannot hold.
+#[test]
+fn shutdown_timeout_is_shown_as_a_config_writes_it() {
+    let config = parse_ok("shutdown_timeout = \"1m 30s\"\n");
+    let shown = serde_json::to_value(&config).expect("serializable");
+    assert_eq!(shown["shutdown_timeout"], "1m 30s");
+    let text = toml::to_string(&config).expect("serializable as TOML");
+    assert_eq!(parse_ok(&text).shutdown_timeout, Duration::from_secs(90));
 }
 
 #[test]

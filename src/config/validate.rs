@@ -14,7 +14,7 @@ use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem,
 use super::admin;
 use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
 use super::compression;
-use super::env::has_reference;
+use super::env::{has_reference, shown_as_written};
 use super::metrics;
 use super::network;
 use super::raw::{RawConfig, RawDefaults, RawFeed, RawHttp, RawMode};
@@ -405,8 +405,8 @@ pub(crate) fn feed(
     }
     let heartbeat = heartbeat?;
     let unexpanded = Unexpanded {
-        url: raw.url.clone().filter(|url| has_reference(url)),
-        on_open: if raw.on_open.iter().any(|message| has_reference(message)) {
+        url: raw.url.clone().filter(|url| shown_as_written(url)),
+        on_open: if raw.on_open.iter().any(|message| shown_as_written(message)) {
             raw.on_open.clone()
         } else {
             Vec::new()

@@ -25,7 +25,7 @@
 
 mod decode;
 mod freshness;
-mod inbound;
+pub(crate) mod inbound;
 mod liveness;
 mod outbound;
 pub(crate) mod pointer;

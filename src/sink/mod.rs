@@ -531,8 +531,9 @@ impl<W: Write + Unpin + 'static> Handler<Deliver> for JsonLinesSink<W> {
     }
 }
 
-/// Serializes a duration of a sink's config in its human form (`"1m 30s"`).
-fn serialize_duration<S: serde::Serializer>(
+/// Serializes a duration of a sink's config (or of the config's own
+/// settings) in its human form (`"1m 30s"`).
+pub(crate) fn serialize_duration<S: serde::Serializer>(
     duration: &std::time::Duration,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

@@ -95,7 +95,9 @@ pub struct WebhookSinkConfig {
     /// How long one try of a request may take, connecting included (default 10s).
     #[serde(serialize_with = "super::serialize_duration")]
     pub timeout: Duration,
-    /// Extra request headers; the values are secrets.
+    /// Extra request headers; the values are secrets. Shown as a table of
+    /// names to `***`, the shape `headers` is written in.
+    #[serde(serialize_with = "serialize_headers")]
     pub headers: Vec<(String, Secret)>,
 }
 
@@ -249,6 +251,14 @@ fn shown_url(url: &Url) -> String {
 
 fn serialize_shown_url<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&shown_url(url))
+}
+
+/// `headers = { Name = "***" }`: a list of pairs would not read back.
+fn serialize_headers<S: Serializer>(
+    headers: &[(String, Secret)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(headers.iter().map(|(name, value)| (name, value)))
 }
 
 /// What went wrong for the webhook sink: building its client, or one try of a request.

@@ -21,6 +21,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
+mod proxy;
+
 use crate::support::{
     answer_status, collect, encode_frame, eventually, feed_status, http_get, http_post, metric,
     opcode, read_request_head, refused_addr, sample, wait_for_feed, wait_for_metric, Collector,

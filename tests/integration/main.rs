@@ -3,11 +3,14 @@
 
 mod admin_limits;
 mod binary;
+mod churn;
 mod cluster;
 mod compression;
 mod config_examples;
+mod conformance;
 mod deployment;
 mod faults;
+mod fuzz_regressions;
 mod library;
 mod lockdown;
 mod operations;

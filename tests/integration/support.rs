@@ -281,6 +281,28 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`, `Threads:`), in its own unit.
+pub(crate) fn proc_status_field(pid: u32, name: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the child's status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+}
+
+/// Waits until the sidecar whose admin server is at `admin` has every
+/// required feed open (`/readyz` answers 200).
+pub(crate) async fn until_ready(admin: SocketAddr) {
+    eventually(DEADLINE, "every required feed open", || async move {
+        // The admin server may not listen yet: a refused request is a "not yet".
+        let request = awc::Client::default().get(format!("http://{admin}/readyz")).send();
+        let answer = tokio::time::timeout(DEADLINE, request).await.ok()?.ok()?;
+        (answer.status().as_u16() == 200).then_some(())
+    })
+    .await;
+}
+
 /// The next line from `lines` that satisfies `want`, within the deadline.
 pub(crate) fn wait_for_line(
     lines: &std::sync::mpsc::Receiver<String>,

@@ -1,6 +1,7 @@
 //! What feedvisor's tests share, so that no test copies it: TLS material
 //! made at test time ([`certificates`]), raw WebSocket and TCP peers
-//! ([`websocket`], [`net`]), reading a connection ([`connection`]), bounded
+//! ([`websocket`], [`net`]), reading a connection ([`connection`]), a proxy that commits
+//! network faults ([`fault`]), bounded
 //! waits ([`wait`]), and the transport compliance suite every transport
 //! runs ([`compliance`]).
 //!
@@ -10,6 +11,7 @@
 pub mod certificates;
 pub mod compliance;
 pub mod connection;
+pub mod fault;
 pub mod net;
 pub mod wait;
 pub mod websocket;

@@ -55,6 +55,8 @@
 mod dial;
 mod encoder;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod session;
 
 use std::time::Duration;

@@ -246,7 +246,11 @@ impl FrameCodec {
                 let Some(header) = parse_header(src, self.inflater.is_some())? else {
                     return Ok(None);
                 };
-                self.decode_whole(src, header, max_frame_size)
+                // A control frame of up to 125 bytes is always allowed
+                // (parse_header refused longer ones), whatever the data limit.
+                let is_control = header.opcode & 0x08 != 0;
+                let limit = if is_control { MAX_CONTROL_PAYLOAD } else { max_frame_size };
+                self.decode_whole(src, header, limit)
             }
         }
     }
@@ -639,3 +643,6 @@ mod tests;
 
 #[cfg(test)]
 mod stream_tests;
+
+#[cfg(test)]
+mod reassembly_tests;

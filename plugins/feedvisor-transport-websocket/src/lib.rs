@@ -12,6 +12,7 @@
 //! - `extension.rs`: permessage-deflate's offer and the server's answer, held
 //!   to the offer (RFC 7692 section 7.1);
 //! - `deflate.rs`: inflating and compressing messages once it is negotiated;
+//! - `fuzzing.rs`: the hidden entry point of the `websocket_frames` fuzz target;
 //! - `session.rs`: what a session does with the socket (framing, pongs, close
 //!   replies); its life (close, drain, close timeout) is the kit's `Session`.
 //!
@@ -27,6 +28,8 @@ pub mod codec;
 mod deflate;
 mod error;
 mod extension;
+#[doc(hidden)]
+pub mod fuzzing;
 mod session;
 
 use std::time::Duration;

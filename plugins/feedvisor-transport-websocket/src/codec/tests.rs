@@ -281,3 +281,22 @@ fn eof_inside_a_frame_is_an_io_error_and_clean_eof_ends() {
     assert!(matches!(codec.decode_eof(&mut partial), Err(TransportError::Io(_))));
     assert_eq!(codec.decode_eof(&mut BytesMut::new()).expect("clean"), None);
 }
+
+#[test]
+fn control_frames_up_to_125_bytes_pass_a_smaller_max_frame_size() {
+    let mut codec = FrameCodec::new(10);
+    let ping = vec![b'p'; 125];
+    let mut wire = encode_frame(0x89, &ping);
+    wire.extend(encode_frame(
+        0x88,
+        &[0x03, 0xE8, b'b', b'y', b'e', b' ', b'n', b'o', b'w', b'!', b'!'],
+    ));
+    let events = decode_all(&mut codec, &wire).expect("control frames are within their own limit");
+    assert_eq!(
+        events,
+        [Event::Ping(Bytes::from(ping)), Event::Close(Some(CloseFrame::new(1000, "bye now!!")))]
+    );
+    // Data frames still meet the configured limit.
+    let error = decode_all(&mut codec, &encode_frame(0x82, &[0; 11])).expect_err("over the limit");
+    assert_eq!(error, TransportError::FrameTooLarge { announced: 11, limit: 10 });
+}

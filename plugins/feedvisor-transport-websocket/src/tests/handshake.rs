@@ -60,6 +60,20 @@ async fn a_subprotocol_that_was_not_offered_fails_the_connect() {
 }
 
 #[actix_rt::test]
+async fn an_extension_that_was_not_offered_fails_the_connect() {
+    let (listener, url) = listen().await;
+    let server = accept_upgrade(&listener, "Sec-WebSocket-Extensions: permessage-deflate\r\n", b"");
+    let (_, error) = within(async { tokio::join!(server, connect_error(request(&url))) }).await;
+    assert_eq!(
+        error,
+        TransportError::Handshake(
+            "server answered with extension \"permessage-deflate\" which was not offered"
+                .to_owned()
+        )
+    );
+}
+
+#[actix_rt::test]
 async fn a_rejected_upgrade_gives_the_status_and_retry_after() {
     let cases = [
         ("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", 401, None),
