@@ -63,14 +63,21 @@ pub(crate) async fn connect(
     label: &str,
 ) -> Result<async_nats::Client, NatsConnectError> {
     let servers: String = urls.iter().map(|url| shown_url(url)).collect::<Vec<_>>().join(", ");
-    let urls = urls.to_vec();
+    let (urls, credentials) = split_credentials(urls);
     let gauge = metrics::nats_connected(label);
     gauge.set(0.0);
     let name = format!("feedvisor {label}");
     let (reply, answer) = tokio::sync::oneshot::channel();
     let spawned = nats_arbiter().spawn(async move {
         let events = gauge.clone();
-        let options = async_nats::ConnectOptions::new()
+        let options = match credentials {
+            Some(Credentials::UserAndPassword(user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user, password)
+            }
+            Some(Credentials::Token(token)) => async_nats::ConnectOptions::with_token(token),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let options = options
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -118,6 +125,44 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
         }
         Err(error) => Err(format!("invalid URL: {error}")),
     }
+}
+
+/// Credentials written in a NATS URL (`nats://user:password@host`, or
+/// `nats://token@host`).
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    /// A user name and a password.
+    UserAndPassword(String, String),
+    /// A token, written as the user name alone.
+    Token(String),
+}
+
+/// Takes the credentials out of NATS URLs, to be handed to the client apart:
+/// async-nats neither sends the ones written in a URL nor keeps them out of
+/// its debug log, where it prints every server it dials. The first URL that
+/// carries credentials gives them (one cluster, one set of credentials).
+fn split_credentials(urls: &[String]) -> (Vec<String>, Option<Credentials>) {
+    let decode =
+        |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
+    let mut credentials = None;
+    let bare = urls
+        .iter()
+        .map(|url| {
+            let Ok(mut parsed) = url::Url::parse(url) else { return url.clone() };
+            let user = decode(parsed.username());
+            let password = parsed.password().map(decode);
+            if credentials.is_none() && !user.is_empty() {
+                credentials = Some(match password {
+                    Some(password) => Credentials::UserAndPassword(user, password),
+                    None => Credentials::Token(user),
+                });
+            }
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        })
+        .collect();
+    (bare, credentials)
 }
 
 /// A NATS URL without its credentials, for display and errors.
@@ -189,6 +234,19 @@ mod tests {
         assert_eq!(shown_url("nats://user:pw@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://s3cret@host:4222"), "nats://***@host:4222");
         assert_eq!(shown_url("nats://host:4222"), "nats://host:4222");
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_urls_for_the_client() {
+        let urls = ["nats://ad%40min:p%3Ass@a:4222".to_owned(), "nats://b:4222".to_owned()];
+        let (bare, credentials) = split_credentials(&urls);
+        assert_eq!(bare, ["nats://a:4222", "nats://b:4222"]);
+        let expected = Credentials::UserAndPassword("ad@min".into(), "p:ss".into());
+        assert_eq!(credentials, Some(expected));
+        let (bare, credentials) = split_credentials(&["nats://t0ken@a".to_owned()]);
+        assert_eq!(bare, ["nats://a"]);
+        assert_eq!(credentials, Some(Credentials::Token("t0ken".into())));
+        assert_eq!(split_credentials(&["nats://a".to_owned()]).1, None);
     }
 
     #[test]

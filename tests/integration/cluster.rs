@@ -80,10 +80,20 @@ impl Nats {
 
     /// Starts on `port` ("-1": any free one) and waits until it listens.
     fn spawn(store: &Path, port: &str) -> (ChildGuard, u16, std::sync::mpsc::Receiver<String>) {
+        Nats::spawn_with(store, port, &[])
+    }
+
+    /// As [`Nats::spawn`], with more arguments (`--user`, `--pass`).
+    fn spawn_with(
+        store: &Path,
+        port: &str,
+        extra: &[&str],
+    ) -> (ChildGuard, u16, std::sync::mpsc::Receiver<String>) {
         let mut process = ChildGuard::spawn(
             Command::new(nats_server_program())
                 .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
-                .arg(store),
+                .arg(store)
+                .args(extra),
         );
         let log = process.stderr_lines();
         let line = wait_for_line(&log, |line| line.contains("Listening for client connections on"));
@@ -261,12 +271,22 @@ impl Replica {
     }
 
     fn spawn(config: &Path) -> (ChildGuard, SocketAddr, std::sync::mpsc::Receiver<String>) {
+        Replica::spawn_with(config, "info", &[])
+    }
+
+    /// As [`Replica::spawn`], logging at `level`, with `env` set.
+    fn spawn_with(
+        config: &Path,
+        level: &str,
+        env: &[(&str, &str)],
+    ) -> (ChildGuard, SocketAddr, std::sync::mpsc::Receiver<String>) {
         let mut process = ChildGuard::spawn(
             Command::new(env!("CARGO_BIN_EXE_feedvisor"))
                 .args(["--log-format", "text", "run", "--config"])
                 .arg(config)
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1"),
+                .env("RUST_LOG", level)
+                .env("NO_COLOR", "1")
+                .envs(env.iter().copied()),
         );
         let log = process.stderr_lines();
         let line = wait_for_line(&log, |line| line.contains("admin HTTP server listening"));
@@ -455,6 +475,41 @@ async fn three_replicas_own_thirty_feeds_once_fail_over_and_move_back() {
     assert_eq!(status, 409);
     drop(replicas);
     upstream.handle.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn a_password_in_the_nats_url_signs_in_and_never_reaches_the_log() {
+    const PASSWORD: &str = "nats-s3cret-pw";
+    let dir = TempDir::new("auth");
+    let (_server, port, _server_log) = Nats::spawn_with(
+        &dir.0.join("jetstream"),
+        "-1",
+        &["--user", "feedvisor", "--pass", PASSWORD],
+    );
+    let upstream = CountingUpstream::start();
+    let feeds = vec!["guarded".to_owned()];
+    let config = dir.0.join("auth.toml");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nnats = [\"nats://feedvisor:${{NATS_PASSWORD}}@127.0.0.1:{port}\"]\n\
+         replica = \"auth\"\nlease_ttl = \"{}s\"\n\n{}",
+        LEASE_TTL.as_secs(),
+        feed_tables(upstream.addr, &feeds, "")
+    );
+    std::fs::write(&config, text).expect("write the replica's config");
+    let (process, http, log) =
+        Replica::spawn_with(&config, "debug", &[("NATS_PASSWORD", PASSWORD)]);
+    let replica =
+        Replica { name: "auth".to_owned(), config, process: Some(process), http, _log: log };
+    // Signed in: the feed is leased and connected, which needs the KV buckets.
+    settle(&replica, &upstream, &feeds, 1).await;
+    let view = replica.cluster().await;
+    assert_eq!(view["nats_connected"], true, "{view}");
+    let Replica { process, _log: log, .. } = replica;
+    drop(process);
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(lines.iter().any(|line| line.contains("async_nats")), "debug lines of the client");
+    let leaked: Vec<&String> = lines.iter().filter(|line| line.contains(PASSWORD)).collect();
+    assert!(leaked.is_empty(), "the NATS password in the log: {leaked:?}");
 }
 
 #[actix_rt::test]
