@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::binary::{feedvisor, temp_config};
 use crate::support::{http_get, sample, wait_for_line, ChildGuard, DEADLINE};
+use crate::tls::admin_addr;
 
 /// Messages each peer sends after its hello (see `tests/peers/ws_deflate_server.py`).
 const PEER_MESSAGES: u64 = 40;
@@ -172,17 +173,6 @@ fn check_deliveries(lines: &std::sync::mpsc::Receiver<String>, cases: &[Case]) {
         sent.sort();
         assert_eq!(echoes, sent, "{}: what we sent came back changed or uncompressed", case.name);
     }
-}
-
-/// The admin server's address, from the sidecar's log.
-fn admin_addr(stderr: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
-    let listening = wait_for_line(stderr, |line| line.contains("admin HTTP server listening"));
-    listening
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {listening:?}"))
 }
 
 async fn metrics(addr: SocketAddr) -> String {
