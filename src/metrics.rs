@@ -126,10 +126,13 @@ pub(crate) const DEFAULT_NETWORK_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HistogramBuckets {
     /// `feedvisor_delivery_latency_seconds` (and any histogram not named below).
+    #[serde(rename = "delivery_buckets")]
     pub delivery: Vec<f64>,
     /// `feedvisor_upstream_latency_seconds`.
+    #[serde(rename = "freshness_buckets")]
     pub freshness: Vec<f64>,
     /// `feedvisor_handshake_duration_seconds` and `feedvisor_ping_rtt_seconds`.
+    #[serde(rename = "network_buckets")]
     pub network: Vec<f64>,
 }
 

@@ -21,6 +21,8 @@ const MAX_BUCKETS: usize = 64;
 pub struct MetricsConfig {
     /// Histogram bucket bounds, in seconds. They apply to series created
     /// after the sidecar starts with them: a reload does not change them.
+    /// Shown as `[metrics]` is written (`delivery_buckets`, ...).
+    #[serde(flatten)]
     pub buckets: HistogramBuckets,
 }
 

@@ -26,7 +26,7 @@ use crate::transports::TransportRegistry;
 /// `${VAR}` values the generated documents may use; two hold secrets.
 fn env(name: &str) -> Option<String> {
     match name {
-        "FEED_URL" => Some("wss://user:pa55@feeds.example.com:8443/ticks?key=k3y".to_owned()),
+        "FEED_URL" => Some("wss://feeds.example.com:8443/ticks?key=k3y".to_owned()),
         "API_KEY" => Some("k3y-value".to_owned()),
         "ADMIN_TOKEN" => Some("t0ken-value".to_owned()),
         "SUBSCRIPTION" => Some(r#"{"op":"subscribe","channel":"trades"}"#.to_owned()),
@@ -34,8 +34,17 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
-/// A directory holding the CA file that `tls.ca_file` names (only its
-/// existence is checked), removed when the test ends.
+/// A real CA certificate in PEM (the check parses `tls.ca_file`), made once.
+fn ca_pem() -> &'static [u8] {
+    static PEM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        let certificates = feedvisor_test_support::TestCertificates::generate();
+        std::fs::read(certificates.ca_file()).expect("read the test CA")
+    })
+}
+
+/// A directory holding the CA file that `tls.ca_file` names, removed when
+/// the test ends.
 struct ConfigDir(PathBuf);
 
 impl ConfigDir {
@@ -44,7 +53,7 @@ impl ConfigDir {
         let unique = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let dir = std::env::temp_dir().join(format!("feedvisor-roundtrip-{unique}"));
         std::fs::create_dir_all(&dir).expect("create the config directory");
-        std::fs::write(dir.join("ca.pem"), "not read by the check\n").expect("write the CA file");
+        std::fs::write(dir.join("ca.pem"), ca_pem()).expect("write the CA file");
         ConfigDir(dir)
     }
 
@@ -477,6 +486,11 @@ fn http() -> BoxedStrategy<Table> {
     (proptest::option::of(listen), proptest::option::of(token), proptest::option::of(subscribe))
         .prop_map(|(listen, token, subscribe)| {
             let mut table = Table::new();
+            // A public listen needs a token, or saying so.
+            let public = listen.as_deref().is_some_and(|listen| listen.starts_with("0.0.0.0"));
+            if public && token.is_none() {
+                set(&mut table, "allow_public", Some(Value::Boolean(true)));
+            }
             set(&mut table, "listen", listen.map(string));
             set(&mut table, "token", token.map(string));
             set(&mut table, "subscribe", subscribe);
