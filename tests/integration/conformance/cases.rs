@@ -254,8 +254,9 @@ fn handshake(cases: &mut Vec<Case>) {
             .handshake(answer(&format!("{good}Sec-WebSocket-Protocol: other.v1\r\n"))),
     );
     cases.push(
-        Case::new("handshake/extension-not-offered")
-            .handshake(answer(&format!("{good}Sec-WebSocket-Extensions: permessage-deflate\r\n"))),
+        Case::new("handshake/extension-not-offered").handshake(answer(&format!(
+            "{good}Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n"
+        ))),
     );
     let huge = format!("{good}X-Padding: {}\r\n", "a".repeat(1024 * 1024));
     cases.push(Case::new("handshake/1-mib-header").handshake(answer(&huge)));

@@ -62,13 +62,13 @@ async fn a_subprotocol_that_was_not_offered_fails_the_connect() {
 #[actix_rt::test]
 async fn an_extension_that_was_not_offered_fails_the_connect() {
     let (listener, url) = listen().await;
-    let server = accept_upgrade(&listener, "Sec-WebSocket-Extensions: permessage-deflate\r\n", b"");
+    let server =
+        accept_upgrade(&listener, "Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n", b"");
     let (_, error) = within(async { tokio::join!(server, connect_error(request(&url))) }).await;
     assert_eq!(
         error,
         TransportError::Handshake(
-            "server answered with extension \"permessage-deflate\" which was not offered"
-                .to_owned()
+            "server answered extension \"x-webkit-deflate-frame\" which was not offered".to_owned()
         )
     );
 }
