@@ -353,3 +353,18 @@ pub fn sockets_on(port: u16) -> usize {
         .filter(|target| inodes.contains(target.to_string_lossy().as_ref()))
         .count()
 }
+
+/// Live processes whose command line holds `marker`, from `/proc`: what a
+/// test checks to see that a program it had started (with the marker among
+/// its arguments) was killed.
+pub fn processes_with(marker: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit())
+        })
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
+        .count()
+}

@@ -1,6 +1,7 @@
 //! What feedvisor's tests share, so that no test copies it: TLS material
 //! made at test time ([`certificates`]), raw WebSocket and TCP peers
-//! ([`websocket`], [`net`]), reading a connection ([`connection`]), a proxy that commits
+//! ([`websocket`], [`net`]), an upstream that enforces expiring tokens
+//! ([`tokens`]), reading a connection ([`connection`]), a proxy that commits
 //! network faults ([`fault`]), bounded
 //! waits ([`wait`]), and the transport compliance suite every transport
 //! runs ([`compliance`]).
@@ -13,6 +14,8 @@ pub mod compliance;
 pub mod connection;
 pub mod fault;
 pub mod net;
+pub mod tokens;
+pub mod venue;
 pub mod wait;
 pub mod websocket;
 

@@ -230,28 +230,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
     /// with pongs and a close with a close, and hands text messages to `inbound`.
     pub async fn serve(&mut self, inbound: Option<&mpsc::UnboundedSender<String>>) {
         while let Ok(Some(frame)) = self.read_frame().await {
-            match frame.opcode {
-                opcode::PING => {
-                    let pong = encode_frame(FIN | opcode::PONG, &frame.payload);
-                    if self.write_raw(&pong).await.is_err() {
-                        return;
-                    }
-                }
-                opcode::CLOSE => {
-                    let code = frame.payload.get(..2).unwrap_or_default().to_vec();
-                    let _ = self.write_raw(&encode_frame(FIN | opcode::CLOSE, &code)).await;
-                    let _ = self.socket.shutdown().await;
-                    return;
-                }
-                opcode::TEXT => {
+            match self.answer(frame).await {
+                Answered::Text(text) => {
                     if let Some(inbound) = inbound {
-                        let _ = inbound.send(String::from_utf8_lossy(&frame.payload).into_owned());
+                        let _ = inbound.send(text);
                     }
                 }
-                _ => {}
+                Answered::Done => return,
+                Answered::Other => {}
             }
         }
     }
+
+    /// Does what a healthy peer does with `frame`: a ping is answered with
+    /// a pong, a close with a close (and the stream shut down); a text
+    /// message is handed back.
+    pub async fn answer(&mut self, frame: RawFrame) -> Answered {
+        match frame.opcode {
+            opcode::PING => {
+                let pong = encode_frame(FIN | opcode::PONG, &frame.payload);
+                match self.write_raw(&pong).await {
+                    Ok(()) => Answered::Other,
+                    Err(_) => Answered::Done,
+                }
+            }
+            opcode::CLOSE => {
+                let code = frame.payload.get(..2).unwrap_or_default().to_vec();
+                let _ = self.write_raw(&encode_frame(FIN | opcode::CLOSE, &code)).await;
+                let _ = self.socket.shutdown().await;
+                Answered::Done
+            }
+            opcode::TEXT => Answered::Text(String::from_utf8_lossy(&frame.payload).into_owned()),
+            _ => Answered::Other,
+        }
+    }
+}
+
+/// What [`RawWs::answer`] made of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    /// A text message, for the caller.
+    Text(String),
+    /// The connection is over (closed, or the pong could not be written).
+    Done,
+    /// Anything else, answered or ignored.
+    Other,
 }
 
 #[cfg(test)]
