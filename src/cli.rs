@@ -212,6 +212,12 @@ fn check(path: &Path) -> anyhow::Result<()> {
     for feed in &config.feeds {
         println!("  {}", serde_json::to_string(feed).context("describe feed")?);
     }
+    if !config.hosts.is_empty() {
+        println!("hosts ({}):", config.hosts.len());
+        for host in &config.hosts {
+            println!("  {}", serde_json::to_string(host).context("describe host")?);
+        }
+    }
     println!("subscribers ({}):", config.subscribers.len());
     for subscriber in &config.subscribers {
         let topics =

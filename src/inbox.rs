@@ -14,25 +14,32 @@
 //! subscriber's overflow policy: drop the oldest,
 //! drop the newest (each drop counted), or backpressure, which closes the
 //! [`FlowGate`] of every feed that pushes into a full inbox until it has
-//! drained to half. Completion needs no message back: the `Deliver` settles
-//! its count here when the subscriber drops it.
+//! drained to half; or conflate (`conflate.rs`): while the subscriber is
+//! behind, only the latest message per key waits. Completion needs no
+//! message back: the `Deliver` settles its count here when the subscriber
+//! drops it.
 
+mod conflate;
 pub(crate) mod delivery;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::flow::FlowGate;
 use crate::metrics::{self, SubscriberMetrics};
+pub use conflate::{KeyPointer, KeyPointerError};
 use delivery::{Deliver, FeedMessage, LatencySampler, SampleClock};
 
 /// Messages a subscriber's queue holds by default.
 pub const DEFAULT_QUEUE: usize = 1024;
 /// What happens when a subscriber's queue is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Read from `"drop_oldest"`, `"drop_newest"`, `"backpressure"` or
+/// `{ conflate = "/pointer" }` (see `inbox/conflate.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriberOverflow {
     /// Drop the oldest queued message to make room (counted).
@@ -43,15 +50,22 @@ pub enum SubscriberOverflow {
     /// Pause reading from the feeds that fill the queue until it drains. A
     /// feed shared with other subscribers then slows for all of them.
     Backpressure,
+    /// While the queue is full, keep only the latest message per key (the
+    /// scalar at this JSON pointer, per feed), keys in the order they first
+    /// became pending; each message replaced is counted. Key-less messages
+    /// wait as their own entries, and more keys than the queue holds push
+    /// out the oldest (counted). Written `overflow = { conflate = "/symbol" }`.
+    Conflate(KeyPointer),
 }
 
 impl SubscriberOverflow {
     /// The name used in the config and in metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Self::DropOldest => "drop_oldest",
             Self::DropNewest => "drop_newest",
             Self::Backpressure => "backpressure",
+            Self::Conflate(_) => "conflate",
         }
     }
 }
@@ -95,6 +109,9 @@ struct InboxState {
     /// What this inbox last added to its depth gauge, which inboxes with a
     /// shared label add up.
     reported_depth: usize,
+    /// Conflation only: the entries waiting while the subscriber is behind
+    /// (then `queue` is empty); `None` while it keeps up.
+    pending: Option<conflate::Pending>,
     /// Set once the subscription ended (unsubscribed, or its actor gone):
     /// nothing is queued any more.
     closed: bool,
@@ -237,7 +254,7 @@ impl Inbox {
                 counter.increment(batch.len() as u64);
                 return;
             }
-            self.make_room(&mut state, &mut batch, gate);
+            self.make_room(&mut state, &mut batch, latency, gate);
             if !batch.is_empty() {
                 state.queued += batch.len();
                 state.queue.push_back(Segment { latency: latency.clone(), messages: batch });
@@ -257,9 +274,10 @@ impl Inbox {
         &self,
         state: &mut InboxState,
         batch: &mut Vec<FeedMessage>,
+        latency: &Arc<LatencySampler>,
         gate: &Arc<FlowGate>,
     ) {
-        match self.overflow {
+        match &self.overflow {
             SubscriberOverflow::DropNewest => {
                 let room = self.capacity.saturating_sub(state.waiting());
                 if batch.len() > room {
@@ -286,6 +304,9 @@ impl Inbox {
                     gate.close();
                     state.closed_gates.push(gate.clone());
                 }
+            }
+            SubscriberOverflow::Conflate(pointer) => {
+                conflate::make_room(state, batch, latency, pointer, self.capacity, &self.metrics);
             }
         }
     }
@@ -321,6 +342,7 @@ impl Inbox {
         if timings.capacity() == 0 {
             *timings = std::mem::take(&mut state.spare_timings);
         }
+        conflate::take(&mut state, messages, timings, MAX_DELIVER_BATCH);
         while messages.len() < MAX_DELIVER_BATCH {
             let room = MAX_DELIVER_BATCH - messages.len();
             let Some(front) = state.queue.front() else { break };
@@ -406,6 +428,7 @@ impl Inbox {
         let lost = state.queued;
         counter.increment(lost as u64);
         state.queue.clear();
+        state.pending = None;
         state.queued = 0;
         state.ringing = false;
         for gate in state.closed_gates.drain(..) {

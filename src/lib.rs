@@ -20,6 +20,8 @@ mod backoff;
 mod cluster;
 pub mod config;
 mod connection;
+mod continuity;
+mod credentials;
 mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,6 +29,7 @@ mod http;
 mod inbox;
 mod metrics;
 mod nats;
+mod pointer;
 mod router;
 mod secret;
 mod sidecar;
@@ -34,13 +37,20 @@ mod sink;
 mod status;
 mod supervisor;
 pub mod transports;
+mod venue;
 
 pub use connection::{OutboundFill, OutboundQueueError, SendError, SendOutcome};
+pub use continuity::{Discontinuity, DiscontinuityReason, FeedEvent};
 pub use http::limits::OpenFilesError;
 pub use inbox::delivery::{Chunk, DataKind, Deliver, FeedMessage};
 pub use metrics::{install as install_metrics, MetricsError, MetricsHandle};
 pub use router::SubscriptionSpec;
 pub use sidecar::{ShutdownReport, Sidecar, SidecarBuilder, StartError};
 pub use sink::JsonLinesSink;
-pub use status::{CloseRecord, FeedState, FeedStatus, RetryWait};
+pub use status::{
+    CloseRecord, CredentialsStatus, FeedState, FeedStatus, HostWait, HostWaitReason, LegStatus,
+    PacingStatus, RetryWait,
+};
+pub use status::{ShardStatus, SubscriptionStatus, TopicState, TopicStatus};
 pub use supervisor::{ChangeError, FeedReadiness, Readiness, ReloadReport};
+pub use venue::{CooldownStatus, HostStatus, WaitingFeed};

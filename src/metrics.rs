@@ -13,8 +13,10 @@
 //! A removed feed's or subscriber's series leave it ([`remove_feed`],
 //! [`remove_subscriber`]).
 
+pub(crate) mod legs;
 mod process;
 mod registry;
+pub(crate) mod venue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -80,7 +82,9 @@ pub(crate) const SUBSCRIBER_QUEUE_DEPTH: &str = "feedvisor_subscriber_queue_dept
 /// Messages a subscriber finished handling, by `subscriber`.
 pub(crate) const SUBSCRIBER_DELIVERED: &str = "feedvisor_subscriber_delivered_total";
 /// Messages a subscriber never got, by `subscriber` and `reason`
-/// (drop_oldest, drop_newest, subscriber_gone, unsubscribed).
+/// (drop_oldest, drop_newest, subscriber_gone, unsubscribed; conflated:
+/// replaced by a later message of its key, conflate_overflow: pushed out by
+/// more keys than the queue holds).
 pub(crate) const SUBSCRIBER_DROPPED: &str = "feedvisor_subscriber_dropped_total";
 /// Config sinks started again after their actor stopped unasked, by `subscriber`.
 pub(crate) const SUBSCRIBER_RESTARTS: &str = "feedvisor_subscriber_restarts_total";
@@ -154,7 +158,8 @@ impl HistogramBuckets {
         by_name.insert(DELIVERY_LATENCY, delivery.clone());
         by_name.insert(UPSTREAM_LATENCY, Arc::from(self.freshness.as_slice()));
         by_name.insert(HANDSHAKE_DURATION, network.clone());
-        by_name.insert(PING_RTT, network);
+        by_name.insert(PING_RTT, network.clone());
+        by_name.insert(venue::OUTBOUND_PACING_WAIT, network);
         BucketTable { by_name, fallback: delivery }
     }
 }
@@ -243,6 +248,7 @@ pub(crate) fn removals() -> u64 {
 pub struct MetricsError(String);
 
 fn describe() {
+    legs::describe();
     describe_gauge!(FEED_UP, "1 when the feed's connection is open, 0 otherwise.");
     describe_counter!(MESSAGES_RECEIVED, "Whole messages received from the feed, by kind.");
     describe_counter!(BYTES_RECEIVED, Unit::Bytes, "Payload bytes received from the feed.");
@@ -299,12 +305,15 @@ fn describe() {
         "/subscribe requests refused before the upgrade, by reason."
     );
     describe_limits();
+    describe_credentials();
     // Present from the start, so that dashboards and alerts see zeros, not gaps.
     for result in ["ok", "invalid"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
     }
     counter!(ACTOR_RESTARTS, "actor" => "connection").absolute(0);
     describe_cluster();
+    describe_subscriptions();
+    venue::describe();
 }
 
 /// Counts an actor restarted after an unexpected death.
@@ -522,8 +531,14 @@ pub(crate) fn delivery_latency(feed: &str, subscriber: &str) -> Histogram {
 }
 
 /// Why a subscriber never got a message: the `reason` label values of [`SUBSCRIBER_DROPPED`].
-pub(crate) const SUBSCRIBER_DROP_REASONS: [&str; 4] =
-    ["drop_oldest", "drop_newest", "subscriber_gone", "unsubscribed"];
+pub(crate) const SUBSCRIBER_DROP_REASONS: [&str; 6] = [
+    "drop_oldest",
+    "drop_newest",
+    "subscriber_gone",
+    "unsubscribed",
+    "conflated",
+    "conflate_overflow",
+];
 
 /// The handles of one subscriber's metrics (its inbox's), resolved once.
 pub(crate) struct SubscriberMetrics {
@@ -542,12 +557,17 @@ pub(crate) struct SubscriberMetrics {
     pub dropped_gone: Counter,
     /// See [`SUBSCRIBER_DROPPED`] with `reason="unsubscribed"`.
     pub dropped_unsubscribed: Counter,
+    /// See [`SUBSCRIBER_DROPPED`] with `reason="conflated"`.
+    pub dropped_conflated: Counter,
+    /// See [`SUBSCRIBER_DROPPED`] with `reason="conflate_overflow"`.
+    pub dropped_conflate_overflow: Counter,
 }
 
 impl SubscriberMetrics {
     /// Resolves the handles of the subscriber labelled `label`.
     pub(crate) fn new(label: String) -> Self {
-        let [oldest, newest, gone, unsubscribed] = SUBSCRIBER_DROP_REASONS.map(|reason| {
+        let [oldest, newest, gone, unsubscribed, conflated, conflate_overflow] =
+            SUBSCRIBER_DROP_REASONS.map(|reason| {
             counter!(SUBSCRIBER_DROPPED, "subscriber" => label.clone(), "reason" => reason)
         });
         SubscriberMetrics {
@@ -557,6 +577,8 @@ impl SubscriberMetrics {
             dropped_newest: newest,
             dropped_gone: gone,
             dropped_unsubscribed: unsubscribed,
+            dropped_conflated: conflated,
+            dropped_conflate_overflow: conflate_overflow,
             label,
         }
     }
@@ -825,6 +847,24 @@ pub(crate) const HTTP_CONNECTIONS_MAX: &str = "feedvisor_http_connections_max";
 /// Upstream `Retry-After` waits longer than the feed's `max_retry_after`, cut to it, by `feed`.
 pub(crate) const RETRY_AFTER_CAPPED: &str = "feedvisor_retry_after_capped_total";
 
+/// Runs of a feed's credential provider, by `feed` and `result` (`ok` or what failed).
+pub(crate) const CREDENTIALS_FETCHES: &str = "feedvisor_credentials_fetches_total";
+/// Credentials the upstream refused, by `feed` and `reason` (`status`, `close_code`, `reply`).
+pub(crate) const CREDENTIALS_REJECTIONS: &str = "feedvisor_credentials_rejections_total";
+/// Seconds until the feed's current credentials expire, when the provider said.
+pub(crate) const CREDENTIALS_EXPIRES_IN: &str = "feedvisor_credentials_expires_in_seconds";
+
+/// Describes the credential providers' metrics.
+fn describe_credentials() {
+    describe_counter!(CREDENTIALS_FETCHES, "Runs of the feed's credential provider, by result.");
+    describe_counter!(CREDENTIALS_REJECTIONS, "Credentials the upstream refused, by reason.");
+    describe_gauge!(
+        CREDENTIALS_EXPIRES_IN,
+        Unit::Seconds,
+        "Time until the feed's current credentials expire, when the provider gives expires_at."
+    );
+}
+
 /// Describes the metrics of the limits that guard the sidecar.
 fn describe_limits() {
     describe_gauge!(HTTP_CONNECTIONS, "Connections the admin HTTP server holds now.");
@@ -836,6 +876,99 @@ fn describe_limits() {
         RETRY_AFTER_CAPPED,
         "Retry-After waits longer than the feed's max_retry_after, cut to it."
     );
+}
+
+/// Topics of a feed's generated subscriptions, by `state` (pending, active,
+/// rejected, timed_out), every shard's together.
+pub(crate) const SUBSCRIPTION_TOPICS: &str = "feedvisor_subscription_topics";
+/// Active topics without a message for `subscribe.stale_after`.
+pub(crate) const SUBSCRIPTION_STALE_TOPICS: &str = "feedvisor_subscription_stale_topics";
+/// Times an active topic went stale.
+pub(crate) const SUBSCRIPTION_STALE: &str = "feedvisor_subscription_stale_total";
+/// Generated subscribe messages handed to the connection.
+pub(crate) const SUBSCRIPTION_REQUESTS: &str = "feedvisor_subscription_requests_total";
+/// Replies matched to a subscribe message, by `result` (ack, rejected).
+pub(crate) const SUBSCRIPTION_REPLIES: &str = "feedvisor_subscription_replies_total";
+/// Subscribe messages whose reply did not come within `subscribe.ack.timeout`.
+pub(crate) const SUBSCRIPTION_TIMEOUTS: &str = "feedvisor_subscription_timeouts_total";
+/// Connections a feed's topics are spread over (`max_topics_per_connection`).
+pub(crate) const FEED_SHARDS: &str = "feedvisor_feed_shards";
+/// 1 while a shard's connection is open, by `shard` (its index).
+pub(crate) const SHARD_UP: &str = "feedvisor_shard_up";
+
+fn describe_subscriptions() {
+    describe_gauge!(SUBSCRIPTION_TOPICS, "Topics of the feed's generated subscriptions, by state.");
+    describe_gauge!(SUBSCRIPTION_STALE_TOPICS, "Active topics without a message for stale_after.");
+    describe_counter!(SUBSCRIPTION_STALE, "Times an active topic went stale.");
+    describe_counter!(SUBSCRIPTION_REQUESTS, "Generated subscribe messages sent.");
+    describe_counter!(SUBSCRIPTION_REPLIES, "Replies matched to a subscribe message, by result.");
+    describe_counter!(SUBSCRIPTION_TIMEOUTS, "Subscribe messages without a reply in time.");
+    describe_gauge!(FEED_SHARDS, "Connections the feed's topics are spread over.");
+    describe_gauge!(SHARD_UP, "1 while a shard's connection is open, by shard.");
+}
+
+/// The handles of one connection's generated subscriptions. The topic
+/// gauges are per feed and every shard adds its own part to them
+/// ([`SubscriptionMetrics::add`]), so a sharded feed counts every topic once.
+pub(crate) struct SubscriptionMetrics {
+    /// See [`SUBSCRIPTION_TOPICS`], one per state in `TopicState::ALL` order.
+    pub topics: [Gauge; 4],
+    /// See [`SUBSCRIPTION_STALE_TOPICS`].
+    pub stale_topics: Gauge,
+    /// See [`SUBSCRIPTION_STALE`].
+    pub went_stale: Counter,
+    /// See [`SUBSCRIPTION_REQUESTS`].
+    pub requests: Counter,
+    /// See [`SUBSCRIPTION_REPLIES`] with `result="ack"`.
+    pub acks: Counter,
+    /// See [`SUBSCRIPTION_REPLIES`] with `result="rejected"`.
+    pub rejections: Counter,
+    /// See [`SUBSCRIPTION_TIMEOUTS`].
+    pub timeouts: Counter,
+    /// See [`SHARD_UP`]; `None` for a feed on one connection.
+    pub shard_up: Option<Gauge>,
+}
+
+impl SubscriptionMetrics {
+    /// Resolves the handles for `feed`; `states` are the `state` label values in order.
+    pub(crate) fn new(feed: &str, states: [&'static str; 4]) -> Self {
+        let label = feed.to_owned();
+        SubscriptionMetrics {
+            topics: states.map(
+                |state| gauge!(SUBSCRIPTION_TOPICS, "feed" => label.clone(), "state" => state),
+            ),
+            stale_topics: gauge!(SUBSCRIPTION_STALE_TOPICS, "feed" => label.clone()),
+            went_stale: counter!(SUBSCRIPTION_STALE, "feed" => label.clone()),
+            requests: counter!(SUBSCRIPTION_REQUESTS, "feed" => label.clone()),
+            acks: counter!(SUBSCRIPTION_REPLIES, "feed" => label.clone(), "result" => "ack"),
+            rejections: counter!(SUBSCRIPTION_REPLIES, "feed" => label.clone(), "result" => "rejected"),
+            timeouts: counter!(SUBSCRIPTION_TIMEOUTS, "feed" => label),
+            shard_up: None,
+        }
+    }
+
+    /// Adds the handle of shard `index` of the feed.
+    pub(crate) fn in_shard(&mut self, feed: &str, index: usize) {
+        self.shard_up =
+            Some(gauge!(SHARD_UP, "feed" => feed.to_owned(), "shard" => index.to_string()));
+    }
+
+    /// Adds this connection's change to the feed's topic gauges.
+    pub(crate) fn add(&self, topics: [f64; 4], stale: f64) {
+        for (gauge, delta) in self.topics.iter().zip(topics) {
+            if delta != 0.0 {
+                gauge.increment(delta);
+            }
+        }
+        if stale != 0.0 {
+            self.stale_topics.increment(stale);
+        }
+    }
+}
+
+/// Sets how many connections feed `feed`'s topics are spread over.
+pub(crate) fn feed_shards(feed: &str, shards: usize) {
+    gauge!(FEED_SHARDS, "feed" => feed.to_owned()).set(shards as f64);
 }
 
 #[cfg(test)]

@@ -139,7 +139,8 @@ impl Target {
     fn wants(&self, message: &FeedMessage) -> bool {
         match (&self.topics, &message.topic) {
             (None, _) => true,
-            (Some(_), None) => false,
+            // A discontinuity event has no topic and reaches every subscriber of its feed.
+            (Some(_), None) => message.discontinuity.is_some(),
             (Some(patterns), Some(topic)) => patterns.iter().any(|pattern| pattern.matches(topic)),
         }
     }
@@ -489,6 +490,7 @@ mod tests {
             gap_before: None,
             sequence: None,
             chunk: None,
+            discontinuity: None,
         }
     }
 

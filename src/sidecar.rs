@@ -138,8 +138,9 @@ impl SidecarBuilder {
         let cluster_context: Option<Context<Cluster>> =
             cluster_config.as_ref().map(|_| Context::new());
         let cluster = cluster_context.as_ref().map(Context::address);
-        let supervisor =
-            Supervisor::new(config, config_path, transports, router.clone(), routes).start();
+        let supervisor = Supervisor::new(config, config_path, transports, router.clone(), routes);
+        let hosts = supervisor.hosts();
+        let supervisor = supervisor.start();
         let admin = if serve_http {
             let listen = http_config.listen;
             let server = http::start(
@@ -148,6 +149,7 @@ impl SidecarBuilder {
                 router.clone(),
                 metrics.clone(),
                 cluster.clone(),
+                hosts,
             )
             .map_err(|source| StartError::Http { addr: listen, source })?;
             Some(server)

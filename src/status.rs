@@ -11,6 +11,13 @@ use serde::Serialize;
 
 use feedvisor_transport_api::CloseFrame;
 
+mod subscriptions;
+pub use subscriptions::{ShardStatus, SubscriptionStatus, TopicState, TopicStatus};
+pub(crate) use subscriptions::{SubscriptionCell, TopicRecord};
+mod venue;
+
+pub use venue::{HostWait, HostWaitReason, PacingStatus};
+
 /// Where a feed's connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +96,17 @@ struct Details {
     last_close: Option<CloseRecord>,
     /// The wait before the next connect attempt, while backing off.
     retry: Option<RetryWait>,
+    /// The credential provider's runs, for a feed that has one.
+    credentials: Option<CredentialsStatus>,
+    /// Outbound pacing (`outbound_rate`) and the wait for the host's connect budget.
+    venue: VenueDetails,
+}
+
+/// What `src/venue/` shows of a feed.
+#[derive(Debug, Default, Clone)]
+struct VenueDetails {
+    host_wait: Option<HostWait>,
+    pacing: Option<PacingStatus>,
 }
 
 /// A feed's wait before its next connect attempt, while it backs off.
@@ -103,6 +121,27 @@ pub struct RetryWait {
     pub capped: bool,
 }
 
+/// A feed's credential provider in its status (`GET /feeds`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CredentialsStatus {
+    /// `exec` or `http`.
+    pub provider: &'static str,
+    /// When the last good run ended (RFC 3339), if there was one.
+    pub fetched_at: Option<String>,
+    /// When those credentials expire (RFC 3339), if the provider said.
+    pub expires_at: Option<String>,
+    /// Good runs.
+    pub fetches: u64,
+    /// Failed runs.
+    pub failures: u64,
+    /// What failed in the last failed run (an exit status, a timeout), never its output.
+    pub last_failure: Option<String>,
+    /// Times the upstream refused credentials (a handshake status, a close code, a reply).
+    pub rejections: u64,
+    /// How the upstream last refused them.
+    pub last_rejection: Option<String>,
+}
+
 /// One feed's live status: written by its connection actor, read by the
 /// supervisor and the HTTP API without a message to the actor.
 #[derive(Debug)]
@@ -113,6 +152,8 @@ pub(crate) struct StatusCell {
     reconnects: AtomicU64,
     outbound_queued: AtomicU64,
     details: Mutex<Details>,
+    /// The generated subscriptions' topics on this connection (empty without `subscribe`).
+    subscriptions: SubscriptionCell,
 }
 
 impl Default for StatusCell {
@@ -124,6 +165,7 @@ impl Default for StatusCell {
             reconnects: AtomicU64::new(0),
             outbound_queued: AtomicU64::new(0),
             details: Mutex::new(Details::default()),
+            subscriptions: SubscriptionCell::default(),
         }
     }
 }
@@ -208,6 +250,41 @@ impl StatusCell {
     pub(crate) fn retry(&self) -> Option<RetryWait> {
         self.details().retry.clone()
     }
+
+    /// The generated subscriptions' topics on this connection.
+    pub(crate) fn subscriptions(&self) -> &SubscriptionCell {
+        &self.subscriptions
+    }
+
+    /// Publishes the credential provider's status.
+    pub(crate) fn set_credentials(&self, credentials: CredentialsStatus) {
+        self.details().credentials = Some(credentials);
+    }
+
+    /// The credential provider's status, for a feed that has one.
+    pub(crate) fn credentials(&self) -> Option<CredentialsStatus> {
+        self.details().credentials.clone()
+    }
+
+    /// Sets (or clears) the wait for the host's connect budget or cool-down.
+    pub(crate) fn set_host_wait(&self, wait: Option<HostWait>) {
+        self.details().venue.host_wait = wait;
+    }
+
+    /// The wait for the host, while there is one.
+    pub(crate) fn host_wait(&self) -> Option<HostWait> {
+        self.details().venue.host_wait.clone()
+    }
+
+    /// Sets the feed's pacing status.
+    pub(crate) fn set_pacing(&self, pacing: Option<PacingStatus>) {
+        self.details().venue.pacing = pacing;
+    }
+
+    /// The feed's pacing status, when it is paced.
+    pub(crate) fn pacing(&self) -> Option<PacingStatus> {
+        self.details().venue.pacing.clone()
+    }
 }
 
 /// A feed's status as reported by `GET /feeds`.
@@ -238,6 +315,39 @@ pub struct FeedStatus {
     /// While backing off: the wait before the next attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryWait>,
+    /// The generated subscriptions (`subscribe`), every shard's topics together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<SubscriptionStatus>,
+    /// The connections of a feed spread over several (`max_topics_per_connection`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<ShardStatus>>,
+    /// The credential provider's runs and rejections, for a feed that has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsStatus>,
+    /// While waiting for its host's connect budget or cool-down (`[[hosts]]`): for what, until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_wait: Option<HostWait>,
+    /// When paced (`outbound_rate`): the rate and what it holds now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<PacingStatus>,
+    /// On a feed with redundant legs (`urls`), each leg; empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<LegStatus>,
+}
+
+/// One leg in `/feeds`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LegStatus {
+    /// The leg's index (its `leg` label in `/metrics`).
+    pub leg: usize,
+    /// Its URL, with any password and query string hidden.
+    pub url: String,
+    /// Its connection's state.
+    pub state: FeedState,
+    /// Connections it opened after the first one.
+    pub reconnects: u64,
+    /// Its last error, if any.
+    pub last_error: Option<String>,
 }
 
 #[cfg(test)]

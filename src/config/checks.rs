@@ -80,21 +80,7 @@ pub(super) fn label(section: &str, index: usize, name: Option<&str>) -> String {
 
 /// A JSON pointer (RFC 6901): empty, or `/`-separated with `~0` and `~1` escapes.
 pub(super) fn check_pointer(pointer: &str) -> Result<(), String> {
-    if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON pointer: start it with '/', such as \"/symbol\""
-        ));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON pointer: \
-                 '~' must be followed by 0 or 1 (\"~0\" is '~', \"~1\" is '/')"
-            ));
-        }
-    }
-    Ok(())
+    crate::pointer::check_syntax(pointer)
 }
 
 /// A header name must be an HTTP token; which headers a transport sets

@@ -38,8 +38,12 @@ mod admin;
 mod checks;
 mod cluster;
 mod compression;
+mod conflate;
+mod credentials;
 mod env;
 mod heartbeat;
+mod legs;
+mod limits;
 mod metrics;
 mod network;
 mod queue;
@@ -49,6 +53,7 @@ mod roundtrip_tests;
 mod scope;
 mod session;
 mod show;
+mod subscribe;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -68,14 +73,26 @@ pub use checks::parse_duration;
 pub(crate) use cluster::{is_kv_key, shown_nats_url};
 pub use cluster::{ClusterConfig, NatsUnreachable, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
 pub use compression::PayloadDecoding;
+pub(crate) use credentials::refuse_exec_credentials;
+pub use credentials::{
+    placeholders, CredentialSource, CredentialsConfig, HttpSource, Refresh, RejectedReply,
+    Rejections, PLACEHOLDER_PREFIX,
+};
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
+pub use legs::{DedupWindow, Redundancy, MAX_DEDUP_ENTRIES, MAX_LEGS};
+pub use limits::{
+    ConnectBudget, HostLimits, OutboundRate, DEFAULT_COOLDOWN, DEFAULT_COOLDOWN_STATUSES,
+    MAX_LIMIT_DURATION,
+};
 pub use metrics::{HistogramBuckets, MetricsConfig, TimestampConfig, TimestampUnit};
 pub use queue::{OutboundQueueConfig, Overflow};
 pub(crate) use show::{format_duration, format_size, mode_name};
+pub use subscribe::{AckConfig, SubscribeConfig};
+pub(crate) use subscribe::{ID_PLACEHOLDER, TOPICS_PLACEHOLDER};
 pub use subscriber::SubscriberConfig;
 
 pub use crate::backoff::{Jitter, PolicyKind, ReconnectPolicy};
-pub use crate::inbox::{SubscriberOverflow, DEFAULT_QUEUE};
+pub use crate::inbox::{KeyPointer, KeyPointerError, SubscriberOverflow, DEFAULT_QUEUE};
 pub use crate::secret::Secret;
 pub use crate::sink::{
     ExecSinkConfig, FileLayout, FileSinkConfig, NatsSinkConfig, SinkConfig, SinkKind,
@@ -106,6 +123,8 @@ pub struct Config {
     /// `[cluster]`: the feed list shared with other replicas through NATS;
     /// `None`: this process runs the feeds of its file alone.
     pub cluster: Option<ClusterConfig>,
+    /// `[[hosts]]`: connect budgets and cool-downs, each shared by every feed to its host.
+    pub hosts: Vec<HostLimits>,
 }
 
 impl Default for Config {
@@ -119,6 +138,7 @@ impl Default for Config {
             workers: None,
             metrics: MetricsConfig::default(),
             cluster: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -195,6 +215,11 @@ pub struct FeedDefaults {
     /// The heartbeat message as written, when it uses `${VAR}`: for display,
     /// and for feeds that inherit it.
     pub unexpanded_heartbeat_message: Option<String>,
+    /// Default [`FeedConfig::credentials`]; a feed's table overrides it field by field.
+    pub credentials: Option<CredentialsConfig>,
+    /// Default pacing of a feed's messages upstream, for feeds that set none
+    /// and whose `[[hosts]]` entry sets none; `None`: not paced.
+    pub outbound_rate: Option<OutboundRate>,
 }
 
 impl FeedDefaults {
@@ -225,6 +250,8 @@ impl Default for FeedDefaults {
             tls: TlsOptions::default(),
             proxy: ProxyOptions::default(),
             unexpanded_heartbeat_message: None,
+            credentials: None,
+            outbound_rate: None,
         }
     }
 }
@@ -290,8 +317,22 @@ pub struct FeedConfig {
     /// How each binary message's payload is encoded, inflated before
     /// anything else looks at it; `None`: delivered as received.
     pub decode: Option<PayloadDecoding>,
+    /// Subscribe messages generated from a topic list, sent after `on_open`
+    /// on every connect, and the connections the topics are spread over;
+    /// `None`: none.
+    pub subscribe: Option<SubscribeConfig>,
+    /// At most this many messages upstream per rolling window, as the feed
+    /// set it; `None`: its `[[hosts]]` entry's, else `[defaults]`'s, else not paced.
+    pub outbound_rate: Option<OutboundRate>,
     /// The fields that used `${VAR}`, as written: for display.
     pub unexpanded: Unexpanded,
+    /// The credential provider run before every connect attempt; `None`: none.
+    pub credentials: Option<CredentialsConfig>,
+    /// Redundant legs (`urls`); `None`: one connection to `url`. With legs,
+    /// `url` is the first leg's.
+    pub redundancy: Option<Redundancy>,
+    /// Replace the connection make-before-break this often; `None`: never.
+    pub rotate_every: Option<Duration>,
 }
 
 /// The text of fields that used `${VAR}`, before expansion, so that `Debug`
@@ -334,7 +375,12 @@ impl FeedConfig {
             stale_after: None,
             compression: None,
             decode: None,
+            subscribe: None,
+            outbound_rate: None,
             unexpanded: Unexpanded::default(),
+            credentials: None,
+            redundancy: None,
+            rotate_every: None,
         }
     }
 

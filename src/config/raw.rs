@@ -42,6 +42,9 @@ pub(crate) struct RawConfig {
     pub metrics: Option<RawMetrics>,
     /// `[cluster]`: replicas sharing the feed list through NATS.
     pub cluster: Option<RawCluster>,
+    /// `[[hosts]]`: connect budgets and cool-downs shared by the feeds to one host.
+    #[serde(default)]
+    pub hosts: Vec<RawHost>,
 }
 
 /// `[cluster]`, checked in `cluster.rs`.
@@ -117,6 +120,10 @@ pub(crate) struct RawDefaults {
     pub tls: Option<RawTls>,
     /// Default `proxy`.
     pub proxy: Option<String>,
+    /// `[defaults.credentials]`: feeds override it field by field.
+    pub credentials: Option<RawCredentials>,
+    /// Default `outbound_rate`.
+    pub outbound_rate: Option<RawOutboundRate>,
 }
 
 /// One `[[feeds]]` entry, or the JSON body that adds a feed at run time.
@@ -180,6 +187,83 @@ pub(crate) struct RawFeed {
     pub server_no_context_takeover: Option<bool>,
     /// Each binary message's payload is inflated from this encoding.
     pub decode: Option<RawDecode>,
+    /// Subscribe messages generated from a topic list, sent after `on_open`.
+    pub subscribe: Option<RawSubscribe>,
+    /// Spreads `subscribe.topics` over connections of at most this many topics each.
+    pub max_topics_per_connection: Option<u64>,
+    /// The credential provider run before every connect; overrides
+    /// `[defaults.credentials]` field by field, or `"none"`.
+    pub credentials: Option<RawCredentials>,
+    /// At most this many messages upstream per rolling window.
+    pub outbound_rate: Option<RawOutboundRate>,
+    /// Redundant legs, one URL each (exclusive with `url`); `${VAR}` expanded.
+    pub urls: Option<Vec<String>>,
+    /// How the legs are used: `"all"`.
+    pub redundancy: Option<RawRedundancy>,
+    /// Without `sequence`: how long (or how many messages) payload hashes are remembered.
+    pub dedup_window: Option<RawDedupWindow>,
+    /// How long a leg that runs ahead waits for another to fill the gap.
+    pub gap_fill_wait: Option<RawDuration>,
+    /// How many messages are held at most while a gap waits to be filled.
+    pub gap_fill_max: Option<u64>,
+    /// Replace the connection make-before-break this often; `"0s"` is off.
+    pub rotate_every: Option<RawDuration>,
+}
+
+/// `subscribe = { template, topics, per_message, ack, stale_after, replay_rejected }`,
+/// checked in `subscribe.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubscribe {
+    /// The message text, with `{{topics}}` (and `{{id}}` with `ack`).
+    pub template: Option<String>,
+    /// The topics to subscribe to.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Topics per subscribe message.
+    pub per_message: Option<u64>,
+    /// How the server's replies acknowledge or refuse a subscribe message.
+    pub ack: Option<RawSubscribeAck>,
+    /// A subscribed topic without a message for this long is reported stale.
+    pub stale_after: Option<RawDuration>,
+    /// Whether topics the server rejected are subscribed to again after a reconnect.
+    pub replay_rejected: Option<bool>,
+}
+
+/// `subscribe.ack = { id, error, success, success_value, reason, timeout }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubscribeAck {
+    /// JSON pointer to the id a reply echoes.
+    pub id: Option<String>,
+    /// JSON pointer whose presence marks a rejection.
+    pub error: Option<String>,
+    /// JSON pointer whose presence (or value) marks success.
+    pub success: Option<String>,
+    /// The value `success` must hold.
+    pub success_value: Option<String>,
+    /// JSON pointer to the server's reason for a rejection.
+    pub reason: Option<String>,
+    /// How long a subscribe message waits for its reply.
+    pub timeout: Option<RawDuration>,
+}
+
+/// `redundancy = "all"`: the only way legs are used today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawRedundancy {
+    /// Every leg connected and subscribed; the first copy of each message wins.
+    All,
+}
+
+/// `dedup_window = "5s"` or `dedup_window = 10000` (messages).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawDedupWindow {
+    /// The last this many messages.
+    Count(u64),
+    /// Messages that arrived within this long.
+    Time(RawDuration),
 }
 
 /// `compression = "deflate" | "off"`, mapped onto the transport API's `Compression`.
@@ -505,4 +589,127 @@ fn root_as_empty(path: String) -> String {
     } else {
         path
     }
+}
+
+/// `credentials = { ... }` of a feed or `[defaults.credentials]`, or
+/// `credentials = "none"` (a feed that takes none from `[defaults]`).
+#[derive(Debug)]
+pub(crate) enum RawCredentials {
+    /// `"none"`, or another string (refused by the validation step).
+    Named(String),
+    /// The provider's table (boxed: most feeds have none, and a feed's raw struct stays small).
+    Table(Box<RawCredentialsTable>),
+}
+
+impl<'de> Deserialize<'de> for RawCredentials {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CredentialsVisitor;
+        impl<'de> de::Visitor<'de> for CredentialsVisitor {
+            type Value = RawCredentials;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table such as { exec = [\"./get-token.sh\"] }, or \"none\"")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawCredentials, E> {
+                Ok(RawCredentials::Named(value.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawCredentials, A::Error> {
+                let deserializer = de::value::MapAccessDeserializer::new(map);
+                RawCredentialsTable::deserialize(deserializer)
+                    .map(|table| RawCredentials::Table(Box::new(table)))
+            }
+        }
+        deserializer.deserialize_any(CredentialsVisitor)
+    }
+}
+
+/// The credential provider's table as written: every field optional, so
+/// that a feed's table overrides only what it sets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredentialsTable {
+    /// A program and its arguments, run without a shell.
+    pub exec: Option<Vec<String>>,
+    /// An HTTP request.
+    pub http: Option<RawCredentialsHttp>,
+    /// `"20m"` (a period) or `"80%"` (a share of the remaining life).
+    pub refresh: Option<RawDuration>,
+    /// How long one run may take.
+    pub timeout: Option<RawDuration>,
+    /// The most output read from one run.
+    pub max_output: Option<RawSize>,
+    /// What counts as the upstream refusing the credentials.
+    pub rejected: Option<RawRejected>,
+}
+
+/// `credentials.http = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredentialsHttp {
+    /// Required; `${VAR}` expanded.
+    pub url: Option<String>,
+    /// `GET` (the default), `POST` or `PUT`.
+    pub method: Option<String>,
+    /// Request headers; values `${VAR}` expanded.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body; `${VAR}` expanded.
+    pub body: Option<String>,
+}
+
+/// `credentials.rejected = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRejected {
+    /// Handshake HTTP statuses.
+    pub statuses: Option<Vec<u16>>,
+    /// Close codes from the peer.
+    pub close_codes: Option<Vec<u16>>,
+    /// A message from the peer.
+    pub reply: Option<RawRejectedReply>,
+}
+
+/// `credentials.rejected.reply = { pointer = "/error", contains = "expired" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRejectedReply {
+    /// JSON pointer to the text to look in; absent: the whole message.
+    pub pointer: Option<String>,
+    /// What that text contains.
+    pub contains: Option<String>,
+}
+
+/// `outbound_rate = { messages, per, count_pings }` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutboundRate {
+    /// Messages allowed per window; required.
+    pub messages: Option<u64>,
+    /// The rolling window; required.
+    pub per: Option<RawDuration>,
+    /// Whether heartbeat pings count (and wait) too; default false.
+    pub count_pings: Option<bool>,
+}
+
+/// One `[[hosts]]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHost {
+    /// `"api.example.com"` (any port) or `"api.example.com:443"`; required.
+    #[serde(rename = "match")]
+    pub host: Option<String>,
+    /// Connect attempts allowed per `per`, shared by every feed to the host.
+    pub connects: Option<u64>,
+    /// The rolling window of `connects`.
+    pub per: Option<RawDuration>,
+    /// The cool-down when the host refuses without `Retry-After`.
+    pub cooldown: Option<RawDuration>,
+    /// The longest cool-down, whatever `Retry-After` asks; default each feed's `reconnect.max_retry_after`.
+    pub max_cooldown: Option<RawDuration>,
+    /// Handshake statuses that start a cool-down; default 429 and 503.
+    pub cooldown_statuses: Option<Vec<u16>>,
+    /// Close codes from the host that start a cool-down; default none.
+    #[serde(default)]
+    pub cooldown_close_codes: Vec<u16>,
+    /// Default `outbound_rate` of each connection to the host.
+    pub outbound_rate: Option<RawOutboundRate>,
 }

@@ -4,11 +4,12 @@
 //! `${VAR}`s. Validation (`validate.rs`) and the steps it calls
 //! (`session.rs`, `subscriber.rs`) all import it, so imports run one way.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::checks::{parse_duration, parse_size};
-use super::env::expand;
+use super::checks::{check_header_name, is_token, parse_duration, parse_size};
+use super::env::{expand, has_reference};
 use super::raw::{RawDuration, RawSize};
 use super::{format_size, FieldError};
 use crate::transports::TransportRegistry;
@@ -102,6 +103,41 @@ impl Scope<'_> {
             Ok(duration) => Some(duration),
             Err(message) => self.fail(field, message),
         }
+    }
+
+    /// Handshake or request headers under `section` (`headers`,
+    /// `credentials.http.headers`): names checked, values `${VAR}` expanded
+    /// and free of control characters; the valid ones, in order.
+    pub(super) fn headers(
+        &mut self,
+        section: &str,
+        raw: &BTreeMap<String, String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<(String, String)> {
+        let mut headers = Vec::with_capacity(raw.len());
+        for (header, template) in raw {
+            let field = if is_token(header) {
+                format!("{section}.{header}")
+            } else {
+                format!("{section}.{header:?}")
+            };
+            if let Err(message) = check_header_name(header) {
+                self.error(&field, message);
+            }
+            let Some(value) = self.expand(&field, template, env) else { continue };
+            if value.bytes().all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f)) {
+                headers.push((header.clone(), value));
+            } else {
+                let hint = if has_reference(template) {
+                    " (is there a trailing newline in the variable?)"
+                } else {
+                    ""
+                };
+                let message = format!("value contains a control character such as CR or LF{hint}");
+                self.error(&field, message);
+            }
+        }
+        headers
     }
 
     /// Records an error and gives up on the field.

@@ -14,10 +14,13 @@ use feedvisor_transport_api::{Compression, DeliveryMode, Framing, TlsOptions, Tr
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
+use super::env::has_reference;
 use super::heartbeat::as_written;
+use super::legs::{DedupWindow, Redundancy};
 use super::network::show_proxy;
 use super::{
     FeedConfig, FeedDefaults, HeartbeatConfig, HeartbeatKind, OutboundQueueConfig, ReplyMatch,
+    SubscribeConfig,
 };
 use crate::backoff::ReconnectPolicy;
 
@@ -51,6 +54,11 @@ impl fmt::Debug for FeedConfig {
             .field("stale_after", &self.stale_after)
             .field("compression", &self.compression)
             .field("decode", &self.decode)
+            .field("subscribe", &self.subscribe)
+            .field("credentials", &self.credentials)
+            .field("outbound_rate", &self.outbound_rate)
+            .field("legs", &self.redundancy.as_ref().map(|legs| legs.urls.len()))
+            .field("rotate_every", &self.rotate_every)
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +79,8 @@ impl Serialize for FeedConfig {
         }
         let mut out = serializer.serialize_struct("FeedConfig", 19)?;
         out.serialize_field("name", &self.name)?;
-        out.serialize_field("url", &self.display_url())?;
+        let (legs, sequenced) = (self.redundancy.as_ref(), self.sequence.is_some());
+        show_legs(legs, self.rotate_every, sequenced, &self.display_url(), &mut out)?;
         out.serialize_field("mode", mode_name(self.mode))?;
         match &self.topic {
             Some(topic) => out.serialize_field("topic", topic)?,
@@ -120,6 +129,9 @@ impl Serialize for FeedConfig {
             Some(decode) => out.serialize_field("decode", decode.name())?,
             None => out.skip_field("decode")?,
         }
+        show_subscribe(self.subscribe.as_ref(), &mut out)?;
+        optional_field(&mut out, "credentials", self.credentials.as_ref())?;
+        optional_field(&mut out, "outbound_rate", self.outbound_rate.as_ref())?;
         out.end()
     }
 }
@@ -169,6 +181,8 @@ impl fmt::Debug for FeedDefaults {
             .field("idle_timeout", &self.idle_timeout)
             .field("outbound_queue", &self.outbound_queue)
             .field("required", &self.required)
+            .field("credentials", &self.credentials)
+            .field("outbound_rate", &self.outbound_rate)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +200,8 @@ impl Serialize for FeedDefaults {
         out.serialize_field("idle_timeout", &format_off(self.idle_timeout))?;
         out.serialize_field("outbound_queue", &ShowQueue(&self.outbound_queue))?;
         out.serialize_field("required", &self.required)?;
+        optional_field(&mut out, "credentials", self.credentials.as_ref())?;
+        optional_field(&mut out, "outbound_rate", self.outbound_rate.as_ref())?;
         out.end()
     }
 }
@@ -355,5 +371,115 @@ pub(super) fn mask_query(url: &str) -> String {
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?{REDACTED}"),
         None => url.to_owned(),
+    }
+}
+
+/// A feed's `subscribe` table and `max_topics_per_connection`, as a config
+/// file writes them (nothing when the feed has none).
+fn show_subscribe<S: SerializeStruct>(
+    subscribe: Option<&SubscribeConfig>,
+    out: &mut S,
+) -> Result<(), S::Error> {
+    struct Table<'a>(&'a SubscribeConfig);
+    impl Serialize for Table<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let subscribe = self.0;
+            let mut map = serializer.serialize_map(None)?;
+            map.serialize_entry("template", &subscribe.template)?;
+            map.serialize_entry("topics", &subscribe.topics)?;
+            map.serialize_entry("per_message", &subscribe.per_message)?;
+            if let Some(ack) = &subscribe.ack {
+                map.serialize_entry("ack", &Ack(ack))?;
+            }
+            if let Some(after) = subscribe.stale_after {
+                map.serialize_entry("stale_after", &format_duration(after))?;
+            }
+            map.serialize_entry("replay_rejected", &subscribe.replay_rejected)?;
+            map.end()
+        }
+    }
+    struct Ack<'a>(&'a super::AckConfig);
+    impl Serialize for Ack<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let ack = self.0;
+            let mut map = serializer.serialize_map(None)?;
+            map.serialize_entry("id", &ack.id)?;
+            let optional = [
+                ("error", &ack.error),
+                ("success", &ack.success),
+                ("success_value", &ack.success_value),
+                ("reason", &ack.reason),
+            ];
+            for (name, value) in optional {
+                if let Some(value) = value {
+                    map.serialize_entry(name, value)?;
+                }
+            }
+            map.serialize_entry("timeout", &format_duration(ack.timeout))?;
+            map.end()
+        }
+    }
+    let Some(subscribe) = subscribe else { return Ok(()) };
+    out.serialize_field("subscribe", &Table(subscribe))?;
+    if let Some(max) = subscribe.max_topics_per_connection {
+        out.serialize_field("max_topics_per_connection", &max)?;
+    }
+    Ok(())
+}
+
+impl Redundancy {
+    /// Leg `index`'s URL as it may be shown: `${VAR}` as written, password and query masked.
+    pub(crate) fn display_url(&self, index: usize) -> String {
+        match self.written.get(index).and_then(Option::as_deref) {
+            Some(written) if has_reference(written) => mask_literal_query(&mask_password(written)),
+            Some(written) => mask_query(&mask_password(written)),
+            None => self
+                .urls
+                .get(index)
+                .map_or_else(String::new, |url| mask_query(&mask_password(url.as_str()))),
+        }
+    }
+}
+
+/// Writes `url` (one leg) or `urls` and the legs' settings, in the config's shape.
+fn show_legs<S: SerializeStruct>(
+    redundancy: Option<&Redundancy>,
+    rotate_every: Option<Duration>,
+    sequenced: bool,
+    display_url: &str,
+    out: &mut S,
+) -> Result<(), S::Error> {
+    match redundancy {
+        None => out.serialize_field("url", display_url)?,
+        Some(legs) => {
+            let urls: Vec<String> = (0..legs.urls.len()).map(|i| legs.display_url(i)).collect();
+            out.serialize_field("urls", &urls)?;
+            out.serialize_field("redundancy", "all")?;
+            match legs.dedup_window {
+                _ if sequenced => out.skip_field("dedup_window")?,
+                DedupWindow::Time(window) => {
+                    out.serialize_field("dedup_window", &format_duration(window))?
+                }
+                DedupWindow::Count(count) => out.serialize_field("dedup_window", &count)?,
+            }
+            out.serialize_field("gap_fill_wait", &format_duration(legs.gap_fill_wait))?;
+            out.serialize_field("gap_fill_max", &legs.gap_fill_max)?;
+        }
+    }
+    if let Some(every) = rotate_every {
+        out.serialize_field("rotate_every", &format_duration(every))?;
+    }
+    Ok(())
+}
+
+/// Writes `value` as field `name`, or skips the field when there is none.
+fn optional_field<S: SerializeStruct, T: Serialize + ?Sized>(
+    out: &mut S,
+    name: &'static str,
+    value: Option<&T>,
+) -> Result<(), S::Error> {
+    match value {
+        Some(value) => out.serialize_field(name, value),
+        None => out.skip_field(name),
     }
 }

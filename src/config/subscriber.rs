@@ -85,7 +85,7 @@ pub(super) fn endpoint(
         slow_client_timeout,
         allowed_origins,
         queue: queue(scope, raw.queue),
-        overflow: raw.overflow.unwrap_or_default(),
+        overflow: raw.overflow.clone().unwrap_or_default(),
     }
 }
 
@@ -134,7 +134,7 @@ pub(super) fn subscriber(
         feeds: raw.feeds.clone()?,
         topics: raw.topics.clone(),
         queue,
-        overflow: raw.overflow.unwrap_or_default(),
+        overflow: raw.overflow.clone().unwrap_or_default(),
         sink: sink?,
     })
 }

@@ -12,14 +12,17 @@ use std::net::SocketAddr;
 use feedvisor_transport_api::{DeliveryMode, FeedOptions, Framing, OptionProblem, TlsOptions};
 
 use super::admin;
-use super::checks::{check_header_name, check_name, check_pointer, is_token, label, parse_url};
+use super::checks::{check_name, check_pointer, is_token, label, parse_url};
 use super::compression;
-use super::env::{has_reference, shown_as_written};
+use super::credentials;
+use super::env::shown_as_written;
+use super::limits;
 use super::metrics;
 use super::network;
 use super::raw::{RawConfig, RawDefaults, RawFeed, RawHttp, RawMode};
 use super::scope::{Context, Scope};
 use super::session::{self, Heartbeat};
+use super::subscribe;
 use super::subscriber;
 use super::HeartbeatKind;
 use super::{
@@ -102,6 +105,8 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
         super::cluster::cluster(raw_cluster, &raw.feeds, context, &mut errors)
     });
     super::cluster::check_subscribers(cluster.is_some(), &subscribers, &mut errors);
+    super::conflate::check_stream_feeds(&raw.subscribers, &subscribers, &feeds, &mut errors);
+    let hosts = limits::hosts(&raw.hosts, &mut errors);
 
     if errors.is_empty() {
         Ok(Config {
@@ -113,6 +118,7 @@ pub(crate) fn config(raw: &RawConfig, context: &Context<'_>) -> Result<Config, V
             workers,
             metrics,
             cluster,
+            hosts,
         })
     } else {
         Err(errors)
@@ -207,7 +213,11 @@ fn defaults(
             .unwrap_or(builtin.outbound_queue);
     let tls = network::tls(raw.tls.as_ref(), &builtin.tls, context, &mut scope);
     let proxy = network::proxy(raw.proxy.as_deref(), &builtin.proxy, context, &mut scope);
+    let credentials = credentials::credentials(raw.credentials.as_ref(), None, context, &mut scope);
+    let outbound_rate = limits::outbound_rate(raw.outbound_rate.as_ref(), None, &mut scope)
+        .unwrap_or(builtin.outbound_rate);
     FeedDefaults {
+        credentials,
         tls,
         proxy,
         stream: raw.mode.map_or(builtin.stream, |mode| mode == RawMode::Stream),
@@ -220,6 +230,7 @@ fn defaults(
         outbound_queue,
         required: raw.required.unwrap_or(builtin.required),
         unexpanded_heartbeat_message: heartbeat.message_as_written,
+        outbound_rate,
     }
 }
 
@@ -239,7 +250,10 @@ pub(crate) fn feed(
         Some(Err(message)) => scope.fail("name", message),
         Some(Ok(())) => raw.name.clone(),
     };
-    let url = match raw.url.as_deref() {
+    let zero_gap = super::legs::zero_gap(raw, stream_mode(raw, defaults), context, &mut scope);
+    let first_leg = raw.urls.as_ref().and_then(|urls| urls.first()).filter(|_| raw.url.is_none());
+    let url = match raw.url.as_deref().or(first_leg.map(String::as_str)) {
+        None if raw.urls.is_some() => None,
         None => {
             scope.fail("url", "required: the upstream address, such as \"wss://example.com/feed\"")
         }
@@ -256,30 +270,7 @@ pub(crate) fn feed(
         scope.error("topic", message);
     }
 
-    let mut headers = Vec::with_capacity(raw.headers.len());
-    for (header, template) in &raw.headers {
-        let field = if is_token(header) {
-            format!("headers.{header}")
-        } else {
-            format!("headers.{header:?}")
-        };
-        if let Err(message) = check_header_name(header) {
-            scope.error(&field, message);
-        }
-        if let Some(value) = scope.expand(&field, template, context.env) {
-            if value.bytes().all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f)) {
-                headers.push((header.clone(), value));
-            } else {
-                let hint = if has_reference(template) {
-                    " (is there a trailing newline in the variable?)"
-                } else {
-                    ""
-                };
-                let message = format!("value contains a control character such as CR or LF{hint}");
-                scope.error(&field, message);
-            }
-        }
-    }
+    let headers = scope.headers("headers", &raw.headers, context.env);
 
     for (index, protocol) in raw.subprotocols.iter().enumerate() {
         let field = format!("subprotocols[{index}]");
@@ -352,11 +343,21 @@ pub(crate) fn feed(
         session::idle_timeout(raw.idle_timeout.as_ref(), defaults.idle_timeout, &mut scope);
     let outbound_queue =
         session::outbound_queue(raw.outbound_queue.as_ref(), &defaults.outbound_queue, &mut scope);
+    let credentials = credentials::credentials(
+        raw.credentials.as_ref(),
+        defaults.credentials.as_ref(),
+        context,
+        &mut scope,
+    );
+    let heartbeat_config = heartbeat.as_ref().and_then(|heartbeat| heartbeat.config.as_ref());
+    credentials::check_messages(raw, credentials.as_ref(), heartbeat_config, &mut scope);
     let timestamp = metrics::timestamp(raw.timestamp.as_ref(), &mut scope);
     let stale_after = metrics::stale_after(raw.stale_after.as_ref(), &mut scope);
+    let outbound_rate = limits::outbound_rate(raw.outbound_rate.as_ref(), None, &mut scope);
 
     let compression = compression::compression(raw, &mut scope);
     let decode = compression::decode(raw, stream, &mut scope);
+    let subscribe = subscribe::subscribe(raw, stream, &mut scope);
     let mut framing_used = false;
     let mut inherited_tls_unused = false;
     if let (Some(url), Some(transport)) = (&url, &transport) {
@@ -405,7 +406,7 @@ pub(crate) fn feed(
     }
     let heartbeat = heartbeat?;
     let unexpanded = Unexpanded {
-        url: raw.url.clone().filter(|url| shown_as_written(url)),
+        url: raw.url.clone().or(first_leg.cloned()).filter(|url| shown_as_written(url)),
         on_open: if raw.on_open.iter().any(|message| shown_as_written(message)) {
             raw.on_open.clone()
         } else {
@@ -437,8 +438,18 @@ pub(crate) fn feed(
         stale_after: stale_after?,
         compression,
         decode,
+        subscribe: subscribe?,
+        outbound_rate: outbound_rate?,
         unexpanded,
+        credentials,
+        redundancy: zero_gap.as_ref().and_then(|zero_gap| zero_gap.redundancy.clone()),
+        rotate_every: zero_gap?.rotate_every,
     })
+}
+
+/// Whether a feed is in stream mode, its own `mode` or `[defaults]`'.
+fn stream_mode(raw: &RawFeed, defaults: &FeedDefaults) -> bool {
+    raw.mode.map_or(defaults.stream, |mode| mode == RawMode::Stream)
 }
 
 /// A transport's refusal of a TLS setting on a scheme without TLS.

@@ -23,6 +23,7 @@ use feedvisor_transport_api::{
     InflateFailure, Message, Opcode, TransportError,
 };
 
+use super::credentials::Rejection;
 use super::pointer::{lookup_pair, Scalar};
 use super::sequence::SequenceCheck;
 use super::FeedConnection;
@@ -113,6 +114,7 @@ impl FeedConnection {
             link.last_inbound = actix_rt::time::Instant::now();
         }
         self.count_wire_bytes(&events);
+        self.first_data(&events);
         let mut messages = crate::inbox::delivery::batch_vec(events.len());
         for event in events {
             match event {
@@ -130,7 +132,15 @@ impl FeedConnection {
                 Event::Data(frame) => match self.assembler.push(frame) {
                     Ok(Some(message)) => {
                         let Some(message) = self.decoded(message) else { continue };
-                        if self.is_heartbeat_reply(&message.payload) {
+                        if self.credentials_rejected(Rejection::Reply, &message.payload) {
+                            self.publish(messages);
+                            let reason = "credentials rejected by the upstream's reply".to_owned();
+                            self.close_and_reconnect(close_code::NORMAL, reason, ctx);
+                            return;
+                        }
+                        if self.is_heartbeat_reply(&message.payload)
+                            || self.subscription_reply(&message.payload)
+                        {
                             continue;
                         }
                         let found = inspect(
@@ -139,11 +149,15 @@ impl FeedConnection {
                             self.feed.topic.as_deref(),
                             self.feed.sequence.as_deref(),
                         );
-                        let Some(gap_before) = self.check_sequence(found.sequence) else {
-                            continue;
+                        self.subscription_data(found.topic.as_ref());
+                        let checked = match self.zero_gap.has_legs() {
+                            // The legs check numbers themselves, across the feed's actors.
+                            true => Some(None),
+                            false => self.check_sequence(found.sequence),
                         };
+                        let Some(gap_before) = checked else { continue };
                         self.freshness.observe(&message.payload, received_at, &self.metrics);
-                        messages.push(FeedMessage {
+                        let message = FeedMessage {
                             feed: self.name.clone(),
                             topic: found.topic,
                             kind: message.kind,
@@ -153,7 +167,13 @@ impl FeedConnection {
                             gap_before,
                             sequence: found.sequence.filter(|_| self.feed.sequence.is_some()),
                             chunk: None,
-                        });
+                            discontinuity: None,
+                        };
+                        if self.delivers_plainly() {
+                            messages.push(message);
+                        } else {
+                            self.push_message(message, &mut messages, ctx);
+                        }
                     }
                     Ok(None) => {}
                     Err(error) => {
@@ -171,8 +191,10 @@ impl FeedConnection {
                 Event::Pong(payload) => self.pong_received(&payload),
                 Event::Close(frame) => {
                     let frame = frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""));
+                    self.credentials_rejected(Rejection::CloseCode(frame.code), &[]);
                     tracing::info!(feed = %self.name, code = frame.code, reason = %frame.reason, "closed by peer");
                     self.shared.set_close(CloseRecord::peer(&frame));
+                    self.host_closed(frame.code);
                     self.shared.set_error(format!(
                         "closed by peer with code {} ({})",
                         frame.code, frame.reason
@@ -285,6 +307,7 @@ impl FeedConnection {
             gap_before: None,
             sequence: None,
             chunk: Some(chunk),
+            discontinuity: None,
         }
     }
 
@@ -328,7 +351,13 @@ impl FeedConnection {
                 tracing::warn!(feed = %self.name, seq, missed, "gap in sequence numbers");
                 self.metrics.sequence_gaps.increment(1);
                 self.metrics.sequence_missed.increment(missed);
+                self.announce_gap(seq, missed);
                 Some(Some(missed))
+            }
+            SequenceCheck::Reset { last } => {
+                tracing::warn!(feed = %self.name, seq, last, "sequence numbers started again");
+                self.announce_reset(Some(last), seq);
+                Some(None)
             }
         }
     }
@@ -350,6 +379,10 @@ impl FeedConnection {
                 DataKind::Binary => binary += 1,
             }
         }
+        // Discontinuity events (text) are not messages from the feed.
+        let (events, event_bytes) = self.zero_gap.take_events();
+        text = text.saturating_sub(events);
+        bytes = bytes.saturating_sub(event_bytes);
         // A counter update is an atomic write shared with the exporter: skip the zero ones.
         if text > 0 {
             self.metrics.text_messages.increment(text);

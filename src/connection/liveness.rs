@@ -59,9 +59,11 @@ impl FeedConnection {
         let id = self.pings_sent;
         let message = match &heartbeat.kind {
             HeartbeatKind::Protocol => Outbound::Ping(Bytes::copy_from_slice(&id.to_be_bytes())),
-            HeartbeatKind::Application { message, .. } => Outbound::text(message.clone()),
+            HeartbeatKind::Application { message, .. } => {
+                Outbound::text(self.credentials.fill(message.clone()))
+            }
         };
-        if !self.send_now(message) {
+        if !self.send_ping(message) {
             return;
         }
         if let Some(link) = self.link.as_mut() {

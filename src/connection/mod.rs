@@ -23,15 +23,21 @@
 
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod credentials;
 mod decode;
 mod freshness;
 pub(crate) mod inbound;
+pub(crate) mod legs;
 mod liveness;
 mod outbound;
-pub(crate) mod pointer;
+mod paced;
 pub(crate) mod queue;
 pub(crate) mod sequence;
+mod subscriptions;
 pub(crate) mod watch;
+
+/// The one-scan JSON pointer walk, shared with the inboxes' conflation.
+use crate::pointer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +78,8 @@ pub(crate) struct ConnectionSetup {
     pub shared: Arc<StatusCell>,
     /// Tells the supervisor when it opens and if it dies unasked; `None` when unsupervised.
     pub watch: Option<SupervisorLink>,
+    /// The process's `[[hosts]]` registry: connect budgets, cool-downs, pacing defaults.
+    pub hosts: Arc<crate::venue::hosts::HostRegistry>,
 }
 
 /// The open connection and what belongs to it alone.
@@ -144,14 +152,25 @@ pub(crate) struct FeedConnection {
     /// What the transport inflated (compressed bytes, and what they became),
     /// taken after each batch to count wire bytes.
     compressed: CompressedBytes,
+    /// The generated subscriptions (`subscribe`), if the feed has any.
+    subscriptions: Option<subscriptions::Subscriptions>,
+    /// Which shard of its feed this actor is (`max_topics_per_connection`); `None`: the only one.
+    shard: Option<usize>,
+    /// The credential provider and what it last gave (empty without one).
+    credentials: credentials::CredentialState,
+    /// Outbound pacing and the host's connect budget (`paced.rs`).
+    venue: paced::VenueState,
+    /// Redundant legs, discontinuity events owed to subscribers, rotation.
+    zero_gap: legs::ZeroGap,
 }
 
 impl FeedConnection {
     /// A connection actor, not yet started.
     pub(crate) fn new(setup: ConnectionSetup) -> Self {
-        let ConnectionSetup { feed, transport, routes, shared, watch } = setup;
+        let ConnectionSetup { feed, transport, routes, shared, watch, hosts } = setup;
         let max_message_size = usize::try_from(feed.max_message_size).unwrap_or(usize::MAX);
         let name: Arc<str> = Arc::from(feed.name.as_str());
+        let zero_gap = legs::ZeroGap::new(&feed.name);
         FeedConnection {
             routes: FeedRoutes::new(routes, name.clone()),
             name,
@@ -162,6 +181,10 @@ impl FeedConnection {
             queue: OutboundQueue::new(feed.outbound_queue),
             sequence: SequenceSeat::alone(&feed.name),
             freshness: freshness::Freshness::new(feed.timestamp.clone()),
+            subscriptions: subscriptions::Subscriptions::for_feed(&feed, &shared),
+            shard: feed.subscribe.as_ref().and_then(|subscribe| subscribe.shard),
+            credentials: credentials::CredentialState::new(&feed),
+            venue: paced::VenueState::new(&feed, hosts),
             feed,
             transport,
             shared,
@@ -175,20 +198,25 @@ impl FeedConnection {
             watch,
             retired: false,
             compressed: CompressedBytes::default(),
+            zero_gap,
         }
     }
 
     fn set_state(&self, state: FeedState) {
         self.shared.set_state(state);
-        if !self.retired {
+        if let Some(subscriptions) = &self.subscriptions {
+            subscriptions.set_up(state.is_connected());
+        }
+        // A feed's gauges follow its first shard; the others have their own.
+        if !self.retired && self.shard.unwrap_or(0) == 0 {
             self.metrics.set_state(state);
         }
     }
 
     fn connect_request(&self) -> ConnectRequest {
         ConnectRequest {
-            url: self.feed.url.clone(),
-            headers: self.feed.headers.clone(),
+            url: self.credentials.url(&self.feed.url).clone(),
+            headers: self.credentials.headers(&self.feed.headers),
             subprotocols: self.feed.subprotocols.clone(),
             // A frame larger than the largest message can never be accepted.
             max_frame_size: self.assembler.max_message_size(),
@@ -204,11 +232,21 @@ impl FeedConnection {
 
     /// Starts a connect attempt, bounded by `handshake_timeout` whatever the transport does.
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.wait_for_host(ctx) {
+            return;
+        }
         self.generation += 1;
-        let generation = self.generation;
         self.set_state(FeedState::Connecting);
         self.shared.set_retry(None);
         tracing::debug!(feed = %self.name, url = %self.feed.display_url(), "connecting");
+        if !self.fetch_credentials_then_dial(ctx) {
+            self.dial(ctx);
+        }
+    }
+
+    /// Dials the transport: the connect attempt itself, after any credentials were fetched.
+    fn dial(&mut self, ctx: &mut Context<Self>) {
+        let generation = self.generation;
         let timeout = self.feed.handshake_timeout;
         if self.feed.tls.insecure_skip_verify {
             tracing::warn!(
@@ -246,13 +284,15 @@ impl FeedConnection {
             Ok(connection) => connection,
             Err(error) => {
                 self.metrics.connect_attempt(error.kind().as_str());
-                let shown = self.feed.shown_error(&error.to_string());
+                self.credentials_refused_handshake(&error);
+                let shown = self.credentials.hide(self.feed.shown_error(&error.to_string()));
                 tracing::warn!(feed = %self.name, error = %shown, attempt = self.backoff.attempts() + 1, "connect failed");
                 self.shared.set_error(shown);
                 let retry_after = match &error {
                     TransportError::HandshakeStatus { retry_after, .. } => *retry_after,
                     _ => None,
                 };
+                self.host_refused(&error);
                 self.schedule_retry(retry_after, ctx);
                 return;
             }
@@ -263,6 +303,7 @@ impl FeedConnection {
             self.metrics.reconnects.increment(1);
             self.shared.add_reconnect();
         }
+        self.zero_gap_opened(ctx);
         self.opened_before = true;
         tracing::info!(feed = %self.name, protocol = ?connection.protocol, "connected");
         self.assembler.reset();
@@ -281,10 +322,8 @@ impl FeedConnection {
             ping: None,
         });
         self.set_state(FeedState::Open);
-        if let Some(watch) = &self.watch {
-            watch.opened();
-        }
         self.send_on_open();
+        self.send_subscriptions(ctx);
         self.flush_queue();
         self.start_liveness(ctx);
         self.start_staleness(ctx);
@@ -308,6 +347,8 @@ impl FeedConnection {
         }
         self.assembler.reset();
         self.abort_stream_message();
+        self.subscriptions_ended();
+        self.pacing_connection_lost();
     }
 
     /// Waits as the policy says, then connects again; or gives up.
@@ -376,7 +417,7 @@ impl FeedConnection {
         if let Some(code) = error.close_code() {
             self.shared.set_close(CloseRecord::local(code, error.to_string()));
         }
-        let shown = self.feed.shown_error(&error.to_string());
+        let shown = self.credentials.hide(self.feed.shown_error(&error.to_string()));
         tracing::warn!(feed = %self.name, error = %shown, "connection lost");
         self.shared.set_error(shown);
         self.connection_lost(ctx);
@@ -387,10 +428,12 @@ impl Actor for FeedConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.venue_started(ctx);
         self.connect(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.venue_stopped();
         self.set_state(FeedState::Closed);
     }
 }

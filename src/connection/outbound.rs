@@ -161,10 +161,10 @@ impl FeedConnection {
 
     /// Sends the on_open messages, `{{last_seq}}` filled in (0 before any was seen).
     pub(super) fn send_on_open(&mut self) {
-        let last_seq = self.sequence.last().unwrap_or(0).to_string();
+        let last_seq = self.last_delivered().unwrap_or(0).to_string();
         for template in self.feed.on_open.clone() {
-            let text = template.replace("{{last_seq}}", &last_seq);
-            self.send_now(Outbound::text(text));
+            let text = self.credentials.fill(template.replace("{{last_seq}}", &last_seq));
+            self.send_paced(Outbound::text(text));
         }
     }
 
@@ -173,6 +173,10 @@ impl FeedConnection {
     /// These were accepted already: they go to the writer whatever its backlog.
     pub(super) fn flush_queue(&mut self) {
         if self.pieces.is_some() {
+            return;
+        }
+        if self.paced() {
+            self.pump();
             return;
         }
         let waiting: Vec<Outbound> = self.queue.drain().collect();
@@ -190,7 +194,7 @@ impl FeedConnection {
         self.queue_changed();
     }
 
-    fn queue_changed(&self) {
+    pub(super) fn queue_changed(&self) {
         self.metrics.outbound_queue_depth.set(self.queue.len() as f64);
         self.shared.set_outbound_queued(self.queue.len());
     }
@@ -336,12 +340,14 @@ impl Handler<SendMessage> for FeedConnection {
         if self.queue.is_empty() && self.pieces.is_none() {
             if let Some(writer) = self.open_writer() {
                 self.admit_to_writer(writer, payload_len(&send.message))?;
-                if self.send_now(send.message.clone()) {
+                if self.take_place() && self.send_now(send.message.clone()) {
                     return Ok(SendOutcome::Sent);
                 }
             }
         }
-        self.enqueue(send.message)
+        let outcome = self.enqueue(send.message)?;
+        self.queued_by_pacing();
+        Ok(outcome)
     }
 }
 
@@ -385,6 +391,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
 {
     let mut body = std::pin::pin!(body);
+    super::paced::wait_for_place(&actor).await?;
     let owner = PiecesOwner::unique();
     let mut guard = PiecesGuard { actor: actor.clone(), owner, finished: false };
     let mut sent = 0u64;

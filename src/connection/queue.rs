@@ -151,6 +151,19 @@ impl OutboundQueue {
         self.messages.push_back(message);
     }
 
+    /// Takes the oldest message.
+    pub(crate) fn pop(&mut self) -> Option<Outbound> {
+        let message = self.messages.pop_front()?;
+        self.bytes -= payload_len(&message);
+        Some(message)
+    }
+
+    /// Puts back, first, a message just taken by [`Self::pop`] (it fits: it was just in).
+    pub(crate) fn unpop(&mut self, message: Outbound) {
+        self.bytes += payload_len(&message);
+        self.messages.push_front(message);
+    }
+
     /// Takes every waiting message, oldest first.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Outbound> + '_ {
         self.bytes = 0;

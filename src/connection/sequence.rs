@@ -43,6 +43,12 @@ pub(crate) enum SequenceCheck {
     },
     /// A number at or below the last one seen again (delivered all the same).
     Duplicate,
+    /// The numbering started again (far below the last one, or back at 0 or 1):
+    /// delivered, and the count goes on from here.
+    Reset {
+        /// The last number before it.
+        last: u64,
+    },
     /// Not to be delivered: while a feed is being replaced another actor of
     /// the feed delivers this number, or already has (`duplicate`). Only a
     /// [`SequenceSeat`] answers this, never a [`SequenceTracker`].
@@ -68,6 +74,7 @@ impl SequenceTracker {
     pub(crate) fn observe(&mut self, seq: u64) -> SequenceCheck {
         let check = match self.last {
             None => SequenceCheck::InOrder,
+            Some(last) if super::legs::is_reset(last, seq) => SequenceCheck::Reset { last },
             Some(last) if seq <= last => return SequenceCheck::Duplicate,
             Some(last) if seq == last + 1 => SequenceCheck::InOrder,
             Some(last) => SequenceCheck::Gap { missed: seq - last - 1 },

@@ -19,8 +19,8 @@ use crate::status::{FeedState, StatusCell};
 use crate::transports::TransportRegistry;
 
 /// One batch as the subscriber received it.
-struct Route {
-    messages: Vec<FeedMessage>,
+pub(super) struct Route {
+    pub(super) messages: Vec<FeedMessage>,
 }
 
 /// A subscriber to every feed that forwards each batch to the test.
@@ -50,19 +50,28 @@ async fn collecting_table(sender: mpsc::UnboundedSender<Route>) -> Arc<crate::ro
 }
 
 /// A connection actor on a memory feed, and the test's handles on it.
-struct Harness {
-    hub: MemoryHub,
+pub(super) struct Harness {
+    pub(super) hub: MemoryHub,
     name: String,
     listener: MemoryListener,
     routes: mpsc::UnboundedReceiver<Route>,
-    shared: Arc<StatusCell>,
-    actor: Addr<FeedConnection>,
+    pub(super) shared: Arc<StatusCell>,
+    pub(super) actor: Addr<FeedConnection>,
 }
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Starts a connection actor for a feed named `name` with extra TOML lines for the feed.
-async fn start(name: &str, extra: &str) -> Harness {
+pub(super) async fn start(name: &str, extra: &str) -> Harness {
+    start_with(name, extra, |actor| actor).await
+}
+
+/// Like [`start`], with the actor changed by `customize` before it starts.
+pub(super) async fn start_with(
+    name: &str,
+    extra: &str,
+    customize: impl FnOnce(FeedConnection) -> FeedConnection,
+) -> Harness {
     tokio::time::pause();
     // Install the recorder before the actor resolves its metric handles.
     crate::metrics::install().expect("recorder");
@@ -86,21 +95,22 @@ async fn start(name: &str, extra: &str) -> Harness {
         routes: table,
         shared: shared.clone(),
         watch: None,
+        hosts: Default::default(),
     };
-    let actor = FeedConnection::new(setup).start();
+    let actor = customize(FeedConnection::new(setup)).start();
     tokio::task::yield_now().await;
     Harness { hub, name: name.to_owned(), listener, routes, shared, actor }
 }
 
 impl Harness {
-    async fn accept(&mut self) -> MemoryPeer {
+    pub(super) async fn accept(&mut self) -> MemoryPeer {
         let peer = tokio::time::timeout(WAIT, self.listener.accept()).await;
         let peer = peer.expect("a connection in time").expect("listener open");
         self.settle().await;
         peer
     }
 
-    async fn route(&mut self) -> Route {
+    pub(super) async fn route(&mut self) -> Route {
         let route = tokio::time::timeout(WAIT, self.routes.recv()).await;
         route.expect("a batch in time").expect("router open")
     }
@@ -115,20 +125,20 @@ impl Harness {
     }
 
     /// Lets the actor handle what is queued for it.
-    async fn settle(&self) {
+    pub(super) async fn settle(&self) {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
     }
 
-    fn metric(&self, name: &str, labels: &str) -> Option<f64> {
+    pub(super) fn metric(&self, name: &str, labels: &str) -> Option<f64> {
         let rendered = crate::metrics::install().expect("recorder").render();
         let prefix = format!("{name}{{feed=\"{}\"{labels}}} ", self.name);
         rendered.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
     }
 }
 
-async fn next_outbound(peer: &mut MemoryPeer) -> Outbound {
+pub(super) async fn next_outbound(peer: &mut MemoryPeer) -> Outbound {
     let next = tokio::time::timeout(WAIT, peer.next_outbound()).await;
     next.expect("outbound in time").expect("connection open")
 }
@@ -140,6 +150,18 @@ async fn next_reply(peer: &mut MemoryPeer) -> Outbound {
 
 fn texts(route: &Route) -> Vec<&str> {
     route.messages.iter().filter_map(|message| message.text()).collect()
+}
+
+/// The reasons of the discontinuity events in a batch, in order.
+fn discontinuities(route: &Route) -> Vec<&'static str> {
+    let events = route.messages.iter().filter_map(|message| message.discontinuity.as_deref());
+    events.map(|event| event.reason.as_str()).collect()
+}
+
+/// The batch without its discontinuity events.
+fn data_only(mut route: Route) -> Route {
+    route.messages.retain(|message| message.discontinuity.is_none());
+    route
 }
 
 #[actix::test]
@@ -227,7 +249,9 @@ async fn oversized_message_is_refused_with_1009_counted_and_reconnected() {
     let peer = h.accept().await;
     assert_eq!(h.shared.state(), FeedState::Open);
     assert!(peer.send_text("small"));
-    assert_eq!(texts(&h.route().await), ["small"]);
+    let route = h.route().await;
+    assert_eq!(discontinuities(&route), ["reconnect"], "nothing proves that nothing was lost");
+    assert_eq!(texts(&data_only(route)), ["small"]);
 }
 
 #[actix::test]
@@ -374,7 +398,7 @@ async fn disconnect_sends_a_close_frame_and_stops() {
 /// Virtual time since `start`, to the millisecond: tokio's timer wheel rounds
 /// each deadline up to the next millisecond, so a chain of timers drifts by a
 /// few of them.
-fn since(start: tokio::time::Instant) -> Duration {
+pub(super) fn since(start: tokio::time::Instant) -> Duration {
     let elapsed = tokio::time::Instant::now() - start;
     let whole_seconds = Duration::from_secs(elapsed.as_secs());
     if elapsed - whole_seconds < Duration::from_millis(20) {
@@ -615,6 +639,10 @@ async fn gaps_and_duplicates_are_counted_across_a_reconnect() {
     assert_eq!(next_outbound(&mut peer).await, Outbound::text(r#"{"resume_from":3}"#));
     assert!(peer.send_batch(vec![seq(7), seq(7), seq(8), seq(2)]));
     let route = h.route().await;
+    assert_eq!(discontinuities(&route), ["gap"]);
+    let event = route.messages[0].discontinuity.as_deref().expect("the event comes first");
+    assert_eq!((event.last_before, event.first_after, event.missed), (Some(3), Some(7), Some(3)));
+    let route = data_only(route);
     let gaps: Vec<Option<u64>> = route.messages.iter().map(|message| message.gap_before).collect();
     assert_eq!(gaps, [Some(3), None, None, None], "every message is still delivered");
     assert_eq!(h.metric(crate::metrics::SEQUENCE_GAPS, ""), Some(1.0));
@@ -972,6 +1000,7 @@ fn sequenced_actor(
         routes,
         shared: shared.clone(),
         watch: None,
+        hosts: Default::default(),
     };
     (FeedConnection::new(setup).sharing_sequence(seat).start(), shared)
 }
@@ -1000,6 +1029,8 @@ async fn a_replacement_delivers_only_what_the_actor_it_replaces_has_not() {
     // 2 and 3 were delivered already.
     assert!(new_peer.send_batch(vec![seq(2), seq(3), unnumbered(), seq(4), seq(6)]));
     let route = h.route().await;
+    assert_eq!(discontinuities(&route), ["gap"], "5 never arrived");
+    let route = data_only(route);
     assert_eq!(texts(&route), ["no number", r#"{"seq":4}"#, r#"{"seq":6}"#]);
     let gaps: Vec<Option<u64>> = route.messages.iter().map(|message| message.gap_before).collect();
     assert_eq!(gaps, [None, None, Some(1)]);
@@ -1156,3 +1187,8 @@ async fn an_inflate_error_of_the_transport_is_counted_by_reason_and_reconnects()
     assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"protocol\""), Some(1.0));
     assert_eq!(h.metric(crate::metrics::MESSAGES_REJECTED, ",reason=\"invalid_utf8\""), Some(0.0));
 }
+
+#[path = "legs_tests.rs"]
+mod legs_tests;
+/// Pacing and host budgets driven through the actor (`paced.rs`).
+mod venue;

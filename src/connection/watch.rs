@@ -1,5 +1,5 @@
 //! How the supervisor learns what happens to a connection actor: when it
-//! opens, when a replacement on a sequenced feed takes over delivery, and
+//! is subscribed and delivering, when its `rotate_every` is due, when a replacement on a sequenced feed takes over delivery, and
 //! when it dies without being asked to (a panic or an unexpected stop), so
 //! that it can be restarted.
 
@@ -9,18 +9,25 @@ use actix::prelude::*;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub(crate) enum ConnectionEvent {
-    /// The connection opened (on a feed without sequence numbers, a replacement
-    /// waits for this before retiring the actors it replaces).
-    Opened {
+    /// On a sequenced feed, this actor delivers from now on (it proved that it
+    /// continues where delivery stands, or the one before it could not
+    /// deliver): the actors it replaces can go. Sent by [`super::sequence::FeedSequence`].
+    TookOver {
         /// The feed's name.
         feed: String,
         /// Which actor of that feed.
         incarnation: u64,
     },
-    /// On a sequenced feed, this actor delivers from now on (it proved that it
-    /// continues where delivery stands, or the one before it could not
-    /// deliver): the actors it replaces can go. Sent by [`super::sequence::FeedSequence`].
-    TookOver {
+    /// The connection is subscribed and delivering (its first data message):
+    /// a connection it replaces (rotation, a changed feed) can close.
+    Delivering {
+        /// The feed's name.
+        feed: String,
+        /// Which actor of that feed.
+        incarnation: u64,
+    },
+    /// The connection has been open for `rotate_every`: time to replace it.
+    RotateDue {
         /// The feed's name.
         feed: String,
         /// Which actor of that feed.
@@ -35,8 +42,8 @@ pub(crate) enum ConnectionEvent {
     },
 }
 
-/// A connection actor's line to its supervisor: reports [`ConnectionEvent::Opened`]
-/// when asked, and sends [`ConnectionEvent::Died`] when dropped, unless the
+/// A connection actor's line to its supervisor: reports [`ConnectionEvent::Delivering`]
+/// and [`ConnectionEvent::RotateDue`] when asked, and sends [`ConnectionEvent::Died`] when dropped, unless the
 /// stop was expected. (The sequenced feed's [`ConnectionEvent::TookOver`]
 /// travels the same way, from [`super::sequence::FeedSequence`].)
 ///
@@ -60,9 +67,17 @@ impl SupervisorLink {
         SupervisorLink { supervisor, feed, incarnation, expected: false }
     }
 
-    /// Tells the supervisor the connection opened.
-    pub(crate) fn opened(&self) {
-        self.supervisor.do_send(ConnectionEvent::Opened {
+    /// Tells the supervisor the connection is subscribed and delivering.
+    pub(crate) fn delivering(&self) {
+        self.supervisor.do_send(ConnectionEvent::Delivering {
+            feed: self.feed.clone(),
+            incarnation: self.incarnation,
+        });
+    }
+
+    /// Asks the supervisor to rotate this connection (`rotate_every` passed).
+    pub(crate) fn rotate_due(&self) {
+        self.supervisor.do_send(ConnectionEvent::RotateDue {
             feed: self.feed.clone(),
             incarnation: self.incarnation,
         });

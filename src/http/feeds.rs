@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{error_body, refusal, unavailable, AppState};
 use crate::cluster::{FeedChange, FeedChangeError};
 use crate::supervisor::{
-    AddFeed, ChangeError, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed, Supervisor,
+    AddFeed, ChangeError, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed, RotateFeed, Supervisor,
 };
 
 /// Turns a change error into its status: 400 invalid, 404 unknown, 409 exists, 503 shutting down.
@@ -22,7 +22,9 @@ fn change_error(error: ChangeError) -> HttpResponse {
             })).collect::<Vec<_>>(),
         })),
         ChangeError::NameMismatch { .. } => error_body(HttpResponse::BadRequest(), &error),
-        ChangeError::UnknownFeed(_) => error_body(HttpResponse::NotFound(), &error),
+        ChangeError::UnknownFeed(_) | ChangeError::UnknownLeg { .. } => {
+            error_body(HttpResponse::NotFound(), &error)
+        }
         ChangeError::Exists(_) => error_body(HttpResponse::Conflict(), &error),
         ChangeError::NoConfigFile => error_body(HttpResponse::Conflict(), &error),
         ChangeError::ShuttingDown => error_body(HttpResponse::ServiceUnavailable(), &error),
@@ -146,6 +148,40 @@ pub(super) async fn reconnect(
     let reconnect = ReconnectFeed { name: name.clone() };
     let answer = |()| json!({ "reconnecting": name });
     change(&state, &request, reconnect, HttpResponse::Accepted, answer).await
+}
+
+/// `POST /feeds/{name}/rotate[?leg=N]`: a new connection (of leg N, or of
+/// every leg) opens beside the old one, which closes once the new one delivers.
+pub(super) async fn rotate(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let name = name.into_inner();
+    let leg = match rotate_leg(request.query_string()) {
+        Ok(leg) => leg,
+        Err(message) => return error_body(HttpResponse::BadRequest(), &message),
+    };
+    let rotate = RotateFeed { name: name.clone(), leg };
+    let answer = |()| json!({ "rotating": name, "leg": leg });
+    change(&state, &request, rotate, HttpResponse::Accepted, answer).await
+}
+
+/// The `leg` of a rotate request's query, if any.
+fn rotate_leg(query: &str) -> Result<Option<usize>, String> {
+    let mut leg = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("leg", value)) => {
+                let index = value.parse().map_err(|_| {
+                    format!("leg={value:?} is not a leg's index (a whole number from 0)")
+                })?;
+                leg = Some(index);
+            }
+            _ => return Err(format!("unknown query parameter {pair:?}: only leg=N is taken")),
+        }
+    }
+    Ok(leg)
 }
 
 pub(super) async fn reload(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {

@@ -14,6 +14,7 @@
 //! constant time.
 
 mod feeds;
+mod hosts;
 pub(crate) mod limits;
 mod send;
 
@@ -33,6 +34,7 @@ use crate::config::{HttpConfig, Secret};
 use crate::router::Router;
 use crate::sink::subscribe::{self, SubscribeEndpoint};
 use crate::supervisor::{GetFeedStatus, GetReadiness, GetStatus, Supervisor};
+use crate::venue::hosts::HostRegistry;
 
 /// The largest request body read (a feed as JSON, a message to send).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -49,6 +51,8 @@ struct AppState {
     token: Option<Secret>,
     /// In a `[cluster]`: feed changes go to the shared list, and `/feeds` shows every owner.
     cluster: Option<Addr<Cluster>>,
+    /// The `[[hosts]]` registry, read by `GET /hosts` without messaging anyone.
+    hosts: std::sync::Arc<HostRegistry>,
 }
 
 /// The admin server, running.
@@ -76,8 +80,9 @@ pub(crate) fn start(
     router: Addr<Router>,
     metrics: MetricsHandle,
     cluster: Option<Addr<Cluster>>,
+    hosts: std::sync::Arc<HostRegistry>,
 ) -> std::io::Result<AdminServer> {
-    let state = AppState { supervisor, metrics, token: config.token.clone(), cluster };
+    let state = AppState { supervisor, metrics, token: config.token.clone(), cluster, hosts };
     let subscribe = SubscribeEndpoint::new(&config.subscribe, router);
     let endpoint = subscribe.clone();
     let connections = limits::ConnectionCount::new(config.max_connections);
@@ -93,11 +98,13 @@ pub(crate) fn start(
             .route("/reload", web::post().to(feeds::reload))
             .route("/feeds", web::get().to(list_feeds))
             .route("/cluster", web::get().to(cluster_view))
+            .route("/hosts", web::get().to(hosts::list_hosts))
             .route("/feeds", web::post().to(feeds::add))
             .route("/feeds/{name}", web::get().to(get_feed))
             .route("/feeds/{name}", web::put().to(feeds::replace))
             .route("/feeds/{name}", web::delete().to(feeds::remove))
             .route("/feeds/{name}/reconnect", web::post().to(feeds::reconnect))
+            .route("/feeds/{name}/rotate", web::post().to(feeds::rotate))
             .route("/feeds/{name}/send", web::post().to(send::send_to_feed))
             .route("/subscribe", web::get().to(subscribe_with_token))
     })
@@ -208,6 +215,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.hosts.publish_gauges();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

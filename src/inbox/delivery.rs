@@ -36,6 +36,9 @@ pub struct FeedMessage {
     pub sequence: Option<u64>,
     /// In stream mode: where this piece belongs. `None` in message mode.
     pub chunk: Option<Chunk>,
+    /// Set on a discontinuity event, which carries it as a JSON payload too
+    /// ([`FeedMessage::event`]); `None` on every data message.
+    pub discontinuity: Option<Arc<crate::Discontinuity>>,
 }
 
 /// A piece of a message delivered in stream mode.
@@ -53,6 +56,23 @@ pub struct Chunk {
 }
 
 impl FeedMessage {
+    /// A text message of feed `feed` that arrived now, for tests.
+    #[cfg(test)]
+    pub(crate) fn text_for_test(feed: &str, payload: &str) -> Self {
+        FeedMessage {
+            feed: feed.into(),
+            topic: None,
+            kind: DataKind::Text,
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            received_at: SystemTime::now(),
+            received: Instant::now(),
+            gap_before: None,
+            sequence: None,
+            chunk: None,
+            discontinuity: None,
+        }
+    }
+
     /// The payload as text, for text messages.
     pub fn text(&self) -> Option<&str> {
         match self.kind {

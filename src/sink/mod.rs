@@ -40,7 +40,7 @@ mod file;
 mod nats;
 pub(crate) mod subscribe;
 mod watch;
-mod webhook;
+pub(crate) mod webhook;
 
 pub use exec::ExecSinkConfig;
 pub use file::{FileLayout, FileSinkConfig};
@@ -468,8 +468,15 @@ impl<'de> Deserializer<'de> for FieldProbe<'_> {
 
 /// Appends one message as a JSON object and a newline: `feed`, `topic`,
 /// `kind`, `payload` (text verbatim, binary as base64), `received_at`
-/// (RFC 3339), and `gap_before` when a gap preceded it.
+/// (RFC 3339), and `gap_before` when a gap preceded it. A discontinuity
+/// event is its own JSON object instead, `{"type": "discontinuity", ...}`.
 pub(crate) fn write_json_line(buffer: &mut Vec<u8>, message: &FeedMessage) {
+    if message.discontinuity.is_some() {
+        // Its payload is the event as JSON already.
+        buffer.extend_from_slice(&message.payload);
+        buffer.push(b'\n');
+        return;
+    }
     // Serializing plain strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *buffer, &JsonLine::new(message));
     buffer.push(b'\n');
@@ -578,6 +585,7 @@ mod tests {
             gap_before: None,
             sequence: None,
             chunk: None,
+            discontinuity: None,
         };
         let binary = FeedMessage {
             topic: None,
@@ -601,5 +609,25 @@ mod tests {
         assert_eq!(lines[1]["payload"], "AAEC/w==");
         assert_eq!(lines[0].get("gap_before"), None);
         assert_eq!(lines[1]["gap_before"], 3);
+    }
+
+    #[test]
+    fn a_discontinuity_event_is_written_as_its_own_object() {
+        let event = crate::Discontinuity {
+            feed: "stocks".to_owned(),
+            reason: crate::DiscontinuityReason::Reconnect,
+            last_before: None,
+            first_after: None,
+            missed: None,
+        };
+        let mut line = Vec::new();
+        write_json_line(&mut line, &event.into_message("stocks".into(), SystemTime::now()));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let written: serde_json::Value = serde_json::from_slice(&line).expect("one JSON object");
+        assert_eq!(
+            written,
+            serde_json::json!({"type": "discontinuity", "feed": "stocks", "reason": "reconnect",
+                "last_before": null, "first_after": null, "missed": null})
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! (RFC 3339), `Feedvisor-Epoch` (in a cluster: the revision of the lease
 //! under which this replica owns the feed, growing with each new owner),
 //! `Feedvisor-Sequence` (on a sequenced feed) and, in stream mode,
-//! `Feedvisor-Chunk` (`message/offset/last`).
+//! `Feedvisor-Chunk` (`message/offset/last`). A discontinuity event goes to
+//! `<subject_prefix>.<feed>._` with `Feedvisor-Event: discontinuity` and the
+//! event as its JSON payload.
 //!
 //! It uses the `[cluster]` connection unless it lists servers of its own
 //! (`nats = [...]`). With `jetstream = true` it publishes through JetStream
@@ -187,6 +189,10 @@ fn outgoing(prefix: &str, message: &FeedMessage, link: &ClusterLink) -> Outgoing
         headers.insert("Feedvisor-Sequence", sequence.to_string().as_str());
         let id = format!("{}:{sequence}", message.feed);
         headers.insert("Nats-Msg-Id", id.as_str());
+    }
+    if message.discontinuity.is_some() {
+        // The payload is the event as JSON; the subject's topic token is `_`.
+        headers.insert("Feedvisor-Event", "discontinuity");
     }
     if let Some(chunk) = message.chunk {
         let chunk = format!("{}/{}/{}", chunk.message, chunk.offset, chunk.last);
@@ -410,6 +416,25 @@ mod tests {
         assert_eq!(header("Feedvisor-Epoch").as_deref(), Some("7"));
         assert_eq!(header("Feedvisor-Topic").as_deref(), Some("A.B"));
         assert_eq!(header("Feedvisor-Kind").as_deref(), Some("text"));
+    }
+
+    #[test]
+    fn a_discontinuity_event_goes_to_the_feeds_untopical_subject_marked_as_one() {
+        let event = crate::Discontinuity {
+            feed: "eu.stocks".to_owned(),
+            reason: crate::DiscontinuityReason::Gap,
+            last_before: Some(1),
+            first_after: Some(5),
+            missed: Some(3),
+        };
+        let message = event.into_message("eu.stocks".into(), std::time::SystemTime::now());
+        let out = outgoing("fv", &message, &ClusterLink::default());
+        assert_eq!(out.subject, "fv.eu_stocks._");
+        let header = out.headers.get("Feedvisor-Event").map(|value| value.as_str().to_owned());
+        assert_eq!(header.as_deref(), Some("discontinuity"));
+        let payload: serde_json::Value = serde_json::from_slice(&out.payload).expect("JSON");
+        assert_eq!(payload["type"], "discontinuity");
+        assert_eq!(payload["missed"], 3);
     }
 
     #[test]

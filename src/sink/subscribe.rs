@@ -434,7 +434,7 @@ impl Actor for SubscribeSession {
         );
         let config = &self.shared.config;
         let mut spec = SubscriptionSpec::new(self.name.clone(), query.feeds)
-            .with_queue(config.queue, config.overflow)
+            .with_queue(config.queue, config.overflow.clone())
             .with_metric_label(METRIC_LABEL);
         if let Some(topics) = query.topics {
             spec = spec.with_topics(topics);

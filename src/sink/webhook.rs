@@ -263,7 +263,7 @@ fn serialize_headers<S: Serializer>(
 
 /// What went wrong for the webhook sink: building its client, or one try of a request.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum WebhookError {
+pub(crate) enum WebhookError {
     /// The TLS client config could not be built (the sink stops; the supervisor restarts it).
     #[error("cannot build the webhook's TLS config: {0}")]
     Tls(#[from] rustls::Error),
@@ -540,7 +540,7 @@ fn build_client(target: &Target) -> Result<Client, WebhookError> {
 /// The webhook's TLS client config: the ring provider, safe protocol
 /// versions, the webpki roots (server certificates are always verified),
 /// ALPN `http/1.1`.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, WebhookError> {
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, WebhookError> {
     install_default_provider();
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let provider = Arc::new(rustls::crypto::ring::default_provider());

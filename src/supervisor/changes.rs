@@ -22,6 +22,16 @@ pub enum ChangeError {
     /// No feed has that name.
     #[error("no feed named {0:?}")]
     UnknownFeed(String),
+    /// The feed has no leg with that index.
+    #[error("feed {feed:?} has {legs} leg(s), numbered from 0: there is no leg {leg}")]
+    UnknownLeg {
+        /// The feed's name.
+        feed: String,
+        /// The leg asked for.
+        leg: usize,
+        /// How many legs it has.
+        legs: usize,
+    },
     /// A feed with that name exists already.
     #[error("a feed named {0:?} exists already: replace it with PUT /feeds/{0}")]
     Exists(String),
@@ -52,11 +62,13 @@ impl Supervisor {
 
     /// Validates a feed given as JSON, with the config's defaults, the
     /// supervisor's transports and no `${VAR}` expansion (a client must not be
-    /// able to make the sidecar send it a secret).
+    /// able to make the sidecar send it a secret), nor a program of its own
+    /// to run as a credential provider.
     pub(super) fn feed_from_json(
         &self,
         json: serde_json::Value,
     ) -> Result<FeedConfig, ChangeError> {
+        config::refuse_exec_credentials(&json)?;
         self.feed_from_json_with(json, &|_| None)
     }
 
@@ -157,9 +169,9 @@ pub(crate) struct RemoveFeed {
 impl Handler<RemoveFeed> for Supervisor {
     type Result = Result<(), ChangeError>;
 
-    fn handle(&mut self, remove: RemoveFeed, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, remove: RemoveFeed, ctx: &mut Context<Self>) -> Self::Result {
         self.check_accepting()?;
-        if !self.remove_feed(&remove.name) {
+        if !self.remove_feed(&remove.name, ctx) {
             return Err(ChangeError::UnknownFeed(remove.name));
         }
         tracing::info!(feed = %remove.name, "feed removed");
@@ -184,6 +196,7 @@ impl Handler<ReconnectFeed> for Supervisor {
             .feeds
             .get(&reconnect.name)
             .ok_or_else(|| ChangeError::UnknownFeed(reconnect.name.clone()))?;
+        entry.shards.reconnect();
         match &entry.actor {
             Some(actor) => actor.do_send(Reconnect),
             None => {
@@ -255,7 +268,7 @@ impl Supervisor {
         let new_feeds = if self.clustered { &[][..] } else { &new.feeds[..] };
         for name in old_names {
             if !new.feeds.iter().any(|feed| feed.name == name) {
-                self.remove_feed(&name);
+                self.remove_feed(&name, ctx);
                 report.feeds_removed.push(name);
             }
         }
@@ -303,6 +316,7 @@ impl Supervisor {
         if new.workers != self.config.workers {
             report.needs_restart.push("workers".to_owned());
         }
+        self.hosts.reload(&new);
         self.config = new;
         report
     }

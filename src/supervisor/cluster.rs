@@ -58,8 +58,8 @@ pub(crate) struct StopFeed {
 impl Handler<StopFeed> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, stop: StopFeed, _: &mut Context<Self>) {
-        if self.remove_feed(&stop.name) {
+    fn handle(&mut self, stop: StopFeed, ctx: &mut Context<Self>) {
+        if self.remove_feed(&stop.name, ctx) {
             tracing::info!(feed = %stop.name, "cluster feed stopped here");
         }
     }

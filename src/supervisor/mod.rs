@@ -24,6 +24,8 @@
 
 mod changes;
 mod cluster;
+mod legs;
+mod shards;
 mod sinks;
 
 use std::collections::BTreeMap;
@@ -37,8 +39,10 @@ use feedvisor_transport_api::DeliveryMode;
 pub(crate) use changes::{AddFeed, ReconnectFeed, Reload, RemoveFeed, ReplaceFeed};
 pub use changes::{ChangeError, ReloadReport};
 pub(crate) use cluster::{CheckFeed, RunFeed, StopFeed};
+pub(crate) use legs::RotateFeed;
 
 use crate::config::{self, Config, FeedConfig};
+use crate::connection::legs::FeedLegs;
 use crate::connection::sequence::FeedSequence;
 use crate::connection::{
     ConnectionEvent, ConnectionSetup, Disconnect, FeedConnection, SendError, SendMessage,
@@ -49,6 +53,7 @@ use crate::router::{GetInFlight, Router, Routes};
 use crate::sink;
 use crate::status::{FeedState, FeedStatus, StatusCell};
 use crate::transports::TransportRegistry;
+use crate::venue::hosts::HostRegistry;
 
 /// Where a feed's connection actors run and what they share; kept across replacements.
 #[derive(Clone)]
@@ -57,6 +62,13 @@ struct Home {
     worker: usize,
     /// The sequence state the feed's actors share; `None` for a feed without sequence numbers.
     sequence: Option<Arc<FeedSequence>>,
+    /// The redundant legs the feed's actors share; `None` for a feed without `urls`.
+    legs: Option<Arc<FeedLegs>>,
+    /// Which leg an actor started in this home serves (0 without legs).
+    leg: usize,
+    /// False only for the feed's first actor: later ones continue a stream
+    /// that cannot be proven continuous without sequence numbers or legs.
+    replacing: bool,
 }
 
 /// One supervised feed.
@@ -68,15 +80,19 @@ struct FeedEntry {
     actor: Option<Addr<FeedConnection>>,
     /// Which actor of this feed is current; events from others are stale.
     incarnation: u64,
+    /// Its connections beyond the first, when `max_topics_per_connection` spreads its topics.
+    shards: shards::Shards,
+    /// Legs 1 and up of a feed with `urls` (the actor above is leg 0).
+    extra_legs: Vec<legs::Leg>,
 }
 
 impl FeedEntry {
     fn status(&self) -> FeedStatus {
-        FeedStatus {
+        let mut status = FeedStatus {
             name: self.config.name.clone(),
             url: self.config.display_url(),
             mode: config::mode_name(self.config.mode),
-            state: self.shared.state(),
+            state: self.feed_state(),
             messages_in: self.shared.messages_in(),
             bytes_in: self.shared.bytes_in(),
             reconnects: self.shared.reconnects(),
@@ -85,7 +101,15 @@ impl FeedEntry {
             last_error: self.shared.last_error(),
             last_close: self.shared.last_close(),
             retry: self.shared.retry(),
-        }
+            credentials: self.shared.credentials(),
+            legs: self.leg_statuses(),
+            subscriptions: None,
+            shards: None,
+            host_wait: self.shared.host_wait(),
+            pacing: self.shared.pacing(),
+        };
+        self.add_shards(&mut status);
+        status
     }
 }
 
@@ -98,6 +122,8 @@ struct Retiring {
     /// The sequence state it shares, if any: a later actor sharing it retires
     /// it by taking over, not by opening.
     sequence: Option<Arc<FeedSequence>>,
+    /// On a rotated leg, that leg: only a later actor of the same leg retires it.
+    leg: Option<usize>,
     actor: Addr<FeedConnection>,
 }
 
@@ -137,6 +163,8 @@ pub(crate) struct Supervisor {
     /// In a `[cluster]`, feeds run here only while this replica holds their
     /// lease: the file's feeds are not started, nor reloaded, by the supervisor.
     clustered: bool,
+    /// The `[[hosts]]` registry every connection actor consults; reloaded with the config.
+    hosts: Arc<HostRegistry>,
 }
 
 impl Supervisor {
@@ -157,6 +185,7 @@ impl Supervisor {
         workers.extend(arbiters.iter().map(Arbiter::handle));
         let clustered = config.cluster.is_some();
         Supervisor {
+            hosts: HostRegistry::new(&config),
             clustered,
             config,
             config_path,
@@ -175,11 +204,19 @@ impl Supervisor {
         }
     }
 
+    /// The `[[hosts]]` registry, for the admin server (`GET /hosts`, `/metrics`).
+    pub(crate) fn hosts(&self) -> Arc<HostRegistry> {
+        self.hosts.clone()
+    }
+
     /// A home for a new feed: the next worker, and a fresh sequence state if it is sequenced.
     fn new_home(&mut self, config: &FeedConfig, ctx: &mut Context<Self>) -> Home {
         let worker = self.next_worker % self.workers.len();
         self.next_worker += 1;
-        Home { worker, sequence: new_sequence(config, ctx) }
+        // Legs check numbers themselves (see `connection/legs.rs`).
+        let legs = FeedLegs::for_feed(config);
+        let sequence = if legs.is_some() { None } else { new_sequence(config, ctx) };
+        Home { worker, sequence, legs, leg: 0, replacing: false }
     }
 
     /// Starts a connection actor for `config` in its `home`; returns its incarnation.
@@ -204,17 +241,26 @@ impl Supervisor {
         let watch =
             SupervisorLink::new(ctx.address().recipient(), config.name.clone(), incarnation);
         let setup = ConnectionSetup {
-            feed: config.clone(),
+            feed: shards::shard_config(config, 0),
             transport,
             routes: self.routes.clone(),
             shared: shared.clone(),
             watch: Some(watch),
+            hosts: self.hosts.clone(),
         };
         let seat =
             home.sequence.as_ref().map(|sequence| sequence.join(incarnation, Some(shared.clone())));
+        let leg_seat =
+            home.legs.as_ref().map(|legs| legs.join(incarnation, home.leg, Some(shared.clone())));
+        let replacing = home.replacing;
         let worker = &self.workers[home.worker % self.workers.len()];
         let actor = FeedConnection::start_in_arbiter(worker, move |_| {
             let actor = FeedConnection::new(setup);
+            let actor = if replacing { actor.replacing() } else { actor };
+            let actor = match leg_seat {
+                Some(seat) => actor.on_leg(seat),
+                None => actor,
+            };
             match seat {
                 Some(seat) => actor.sharing_sequence(seat),
                 None => actor,
@@ -226,23 +272,39 @@ impl Supervisor {
     fn add_feed(&mut self, feed: FeedConfig, ctx: &mut Context<Self>) {
         let config = Arc::new(feed);
         let shared = StatusCell::new();
-        let home = self.new_home(&config, ctx);
+        let mut home = self.new_home(&config, ctx);
         let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
-        let entry = FeedEntry { config, shared, home, actor, incarnation };
+        let shards = self.start_shards(&config, &home, ctx);
+        let extra_legs = self.spawn_extra_legs(&config, &home, ctx);
+        home.replacing = true;
+        let entry = FeedEntry { config, shared, home, actor, incarnation, shards, extra_legs };
         self.feeds.insert(entry.config.name.clone(), entry);
     }
 
     /// Closes a feed's connection (1000) and forgets it; its series leave `/metrics`.
-    fn remove_feed(&mut self, name: &str) -> bool {
+    /// Stops every actor of feed `name` (its legs, shards and those being
+    /// retired) and, once each has handled its `Disconnect` (so none pushes
+    /// a message again, which would bring a series back), removes the feed's
+    /// series from `/metrics`, unless a feed of that name was added meanwhile.
+    fn remove_feed(&mut self, name: &str, ctx: &mut Context<Self>) -> bool {
         let Some(entry) = self.feeds.remove(name) else { return false };
-        if let Some(actor) = entry.actor {
-            actor.do_send(Disconnect {
-                code: feedvisor_transport_api::close_code::NORMAL,
-                retire: false,
-            });
-        }
-        self.retire_all_of(name);
-        metrics::remove_feed(name);
+        let code = feedvisor_transport_api::close_code::NORMAL;
+        let mut stopping: Vec<_> =
+            entry.actors().map(|actor| actor.send(Disconnect { code, retire: false })).collect();
+        self.retiring.retain(|retiring| {
+            let mine = retiring.feed == name;
+            if mine {
+                stopping.push(retiring.actor.send(Disconnect { code, retire: true }));
+            }
+            !mine
+        });
+        let name = name.to_owned();
+        let stopped = futures_util::future::join_all(stopping);
+        ctx.spawn(stopped.into_actor(self).map(move |_, supervisor, _| {
+            if !supervisor.feeds.contains_key(&name) {
+                metrics::remove_feed(&name);
+            }
+        }));
         true
     }
 
@@ -258,15 +320,33 @@ impl Supervisor {
         let continues = |old: &FeedEntry| {
             old.config.sequence == config.sequence && old.config.mode == config.mode
         };
-        let home = match self.feeds.get(&name).map(|old| (old.home.clone(), continues(old))) {
-            Some((home, true)) => home,
-            Some((home, false)) => Home { sequence: new_sequence(&config, ctx), ..home },
+        let old = self.feeds.get(&name).map(|old| (old.home.clone(), continues(old)));
+        let legs = legs::legs_for(&config, old.as_ref().and_then(|(home, _)| home.legs.as_ref()));
+        let home = match old {
+            // Legs check numbers themselves; a feed without them continues
+            // the sequence state of the actors it replaces, if they had one.
+            Some((home, true)) if legs.is_some() || home.sequence.is_some() => home,
+            Some((home, _)) => Home { sequence: new_sequence(&config, ctx), ..home },
             None => self.new_home(&config, ctx),
         };
+        let sequence = if legs.is_some() { None } else { home.sequence };
+        let home = Home { sequence, legs, leg: 0, replacing: true, ..home };
         let (actor, incarnation) = self.spawn_connection(&config, &shared, &home, ctx);
+        let shards = self.start_shards(&config, &home, ctx);
+        let extra_legs = self.spawn_extra_legs(&config, &home, ctx);
         let sequence = home.sequence.clone();
-        let entry = FeedEntry { config: config.clone(), shared, home, actor, incarnation };
-        let Some(old) = self.feeds.insert(name.clone(), entry) else { return };
+        let entry = FeedEntry {
+            config: config.clone(),
+            shared,
+            home,
+            actor,
+            incarnation,
+            shards,
+            extra_legs,
+        };
+        let Some(mut old) = self.feeds.insert(name.clone(), entry) else { return };
+        self.retire_shards(&name, std::mem::take(&mut old.shards));
+        self.retire_legs(&name, old.extra_legs, &old.home);
         let Some(old_actor) = old.actor else { return };
         if self.feeds.get(&name).is_some_and(|entry| entry.actor.is_none()) {
             // The new one cannot start: nothing to wait for.
@@ -280,10 +360,11 @@ impl Supervisor {
             feed: name.clone(),
             incarnation: old.incarnation,
             sequence: old.home.sequence,
+            leg: None,
             actor: old_actor,
         });
         // Do not wait forever for a successor that cannot connect or prove continuity.
-        let patience = config.handshake_timeout * 2 + Duration::from_secs(1);
+        let patience = legs::patience(&config);
         ctx.run_later(patience, move |supervisor, _| {
             supervisor.retire_before(&name, incarnation, |_| true);
             if let Some(sequence) = sequence {
@@ -304,9 +385,11 @@ impl Supervisor {
         });
     }
 
-    /// Actor `incarnation` of `feed` opened: the older actors it does not share
-    /// a sequence state with go (those it shares one with wait for it to take over).
-    fn opened(&mut self, feed: &str, incarnation: u64) {
+    /// Actor `incarnation` of `feed` (of leg `leg`, if current) is subscribed
+    /// and delivering: the older actors it does not share a sequence state
+    /// with go (those it shares one with wait for it to take over), but for
+    /// a rotated leg's, which only a later actor of that leg retires.
+    fn opened(&mut self, feed: &str, incarnation: u64, leg: Option<usize>) {
         let current = self.feeds.get(feed).filter(|entry| entry.incarnation == incarnation);
         let sequence = match current {
             Some(entry) => entry.home.sequence.clone(),
@@ -316,20 +399,13 @@ impl Supervisor {
                 .find(|retiring| retiring.feed == feed && retiring.incarnation == incarnation)
                 .and_then(|retiring| retiring.sequence.clone()),
         };
-        self.retire_before(feed, incarnation, |retiring| match (&sequence, &retiring.sequence) {
-            (Some(mine), Some(theirs)) => !Arc::ptr_eq(mine, theirs),
-            _ => true,
-        });
-    }
-
-    fn retire_all_of(&mut self, feed: &str) {
-        let code = feedvisor_transport_api::close_code::NORMAL;
-        self.retiring.retain(|retiring| {
-            let mine = retiring.feed == feed;
-            if mine {
-                retiring.actor.do_send(Disconnect { code, retire: true });
-            }
-            !mine
+        self.retire_before(feed, incarnation, |retiring| {
+            let same_leg = retiring.leg.is_none_or(|retired| Some(retired) == leg);
+            same_leg
+                && match (&sequence, &retiring.sequence) {
+                    (Some(mine), Some(theirs)) => !Arc::ptr_eq(mine, theirs),
+                    _ => true,
+                }
         });
     }
 }
@@ -367,13 +443,22 @@ impl Handler<ConnectionEvent> for Supervisor {
 
     fn handle(&mut self, event: ConnectionEvent, ctx: &mut Context<Self>) {
         match event {
-            ConnectionEvent::Opened { feed, incarnation } => self.opened(&feed, incarnation),
+            ConnectionEvent::Delivering { feed, incarnation } => {
+                self.delivering(&feed, incarnation);
+            }
+            ConnectionEvent::RotateDue { feed, incarnation } => {
+                self.rotate_due(&feed, incarnation, ctx);
+            }
             ConnectionEvent::TookOver { feed, incarnation } => {
                 self.retire_before(&feed, incarnation, |_| true);
             }
             ConnectionEvent::Died { feed, incarnation } => {
+                if self.shard_died(&feed, incarnation, ctx) {
+                    return;
+                }
                 let Some(entry) = self.feeds.get(&feed).filter(|e| e.incarnation == incarnation)
                 else {
+                    self.leg_died(&feed, incarnation, ctx);
                     return;
                 };
                 if !self.accepting_changes {
@@ -456,10 +541,7 @@ impl Handler<GetReadiness> for Supervisor {
             .feeds
             .values()
             .filter(|entry| entry.config.required)
-            .map(|entry| FeedReadiness {
-                name: entry.config.name.clone(),
-                state: entry.shared.state(),
-            })
+            .map(|entry| FeedReadiness { name: entry.config.name.clone(), state: entry.state() })
             .filter(|feed| feed.state != FeedState::Open)
             .collect();
         let ready = self.accepting_changes && waiting_for.is_empty();
@@ -529,9 +611,10 @@ impl Handler<CloseFeeds> for Supervisor {
     fn handle(&mut self, _: CloseFeeds, _: &mut Context<Self>) -> Self::Result {
         self.accepting_changes = false;
         let code = feedvisor_transport_api::close_code::GOING_AWAY;
-        let actors = self.feeds.values().filter_map(|entry| entry.actor.clone());
+        let actors: Vec<_> = self.feeds.values().flat_map(FeedEntry::actors).collect();
         let retiring = self.retiring.drain(..).map(|retiring| retiring.actor);
         let closing: Vec<_> = actors
+            .into_iter()
             .chain(retiring)
             .map(|actor| actor.send(Disconnect { code, retire: false }))
             .collect();

@@ -77,7 +77,7 @@ impl Supervisor {
             feeds: subscriber.feeds.clone(),
             topics: subscriber.topics.clone(),
             queue: subscriber.queue,
-            overflow: subscriber.overflow,
+            overflow: subscriber.overflow.clone(),
             metric_label: None,
         };
         self.router.do_send(Subscribe { spec, recipient });

@@ -71,13 +71,20 @@ fn the_admin_side_serves_https_and_wss_with_its_own_certificate() {
         let status =
             tokio::time::timeout(DEADLINE, reconnect).await.expect("in time").expect("sent");
         assert!(status.status().is_success(), "{}", status.status());
-        let frame = tokio::time::timeout(DEADLINE, socket.next())
-            .await
-            .expect("a message in time")
-            .expect("a frame")
-            .expect("a valid frame");
-        let awc::ws::Frame::Text(text) = frame else { panic!("not text: {frame:?}") };
-        let text = String::from_utf8_lossy(&text).into_owned();
+        let mut next_text = async || {
+            let frame = tokio::time::timeout(DEADLINE, socket.next())
+                .await
+                .expect("a message in time")
+                .expect("a frame")
+                .expect("a valid frame");
+            let awc::ws::Frame::Text(text) = frame else { panic!("not text: {frame:?}") };
+            String::from_utf8_lossy(&text).into_owned()
+        };
+        // The reconnect is announced first: the feed has no sequence numbers.
+        let event = next_text().await;
+        assert!(event.contains(r#""type":"discontinuity""#), "{event}");
+        assert!(event.contains(r#""reason":"reconnect""#), "{event}");
+        let text = next_text().await;
         assert!(text.contains("hello") && text.contains("quotes"), "{text}");
     });
 }

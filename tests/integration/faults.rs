@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, Notify};
 mod proxy;
 
 use crate::support::{
-    answer_status, collect, encode_frame, eventually, feed_status, http_get, http_post, metric,
-    opcode, read_request_head, refused_addr, sample, wait_for_feed, wait_for_metric, Collector,
-    RawServer, RawWs, Upstream, DEADLINE, FIN,
+    answer_status, collect, collect_all, encode_frame, eventually, feed_status, http_get,
+    http_post, metric, opcode, read_request_head, refused_addr, sample, wait_for_feed,
+    wait_for_metric, Collector, RawServer, RawWs, Upstream, DEADLINE, FIN,
 };
 
 /// Starts a sidecar with `feeds` (TOML `[[feeds]]` tables) and an admin
@@ -764,7 +764,11 @@ reconnect = {{ policy = "fixed", initial = "50ms", jitter = "none" }}
     ))
     .await;
 
-    let messages = collect(&mut receiver, 5).await;
+    let messages = collect_all(&mut receiver, 6).await;
+    // The gap is announced in-band, right before the first number after it.
+    let Some(event) = messages[3].discontinuity.as_deref() else { panic!("{messages:?}") };
+    assert_eq!((event.last_before, event.first_after, event.missed), (Some(3), Some(7), Some(3)));
+    let messages: Vec<_> = messages.into_iter().filter(|m| m.discontinuity.is_none()).collect();
     let seen: Vec<(u64, Option<u64>)> = messages
         .iter()
         .map(|message| (json(message)["seq"].as_u64().expect("seq"), message.gap_before))

@@ -3,11 +3,14 @@
 
 mod admin_limits;
 mod binary;
+mod broadcast;
 mod churn;
 mod cluster;
 mod compression;
 mod config_examples;
+mod conflate;
 mod conformance;
+mod credentials;
 mod deployment;
 mod faults;
 mod fuzz_regressions;
@@ -20,9 +23,12 @@ mod send;
 mod sinks;
 mod stream;
 mod subscribe;
+mod subscriptions;
 mod support;
 mod switchover;
 mod tcp;
 mod tidy;
 mod tls;
 mod transports;
+mod venue_limits;
+mod zero_gap;

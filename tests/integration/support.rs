@@ -189,8 +189,23 @@ impl Handler<Deliver> for Collector {
     }
 }
 
-/// Receives `count` messages, failing the test if they do not come in time.
+/// Receives `count` data messages, failing the test if they do not come in
+/// time; discontinuity events are passed over ([`collect_all`] keeps them).
 pub(crate) async fn collect(
+    receiver: &mut mpsc::UnboundedReceiver<FeedMessage>,
+    count: usize,
+) -> Vec<FeedMessage> {
+    let mut messages = Vec::with_capacity(count);
+    while messages.len() < count {
+        let batch = collect_all(receiver, count - messages.len()).await;
+        messages.extend(batch.into_iter().filter(|message| message.discontinuity.is_none()));
+    }
+    messages
+}
+
+/// Receives `count` messages, discontinuity events included, failing the
+/// test if they do not come in time.
+pub(crate) async fn collect_all(
     receiver: &mut mpsc::UnboundedReceiver<FeedMessage>,
     count: usize,
 ) -> Vec<FeedMessage> {

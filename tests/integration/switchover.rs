@@ -3,151 +3,36 @@
 //! as a gap.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpServer};
-use actix_web_actors::ws;
 use feedvisor::config::Config;
 use feedvisor::transports::TransportRegistry;
 use feedvisor::{FeedMessage, Sidecar, SubscriptionSpec};
 use feedvisor_transport_api::{DataFrame, Event, Outbound};
 use feedvisor_transport_memory::{MemoryHub, MemoryListener, MemoryPeer, MemoryTransport};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use crate::support::{answer_control, eventually, metric, with_memory, Collector, DEADLINE};
-
-/// The paths of the sessions open now, one entry per session.
-type OpenPaths = Arc<Mutex<Vec<String>>>;
-
-/// An upstream session that forwards the broadcast numbers as `{"seq": n}`.
-struct BroadcastSession {
-    numbers: Option<broadcast::Receiver<u64>>,
-    path: String,
-    open: OpenPaths,
-}
-
-impl Actor for BroadcastSession {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.open.lock().expect("open paths").push(self.path.clone());
-        let Some(numbers) = self.numbers.take() else { return };
-        let stream = futures_util::stream::unfold(numbers, |mut numbers| async move {
-            loop {
-                match numbers.recv().await {
-                    Ok(seq) => return Some((seq, numbers)),
-                    // A slow connection misses numbers, as a real one would.
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        ctx.add_stream(stream);
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        let mut open = self.open.lock().expect("open paths");
-        if let Some(at) = open.iter().position(|path| *path == self.path) {
-            open.remove(at);
-        }
-    }
-}
-
-impl StreamHandler<u64> for BroadcastSession {
-    fn handle(&mut self, seq: u64, ctx: &mut Self::Context) {
-        ctx.text(json!({ "seq": seq }).to_string());
-    }
-
-    /// The broadcast ended: the session stays open, quiet.
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for BroadcastSession {
-    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        answer_control(message, ctx);
-    }
-}
-
-/// A WebSocket upstream that sends every connection the same numbers at a
-/// steady rate, as a market data feed does: a connection opened later joins
-/// the stream where it stands.
-struct BroadcastUpstream {
-    addr: std::net::SocketAddr,
-    /// The paths of the sessions open now.
-    open: OpenPaths,
-    /// The next number to broadcast.
-    next: Arc<AtomicU64>,
-    /// Cleared to stop broadcasting.
-    running: Arc<AtomicBool>,
-    handle: ServerHandle,
-}
-
-impl BroadcastUpstream {
-    fn start(every: Duration) -> Self {
-        let (numbers, _) = broadcast::channel::<u64>(1 << 16);
-        let open = OpenPaths::default();
-        let (sessions, sender) = (open.clone(), numbers.clone());
-        let server = HttpServer::new(move || {
-            let (sessions, sender) = (sessions.clone(), sender.clone());
-            App::new().default_service(web::get().to(
-                move |request: HttpRequest, stream: web::Payload| {
-                    let session = BroadcastSession {
-                        numbers: Some(sender.subscribe()),
-                        path: request.path().to_owned(),
-                        open: sessions.clone(),
-                    };
-                    async move { ws::start(session, &request, stream) }
-                },
-            ))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("bind a free loopback port");
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        let next = Arc::new(AtomicU64::new(1));
-        let running = Arc::new(AtomicBool::new(true));
-        let (counter, run) = (next.clone(), running.clone());
-        actix_rt::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            while run.load(Ordering::SeqCst) {
-                ticks.tick().await;
-                let _ = numbers.send(counter.fetch_add(1, Ordering::SeqCst));
-            }
-        });
-        BroadcastUpstream { addr, open, next, running, handle }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}/{path}", self.addr)
-    }
-
-    /// Stops broadcasting; returns the last number sent.
-    fn stop_broadcasting(&self) -> u64 {
-        self.running.store(false, Ordering::SeqCst);
-        // The ticker may be between its check and its send: take the number
-        // after that send by reserving one it will never send.
-        self.next.fetch_add(1, Ordering::SeqCst) - 1
-    }
-}
+use crate::broadcast::BroadcastUpstream;
+use crate::support::{eventually, metric, with_memory, Collector, DEADLINE};
 
 /// The numbers a subscriber has received, and each message's `gap_before`.
 #[derive(Default)]
 struct Received {
     numbers: Vec<u64>,
     gaps: Vec<u64>,
+    /// Discontinuity events: how many messages each says were missed.
+    announced: Vec<Option<u64>>,
 }
 
 impl Received {
     fn take(&mut self, message: &FeedMessage) {
+        if let feedvisor::FeedEvent::Discontinuity(event) = message.event() {
+            self.announced.push(event.missed);
+            return;
+        }
         let value: Value = serde_json::from_slice(&message.payload).expect("a JSON message");
         self.numbers.push(value["seq"].as_u64().expect("a sequence number"));
         self.gaps.extend(message.gap_before);
@@ -346,6 +231,7 @@ async fn a_replacement_takes_over_a_sequenced_feed_once_it_proves_continuity() {
 
     assert_eq!(received.numbers, [1, 2, 3, 4, 11, 12]);
     assert_eq!(received.gaps, [6], "5 to 10 never reached subscribers");
+    assert_eq!(received.announced, [Some(6)], "and subscribers were told, in-band");
     let labels = r#"feed="handover""#;
     assert_eq!(metric(&sidecar, "feedvisor_sequence_missed_total", labels), 6.0);
     assert_eq!(metric(&sidecar, "feedvisor_sequence_gaps_total", labels), 1.0);

@@ -355,6 +355,11 @@ fn named_files(value: &toml::Value, files: &mut Vec<String>) {
             for (key, value) in table {
                 match value {
                     toml::Value::String(path) if key == "ca_file" => files.push(path.clone()),
+                    // A credential provider's program, checked to exist at load.
+                    toml::Value::Array(command) if key == "exec" => {
+                        let program = command.first().and_then(toml::Value::as_str);
+                        files.extend(program.filter(|path| path.contains('/')).map(str::to_owned));
+                    }
                     other => named_files(other, files),
                 }
             }

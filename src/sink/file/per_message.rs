@@ -6,7 +6,8 @@
 //! name, `<feed>-<message>-<received>.bin`, and renamed into place when its
 //! last chunk is written; a message cut short (an aborted chunk) has its
 //! partial file removed and is counted as dropped (reason `aborted`). A whole
-//! message (message mode) is written the same way in one go. Writes happen on
+//! message (message mode) is written the same way in one go, and so is a
+//! discontinuity event, a file holding the event as JSON. Writes happen on
 //! tokio's blocking pool while the sink holds the [`Deliver`], so a slow disk
 //! fills the subscriber's queue, where its policy applies (use
 //! `overflow = "backpressure"` so that nothing is dropped).
@@ -301,6 +302,7 @@ mod tests {
             gap_before: None,
             sequence: None,
             chunk: Some(Chunk { message, offset, last, aborted }),
+            discontinuity: None,
         }
     }
 

@@ -53,6 +53,7 @@ fn message(topic: &str, seq: usize) -> FeedMessage {
         gap_before: None,
         sequence: None,
         chunk: None,
+        discontinuity: None,
     }
 }
 

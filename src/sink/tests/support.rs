@@ -4,14 +4,13 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::config::SubscriberOverflow;
-use crate::inbox::delivery::{DataKind, Deliver, FeedMessage};
+use crate::inbox::delivery::{Deliver, FeedMessage};
 use crate::inbox::Inbox;
 use crate::sink::write_json_line;
 
@@ -33,17 +32,7 @@ pub(super) async fn eventually(what: &str, probe: impl FnMut() -> bool) {
 
 /// A text message of feed `feed`.
 pub(super) fn text(feed: &str, payload: &str) -> FeedMessage {
-    FeedMessage {
-        feed: feed.into(),
-        topic: None,
-        kind: DataKind::Text,
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        received_at: SystemTime::now(),
-        received: Instant::now(),
-        gap_before: None,
-        sequence: None,
-        chunk: None,
-    }
+    FeedMessage::text_for_test(feed, payload)
 }
 
 /// `count` numbered text messages, `{"seq":N}` from `first` on.

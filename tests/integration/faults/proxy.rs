@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 
 use super::{json, start};
 use crate::support::{
-    collect, encode_frame, eventually, metric, opcode, wait_for_feed, wait_for_metric, RawServer,
-    RawWs, Upstream, DEADLINE, FIN,
+    collect, collect_all, encode_frame, eventually, metric, opcode, wait_for_feed, wait_for_metric,
+    RawServer, RawWs, Upstream, DEADLINE, FIN,
 };
 
 /// Stops the sidecar, then waits until this process holds only `baseline`
@@ -164,7 +164,11 @@ async fn a_reset_connection_is_replaced() {
 
     assert_eq!(json(&collect(&mut receiver, 1).await[0])["conn"], 0);
     proxy.reset();
-    assert_eq!(json(&collect(&mut receiver, 1).await[0])["conn"], 1);
+    // Without sequence numbers nothing proves that nothing was lost: subscribers are told.
+    let after = collect_all(&mut receiver, 2).await;
+    let reason = after[0].discontinuity.as_deref().map(|event| event.reason.as_str());
+    assert_eq!(reason, Some("reconnect"), "{after:?}");
+    assert_eq!(json(&after[1])["conn"], 1);
     let status = wait_for_feed(&sidecar, "faults-reset", "open again", |feed| {
         feed.state == FeedState::Open && feed.reconnects == 1
     })

@@ -1,7 +1,8 @@
 //! Finds RFC 6901 JSON pointers in a message without parsing it into a tree.
 //!
 //! A feed's `topic` and `sequence` pointers each name one scalar in every
-//! inbound message. [`lookup_pair`] walks the message bytes once, skips
+//! inbound message (and so do its `timestamp` pointer and, while a
+//! conflating subscriber is behind, that subscriber's key pointer). [`lookup_pair`] walks the message bytes once, skips
 //! (and checks) every value that is not on a pointer's path, and stops as
 //! soon as every pointer it was given is resolved. Nothing is allocated
 //! unless a string found, or an object key compared on the way, has escapes
@@ -88,6 +89,27 @@ pub(crate) fn lookup<'a>(json: &'a [u8], pointer: &str) -> Option<Scalar<'a>> {
     found
 }
 
+/// Checks that `pointer` is an RFC 6901 pointer: empty, or `/`-separated
+/// tokens with `~0` and `~1` as the only escapes. The error names the
+/// pointer and says how to write one.
+pub(crate) fn check_syntax(pointer: &str) -> Result<(), String> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer: start it with '/', such as \"/symbol\""
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "{pointer:?} is not a JSON pointer: \
+                 '~' must be followed by 0 or 1 (\"~0\" is '~', \"~1\" is '/')"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The scalars at two pointers, found in one walk: the same answers as two
 /// `lookup`s (the test-only one-pointer form), where `None` for a pointer
 /// finds `None`.
@@ -98,6 +120,15 @@ pub(crate) fn lookup_pair<'a>(
 ) -> (Option<Scalar<'a>>, Option<Scalar<'a>>) {
     let [first, second] = Walk::run(json, [first, second]);
     (first, second)
+}
+
+/// The scalars at up to 32 pointers, found in one walk: the same answers as
+/// one `lookup` each, where `None` for a pointer finds `None`.
+pub(crate) fn lookup_many<'a, const N: usize>(
+    json: &'a [u8],
+    pointers: [Option<&str>; N],
+) -> [Option<Scalar<'a>>; N] {
+    Walk::run(json, pointers)
 }
 
 /// Stops a walk early: every pointer is resolved, or the document is malformed.
