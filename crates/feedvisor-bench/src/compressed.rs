@@ -181,7 +181,11 @@ impl Deflater {
 }
 
 /// The stream of the CPU cases, encoded: frames, payload bytes, wire payload bytes.
-fn encode_stream(compressed: bool, messages: u64, window_bits: u8) -> (Vec<u8>, u64, u64) {
+pub(crate) fn encode_stream(
+    compressed: bool,
+    messages: u64,
+    window_bits: u8,
+) -> (Vec<u8>, u64, u64) {
     let mut deflater = Deflater::new(window_bits);
     let (mut bytes, mut payload, mut wire) = (Vec::new(), 0u64, 0u64);
     for seq in 0..messages {
@@ -332,12 +336,42 @@ async fn cpu_case(
 ) -> Result<CompressedFigures, BenchError> {
     let (plain, payload, plain_wire) = encode_stream(false, messages, 15);
     let (deflated, _, deflated_wire) = encode_stream(true, messages, 15);
+    let extra = if compressed { "" } else { "compression = \"off\"" };
+    let feeds = |addr| feed_toml("bench-deflate", addr, extra);
+    let used = cpu_of_stream(&feeds, plain, deflated, messages, core, timeout, false).await?;
+    let wire = if compressed { deflated_wire } else { plain_wire };
+    Ok(CompressedFigures {
+        compression: if compressed { "deflate" } else { "plain" }.to_owned(),
+        messages,
+        cpu_ns_per_msg: Some(used.as_nanos() as f64 / messages as f64),
+        wire_bytes_per_msg: Some(wire as f64 / messages as f64),
+        payload_bytes_per_msg: payload as f64 / messages as f64,
+        idle_feeds: 0,
+        rss_per_feed_kib: None,
+    })
+}
+
+/// The CPU the sidecar spends (all its threads but the upstream's) from the
+/// go until a counting subscriber has handled `messages`, with the feeds
+/// `feeds` gives for the upstream's address; every connection to the
+/// upstream gets `plain` (or `deflated`, when it offers permessage-deflate).
+/// With `settle`, the count goes on after the last message until the process
+/// is quiet (connections still reading copies nobody needs, such as a
+/// slower leg's), at most [`SETTLE_MAX`].
+pub(crate) async fn cpu_of_stream(
+    feeds: &dyn Fn(SocketAddr) -> String,
+    plain: Vec<u8>,
+    deflated: Vec<u8>,
+    messages: u64,
+    core: Option<usize>,
+    timeout: Duration,
+    settle: bool,
+) -> Result<Duration, BenchError> {
     let (go, going) = watch::channel(false);
     let behaviour = Behaviour { plain: Arc::new(plain), compressed: Arc::new(deflated), go: going };
     let upstream = Upstream::start(behaviour, core)?;
-    let extra = if compressed { "" } else { "compression = \"off\"" };
     let (tally, complete) = Tally::new(messages, Instant::now());
-    let sidecar = start_sidecar(&feed_toml("bench-deflate", upstream.addr, extra), &tally).await?;
+    let sidecar = start_sidecar(&feeds(upstream.addr), &tally).await?;
     let deadline = Instant::now() + timeout;
     while !sidecar.readiness().await.is_some_and(|readiness| readiness.ready) {
         if Instant::now() >= deadline {
@@ -355,17 +389,26 @@ async fn cpu_case(
             "{handled} of {messages} messages handled within {timeout:?}"
         )));
     }
-    let after = ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source))?;
+    let sample = || ProcessCpu::sample().map_err(|source| BenchError::io("read CPU times", source));
+    let mut after = sample()?;
+    let settled = Instant::now() + SETTLE_MAX;
+    while settle && Instant::now() < settled {
+        actix_rt::time::sleep(SETTLE_STEP).await;
+        let later = sample()?;
+        let busy = later.used_since(&after, &[upstream.thread_id]);
+        after = later;
+        if busy < SETTLE_STEP / 20 {
+            break;
+        }
+    }
     let used = after.used_since(&before, &[upstream.thread_id]);
     sidecar.stop().await;
-    let wire = if compressed { deflated_wire } else { plain_wire };
-    Ok(CompressedFigures {
-        compression: if compressed { "deflate" } else { "plain" }.to_owned(),
-        messages,
-        cpu_ns_per_msg: Some(used.as_nanos() as f64 / messages as f64),
-        wire_bytes_per_msg: Some(wire as f64 / messages as f64),
-        payload_bytes_per_msg: payload as f64 / messages as f64,
-        idle_feeds: 0,
-        rss_per_feed_kib: None,
-    })
+    Ok(used)
 }
+
+/// How often a settling count looks whether the process is quiet (under 5%
+/// of a core since the last look).
+const SETTLE_STEP: Duration = Duration::from_millis(50);
+
+/// The longest a settling count waits for the process to be quiet.
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(5);

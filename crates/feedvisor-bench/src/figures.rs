@@ -213,6 +213,21 @@ pub struct CapacityFigures {
     pub steps: Vec<Step>,
 }
 
+/// What redundant legs cost, one case of the doubled scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DoubledFigures {
+    /// The case: one leg, or two deduplicated by sequence or payload hash.
+    pub case: String,
+    /// Legs connected to the upstream.
+    pub legs: usize,
+    /// Messages delivered (each arrived once per leg).
+    pub messages: u64,
+    /// CPU nanoseconds per delivered message.
+    pub cpu_ns_per_msg: f64,
+    /// `cpu_ns_per_msg` over the single leg's.
+    pub ratio_to_single: f64,
+}
+
 /// What permessage-deflate costs, one case of the compressed scenario.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompressedFigures {

@@ -45,6 +45,7 @@ pub mod blaster;
 pub mod capacity;
 pub mod compressed;
 pub mod cpu;
+pub mod doubled;
 pub mod fanout;
 pub mod feeds;
 pub mod figures;
@@ -128,6 +129,7 @@ async fn run_scenario(bench: &Bench, args: &BenchArgs) -> Result<Vec<Row>, Bench
         Scenario::Soak => soak::run(bench, args).await,
         Scenario::Nats => nats::run(bench, args).await,
         Scenario::Compressed => compressed::run(bench, args).await,
+        Scenario::Doubled => doubled::run(bench, args).await,
     }
 }
 
@@ -146,6 +148,7 @@ pub fn render(report: &Report) -> String {
         Scenario::Soak => (vec![soak::table(rows)], soak::NOTE),
         Scenario::Nats => (vec![nats::table(rows)], nats::NOTE),
         Scenario::Compressed => (vec![compressed::table(rows)], compressed::NOTE),
+        Scenario::Doubled => (vec![doubled::table(rows)], doubled::NOTE),
     };
     report.render(&tables, note)
 }
@@ -329,5 +332,26 @@ mod tests {
             assert!(json["rss_per_feed_kib"].as_f64().unwrap_or(0.0) > 0.0, "{json}");
         }
         assert!(render(&report).contains("compressed"));
+    }
+
+    #[test]
+    fn the_doubled_scenario_runs_with_tiny_counts() {
+        let args = BenchArgs {
+            messages: 500,
+            no_pin: true,
+            timeout: Duration::from_secs(30),
+            ..BenchArgs::defaults(Scenario::Doubled).expect("defaults")
+        };
+        let report = run(&args).expect("the doubled scenario runs");
+        let rows: Vec<serde_json::Value> =
+            report.rows.iter().map(|row| row.to_json(&report.env)).collect();
+        assert_eq!(rows.len(), 3, "one leg, two by sequence, two by hash: {rows:?}");
+        for json in &rows {
+            assert_eq!(json["messages"], 500, "{json}");
+            assert!(json["cpu_ns_per_msg"].as_f64().unwrap_or(0.0) > 0.0, "{json}");
+        }
+        assert_eq!(rows[0]["ratio_to_single"], 1.0);
+        assert_eq!(rows[1]["legs"], 2);
+        assert!(render(&report).contains("doubled"));
     }
 }

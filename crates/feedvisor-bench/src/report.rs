@@ -152,6 +152,7 @@ impl Extra {
             Extra::Soak(figures) => serde_json::to_value(figures),
             Extra::Capacity(figures) => serde_json::to_value(figures),
             Extra::Compressed(figures) => serde_json::to_value(figures),
+            Extra::Doubled(figures) => serde_json::to_value(figures),
             Extra::Skipped(reason) => {
                 return Map::from_iter([("skipped".to_owned(), reason.clone().into())])
             }

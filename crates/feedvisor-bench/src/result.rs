@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::blaster::{BlastReport, Pace};
 use crate::figures::{
-    CapacityFigures, CompressedFigures, FeedsFigures, SoakFigures, StreamFigures,
+    CapacityFigures, CompressedFigures, DoubledFigures, FeedsFigures, SoakFigures, StreamFigures,
 };
 use crate::scenario::{Scenario, SystemKind, MAX_BLASTER_SHARE, MAX_LATE_SHARE};
 use crate::stats::{Percentiles, Summary};
@@ -160,6 +160,8 @@ pub enum Extra {
     Capacity(CapacityFigures),
     /// What permessage-deflate costs.
     Compressed(CompressedFigures),
+    /// What redundant legs cost.
+    Doubled(DoubledFigures),
     /// A case that could not run here, and why.
     Skipped(String),
 }

@@ -57,6 +57,8 @@ pub enum Scenario {
     Nats,
     /// permessage-deflate: CPU per message against the same stream uncompressed, idle RSS per feed.
     Compressed,
+    /// Redundant legs: CPU per delivered message of one feed on two legs against one.
+    Doubled,
 }
 
 impl Scenario {
@@ -72,6 +74,7 @@ impl Scenario {
             Scenario::Soak => "soak",
             Scenario::Nats => "nats",
             Scenario::Compressed => "compressed",
+            Scenario::Doubled => "doubled",
         }
     }
 }
