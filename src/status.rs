@@ -64,6 +64,22 @@ impl FeedState {
     pub fn is_connected(self) -> bool {
         matches!(self, FeedState::Open | FeedState::Stale)
     }
+
+    /// The state of a feed served by several connections at once (its
+    /// redundant legs, a rotation's old and new connection): open while any
+    /// of them is, else stale while any is connected, else `first`'s.
+    pub(crate) fn best_of(first: FeedState, others: impl IntoIterator<Item = FeedState>) -> Self {
+        let mut best = first;
+        for state in others {
+            if state == FeedState::Open {
+                return state;
+            }
+            if state.is_connected() && !best.is_connected() {
+                best = state;
+            }
+        }
+        best
+    }
 }
 
 /// The close code and reason of the last close, from either side.
@@ -353,6 +369,17 @@ pub struct LegStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feed_on_several_connections_is_as_up_as_its_best_one() {
+        use FeedState::*;
+        assert_eq!(FeedState::best_of(BackingOff, [Open]), Open);
+        assert_eq!(FeedState::best_of(BackingOff, [Connecting, Stale]), Stale);
+        assert_eq!(FeedState::best_of(Stale, [Open, BackingOff]), Open);
+        assert_eq!(FeedState::best_of(Open, [Stale]), Open);
+        assert_eq!(FeedState::best_of(Open, []), Open);
+        assert_eq!(FeedState::best_of(Connecting, [BackingOff]), Connecting);
+    }
 
     #[test]
     fn state_round_trips_through_the_atomic() {

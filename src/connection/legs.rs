@@ -41,7 +41,7 @@ use crate::config::{DedupWindow, FeedConfig, MAX_DEDUP_ENTRIES};
 use crate::continuity::{Discontinuity, DiscontinuityReason};
 use crate::inbox::delivery::FeedMessage;
 use crate::metrics::legs::{ContinuityMetrics, LegMetrics};
-use crate::status::StatusCell;
+use crate::status::{FeedState, StatusCell};
 
 /// Most members a feed's legs have at once (legs and the replacements of
 /// legs being rotated); a member beyond shares the last slot's counts.
@@ -234,6 +234,18 @@ impl LegSeat {
     /// The last number delivered on the feed (for `{{last_seq}}`).
     pub(crate) fn last(&self) -> Option<u64> {
         self.legs.state().last
+    }
+
+    /// The feed's state over every member with a status, given this
+    /// member's `own` (see [`FeedState::best_of`]).
+    pub(crate) fn feed_state(&self, own: FeedState) -> FeedState {
+        let state = self.legs.state();
+        let others = state
+            .members
+            .iter()
+            .filter(|member| member.incarnation != self.incarnation)
+            .filter_map(|member| member.status.as_ref().map(|status| status.state()));
+        FeedState::best_of(own, others)
     }
 
     /// This member's connection opened: without sequence numbers, if no other
@@ -546,6 +558,12 @@ impl ZeroGap {
             self.events_in_batch.0 += 1;
             self.events_in_batch.1 += event.payload.len() as u64;
         }
+    }
+
+    /// The feed's state given this actor's `own`: on a feed with legs, the
+    /// best of them, so that losing one leg leaves the feed up.
+    pub(crate) fn feed_state(&self, own: FeedState) -> FeedState {
+        self.seat.as_ref().map_or(own, |seat| seat.feed_state(own))
     }
 
     /// Whether the actor is a leg of a feed with legs.

@@ -385,6 +385,53 @@ async fn two_leg_actors_give_one_stream_through_the_loss_of_either() {
     assert_eq!(metric(DISCONTINUITIES, ",reason=\"gap\""), Some(1.0));
 }
 
+/// Yields until `status` leaves the connected states.
+async fn until_down(status: &StatusCell) {
+    for _ in 0..100 {
+        if !status.state().is_connected() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the connection never went down");
+}
+
+#[actix::test]
+async fn the_feed_stays_up_in_metrics_while_any_leg_is_open() {
+    tokio::time::pause();
+    let recorder = crate::metrics::install().expect("recorder");
+    let name = "up-legs";
+    let config = feed(name, 2, "sequence = \"/seq\"");
+    let legs = FeedLegs::for_feed(&config).expect("legs");
+    let hub = MemoryHub::new();
+    let (mut listen_a, mut listen_b) = (hub.listen("up-legs-0"), hub.listen("up-legs-1"));
+    let (sender, _routes) = mpsc::unbounded_channel();
+    let table = collecting_table(sender).await;
+    let (_a, status_a) = leg_actor(&hub, &config, &legs, 0, 1, table.clone());
+    let (_b, status_b) = leg_actor(&hub, &config, &legs, 1, 2, table);
+    let (peer_a, peer_b) = (accept(&mut listen_a).await, accept(&mut listen_b).await);
+    tokio::task::yield_now().await;
+    let up = || {
+        let prefix = format!("{}{{feed=\"{name}\"}} ", crate::metrics::FEED_UP);
+        let rendered = recorder.render();
+        rendered.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(up(), Some(1.0));
+    // Losing either leg leaves the feed up, whichever changed last.
+    peer_b.fail(TransportError::Closed);
+    until_down(&status_b).await;
+    assert_eq!(up(), Some(1.0), "leg 0 is still open");
+    let _peer_b = accept(&mut listen_b).await;
+    tokio::task::yield_now().await;
+    peer_a.fail(TransportError::Closed);
+    until_down(&status_a).await;
+    assert_eq!(up(), Some(1.0), "leg 1 is open again");
+    // Both lost: down.
+    _peer_b.fail(TransportError::Closed);
+    until_down(&status_b).await;
+    assert_eq!(up(), Some(0.0));
+}
+
 #[actix::test]
 async fn a_replacement_of_a_feed_without_sequence_or_legs_announces_the_switch() {
     let mut h: Harness = super::start("switch", "").await;

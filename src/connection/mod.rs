@@ -207,9 +207,10 @@ impl FeedConnection {
         if let Some(subscriptions) = &self.subscriptions {
             subscriptions.set_up(state.is_connected());
         }
-        // A feed's gauges follow its first shard; the others have their own.
+        // A feed's gauges follow its first shard (the others have their
+        // own) and the best of its legs.
         if !self.retired && self.shard.unwrap_or(0) == 0 {
-            self.metrics.set_state(state);
+            self.metrics.set_state(self.zero_gap.feed_state(state));
         }
     }
 

@@ -24,7 +24,7 @@ use actix::prelude::*;
 use super::{ChangeError, FeedEntry, Home, Retiring, Supervisor};
 use crate::config::FeedConfig;
 use crate::connection::legs::FeedLegs;
-use crate::connection::FeedConnection;
+use crate::connection::{FeedConnection, SendError, SendOutcome};
 use crate::metrics;
 use crate::status::{FeedState, LegStatus, StatusCell};
 
@@ -60,10 +60,8 @@ pub(super) fn legs_for(
 impl FeedEntry {
     /// The feed's state: with legs, the best of them (open if any leg is).
     pub(super) fn feed_state(&self) -> FeedState {
-        let mut states = std::iter::once(self.shared.state())
-            .chain(self.extra_legs.iter().map(|leg| leg.shared.state()));
-        let first = self.shared.state();
-        states.find(|state| state.is_connected()).unwrap_or(first)
+        let others = self.extra_legs.iter().map(|leg| leg.shared.state());
+        FeedState::best_of(self.shared.state(), others)
     }
 
     /// Each leg's state, when the feed has legs.
@@ -84,11 +82,15 @@ impl FeedEntry {
 
     /// Every live actor of the feed, leg 0 first, then its other legs or shards.
     pub(super) fn actors(&self) -> impl Iterator<Item = Addr<FeedConnection>> + '_ {
+        self.leg_actors().chain(self.shards.actors())
+    }
+
+    /// The live actors of the feed's legs, leg 0 first (only leg 0's without `urls`).
+    pub(super) fn leg_actors(&self) -> impl Iterator<Item = Addr<FeedConnection>> + '_ {
         self.actor
             .iter()
             .chain(self.extra_legs.iter().filter_map(|leg| leg.actor.as_ref()))
             .cloned()
-            .chain(self.shards.actors())
     }
 
     /// Which leg's current actor is `incarnation`.
@@ -243,6 +245,27 @@ impl Supervisor {
     }
 }
 
+/// What a send to every leg of a feed did: sent if any leg sent it, else
+/// queued if any queued it, else dropped if any dropped it, else the first
+/// leg's error (legs are alike, so one refusal stands for all).
+pub(super) fn best_outcome(
+    outcomes: impl IntoIterator<Item = Result<SendOutcome, SendError>>,
+) -> Result<SendOutcome, SendError> {
+    let rank = |outcome: &Result<SendOutcome, SendError>| match outcome {
+        Ok(SendOutcome::Sent) => 3,
+        Ok(SendOutcome::Queued { .. }) => 2,
+        Ok(SendOutcome::Dropped) => 1,
+        Err(_) => 0,
+    };
+    let mut best: Option<Result<SendOutcome, SendError>> = None;
+    for outcome in outcomes {
+        if best.as_ref().is_none_or(|best| rank(&outcome) > rank(best)) {
+            best = Some(outcome);
+        }
+    }
+    best.unwrap_or(Err(SendError::Unavailable))
+}
+
 /// How long a replacement gets to open and deliver before the connection
 /// it replaces closes anyway.
 pub(super) fn patience(config: &FeedConfig) -> Duration {
@@ -266,5 +289,27 @@ impl Handler<RotateFeed> for Supervisor {
         self.rotate(&rotate.name, rotate.leg, ctx)?;
         tracing::info!(feed = %rotate.name, leg = ?rotate.leg, "rotation requested");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_to_every_leg_reports_the_best_that_became_of_it() {
+        let queued = || Ok(SendOutcome::Queued { dropped_oldest: 0 });
+        let best = |outcomes: Vec<Result<SendOutcome, SendError>>| best_outcome(outcomes);
+        assert_eq!(best(vec![queued(), Ok(SendOutcome::Sent)]), Ok(SendOutcome::Sent));
+        assert_eq!(best(vec![Err(SendError::FeedFailed), queued()]), queued());
+        assert_eq!(
+            best(vec![Ok(SendOutcome::Dropped), Err(SendError::Unavailable)]),
+            Ok(SendOutcome::Dropped)
+        );
+        assert_eq!(
+            best(vec![Err(SendError::FeedFailed), Err(SendError::Unavailable)]),
+            Err(SendError::FeedFailed)
+        );
+        assert_eq!(best(vec![]), Err(SendError::Unavailable));
     }
 }

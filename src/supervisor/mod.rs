@@ -563,18 +563,22 @@ impl Handler<SendToFeed> for Supervisor {
     type Result = ResponseFuture<Result<SendOutcome, SendError>>;
 
     fn handle(&mut self, send: SendToFeed, _: &mut Context<Self>) -> Self::Result {
-        let actor = match self.feeds.get(&send.feed) {
+        let actors: Vec<_> = match self.feeds.get(&send.feed) {
             None => return Box::pin(async move { Err(SendError::UnknownFeed(send.feed)) }),
             Some(FeedEntry { actor: None, .. }) => {
                 return Box::pin(async { Err(SendError::FeedFailed) });
             }
-            Some(FeedEntry { actor: Some(actor), .. }) => actor.clone(),
+            // Every leg of a feed with legs gets it, so that they stay alike.
+            Some(entry) => entry.leg_actors().collect(),
         };
         Box::pin(async move {
-            actor
-                .send(SendMessage { message: send.message })
-                .await
-                .unwrap_or(Err(SendError::Unavailable))
+            let sends = actors
+                .iter()
+                .map(|actor| actor.send(SendMessage { message: send.message.clone() }));
+            let outcomes = futures_util::future::join_all(sends).await;
+            legs::best_outcome(
+                outcomes.into_iter().map(|sent| sent.unwrap_or(Err(SendError::Unavailable))),
+            )
         })
     }
 }

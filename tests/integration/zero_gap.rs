@@ -433,6 +433,9 @@ async fn a_leg_that_cannot_connect_leaves_the_feed_open_and_ready_and_says_why()
     let down = &feed["legs"][1];
     assert_ne!(down["state"], "open", "{feed}");
     assert!(down["last_error"].as_str().is_some_and(|e| e.contains("refused")), "{feed}");
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains("feedvisor_feed_up{feed=\"half\"} 1"), "{metrics}");
+    assert!(metrics.contains("feedvisor_feed_state{feed=\"half\",state=\"open\"} 1"));
     assert_eq!(continuity(seen.items("half")).gaps, []);
     upstream.handle.stop(false).await;
 }
