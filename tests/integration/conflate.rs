@@ -1,7 +1,9 @@
 //! `overflow = { conflate = "/symbol" }` from a config file, with the
 //! `feedvisor` binary: a webhook subscriber whose endpoint stalls for the
 //! whole of a 5 s burst of 10k msg/s over 100 keys resumes with one message
-//! per key, each the latest sent, while the feed kept reading throughout.
+//! per key, each the latest sent, while the feed kept reading throughout;
+//! and a `/subscribe` client under `[http.subscribe] overflow = { conflate }`
+//! that stops reading for the same burst ends with the latest of each key.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -9,11 +11,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use awc::ws::{Frame, Message};
 use feedvisor_test_support::net::RawServer;
 use feedvisor_test_support::wait::eventually;
 use feedvisor_test_support::websocket::{
     encode_frame, header_value, opcode, read_request_head, RawWs, FIN,
 };
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
@@ -263,6 +267,131 @@ overflow = {{ conflate = "/symbol" }}
         assert_eq!(dropped("drop_oldest").await, 0);
         drop(sidecar);
         endpoint.stop().await;
+        upstream.stop().await;
+    });
+}
+
+/// Waits until a `/subscribe` client's inbox exists: its series (under the
+/// one label all clients share, `websocket`) are in `/metrics`.
+async fn until_subscribe_client_registered(admin: SocketAddr) {
+    eventually(DEADLINE, "the /subscribe client registered", || async move {
+        let (_, text) = http_get(admin, "/metrics").await;
+        let series = r#"feedvisor_subscriber_delivered_total{subscriber="websocket"}"#;
+        text.contains(series).then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn a_subscribe_client_that_stops_reading_for_the_burst_ends_with_the_latest_of_each_key() {
+    actix_rt::System::new().block_on(async {
+        let sent = Rc::new(RefCell::new(Sent::default()));
+        let (go, progress) = (Rc::new(Notify::new()), Rc::new(Notify::new()));
+        let upstream = upstream(sent.clone(), go.clone(), progress.clone()).await;
+        let config = format!(
+            r#"[http]
+listen = "127.0.0.1:0"
+
+[http.subscribe]
+queue = 1024
+overflow = {{ conflate = "/symbol" }}
+slow_client_timeout = "60s"
+
+[[feeds]]
+name = "tickers"
+heartbeat = {{ interval = "0s" }}
+url = "ws://{}/"
+"#,
+            upstream.addr
+        );
+        let path = temp_config("conflate-subscribe.toml", &config);
+        let mut sidecar = ChildGuard::spawn(feedvisor().arg("run").arg("--config").arg(&path));
+        let stderr = sidecar.stderr_lines();
+        let admin = admin_addr(&stderr);
+        std::thread::spawn(move || {
+            for line in stderr.iter() {
+                eprintln!("sidecar: {line}");
+            }
+        });
+        eventually(DEADLINE, "the feed open", || async move {
+            (http_get(admin, "/readyz").await.0 == 200).then_some(())
+        })
+        .await;
+        let request = awc::Client::default().ws(format!("ws://{admin}/subscribe?feed=tickers"));
+        let (_, mut client) = tokio::time::timeout(DEADLINE, request.connect())
+            .await
+            .expect("an answer in time")
+            .expect("upgraded");
+        until_subscribe_client_registered(admin).await;
+        let labels = r#"subscriber="websocket""#;
+
+        // The client reads nothing while the whole burst is sent.
+        go.notify_one();
+        while sent.borrow().bursts < BURSTS {
+            tokio::time::timeout(DEADLINE, progress.notified()).await.expect("upstream progress");
+        }
+        let received = r#"feed="tickers",kind="text""#;
+        eventually(DEADLINE, "every message read while the client is stopped", || async move {
+            let now = metric(admin, "feedvisor_messages_received_total", received).await;
+            (now == SENT).then_some(())
+        })
+        .await;
+        assert_eq!(sent.borrow().blocked_writes, 0, "the upstream's writes never waited");
+        let depth = metric(admin, "feedvisor_subscriber_queue_depth", labels).await;
+        assert!(depth <= KEYS, "{depth} queued for {KEYS} keys");
+
+        // Resume: read until everything delivered has arrived and nothing waits.
+        let mut got: Vec<(u64, u64)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} messages, still waiting",
+                got.len()
+            );
+            match tokio::time::timeout(Duration::from_millis(300), client.next()).await {
+                Ok(Some(Ok(Frame::Text(text)))) => {
+                    got.extend(messages_of(
+                        format!("[{}]", String::from_utf8_lossy(&text)).as_bytes(),
+                    ));
+                }
+                Ok(Some(Ok(Frame::Ping(payload)))) => {
+                    client.send(Message::Pong(payload)).await.expect("pong");
+                }
+                Ok(other) => panic!("the client's connection: {other:?}"),
+                Err(_) => {
+                    let delivered = metric(admin, "feedvisor_subscriber_delivered_total", labels);
+                    let depth = metric(admin, "feedvisor_subscriber_queue_depth", labels);
+                    if delivered.await == got.len() as u64 && depth.await == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let keys = sent.borrow().keys.clone();
+        let mut last_sent = HashMap::new();
+        for (seq, key) in keys.iter().enumerate() {
+            last_sent.insert(*key, seq as u64);
+        }
+        let mut last_got: HashMap<u64, u64> = HashMap::new();
+        for (key, seq) in &got {
+            assert_eq!(keys[*seq as usize], *key, "message {seq} under its own key");
+            let before = last_got.insert(*key, *seq);
+            assert!(before.is_none_or(|before| before < *seq), "key {key} went back to {seq}");
+        }
+        assert_eq!(last_got, last_sent, "every key ends with the last message sent for it");
+        let dropped = |reason: &str| {
+            let labels = format!(r#"subscriber="websocket",reason="{reason}""#);
+            async move { metric(admin, "feedvisor_subscriber_dropped_total", &labels).await }
+        };
+        let conflated = dropped("conflated").await;
+        assert!(conflated > 0, "a stopped client's queue conflated");
+        assert_eq!(conflated, SENT - got.len() as u64, "every discarded message counted");
+        assert_eq!(dropped("conflate_overflow").await, 0, "100 keys fit the queue");
+        assert_eq!(dropped("drop_oldest").await, 0);
+        drop(client);
+        drop(sidecar);
         upstream.stop().await;
     });
 }
