@@ -176,7 +176,9 @@ fn rotate_leg(query: &str) -> Result<Option<usize>, String> {
                 let index = value.parse().map_err(|_| {
                     format!("leg={value:?} is not a leg's index (a whole number from 0)")
                 })?;
-                leg = Some(index);
+                if leg.replace(index).is_some() {
+                    return Err("leg is given twice: name one leg, or none for every leg".into());
+                }
             }
             _ => return Err(format!("unknown query parameter {pair:?}: only leg=N is taken")),
         }
@@ -186,4 +188,20 @@ fn rotate_leg(query: &str) -> Result<Option<usize>, String> {
 
 pub(super) async fn reload(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     change(&state, &request, Reload, HttpResponse::Ok, to_json).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotate_leg;
+
+    #[test]
+    fn a_rotate_query_names_one_leg_or_none() {
+        assert_eq!(rotate_leg(""), Ok(None));
+        assert_eq!(rotate_leg("leg=2"), Ok(Some(2)));
+        for bad in ["leg=abc", "leg=-1", "leg=", "leg=18446744073709551616", "legs=1", "leg"] {
+            assert!(rotate_leg(bad).is_err(), "{bad} accepted");
+        }
+        let twice = rotate_leg("leg=1&leg=0").expect_err("two legs");
+        assert!(twice.contains("twice"), "{twice}");
+    }
 }
