@@ -70,6 +70,8 @@ pub struct HostLimits {
     #[serde(skip)]
     pub port: Option<u16>,
     /// The connect budget; `None`: connects are not limited, cool-downs still apply.
+    /// Shown as written: `connects` and `per` beside the other fields.
+    #[serde(flatten)]
     pub connect_budget: Option<ConnectBudget>,
     /// The cool-down when the host refuses without `Retry-After`.
     #[serde(serialize_with = "crate::sink::serialize_duration")]
@@ -334,6 +336,20 @@ mod tests {
         assert_eq!(host.cooldown_statuses, DEFAULT_COOLDOWN_STATUSES);
         assert_eq!(host.cooldown_close_codes, [1008]);
         assert!(host.outbound_rate.is_some_and(|rate| rate.count_pings));
+    }
+
+    #[test]
+    fn a_host_entry_is_shown_as_written_and_reads_back() {
+        let text = format!(
+            "[[hosts]]\nmatch = \"API.example.com:443\"\nconnects = 20\nper = \"10s\"\n\
+             max_cooldown = \"1m\"\n{FEED}"
+        );
+        let config = parse(&text).expect("valid");
+        let shown = toml::to_string(&config).expect("serialises");
+        let host = shown.split("[[hosts]]").nth(1).expect("a hosts entry");
+        assert!(host.contains("connects = 20\nper = \"10s\""), "{host}");
+        assert!(!host.contains("connect_budget"), "{host}");
+        assert_eq!(parse(&shown).expect("reads back").hosts, config.hosts);
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //!
 //! The documents are generated within the config schema: `[http]` with
 //! `[http.subscribe]`, `[defaults]`, feeds of every built-in scheme with
-//! every field, subscribers of every sink, and the process settings, each
-//! field present or left out, values in the forms people write (sizes as
-//! numbers or `KiB`/`MiB`, durations in `ms`, `s` or `1m 30s`, `${VAR}` in
-//! URLs, header values and messages). "Equivalent" is equality, except that
-//! secrets (header values, the admin token) read back as the `***` they are
-//! shown as; a URL written literally carries no password or query here,
-//! since those are shown masked as well.
+//! every field (WebSocket feeds also with credential providers, pacing,
+//! generated subscriptions and shards, legs and rotation), `[[hosts]]`,
+//! subscribers of every sink and overflow (conflation included), and the
+//! process settings, each field present or left out, values in the forms
+//! people write (sizes as numbers or `KiB`/`MiB`, durations in `ms`, `s`
+//! or `1m 30s`, `${VAR}` in URLs, header values and messages).
+//! "Equivalent" is equality, except that secrets (header values, a
+//! provider's headers and body, the admin token) read back as the `***`
+//! they are shown as; a URL written literally carries no password or query
+//! here, since those are shown masked as well.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +57,9 @@ impl ConfigDir {
         let dir = std::env::temp_dir().join(format!("feedvisor-roundtrip-{unique}"));
         std::fs::create_dir_all(&dir).expect("create the config directory");
         std::fs::write(dir.join("ca.pem"), ca_pem()).expect("write the CA file");
+        // `credentials.exec` names a program that must exist; it is never run here.
+        std::fs::write(dir.join("get-token.sh"), "#!/bin/sh\necho '{}'\n")
+            .expect("write the provider");
         ConfigDir(dir)
     }
 
@@ -79,6 +85,16 @@ fn secrets_as_shown(mut config: Config) -> Config {
     for feed in &mut config.feeds {
         for (_, value) in &mut feed.headers {
             *value = shown.to_owned();
+        }
+        if let Some(CredentialsConfig { source: CredentialSource::Http(http), .. }) =
+            &mut feed.credentials
+        {
+            for (_, value) in &mut http.headers {
+                *value = shown.to_owned();
+            }
+            if let Some(body) = &mut http.body {
+                *body = Secret::new(shown);
+            }
         }
     }
     for subscriber in &mut config.subscribers {
@@ -225,6 +241,261 @@ fn outbound_queue() -> BoxedStrategy<Value> {
         .boxed()
 }
 
+/// `outbound_rate = { messages, per, count_pings }`.
+fn outbound_rate() -> BoxedStrategy<Value> {
+    (1u32..=100_000, duration(1..=86_400_000), proptest::option::of(any::<bool>()))
+        .prop_map(|(messages, per, count_pings)| {
+            let mut table = Table::new();
+            table.insert("messages".to_owned(), Value::Integer(messages.into()));
+            table.insert("per".to_owned(), per);
+            set(&mut table, "count_pings", count_pings.map(Value::Boolean));
+            Value::Table(table)
+        })
+        .boxed()
+}
+
+/// `credentials = { ... }`: a program in the config's directory or an HTTP
+/// endpoint, with a period or a share of the remaining life, and the rest.
+fn credentials() -> BoxedStrategy<Value> {
+    let exec = proptest::collection::vec("[a-z0-9-]{1,8}", 0..3).prop_map(|args| {
+        let command = std::iter::once("./get-token.sh".to_owned()).chain(args).collect();
+        ("exec", strings(command))
+    });
+    let http = (
+        proptest::option::of(prop_oneof![Just("GET"), Just("POST"), Just("PUT")]),
+        proptest::collection::btree_map(
+            "X-[A-Za-z]{1,8}",
+            prop_oneof!["[ -~]{0,16}", Just("${API_KEY}".to_owned())],
+            0..3,
+        ),
+        proptest::option::of(prop_oneof!["[ -~]{0,16}", Just("key=${API_KEY}".to_owned())]),
+    )
+        .prop_map(|(method, headers, body)| {
+            let mut http = Table::new();
+            http.insert("url".to_owned(), string("https://auth.example.com/token"));
+            set(&mut http, "method", method.map(string));
+            let headers = headers.into_iter().map(|(name, value)| (name, string(value)));
+            http.insert("headers".to_owned(), Value::Table(headers.collect()));
+            set(&mut http, "body", body.map(string));
+            ("http", Value::Table(http))
+        });
+    let refresh = prop_oneof![
+        duration(1_000..=86_400_000),
+        (1u32..=99).prop_map(|share| string(format!("{share}%"))),
+    ];
+    let rejected = (
+        proptest::option::of(proptest::collection::vec(400u16..=599, 0..3)),
+        proptest::option::of(proptest::collection::vec(1000u16..=4999, 0..3)),
+        proptest::option::of((proptest::option::of(pointer()), "[a-z ]{1,12}")),
+    )
+        .prop_map(|(statuses, close_codes, reply)| {
+            let codes = |codes: Vec<u16>| {
+                Value::Array(codes.into_iter().map(|code| Value::Integer(code.into())).collect())
+            };
+            let mut table = Table::new();
+            set(&mut table, "statuses", statuses.map(codes));
+            set(&mut table, "close_codes", close_codes.map(codes));
+            set(
+                &mut table,
+                "reply",
+                reply.map(|(pointer, contains)| {
+                    let mut reply = Table::new();
+                    set(&mut reply, "pointer", pointer.map(string));
+                    reply.insert("contains".to_owned(), string(contains));
+                    Value::Table(reply)
+                }),
+            );
+            Value::Table(table)
+        });
+    (
+        prop_oneof![exec, http],
+        proptest::option::of(refresh),
+        proptest::option::of(duration(1..=600_000)),
+        proptest::option::of(size(1)),
+        proptest::option::of(rejected),
+    )
+        .prop_map(|((kind, source), refresh, timeout, max_output, rejected)| {
+            let mut table = Table::new();
+            table.insert(kind.to_owned(), source);
+            set(&mut table, "refresh", refresh);
+            set(&mut table, "timeout", timeout);
+            set(&mut table, "max_output", max_output);
+            set(&mut table, "rejected", rejected);
+            Value::Table(table)
+        })
+        .boxed()
+}
+
+/// `subscribe = { ... }` and perhaps `max_topics_per_connection`, for a
+/// feed in message mode.
+fn subscribe() -> BoxedStrategy<Vec<(&'static str, Value)>> {
+    let topics = proptest::collection::btree_set("[A-Z]{1,4}-[A-Z]{3,4}", 1..20);
+    let ack =
+        (pointer(), proptest::option::of(pointer()), proptest::option::of(duration(1..=600_000)))
+            .prop_map(|(id, error, timeout)| {
+                let mut table = Table::new();
+                table.insert("id".to_owned(), string(id));
+                set(&mut table, "error", error.map(string));
+                set(&mut table, "timeout", timeout);
+                Value::Table(table)
+            });
+    (
+        topics,
+        proptest::option::of(1u32..=50),
+        proptest::option::of(ack),
+        proptest::option::of(duration(1..=3_600_000)),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(1u32..=20),
+    )
+        .prop_map(|(topics, per_message, ack, stale_after, replay, max_topics)| {
+            let mut table = Table::new();
+            let template = match ack {
+                Some(_) => r#"{"op":"subscribe","id":{{id}},"args":{{topics}}}"#,
+                None => r#"{"op":"subscribe","args":{{topics}}}"#,
+            };
+            table.insert("template".to_owned(), string(template));
+            table.insert("topics".to_owned(), strings(topics.into_iter().collect()));
+            set(&mut table, "per_message", per_message.map(|n| Value::Integer(n.into())));
+            set(&mut table, "ack", ack);
+            set(&mut table, "stale_after", stale_after);
+            set(&mut table, "replay_rejected", replay.map(Value::Boolean));
+            let mut fields = vec![("subscribe", Value::Table(table))];
+            if let Some(max) = max_topics {
+                fields.push(("max_topics_per_connection", Value::Integer(max.into())));
+            }
+            fields
+        })
+        .boxed()
+}
+
+/// Redundant legs: how many (the feed's URL repeated, `urls` in place of
+/// `url`), and how copies are told apart and gaps waited for.
+fn legs() -> BoxedStrategy<(usize, Vec<(&'static str, Value)>)> {
+    let window = prop_oneof![
+        duration(1..=600_000),
+        (1u32..=1_048_576).prop_map(|count| Value::Integer(count.into())),
+    ];
+    (
+        1usize..=4,
+        any::<bool>(),
+        proptest::option::of(window),
+        proptest::option::of(duration(1..=60_000)),
+        proptest::option::of(1u32..=1_000_000),
+    )
+        .prop_map(|(count, redundancy, window, gap_fill_wait, gap_fill_max)| {
+            let mut fields = Vec::new();
+            if redundancy {
+                fields.push(("redundancy", string("all")));
+            }
+            fields.extend(window.map(|window| ("dedup_window", window)));
+            fields.extend(gap_fill_wait.map(|wait| ("gap_fill_wait", wait)));
+            fields.extend(gap_fill_max.map(|max| ("gap_fill_max", Value::Integer(max.into()))));
+            (count, fields)
+        })
+        .boxed()
+}
+
+/// What a WebSocket feed may add against venue limits and gaps: a
+/// credential provider, pacing, generated subscriptions, legs, rotation.
+#[derive(Debug, Clone)]
+struct VenueFields {
+    credentials: Option<Value>,
+    outbound_rate: Option<Value>,
+    subscribe: Option<Vec<(&'static str, Value)>>,
+    legs: Option<(usize, Vec<(&'static str, Value)>)>,
+    rotate_every: Option<Value>,
+}
+
+fn venue_fields() -> BoxedStrategy<VenueFields> {
+    (
+        proptest::option::of(credentials()),
+        proptest::option::of(outbound_rate()),
+        proptest::option::of(subscribe()),
+        proptest::option::of(legs()),
+        proptest::option::of(prop_oneof![Just(string("0s")), duration(1_000..=86_400_000)]),
+    )
+        .prop_map(|(credentials, outbound_rate, subscribe, legs, rotate_every)| VenueFields {
+            credentials,
+            outbound_rate,
+            subscribe,
+            legs,
+            rotate_every,
+        })
+        .boxed()
+}
+
+impl VenueFields {
+    /// Adds the fields to `table`, a feed whose URL is `url`: in message
+    /// mode (the fields need it), without what its `sequence` rules out.
+    fn add_to(self, table: &mut Table, url: &str) {
+        let sequenced = table.contains_key("sequence");
+        set(table, "credentials", self.credentials);
+        set(table, "outbound_rate", self.outbound_rate);
+        let message_mode =
+            self.subscribe.is_some() || self.legs.is_some() || self.rotate_every.is_some();
+        if message_mode {
+            table.insert("mode".to_owned(), string("message"));
+            table.remove("chunk_size");
+        }
+        let legs = self.legs.is_some();
+        for (key, value) in self.subscribe.into_iter().flatten() {
+            if key != "max_topics_per_connection" || !(sequenced || legs) {
+                table.insert(key.to_owned(), value);
+            }
+        }
+        if let Some((count, fields)) = self.legs {
+            table.remove("url");
+            table.insert("urls".to_owned(), strings(vec![url.to_owned(); count]));
+            for (key, value) in fields {
+                if key != "dedup_window" || !sequenced {
+                    table.insert(key.to_owned(), value);
+                }
+            }
+        }
+        set(table, "rotate_every", self.rotate_every);
+    }
+}
+
+/// `[[hosts]]` entries, each matching a host of its own.
+fn hosts() -> BoxedStrategy<Vec<Table>> {
+    let entry = (
+        proptest::option::of(1u16..=65535),
+        proptest::option::of((1u32..=10_000, duration(1..=86_400_000))),
+        proptest::option::of(duration(1..=86_400_000)),
+        proptest::option::of(duration(1..=86_400_000)),
+        proptest::option::of(proptest::collection::vec(400u16..=599, 0..3)),
+        proptest::option::of(proptest::collection::vec(1000u16..=4999, 0..3)),
+        proptest::option::of(outbound_rate()),
+    );
+    proptest::collection::vec(entry, 0..3)
+        .prop_map(|entries| {
+            let codes = |codes: Vec<u16>| {
+                Value::Array(codes.into_iter().map(|code| Value::Integer(code.into())).collect())
+            };
+            entries
+                .into_iter()
+                .enumerate()
+                .map(|(index, (port, budget, cooldown, max_cooldown, statuses, close, rate))| {
+                    let mut table = Table::new();
+                    let host = format!("Venue-{index}.example.com");
+                    let matches = port.map_or(host.clone(), |port| format!("{host}:{port}"));
+                    table.insert("match".to_owned(), string(matches));
+                    if let Some((connects, per)) = budget {
+                        table.insert("connects".to_owned(), Value::Integer(connects.into()));
+                        table.insert("per".to_owned(), per);
+                    }
+                    set(&mut table, "cooldown", cooldown);
+                    set(&mut table, "max_cooldown", max_cooldown);
+                    set(&mut table, "cooldown_statuses", statuses.map(codes));
+                    set(&mut table, "cooldown_close_codes", close.map(codes));
+                    set(&mut table, "outbound_rate", rate);
+                    table
+                })
+                .collect()
+        })
+        .boxed()
+}
+
 /// The fields `[defaults]` and a feed share, each present or not.
 fn session_fields(pings: bool) -> BoxedStrategy<Table> {
     (
@@ -257,10 +528,12 @@ fn defaults(pings: bool) -> BoxedStrategy<Table> {
         session_fields(pings),
         proptest::option::of(prop_oneof![Just("message"), Just("stream")]),
         proptest::option::of(size(16)),
+        proptest::option::of(outbound_rate()),
     )
-        .prop_map(|(mut table, mode, chunk_size)| {
+        .prop_map(|(mut table, mode, chunk_size, outbound_rate)| {
             set(&mut table, "mode", mode.map(string));
             set(&mut table, "chunk_size", chunk_size);
+            set(&mut table, "outbound_rate", outbound_rate);
             table
         })
         .boxed()
@@ -335,12 +608,24 @@ fn feed(name: String, scheme: Scheme) -> BoxedStrategy<Table> {
         (headers, subprotocols, on_open),
         proptest::option::of(prop_oneof![Just("lines"), Just("length_prefixed")]),
         any::<bool>(),
+        proptest::option::of(venue_fields()),
     )
         .prop_map(
-            move |(url, mut table, mode, chunk_size, topic, sequence, extras, framing, ca_file)| {
+            move |(
+                url,
+                mut table,
+                mode,
+                chunk_size,
+                topic,
+                sequence,
+                extras,
+                framing,
+                ca_file,
+                venue,
+            )| {
                 let (headers, subprotocols, on_open) = extras;
                 table.insert("name".to_owned(), string(name.clone()));
-                table.insert("url".to_owned(), string(url));
+                table.insert("url".to_owned(), string(url.clone()));
                 set(&mut table, "mode", mode.map(string));
                 if mode == Some("stream") {
                     set(&mut table, "chunk_size", chunk_size);
@@ -368,6 +653,9 @@ fn feed(name: String, scheme: Scheme) -> BoxedStrategy<Table> {
                 if scheme.secure() && ca_file {
                     let tls = Table::from_iter([("ca_file".to_owned(), string("ca.pem"))]);
                     table.insert("tls".to_owned(), Value::Table(tls));
+                }
+                if let Some(venue) = venue.filter(|_| websocket) {
+                    venue.add_to(&mut table, &url);
                 }
                 table
             },
@@ -436,7 +724,13 @@ fn subscriber(name: String, feeds: Vec<String>) -> BoxedStrategy<Table> {
                 ]))
             }),
     ];
-    let overflow = prop_oneof![Just("drop_oldest"), Just("drop_newest"), Just("backpressure")];
+    let overflow = prop_oneof![
+        3 => prop_oneof![Just("drop_oldest"), Just("drop_newest"), Just("backpressure")]
+            .prop_map(string),
+        1 => pointer().prop_map(|pointer| {
+            Value::Table(Table::from_iter([("conflate".to_owned(), string(pointer))]))
+        }),
+    ];
     (
         patterns,
         proptest::option::of(topics),
@@ -450,7 +744,7 @@ fn subscriber(name: String, feeds: Vec<String>) -> BoxedStrategy<Table> {
             table.insert("feeds".to_owned(), strings(feeds));
             set(&mut table, "topics", topics.map(strings));
             set(&mut table, "queue", queue.map(|n| Value::Integer(n.into())));
-            set(&mut table, "overflow", overflow.map(string));
+            set(&mut table, "overflow", overflow);
             table
         })
         .boxed()
@@ -466,7 +760,13 @@ fn http() -> BoxedStrategy<Table> {
             0..3,
         )),
         proptest::option::of(1u32..=1 << 16),
-        proptest::option::of(prop_oneof![Just("drop_oldest"), Just("drop_newest")]),
+        proptest::option::of(prop_oneof![
+            Just("drop_oldest").prop_map(string),
+            Just("drop_newest").prop_map(string),
+            pointer().prop_map(|pointer| {
+                Value::Table(Table::from_iter([("conflate".to_owned(), string(pointer))]))
+            }),
+        ]),
     )
         .prop_map(|(clients, slow, origins, queue, overflow)| {
             let mut table = Table::new();
@@ -474,7 +774,7 @@ fn http() -> BoxedStrategy<Table> {
             set(&mut table, "slow_client_timeout", slow);
             set(&mut table, "allowed_origins", origins.map(strings));
             set(&mut table, "queue", queue.map(|n| Value::Integer(n.into())));
-            set(&mut table, "overflow", overflow.map(string));
+            set(&mut table, "overflow", overflow);
             Value::Table(table)
         });
     let listen = prop_oneof![
@@ -525,9 +825,10 @@ fn document() -> BoxedStrategy<Table> {
                 subscribers,
                 proptest::option::of(duration(1..=300_000)),
                 proptest::option::of(1u32..=256),
+                hosts(),
             )
         })
-        .prop_map(|(http, defaults, feeds, subscribers, shutdown_timeout, workers)| {
+        .prop_map(|(http, defaults, feeds, subscribers, shutdown_timeout, workers, hosts)| {
             let mut document = Table::new();
             document.insert("http".to_owned(), Value::Table(http));
             document.insert("defaults".to_owned(), Value::Table(defaults));
@@ -541,6 +842,10 @@ fn document() -> BoxedStrategy<Table> {
             );
             set(&mut document, "shutdown_timeout", shutdown_timeout);
             set(&mut document, "workers", workers.map(|n| Value::Integer(n.into())));
+            if !hosts.is_empty() {
+                let hosts = hosts.into_iter().map(Value::Table).collect();
+                document.insert("hosts".to_owned(), Value::Array(hosts));
+            }
             document
         })
         .boxed()
