@@ -115,6 +115,43 @@ pub(crate) fn has_reference(text: &str) -> bool {
     text.replace("$${", "").contains("${")
 }
 
+/// Refuses a feed given over the API (`POST`/`PUT /feeds`, or posted
+/// there and stored in the cluster) in which any string holds a `${VAR}`
+/// or `${file:PATH}` reference: expanding it would hand this process's
+/// environment or files to whoever posts, in a URL or header sent to a
+/// server of their choosing. Each reference is named by its field's path.
+pub(crate) fn refuse_references(feed: &serde_json::Value) -> Result<(), super::ConfigError> {
+    fn walk(value: &serde_json::Value, path: String, errors: &mut Vec<super::FieldError>) {
+        match value {
+            serde_json::Value::String(text) if has_reference(text) => {
+                errors.push(super::FieldError::new(
+                    path,
+                    "`${...}` is not expanded in a feed added over the API: write the value                      itself, or put the feed in the config file (`$${` writes a literal `${`)",
+                ));
+            }
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    walk(item, format!("{path}[{index}]"), errors);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (name, field) in fields {
+                    let path =
+                        if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+                    walk(field, path, errors);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut errors = Vec::new();
+    walk(feed, String::new(), &mut errors);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(super::ConfigError { origin: "feed".to_owned(), errors })
+}
+
 /// Whether `text` must be shown as written to read back as the same value:
 /// it holds a `${VAR}` reference, or a `$${` escape, whose expansion (`${`)
 /// would read as the start of a reference.
@@ -139,6 +176,22 @@ mod tests {
             "NESTED" => Some("${KEY}".to_owned()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_feed_given_over_the_api_may_not_reference_the_environment_or_files() {
+        let feed = serde_json::json!({
+            "name": "posted",
+            "url": "ws://example.com/?key=${API_KEY}",
+            "headers": { "X-Leak": "${file:/etc/hostname}", "X-Plain": "literal $${x} and $5" },
+            "on_open": ["fine", "${HOME}"],
+        });
+        let error = refuse_references(&feed).expect_err("references refused");
+        let paths: Vec<&str> = error.errors.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(paths, ["headers.X-Leak", "on_open[1]", "url"]);
+        assert!(error.errors[0].message.contains("not expanded in a feed added over the API"));
+        let plain = serde_json::json!({ "name": "posted", "url": "ws://example.com/$5", "on_open": ["$${x}"] });
+        assert!(refuse_references(&plain).is_ok());
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub use credentials::{
     placeholders, CredentialSource, CredentialsConfig, HttpSource, Refresh, RejectedReply,
     Rejections, PLACEHOLDER_PREFIX,
 };
+pub(crate) use env::refuse_references;
 pub use heartbeat::{HeartbeatConfig, HeartbeatKind, ReplyMatch};
 pub use legs::{DedupWindow, Redundancy, MAX_DEDUP_ENTRIES, MAX_LEGS};
 pub use limits::{

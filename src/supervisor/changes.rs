@@ -61,14 +61,15 @@ impl Supervisor {
     }
 
     /// Validates a feed given as JSON, with the config's defaults, the
-    /// supervisor's transports and no `${VAR}` expansion (a client must not be
-    /// able to make the sidecar send it a secret), nor a program of its own
-    /// to run as a credential provider.
+    /// supervisor's transports and no `${VAR}` or `${file:PATH}` reference
+    /// (a client must not be able to make the sidecar send it a secret), nor
+    /// a program of its own to run as a credential provider.
     pub(super) fn feed_from_json(
         &self,
         json: serde_json::Value,
     ) -> Result<FeedConfig, ChangeError> {
         config::refuse_exec_credentials(&json)?;
+        config::refuse_references(&json)?;
         self.feed_from_json_with(json, &|_| None)
     }
 

@@ -218,6 +218,57 @@ async fn every_admin_endpoint_answers_with_the_right_status() {
     upstream.handle.stop(false).await;
 }
 
+#[actix::test]
+async fn a_feed_given_over_the_api_cannot_read_the_sidecars_files_or_environment() {
+    let upstream = StreamingUpstream::start();
+    let secret = temp_file("api-secret.txt", "never-sent");
+    let text = "[http]\nlisten = \"127.0.0.1:0\"\n";
+    let config =
+        Config::from_toml_str(text, Path::new("api.toml"), &TransportRegistry::with_defaults())
+            .expect("valid");
+    let sidecar = Sidecar::builder(config).start().await.expect("started");
+    let addr = sidecar.http_addr().expect("http");
+    let reference = format!("${{file:{}}}", secret.display());
+    let attempts = [
+        (
+            "POST",
+            "/feeds",
+            json!({ "name": "leak", "url": upstream.url("leak"), "headers": { "X-Leak": reference } }),
+        ),
+        (
+            "POST",
+            "/feeds",
+            json!({ "name": "leak", "url": format!("{}?k=${{HOME}}", upstream.url("leak")) }),
+        ),
+        (
+            "POST",
+            "/feeds",
+            json!({ "name": "leak", "url": upstream.url("leak"), "on_open": [reference] }),
+        ),
+    ];
+    for (method, path, feed) in &attempts {
+        let (status, body) = request(addr, method, path, None, Some(&feed.to_string())).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["fields"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not expanded in a feed added over the API"), "{body}");
+        assert!(!body.to_string().contains("never-sent"), "{body}");
+    }
+    assert_eq!(request(addr, "GET", "/feeds/leak", None, None).await.0, 404, "never added");
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 0);
+    // The same for a replacement of a running feed.
+    let plain = json!({ "name": "plain", "url": upstream.url("plain"), "required": false });
+    assert_eq!(request(addr, "POST", "/feeds", None, Some(&plain.to_string())).await.0, 201);
+    let changed = json!({ "url": upstream.url("plain"), "headers": { "X-Leak": reference } });
+    let (status, body) =
+        request(addr, "PUT", "/feeds/plain", None, Some(&changed.to_string())).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["fields"][0]["path"], "headers.X-Leak", "{body}");
+    let (_, shown) = request(addr, "GET", "/feeds/plain", None, None).await;
+    assert!(shown.get("headers").is_none_or(|headers| headers.get("X-Leak").is_none()), "{shown}");
+    sidecar.stop().await;
+    upstream.handle.stop(false).await;
+}
+
 fn three_feeds(upstream: &StreamingUpstream, changed: bool) -> String {
     let feed = |name: &str, path: &str| {
         format!(
