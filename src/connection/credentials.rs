@@ -218,6 +218,7 @@ impl CredentialState {
     }
 
     /// Whether an answer, close or message is one the feed says rejects credentials.
+    #[inline]
     fn rejects(&self, rejection: Rejection, payload: &[u8]) -> bool {
         let Some(active) = &self.active else { return false };
         let rules = &active.config.rejected;
@@ -456,10 +457,16 @@ impl FeedConnection {
     /// dialed with, if `rejection` is one the feed names: they are forgotten
     /// (their digest kept), so that the next attempt runs the provider and
     /// never dials with them again. Returns whether it was.
+    ///
+    /// Called for every data message (with [`Rejection::Reply`]): inlined, it
+    /// is one test on a feed without a provider.
+    #[inline]
     pub(super) fn credentials_rejected(&mut self, rejection: Rejection, payload: &[u8]) -> bool {
-        if !self.credentials.rejects(rejection, payload) {
-            return false;
-        }
+        self.credentials.rejects(rejection, payload) && self.forget_rejected(rejection)
+    }
+
+    #[cold]
+    fn forget_rejected(&mut self, rejection: Rejection) -> bool {
         let Some(active) = self.credentials.active.as_mut() else { return false };
         // What the connection was dialed with is refused; a refresh since then is not.
         if let Some(dialed) = active.dialed.take() {
