@@ -147,6 +147,25 @@ async fn metric(admin: SocketAddr, name: &str, labels: &str) -> u64 {
     sample(&text, name, labels).unwrap_or(0.0) as u64
 }
 
+/// Runs the `feedvisor` binary on `config` (written as `name`), its log
+/// echoed, until its feed is open: the process and its admin address.
+async fn start_sidecar(name: &str, config: &str) -> (ChildGuard, SocketAddr) {
+    let path = temp_config(name, config);
+    let mut sidecar = ChildGuard::spawn(feedvisor().arg("run").arg("--config").arg(&path));
+    let stderr = sidecar.stderr_lines();
+    let admin = admin_addr(&stderr);
+    std::thread::spawn(move || {
+        for line in stderr.iter() {
+            eprintln!("sidecar: {line}");
+        }
+    });
+    eventually(DEADLINE, "the feed open", || async move {
+        (http_get(admin, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    (sidecar, admin)
+}
+
 #[test]
 fn a_conflating_subscriber_paused_5s_on_100_keys_at_10k_per_second_resumes_with_the_latest_of_each()
 {
@@ -180,19 +199,7 @@ overflow = {{ conflate = "/symbol" }}
 "#,
             upstream.addr, endpoint.addr
         );
-        let path = temp_config("conflate.toml", &config);
-        let mut sidecar = ChildGuard::spawn(feedvisor().arg("run").arg("--config").arg(&path));
-        let stderr = sidecar.stderr_lines();
-        let admin = admin_addr(&stderr);
-        std::thread::spawn(move || {
-            for line in stderr.iter() {
-                eprintln!("sidecar: {line}");
-            }
-        });
-        eventually(DEADLINE, "the feed open", || async move {
-            (http_get(admin, "/readyz").await.0 == 200).then_some(())
-        })
-        .await;
+        let (sidecar, admin) = start_sidecar("conflate.toml", &config).await;
 
         // The endpoint holds its first request's answer: the sink holds
         // that batch and takes no other while the upstream sends.
@@ -304,19 +311,7 @@ url = "ws://{}/"
 "#,
             upstream.addr
         );
-        let path = temp_config("conflate-subscribe.toml", &config);
-        let mut sidecar = ChildGuard::spawn(feedvisor().arg("run").arg("--config").arg(&path));
-        let stderr = sidecar.stderr_lines();
-        let admin = admin_addr(&stderr);
-        std::thread::spawn(move || {
-            for line in stderr.iter() {
-                eprintln!("sidecar: {line}");
-            }
-        });
-        eventually(DEADLINE, "the feed open", || async move {
-            (http_get(admin, "/readyz").await.0 == 200).then_some(())
-        })
-        .await;
+        let (sidecar, admin) = start_sidecar("conflate-subscribe.toml", &config).await;
         let request = awc::Client::default().ws(format!("ws://{admin}/subscribe?feed=tickers"));
         let (_, mut client) = tokio::time::timeout(DEADLINE, request.connect())
             .await
