@@ -379,13 +379,11 @@ impl Handler<InboxGone> for Router {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::Duration;
 
-    use bytes::Bytes;
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::inbox::delivery::DataKind;
     use crate::metrics;
 
     /// A subscriber that forwards what it receives to the test.
@@ -480,18 +478,7 @@ mod tests {
     }
 
     fn message(feed: &str, topic: Option<&str>, text: &str) -> FeedMessage {
-        FeedMessage {
-            feed: feed.into(),
-            topic: topic.map(Into::into),
-            kind: DataKind::Text,
-            payload: Bytes::copy_from_slice(text.as_bytes()),
-            received_at: SystemTime::now(),
-            received: Instant::now(),
-            gap_before: None,
-            sequence: None,
-            chunk: None,
-            discontinuity: None,
-        }
+        FeedMessage { topic: topic.map(Into::into), ..FeedMessage::text_for_test(feed, text) }
     }
 
     fn texts(batch: &[FeedMessage]) -> Vec<&str> {
